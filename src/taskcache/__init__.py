@@ -1,0 +1,64 @@
+"""taskcache: a memoization catalog for workflow tasks, with Flyte-identical cache keys.
+
+``taskcache.open()`` returns a :class:`Client` with Flyte's catalog methods (get, put, update,
+get_or_extend_reservation, release_reservation, get_reservation_cache,
+update_reservation_cache) plus delete; ``taskcache.open_async()`` its async twin.
+"""
+
+from taskcache._version import __version__
+from taskcache.clients.base import AsyncClient, Client
+from taskcache.clients.embedded import AsyncEmbeddedClient, EmbeddedClient
+from taskcache.errors import (
+    AlreadyExistsError,
+    CacheError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from taskcache.model import (
+    CacheStatus,
+    Entry,
+    InputReader,
+    Key,
+    Metadata,
+    Reservation,
+    ReservationCache,
+    ReservationStatus,
+    Status,
+)
+from taskcache.outputs import InMemoryOutputReader, OutputReader, UriOutputReader
+from taskcache.targets import open_async_catalog as open_async
+from taskcache.targets import open_catalog as open
+
+__all__ = [
+    "AlreadyExistsError",
+    "AsyncClient",
+    "AsyncEmbeddedClient",
+    "CacheError",
+    "CacheStatus",
+    "Client",
+    "DeadlineExceededError",
+    "EmbeddedClient",
+    "Entry",
+    "FailedPreconditionError",
+    "InMemoryOutputReader",
+    "InputReader",
+    "InternalError",
+    "InvalidArgumentError",
+    "Key",
+    "Metadata",
+    "NotFoundError",
+    "OutputReader",
+    "Reservation",
+    "ReservationCache",
+    "ReservationStatus",
+    "Status",
+    "UnavailableError",
+    "UriOutputReader",
+    "__version__",
+    "open",
+    "open_async",
+]

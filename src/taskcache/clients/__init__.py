@@ -1,0 +1,1 @@
+"""Catalog clients: the protocols and their implementations."""

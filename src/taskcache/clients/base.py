@@ -1,0 +1,126 @@
+"""The Client protocols: Flyte's seven catalog methods plus delete, close and context use.
+
+Every client (embedded or remote) satisfies :class:`Client`; its async twin satisfies
+:class:`AsyncClient` with the same method names as coroutines.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import TracebackType
+from typing import Protocol, Self
+
+from taskcache.model import (
+    Entry,
+    Key,
+    LiteralMap,
+    Metadata,
+    Reservation,
+    ReservationCache,
+    Status,
+)
+from taskcache.outputs import OutputReader
+
+Outputs = LiteralMap | OutputReader
+
+
+class Client(Protocol):
+    """A synchronous catalog client."""
+
+    def get(self, key: Key) -> Entry:
+        """Return the entry for ``key``; NotFoundError on a miss."""
+        ...
+
+    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+        """Create the entry; AlreadyExistsError if a live one exists."""
+        ...
+
+    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+        """Create or overwrite the entry."""
+        ...
+
+    def delete(self, key: Key) -> None:
+        """Delete the entry; NotFoundError if absent."""
+        ...
+
+    def get_or_extend_reservation(
+        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+    ) -> Reservation:
+        """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
+        ...
+
+    def release_reservation(self, key: Key, owner_id: str) -> None:
+        """Release ``owner_id``'s reservation; a no-op if it holds none."""
+        ...
+
+    def get_reservation_cache(self, owner_id: str) -> ReservationCache:
+        """Return the remembered reservation state of ``owner_id``."""
+        ...
+
+    def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
+        """Remember ``entry`` for ``owner_id``."""
+        ...
+
+    def close(self) -> None:
+        """Release resources. Idempotent."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+class AsyncClient(Protocol):
+    """The asynchronous twin of :class:`Client`: the same methods, as coroutines."""
+
+    async def get(self, key: Key) -> Entry:
+        """Return the entry for ``key``; NotFoundError on a miss."""
+        ...
+
+    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+        """Create the entry; AlreadyExistsError if a live one exists."""
+        ...
+
+    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+        """Create or overwrite the entry."""
+        ...
+
+    async def delete(self, key: Key) -> None:
+        """Delete the entry; NotFoundError if absent."""
+        ...
+
+    async def get_or_extend_reservation(
+        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+    ) -> Reservation:
+        """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
+        ...
+
+    async def release_reservation(self, key: Key, owner_id: str) -> None:
+        """Release ``owner_id``'s reservation; a no-op if it holds none."""
+        ...
+
+    async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
+        """Return the remembered reservation state of ``owner_id``."""
+        ...
+
+    async def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
+        """Remember ``entry`` for ``owner_id``."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,71 @@
+"""The errors every taskcache client raises, each tied to a gRPC status code name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from taskcache.model import Status
+
+
+class CacheError(Exception):
+    """Base of every taskcache error.
+
+    ``code`` is the gRPC status code name the service answers with. ``status`` is set on
+    failed puts and updates: ``Status(CACHE_PUT_FAILURE, CatalogMetadata(dataset_id=...))``.
+    """
+
+    code: ClassVar[str] = "UNKNOWN"
+
+    def __init__(self, message: str, *, status: Status | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class NotFoundError(CacheError):
+    """The entry (or the outputs it points at) does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExistsError(CacheError):
+    """A create-only put met a live entry under the same key."""
+
+    code = "ALREADY_EXISTS"
+
+
+class InvalidArgumentError(CacheError):
+    """A request argument is malformed; ``field`` names it when known."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, status: Status | None = None
+    ) -> None:
+        super().__init__(f"{field}: {message}" if field else message, status=status)
+        self.field = field
+
+
+class FailedPreconditionError(CacheError):
+    """The request is well formed but the state forbids it (e.g. outputs hold an error)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class UnavailableError(CacheError):
+    """The backing store or service cannot be reached right now; retrying may succeed."""
+
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceededError(CacheError):
+    """The call did not complete in time."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class InternalError(CacheError):
+    """An unexpected failure inside taskcache or the service it talks to."""
+
+    code = "INTERNAL"

@@ -1,0 +1,180 @@
+"""Flyte's cache-key derivations: identifier, interface signature, inputs, and the keys built
+from them (Flyte 2 cache-service key; Flyte 1 datacatalog dataset version and artifact tag).
+
+Every function accepts ``flyteidl2`` and ``flyteidl`` messages alike and returns text
+byte-identical to Flyte's Go code.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Collection
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+
+from taskcache.errors import InvalidArgumentError
+from taskcache.hashing.direct import hash_message, pbhash
+from taskcache.hashing.objecthash import (
+    EMPTY_DICT_HASH,
+    hash_dict,
+    hash_key,
+    hash_list,
+    hash_unicode,
+)
+
+if TYPE_CHECKING:
+    from taskcache.model import Key, LiteralMap, TaskIdentifier, TypedInterface
+
+_SIGNATURE_HASH_LENGTH = 8
+ARTIFACT_TAG_PREFIX = "flyte_cached-"
+
+
+def compute_hash(message: Message) -> bytes:
+    """Return Flyte's ``pbhash.ComputeHash(message)``: 32 bytes.
+
+    Raises InvalidArgumentError where Go would fail to marshal the message.
+    """
+    return pbhash(message)
+
+
+def _urlsafe(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _hashified_literal_hash(literal: Any) -> bytes:
+    """Hash of Flyte's ``hashify(literal)`` without building the copy.
+
+    A literal with a ``hash`` becomes ``Literal{hash}``; collections and maps become a bare
+    Literal holding only their hashified elements (metadata dropped); others stay as they are.
+    """
+    if literal.hash:
+        return hash_dict([hash_key("hash") + hash_unicode(literal.hash)])
+    kind = literal.WhichOneof("value")
+    if kind == "collection":
+        elements = [_hashified_literal_hash(item) for item in literal.collection.literals]
+        inner = [hash_key("literals") + hash_list(elements)] if elements else []
+        return hash_dict([hash_key("collection") + hash_dict(inner)])
+    if kind == "map":
+        return hash_dict([hash_key("map") + _literal_map_body_hash(literal.map.literals, ())])
+    return hash_message(literal)
+
+
+def _literal_map_body_hash(literals: Any, ignore: Collection[str]) -> bytes:
+    entries = [
+        hash_key(name) + _hashified_literal_hash(literals[name])
+        for name in literals
+        if name not in ignore
+    ]
+    if not entries:
+        return EMPTY_DICT_HASH
+    return hash_dict([hash_key("literals") + hash_dict(entries)])
+
+
+def hash_literal_map(literal_map: LiteralMap | None, ignore: Collection[str] = ()) -> str:
+    """Return Flyte's ``HashLiteralMap``: URL-safe base64 (no padding) of the inputs' hash.
+
+    Names in ``ignore`` are dropped; literals carrying a ``hash`` are replaced by it, at any
+    depth. None and an empty map hash like the empty LiteralMap.
+    """
+    if literal_map is None:
+        return _urlsafe(EMPTY_DICT_HASH)
+    if not literal_map.IsInitialized():
+        raise InvalidArgumentError("literal map misses required fields", field="inputs")
+    return _urlsafe(_literal_map_body_hash(literal_map.literals, frozenset(ignore)))
+
+
+def hash_identifier_except_version(identifier: TaskIdentifier) -> str:
+    """Return Flyte's ``HashIdentifierExceptVersion``: standard base64 with padding.
+
+    The hash covers resource_type, project, domain, name and org; the version is left out so
+    a new task version can hit entries of the old one.
+    """
+    fields = (
+        identifier.resource_type,
+        identifier.project,
+        identifier.domain,
+        identifier.name,
+        identifier.org,
+    )
+    message_type: Any = type(identifier)
+    return _identifier_hash(message_type, fields)
+
+
+@lru_cache(maxsize=1024)
+def _identifier_hash(message_type: Any, fields: tuple[int, str, str, str, str]) -> str:
+    resource_type, project, domain, name, org = fields
+    copy = message_type(
+        resource_type=resource_type, project=project, domain=domain, name=name, org=org
+    )
+    return base64.b64encode(pbhash(copy)).decode("ascii")
+
+
+def _variable_map_prefix(interface: TypedInterface, which: str) -> str:
+    if interface.HasField(which):
+        variables = getattr(interface, which)
+        if len(variables.variables):
+            return _urlsafe(pbhash(variables))[:_SIGNATURE_HASH_LENGTH]
+    return _urlsafe(EMPTY_DICT_HASH)[:_SIGNATURE_HASH_LENGTH]
+
+
+def interface_signature_hash(typed_interface: TypedInterface) -> str:
+    """Return ``"<inputs>-<outputs>"``: the first 8 URL-safe base64 characters of each
+    VariableMap's hash (an absent or empty map hashes as the empty VariableMap).
+
+    Flyte 2 VariableMaps are ordered lists and hash in the order given; Flyte 1's are maps.
+    """
+    message_type: Any = type(typed_interface)
+    return _interface_signature(message_type, typed_interface.SerializeToString(deterministic=True))
+
+
+@lru_cache(maxsize=1024)
+def _interface_signature(message_type: Any, serialized: bytes) -> str:
+    # Interfaces repeat on every call for a task; their canonical bytes make a cheap cache key.
+    interface = message_type.FromString(serialized)
+    return (
+        f"{_variable_map_prefix(interface, 'inputs')}-{_variable_map_prefix(interface, 'outputs')}"
+    )
+
+
+def cache_key(key: Key) -> str:
+    """Return the Flyte 2 cache-service key of ``key``.
+
+    ``"<identifier hash>-<interface signature>-<inputs hash>-<cache version>"``. Inputs are
+    read (at most once per Key) only when the interface's ``inputs`` field is set; otherwise
+    the empty map is hashed. Raises InvalidArgumentError for a missing identifier or interface.
+    """
+    remembered = key.remembered_cache_key
+    if remembered is not None:
+        return remembered
+    if key.identifier is None:
+        raise InvalidArgumentError("is required", field="identifier")
+    if key.typed_interface is None:
+        raise InvalidArgumentError("is required", field="typed_interface")
+    inputs = key.read_inputs() if key.typed_interface.HasField("inputs") else None
+    value = (
+        f"{hash_identifier_except_version(key.identifier)}"
+        f"-{interface_signature_hash(key.typed_interface)}"
+        f"-{hash_literal_map(inputs, key.cache_ignore_input_vars)}"
+        f"-{key.cache_version}"
+    )
+    key.remember_cache_key(value)
+    return value
+
+
+def datacatalog_dataset_version(typed_interface: TypedInterface, cache_version: str) -> str:
+    """Return the Flyte 1 datacatalog dataset version ``"<cache version>-<signature>"``.
+
+    The cache version is trimmed of leading and trailing ASCII spaces only (as Go's
+    ``strings.Trim(v, " ")``); InvalidArgumentError if nothing is left.
+    """
+    trimmed = cache_version.strip(" ")
+    if not trimmed:
+        raise InvalidArgumentError("must not be empty", field="cache_version")
+    return f"{trimmed}-{interface_signature_hash(typed_interface)}"
+
+
+def datacatalog_artifact_tag(literal_map: LiteralMap | None, ignore: Collection[str] = ()) -> str:
+    """Return the Flyte 1 datacatalog artifact tag ``"flyte_cached-<inputs hash>"``."""
+    return ARTIFACT_TAG_PREFIX + hash_literal_map(literal_map, ignore)

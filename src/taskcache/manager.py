@@ -1,0 +1,204 @@
+"""The cache policy: the one place that decides put, overwrite, max age and reservation owners.
+
+Every client (embedded or behind the service) calls a :class:`CacheManager`; repositories only
+apply the conditions it hands them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from taskcache.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from taskcache.repositories.base import EntryRow, Repository, ReservationRow, Scope
+
+Clock = Callable[[], datetime]
+
+MAX_KEY_LENGTH = 1024
+DEFAULT_MAX_RESERVATION_HEARTBEAT = timedelta(seconds=10)
+DEFAULT_HEARTBEAT_GRACE_MULTIPLIER = 3.0
+
+
+def utc_now() -> datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What a caller asks to store; ``created_at`` None means "now" (or "keep" on overwrite)."""
+
+    output_uri: str | None
+    output_literals: bytes | None
+    source_identifier: bytes
+    key_map: dict[str, str]
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """A successful write: the stored row and the row it replaced (for blob clean-up)."""
+
+    stored: EntryRow
+    replaced: EntryRow | None
+
+
+class CacheManager:
+    """Applies the catalog's rules on top of a :class:`Repository`.
+
+    ``max_reservation_heartbeat`` caps the heartbeat a caller may ask for;
+    ``heartbeat_grace_multiplier`` sets how many heartbeats a reservation outlives its last
+    extension. ``clock`` returns aware UTC datetimes (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        clock: Clock = utc_now,
+        max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
+        heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
+    ) -> None:
+        if max_reservation_heartbeat <= timedelta(0):
+            raise InvalidArgumentError("must be positive", field="max_reservation_heartbeat")
+        if not (math.isfinite(heartbeat_grace_multiplier) and heartbeat_grace_multiplier > 0):
+            raise InvalidArgumentError(
+                "must be a positive finite number", field="heartbeat_grace_multiplier"
+            )
+        self.repository = repository
+        self.clock = clock
+        self.max_reservation_heartbeat = max_reservation_heartbeat
+        self.heartbeat_grace_multiplier = heartbeat_grace_multiplier
+
+    def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
+        """Return the entry for ``key``.
+
+        Raises NotFoundError when absent or, with ``max_age``, last updated longer ago than
+        that; InvalidArgumentError for a malformed key.
+        """
+        validate_key(key)
+        validate_max_age(max_age)
+        row = self.repository.get_entry(scope, key)
+        if row is None:
+            raise NotFoundError(f"no cache entry for key {key!r}")
+        if max_age is not None and self.clock() - row.last_updated_at > max_age:
+            raise NotFoundError(f"cache entry for key {key!r} is older than {max_age}")
+        return row
+
+    def put(
+        self,
+        scope: Scope,
+        key: str,
+        entry: NewEntry,
+        *,
+        overwrite: bool = False,
+        max_age: timedelta | None = None,
+    ) -> PutResult:
+        """Store ``entry`` under ``key``.
+
+        Without ``overwrite``: raises AlreadyExistsError if an entry exists that is not older
+        than ``max_age`` (any existing entry when ``max_age`` is None); the check and the write
+        are atomic. With ``overwrite``: replaces any entry, keeping its ``created_at`` unless
+        ``entry.created_at`` is set. ``last_updated_at`` is always now.
+        """
+        validate_key(key)
+        validate_max_age(max_age)
+        if entry.output_uri is None and entry.output_literals is None:
+            raise InvalidArgumentError(
+                "an output URI or output literals are required", field="output"
+            )
+        if entry.created_at is not None and entry.created_at.utcoffset() is None:
+            raise InvalidArgumentError("must be timezone-aware", field="created_at")
+        now = self.clock()
+        row = EntryRow(
+            scope=scope,
+            key=key,
+            output_uri=entry.output_uri,
+            output_literals=entry.output_literals,
+            source_identifier=entry.source_identifier,
+            key_map=dict(entry.key_map),
+            created_at=entry.created_at if entry.created_at is not None else now,
+            last_updated_at=now,
+        )
+        if overwrite:
+            replaced = self.repository.overwrite_entry(
+                row, keep_created_at=entry.created_at is None
+            )
+            if replaced is not None and entry.created_at is None:
+                row = replace(row, created_at=replaced.created_at)
+            return PutResult(stored=row, replaced=replaced)
+        cutoff = now - max_age if max_age is not None else None
+        outcome = self.repository.create_entry(row, replace_if_updated_before=cutoff)
+        if not outcome.written:
+            raise AlreadyExistsError(f"a cache entry already exists for key {key!r}")
+        return PutResult(stored=row, replaced=outcome.replaced)
+
+    def delete(self, scope: Scope, key: str) -> EntryRow:
+        """Delete the entry and return it; NotFoundError if there was none."""
+        validate_key(key)
+        row = self.repository.delete_entry(scope, key)
+        if row is None:
+            raise NotFoundError(f"no cache entry for key {key!r}")
+        return row
+
+    def discard_dangling(self, row: EntryRow) -> bool:
+        """Remove ``row`` whose outputs vanished, unless it was rewritten meanwhile."""
+        return self.repository.delete_entry_if_unchanged(row)
+
+    def effective_heartbeat(self, requested: timedelta) -> timedelta:
+        """Return the heartbeat granted for ``requested``: itself if 0 < it < max, else max."""
+        if timedelta(0) < requested < self.max_reservation_heartbeat:
+            return requested
+        return self.max_reservation_heartbeat
+
+    def get_or_extend_reservation(
+        self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
+    ) -> ReservationRow:
+        """Grant or extend ``owner_id``'s reservation on ``key``, or return the holder's.
+
+        The caller gets a fresh expiry (now + heartbeat x grace multiplier) when there is no
+        reservation, when it already holds it, or when the holder's expired. Otherwise the
+        current holder's reservation is returned unchanged.
+        """
+        validate_key(key)
+        validate_owner(owner_id)
+        heartbeat = self.effective_heartbeat(heartbeat_interval)
+        now = self.clock()
+        wanted = ReservationRow(
+            scope=scope,
+            key=key,
+            owner_id=owner_id,
+            heartbeat_interval=heartbeat,
+            expires_at=now + heartbeat * self.heartbeat_grace_multiplier,
+        )
+        return self.repository.acquire_reservation(wanted, now)
+
+    def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None:
+        """Release ``owner_id``'s reservation on ``key``; absent or foreign ones are left alone."""
+        validate_key(key)
+        validate_owner(owner_id)
+        self.repository.release_reservation(scope, key, owner_id)
+
+
+def validate_key(key: str) -> None:
+    """Raise InvalidArgumentError unless ``key`` is non-empty and at most 1 024 characters."""
+    if not key:
+        raise InvalidArgumentError("must not be empty", field="key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgumentError(
+            f"is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}", field="key"
+        )
+
+
+def validate_max_age(max_age: timedelta | None) -> None:
+    """Raise InvalidArgumentError if ``max_age`` is negative."""
+    if max_age is not None and max_age < timedelta(0):
+        raise InvalidArgumentError("must not be negative", field="max_age")
+
+
+def validate_owner(owner_id: str) -> None:
+    """Raise InvalidArgumentError unless ``owner_id`` is non-empty."""
+    if not owner_id:
+        raise InvalidArgumentError("must not be empty", field="owner_id")

@@ -1,0 +1,204 @@
+"""The value types of the catalog: keys, metadata, statuses, entries and reservations.
+
+Protobuf messages come from ``flyteidl2`` (primary) and ``flyteidl`` (accepted where a key is
+built); nothing here re-declares them.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+from flyteidl.core import identifier_pb2 as identifier_pb2_v1
+from flyteidl.core import interface_pb2 as interface_pb2_v1
+from flyteidl.core import literals_pb2 as literals_pb2_v1
+from flyteidl2.cacheservice import cacheservice_pb2
+from flyteidl2.core import catalog_pb2, identifier_pb2, interface_pb2, literals_pb2
+
+from taskcache.errors import (
+    AlreadyExistsError,
+    CacheError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+
+if TYPE_CHECKING:
+    from taskcache.outputs import OutputReader
+
+__all__ = [
+    "AlreadyExistsError",
+    "CacheError",
+    "CacheStatus",
+    "DeadlineExceededError",
+    "Entry",
+    "FailedPreconditionError",
+    "InputReader",
+    "InternalError",
+    "InvalidArgumentError",
+    "Key",
+    "Metadata",
+    "NotFoundError",
+    "Reservation",
+    "ReservationCache",
+    "ReservationStatus",
+    "Status",
+    "UnavailableError",
+]
+
+TaskIdentifier: TypeAlias = identifier_pb2.Identifier | identifier_pb2_v1.Identifier
+TypedInterface: TypeAlias = interface_pb2.TypedInterface | interface_pb2_v1.TypedInterface
+LiteralMap: TypeAlias = literals_pb2.LiteralMap | literals_pb2_v1.LiteralMap
+
+
+class CacheStatus(enum.IntEnum):
+    """Outcome of a catalog call; names and values of ``flyteidl2.core.CatalogCacheStatus``."""
+
+    CACHE_DISABLED = catalog_pb2.CACHE_DISABLED
+    CACHE_MISS = catalog_pb2.CACHE_MISS
+    CACHE_HIT = catalog_pb2.CACHE_HIT
+    CACHE_POPULATED = catalog_pb2.CACHE_POPULATED
+    CACHE_LOOKUP_FAILURE = catalog_pb2.CACHE_LOOKUP_FAILURE
+    CACHE_PUT_FAILURE = catalog_pb2.CACHE_PUT_FAILURE
+    CACHE_SKIPPED = catalog_pb2.CACHE_SKIPPED
+    CACHE_EVICTED = catalog_pb2.CACHE_EVICTED
+
+
+class ReservationStatus(enum.IntEnum):
+    """Names and values of ``flyteidl2.core.CatalogReservation.Status``."""
+
+    RESERVATION_DISABLED = catalog_pb2.CatalogReservation.RESERVATION_DISABLED
+    RESERVATION_ACQUIRED = catalog_pb2.CatalogReservation.RESERVATION_ACQUIRED
+    RESERVATION_EXISTS = catalog_pb2.CatalogReservation.RESERVATION_EXISTS
+    RESERVATION_RELEASED = catalog_pb2.CatalogReservation.RESERVATION_RELEASED
+    RESERVATION_FAILURE = catalog_pb2.CatalogReservation.RESERVATION_FAILURE
+
+
+@runtime_checkable
+class InputReader(Protocol):
+    """Supplies a task's inputs on demand; ``get`` returns the input LiteralMap."""
+
+    def get(self) -> LiteralMap:
+        """Return the inputs."""
+        ...
+
+
+@dataclass(eq=False)
+class Key:
+    """Identity of one cache entry: task, interface, cache version and inputs.
+
+    ``inputs`` is a LiteralMap or an :class:`InputReader`; a reader is called lazily and at
+    most once, and only when the interface declares inputs (Flyte reads nothing otherwise).
+    """
+
+    identifier: TaskIdentifier
+    cache_version: str
+    typed_interface: TypedInterface
+    inputs: LiteralMap | InputReader | None = None
+    cache_ignore_input_vars: tuple[str, ...] | list[str] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _read_inputs: LiteralMap | None = field(default=None, init=False, repr=False)
+    _inputs_read: bool = field(default=False, init=False, repr=False)
+    _computed: str | None = field(default=None, init=False, repr=False)
+
+    def read_inputs(self) -> LiteralMap | None:
+        """Return the inputs, calling the reader at most once over the key's lifetime."""
+        if self._inputs_read:
+            return self._read_inputs
+        with self._lock:
+            if not self._inputs_read:
+                source = self.inputs
+                self._read_inputs = source.get() if isinstance(source, InputReader) else source
+                self._inputs_read = True
+        return self._read_inputs
+
+    def remember_cache_key(self, value: str) -> None:
+        """Memoize the computed cache key string (used by ``hashing.cache_key``)."""
+        self._computed = value
+
+    @property
+    def remembered_cache_key(self) -> str | None:
+        """The memoized cache key string, or None before it was computed."""
+        return self._computed
+
+    @property
+    def scope(self) -> tuple[str, str, str]:
+        """The (org, project, domain) triple an embedded catalog files this entry under."""
+        ident = self.identifier
+        return (ident.org, ident.project, ident.domain)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Provenance recorded with an entry; ids are ``flyteidl2.core`` execution identifiers."""
+
+    workflow_execution_id: identifier_pb2.WorkflowExecutionIdentifier | None = None
+    node_execution_id: identifier_pb2.NodeExecutionIdentifier | None = None
+    task_execution_id: identifier_pb2.TaskExecutionIdentifier | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """Result status of a get or put: a :class:`CacheStatus` and Flyte's CatalogMetadata."""
+
+    cache_status: CacheStatus
+    metadata: catalog_pb2.CatalogMetadata | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cache hit: the outputs (already read into memory) and the hit's status."""
+
+    outputs: OutputReader
+    status: Status
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidArgumentError("datetime must be timezone-aware", field="expires_at")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A lease on a key: ``owner_id`` computes the entry until ``expires_at`` (UTC)."""
+
+    key: str
+    owner_id: str
+    heartbeat_interval: timedelta
+    expires_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expires_at", _utc(self.expires_at))
+
+    def to_proto(self) -> cacheservice_pb2.Reservation:
+        """Return the ``flyteidl2.cacheservice.Reservation`` message (microsecond precision)."""
+        message = cacheservice_pb2.Reservation(key=self.key, owner_id=self.owner_id)
+        message.heartbeat_interval.FromTimedelta(self.heartbeat_interval)
+        message.expires_at.FromDatetime(self.expires_at)
+        return message
+
+    @classmethod
+    def from_proto(cls, message: cacheservice_pb2.Reservation) -> Reservation:
+        """Build from a ``flyteidl2.cacheservice.Reservation`` message."""
+        return cls(
+            key=message.key,
+            owner_id=message.owner_id,
+            heartbeat_interval=message.heartbeat_interval.ToTimedelta(),
+            expires_at=message.expires_at.ToDatetime(tzinfo=UTC),
+        )
+
+
+@dataclass(frozen=True)
+class ReservationCache:
+    """What an executor remembers about its last reservation attempt for one owner."""
+
+    timestamp: datetime | None = None
+    reservation_status: ReservationStatus = ReservationStatus.RESERVATION_DISABLED

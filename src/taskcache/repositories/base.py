@@ -1,0 +1,117 @@
+"""The persistence contract: rows in, rows out, every policy decision one atomic statement.
+
+Repositories never decide policy; the manager tells them the condition (a cutoff, an owner,
+"now") and they apply it atomically. Times are timezone-aware UTC datetimes with microsecond
+precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The (org, project, domain) triple entries and reservations are filed under.
+
+    Flyte 1 and unscoped requests use the empty scope ``Scope("", "", "")``.
+    """
+
+    org: str = ""
+    project: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """One stored cache entry.
+
+    At least one of ``output_uri`` and ``output_literals`` (a serialized LiteralMap) is set.
+    ``source_identifier`` is a serialized ``flyteidl2.core.Identifier``.
+    """
+
+    scope: Scope
+    key: str
+    output_uri: str | None
+    output_literals: bytes | None
+    source_identifier: bytes
+    key_map: dict[str, str]
+    created_at: datetime
+    last_updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ReservationRow:
+    """One reservation: ``owner_id`` holds ``key`` until ``expires_at``."""
+
+    scope: Scope
+    key: str
+    owner_id: str
+    heartbeat_interval: timedelta
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    """Result of a conditional create: whether it wrote, and the row it replaced, if any."""
+
+    written: bool
+    replaced: EntryRow | None
+
+
+class Repository(Protocol):
+    """Row storage for entries and reservations. Every method is atomic on its own."""
+
+    def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """Return the entry, or None."""
+        ...
+
+    def create_entry(
+        self, row: EntryRow, replace_if_updated_before: datetime | None
+    ) -> CreateOutcome:
+        """Insert ``row`` unless a live entry holds its key.
+
+        An existing entry is replaced only when ``replace_if_updated_before`` is given and the
+        entry's ``last_updated_at`` is strictly before it; otherwise nothing is written and
+        ``written`` is False. Check and write are one atomic step.
+        """
+        ...
+
+    def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
+        """Insert or replace ``row``; return the replaced row, if any.
+
+        With ``keep_created_at`` an existing row's ``created_at`` survives the overwrite.
+        """
+        ...
+
+    def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """Delete the entry; return the deleted row, or None if there was none."""
+        ...
+
+    def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
+        """Delete the entry only if it still has ``row``'s outputs and ``last_updated_at``."""
+        ...
+
+    def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
+        """Grant ``row`` unless another owner holds an unexpired reservation on the key.
+
+        Grants (insert, or replace with the new expiry) when there is no reservation, when the
+        existing one is ``row.owner_id``'s own, or when it expired (``expires_at <= now``).
+        Returns the reservation in force afterwards: ``row`` if granted, else the holder's,
+        unchanged. Atomic: at most one unexpired owner at any instant.
+        """
+        ...
+
+    def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
+        """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ``UnavailableError`` if the store does not answer."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

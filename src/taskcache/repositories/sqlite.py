@@ -1,0 +1,513 @@
+"""A :class:`~taskcache.repositories.base.Repository` backed by SQLite.
+
+One file serves any number of threads and processes: every policy decision is a single
+statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write lock serialises them.
+Times are stored as integer microseconds since the Unix epoch (UTC) so they round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
+from taskcache.repositories.base import CreateOutcome, EntryRow, ReservationRow, Scope
+
+__all__ = ["SCHEMA_VERSION", "SqliteRepository"]
+
+# Each entry upgrades the schema by one version: MIGRATIONS[0] takes an empty database to
+# version 1, MIGRATIONS[1] (when added) takes version 1 to 2, and so on. Never edit a
+# released entry; append a new one.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE cache_entries (
+            org TEXT NOT NULL,
+            project TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            key TEXT NOT NULL,
+            output_uri TEXT NULL,
+            output_literals BLOB NULL,
+            source_identifier BLOB NOT NULL,
+            key_map TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_updated_at INTEGER NOT NULL,
+            PRIMARY KEY (org, project, domain, key),
+            CHECK (output_uri IS NOT NULL OR output_literals IS NOT NULL)
+        )
+        """,
+        "CREATE INDEX cache_entries_last_updated_at ON cache_entries (last_updated_at)",
+        """
+        CREATE TABLE reservations (
+            org TEXT NOT NULL,
+            project TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            key TEXT NOT NULL,
+            owner_id TEXT NOT NULL,
+            heartbeat_interval_us INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (org, project, domain, key)
+        )
+        """,
+        "CREATE INDEX reservations_expires_at ON reservations (expires_at)",
+    ),
+)
+
+SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
+
+# UPSERT (INSERT ... ON CONFLICT DO UPDATE ... WHERE) arrived in 3.24.
+_MIN_SQLITE_VERSION: Final = (3, 24, 0)
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+# Primary result codes that mean "the store is busy or unreachable; retrying may help".
+_UNAVAILABLE_CODES: Final = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        10,  # SQLITE_IOERR
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL (WAL lock race)
+    }
+)
+_UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable to open")
+
+_ENTRY_COLUMNS: Final = (
+    "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
+)
+_SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
+_PLACEHOLDERS: Final = ", ".join("?" * 10)  # one per cache_entries column
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (the base class cannot)."""
+
+
+def _is_unavailable(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_CODES:
+        return True
+    message = str(error).lower()
+    return any(text in message for text in _UNAVAILABLE_MESSAGES)
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Re-raise sqlite errors as taskcache errors, keeping the cause chained."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if _is_unavailable(error):
+            raise UnavailableError(f"sqlite database unavailable: {error}") from error
+        raise InternalError(f"sqlite error: {error}") from error
+    except sqlite3.Error as error:
+        raise InternalError(f"sqlite error: {error}") from error
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the database to WAL mode, retrying for up to ``timeout`` seconds while busy."""
+    # Switching the journal mode needs a brief exclusive lock and SQLite reports SQLITE_BUSY
+    # at once, without consulting the busy handler, when another process is opening the same
+    # new file; so wait here instead.
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as error:
+            if not _is_unavailable(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        else:
+            return
+
+
+def _to_us(value: datetime, field: str) -> int:
+    """Return ``value`` as integer microseconds since the epoch; it must be timezone-aware."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgumentError("must be a timezone-aware datetime", field=field)
+    # Integer floor division of timedeltas is exact; a float timestamp would round.
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _from_us(value: int) -> datetime:
+    """Return the aware UTC datetime ``value`` microseconds after the epoch."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _encode_key_map(key_map: dict[str, str]) -> str:
+    return json.dumps(key_map, sort_keys=True, separators=(",", ":"))
+
+
+def _decode_key_map(text: str) -> dict[str, str]:
+    try:
+        decoded = json.loads(text)
+    except ValueError as error:
+        raise InternalError(f"stored key_map is not valid JSON: {error}") from error
+    if not isinstance(decoded, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
+    ):
+        raise InternalError("stored key_map is not a JSON object of strings")
+    return decoded
+
+
+def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
+    return (scope.org, scope.project, scope.domain, key)
+
+
+def _entry_from_row(scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
+    output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
+    return EntryRow(
+        scope=scope,
+        key=key,
+        output_uri=output_uri,
+        output_literals=None if output_literals is None else bytes(output_literals),
+        source_identifier=bytes(source_identifier),
+        key_map=_decode_key_map(key_map),
+        created_at=_from_us(created_at),
+        last_updated_at=_from_us(last_updated_at),
+    )
+
+
+def _entry_params(row: EntryRow) -> tuple[Any, ...]:
+    return (
+        *_scope_key(row.scope, row.key),
+        row.output_uri,
+        row.output_literals,
+        row.source_identifier,
+        _encode_key_map(row.key_map),
+        _to_us(row.created_at, "created_at"),
+        _to_us(row.last_updated_at, "last_updated_at"),
+    )
+
+
+class SqliteRepository:
+    """Entries and reservations in a SQLite database.
+
+    ``path`` None keeps the database in memory, private to this object, behind one
+    lock-guarded connection. A file path (parent directories are created) gets one WAL-mode
+    connection per thread, so threads and processes may share the file. ``busy_timeout`` is
+    how many seconds a write waits for another writer's lock before UnavailableError.
+
+    Raises UnavailableError if the database cannot be opened, InternalError if its schema is
+    newer than this code or the SQLite library is too old.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, busy_timeout: float = 30.0) -> None:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE_VERSION:
+            raise InternalError(
+                f"SQLite {sqlite3.sqlite_version} is too old; taskcache needs "
+                f"{'.'.join(map(str, _MIN_SQLITE_VERSION))} or newer"
+            )
+        self._busy_timeout = busy_timeout
+        self._closed = False
+        # Guards the in-memory connection for a whole operation, and the connection registry.
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        # Weak, so a finished thread's connection is closed when its thread-local goes away.
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._memory: _Connection | None = None
+        self._path: str | None = None
+        if path is None:
+            self._memory = self._connect(":memory:")
+        else:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UnavailableError(
+                    f"cannot create the directory for {path}: {error}"
+                ) from error
+            self._path = os.fspath(path)
+        try:
+            with self._session() as conn:
+                _migrate(conn)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def path(self) -> str | None:
+        """The database file, or None for an in-memory database."""
+        return self._path
+
+    def _connect(self, target: str) -> _Connection:
+        with _translate_errors():
+            conn = sqlite3.connect(
+                target,
+                timeout=self._busy_timeout,
+                isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
+                check_same_thread=False,  # close() may run on another thread
+                factory=_Connection,
+            )
+            try:
+                if target != ":memory:":
+                    _enable_wal(conn, self._busy_timeout)
+                    conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise UnavailableError("the sqlite repository is closed")
+
+    @contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """Yield this thread's connection with sqlite errors translated."""
+        if self._memory is not None:
+            with self._lock:
+                self._ensure_open()
+                with _translate_errors():
+                    yield self._memory
+            return
+        self._ensure_open()
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self._path is not None
+            conn = self._connect(self._path)
+            with self._lock:
+                # close() may have run while this thread was connecting.
+                try:
+                    self._ensure_open()
+                except UnavailableError:
+                    conn.close()
+                    raise
+                self._connections.add(conn)
+            self._local.conn = conn
+        with _translate_errors():
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Yield a connection inside ``BEGIN IMMEDIATE``; commit on success, else roll back."""
+        with self._session() as conn:
+            # IMMEDIATE takes the write lock up front, so the busy timeout applies and the
+            # read-then-write below cannot interleave with another writer.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
+        with self._session() as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _scope_key(scope, key),
+            ).fetchone()
+        return None if found is None else _entry_from_row(scope, key, found)
+
+    def create_entry(
+        self, row: EntryRow, replace_if_updated_before: datetime | None
+    ) -> CreateOutcome:
+        """Insert ``row`` unless a live entry holds its key; see the protocol for the rule.
+
+        Returns whether it wrote and the stale row it replaced, if any.
+        """
+        params = _entry_params(row)
+        cutoff = (
+            None
+            if replace_if_updated_before is None
+            else _to_us(replace_if_updated_before, "replace_if_updated_before")
+        )
+        with self._transaction() as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _scope_key(row.scope, row.key),
+            ).fetchone()
+            if found is not None:
+                existing = _entry_from_row(row.scope, row.key, found)
+                if cutoff is None or found[5] >= cutoff:
+                    return CreateOutcome(written=False, replaced=None)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO cache_entries VALUES ({_PLACEHOLDERS})", params
+                )
+                return CreateOutcome(written=True, replaced=existing)
+            conn.execute(f"INSERT INTO cache_entries VALUES ({_PLACEHOLDERS})", params)
+        return CreateOutcome(written=True, replaced=None)
+
+    def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
+        """Insert or replace ``row``; return the replaced row, if any.
+
+        With ``keep_created_at`` an existing row's ``created_at`` survives.
+        """
+        params = _entry_params(row)
+        with self._transaction() as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _scope_key(row.scope, row.key),
+            ).fetchone()
+            conn.execute(
+                f"""
+                INSERT INTO cache_entries VALUES ({_PLACEHOLDERS})
+                ON CONFLICT (org, project, domain, key) DO UPDATE SET
+                    output_uri = excluded.output_uri,
+                    output_literals = excluded.output_literals,
+                    source_identifier = excluded.source_identifier,
+                    key_map = excluded.key_map,
+                    created_at = CASE WHEN ? THEN cache_entries.created_at
+                                      ELSE excluded.created_at END,
+                    last_updated_at = excluded.last_updated_at
+                """,
+                (*params, keep_created_at),
+            )
+        return None if found is None else _entry_from_row(row.scope, row.key, found)
+
+    def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """Delete the entry; return the deleted row, or None if there was none."""
+        with self._transaction() as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _scope_key(scope, key),
+            ).fetchone()
+            if found is None:
+                return None
+            conn.execute(
+                f"DELETE FROM cache_entries WHERE {_SCOPE_KEY_WHERE}", _scope_key(scope, key)
+            )
+        return _entry_from_row(scope, key, found)
+
+    def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
+        """Delete the entry only if it still has ``row``'s outputs and ``last_updated_at``.
+
+        Returns whether a row was deleted.
+        """
+        last_updated_at = _to_us(row.last_updated_at, "last_updated_at")
+        with self._session() as conn:
+            cursor = conn.execute(
+                f"""
+                DELETE FROM cache_entries
+                WHERE {_SCOPE_KEY_WHERE}
+                  AND output_uri IS ? AND output_literals IS ? AND last_updated_at = ?
+                """,
+                (
+                    *_scope_key(row.scope, row.key),
+                    row.output_uri,
+                    row.output_literals,
+                    last_updated_at,
+                ),
+            )
+            return cursor.rowcount > 0
+
+    def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
+        """Grant ``row`` unless another owner holds an unexpired reservation on the key.
+
+        Returns the reservation in force afterwards: ``row`` if granted, else the holder's.
+        """
+        key_params = _scope_key(row.scope, row.key)
+        heartbeat_us = row.heartbeat_interval // _MICROSECOND
+        expires_at = _to_us(row.expires_at, "expires_at")
+        now_us = _to_us(now, "now")
+        with self._transaction() as conn:
+            # The upsert's WHERE decides the grant; reading back inside the same transaction
+            # returns exactly the row that decision left in force.
+            conn.execute(
+                """
+                INSERT INTO reservations
+                    (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (org, project, domain, key) DO UPDATE SET
+                    owner_id = excluded.owner_id,
+                    heartbeat_interval_us = excluded.heartbeat_interval_us,
+                    expires_at = excluded.expires_at
+                WHERE reservations.owner_id = excluded.owner_id
+                   OR reservations.expires_at <= ?
+                """,
+                (*key_params, row.owner_id, heartbeat_us, expires_at, now_us),
+            )
+            found = conn.execute(
+                "SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations "
+                f"WHERE {_SCOPE_KEY_WHERE}",
+                key_params,
+            ).fetchone()
+        if found is None:  # pragma: no cover - the upsert always leaves a row
+            raise InternalError("reservation vanished inside its own transaction")
+        owner_id, found_heartbeat_us, found_expires_at = found
+        return ReservationRow(
+            scope=row.scope,
+            key=row.key,
+            owner_id=owner_id,
+            heartbeat_interval=timedelta(microseconds=found_heartbeat_us),
+            expires_at=_from_us(found_expires_at),
+        )
+
+    def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
+        """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
+        with self._session() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM reservations WHERE {_SCOPE_KEY_WHERE} AND owner_id = ?",
+                (*_scope_key(scope, key), owner_id),
+            )
+            return cursor.rowcount > 0
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raise UnavailableError if the store does not answer (or is closed)."""
+        with self._session() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        """Close every connection this object opened. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            connections = list(self._connections)
+            self._connections.clear()
+            if self._memory is not None:
+                connections.append(self._memory)
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> SqliteRepository:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to :data:`SCHEMA_VERSION`, recording it in ``PRAGMA user_version``.
+
+    Raises InternalError if the database was written by a newer schema.
+    """
+    # Checked and applied under the write lock, so concurrent openers migrate exactly once.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise InternalError(
+                f"database schema version {version} is newer than this taskcache "
+                f"supports ({SCHEMA_VERSION})"
+            )
+        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                conn.execute(statement)
+            # PRAGMA does not take bound parameters; target is our own int.
+            conn.execute(f"PRAGMA user_version = {target:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction, keeping the error that caused it as the one raised."""
+    # A failed COMMIT can leave the transaction open; the connection must not stay inside it.
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")

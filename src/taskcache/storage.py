@@ -1,0 +1,117 @@
+"""Blob IO: ``outputs.pb`` LiteralMaps at storage URIs, through fsspec.
+
+A :class:`BlobStore` owns one root URL (a local folder, ``memory://…``, ``s3://…``, …). It
+writes each blob once under a fresh name, atomically, and only ever deletes blobs under its
+own root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
+
+OUTPUTS_FILE_NAME = "outputs.pb"
+
+
+class BlobStore:
+    """Reads and writes blobs; writes and deletes only under ``root``.
+
+    ``root`` is an fsspec URL or a local path. ``storage_options`` go to the filesystem.
+    """
+
+    def __init__(self, root: str, **storage_options: Any) -> None:
+        if not root:
+            raise InvalidArgumentError("must not be empty", field="storage")
+        self._fs, root_path = url_to_fs(root, **storage_options)
+        self._root_path = root_path.rstrip("/") or "/"
+        self._protocol = (
+            self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
+        )
+        self._local = self._protocol in ("file", "local")
+        self.root = root
+
+    def _uri(self, path: str) -> str:
+        return path if self._local else f"{self._protocol}://{path.lstrip('/')}"
+
+    def write_outputs(self, key: str, data: bytes) -> str:
+        """Write ``data`` as a new ``outputs.pb`` for ``key`` and return its URI.
+
+        The write is atomic: a reader sees the whole blob or none. Raises UnavailableError when
+        the storage refuses the write.
+        """
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        folder = posixpath.join(self._root_path, digest[:2], digest, uuid.uuid4().hex)
+        final_path = posixpath.join(folder, OUTPUTS_FILE_NAME)
+        try:
+            self._fs.makedirs(folder, exist_ok=True)
+            if self._local:
+                temporary = posixpath.join(folder, f".{OUTPUTS_FILE_NAME}.{uuid.uuid4().hex}.tmp")
+                with self._fs.open(temporary, "wb") as stream:
+                    stream.write(data)
+                self._fs.mv(temporary, final_path)
+            else:
+                # Object stores publish a put whole, so no temporary name is needed.
+                self._fs.pipe_file(final_path, data)
+        except OSError as error:
+            raise UnavailableError(f"cannot write outputs to {self.root}: {error}") from error
+        return self._uri(final_path)
+
+    def owns(self, uri: str) -> bool:
+        """Return whether ``uri`` lies under this store's root (so it may be deleted)."""
+        fs, path = url_to_fs(uri)
+        if type(fs) is not type(self._fs):
+            return False
+        normalized: str = posixpath.normpath(path)
+        return normalized.startswith(self._root_path.rstrip("/") + "/")
+
+    def delete(self, uri: str) -> bool:
+        """Delete the blob at ``uri`` if this store owns it, then its folder if left empty.
+
+        Returns whether a blob was deleted; never touches URIs outside the root.
+        """
+        if not self.owns(uri):
+            return False
+        path = posixpath.normpath(url_to_fs(uri)[1])
+        try:
+            self._fs.rm_file(path)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise UnavailableError(f"cannot delete {uri}: {error}") from error
+        with contextlib.suppress(OSError):
+            # Each write has its own folder; drop it once empty (object stores have none).
+            self._fs.rmdir(posixpath.dirname(path))
+        return True
+
+
+def read_blob(uri: str) -> bytes:
+    """Return the bytes at ``uri`` (any fsspec URL or local path).
+
+    Raises NotFoundError if nothing is there, UnavailableError if the storage fails.
+    """
+    try:
+        with fsspec.open(uri, "rb") as stream:
+            data: bytes = stream.read()
+    except FileNotFoundError as error:
+        raise NotFoundError(f"no blob at {uri}") from error
+    except OSError as error:
+        raise UnavailableError(f"cannot read {uri}: {error}") from error
+    return data
+
+
+def blob_exists(uri: str) -> bool:
+    """Return whether a blob exists at ``uri``; UnavailableError if the storage fails."""
+    try:
+        fs, path = url_to_fs(uri)
+        exists: bool = fs.exists(path)
+    except OSError as error:
+        raise UnavailableError(f"cannot check {uri}: {error}") from error
+    return exists
