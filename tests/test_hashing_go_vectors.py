@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import flyteidl.core.interface_pb2
-import flyteidl.core.literals_pb2
 import flyteidl2.core.interface_pb2
 import flyteidl2.core.literals_pb2  # noqa: F401 - registers the vector types in the pool
 import pytest

@@ -47,6 +47,18 @@ def _parse(message_type: type[Message], value: Any, field: str) -> Message:
         raise InvalidArgumentError(str(error), field=field) from error
 
 
+def _read_task_spec(task_file: Any) -> dict[str, Any]:
+    if task_file is None:
+        return {}
+    try:
+        spec = json.load(task_file)
+    except json.JSONDecodeError as error:
+        raise click.ClickException(f"--task: not valid JSON: {error}") from error
+    if not isinstance(spec, dict):
+        raise click.ClickException("--task: expected a JSON object")
+    return spec
+
+
 @main.command("key")
 @click.option(
     "--task",
@@ -54,6 +66,12 @@ def _parse(message_type: type[Message], value: Any, field: str) -> Message:
     type=click.File("r"),
     help="JSON file ('-' for stdin) with identifier, interface, inputs, cache_version and "
     "cache_ignore_input_vars, each in protobuf JSON form.",
+)
+@click.option(
+    "--resource-type",
+    type=click.Choice(list(identifier_pb2.ResourceType.keys())),
+    default=None,
+    help="Task identifier resource type (default TASK unless --task gives one).",
 )
 @click.option("--project", default=None, help="Task identifier project.")
 @click.option("--domain", default=None, help="Task identifier domain.")
@@ -70,6 +88,7 @@ def _parse(message_type: type[Message], value: Any, field: str) -> Message:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def key_command(
     task_file: Any,
+    resource_type: str | None,
     project: str | None,
     domain: str | None,
     name: str | None,
@@ -91,8 +110,12 @@ def key_command(
         {"type": {"simple": "INTEGER"}}}]}}'
         --inputs '{"literals": {"x": {"scalar": {"primitive": {"integer": "3"}}}}}'
     """
-    spec: dict[str, Any] = json.load(task_file) if task_file is not None else {}
-    identifier_spec = dict(spec.get("identifier", {"resourceType": "TASK"}))
+    spec = _read_task_spec(task_file)
+    identifier_spec = dict(spec.get("identifier", {}))
+    if resource_type is not None:
+        identifier_spec["resourceType"] = resource_type
+    elif task_file is None:
+        identifier_spec.setdefault("resourceType", "TASK")
     for field, value in (
         ("project", project),
         ("domain", domain),

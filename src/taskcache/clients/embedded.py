@@ -114,7 +114,10 @@ class EmbeddedClient:
         try:
             cache_key = hashing.cache_key(key)
             entry, written_uri = self._new_entry(cache_key, outputs, metadata, dataset_id)
-            result = self.manager.put(_scope(key), cache_key, entry, overwrite=overwrite)
+            # An entry older than max_cache_age is a miss, so a put may replace it.
+            result = self.manager.put(
+                _scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
+            )
         except CacheError as error:
             self._discard_blob(written_uri)
             error.status = failure

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any, TypeAlias
 
 from google.protobuf import descriptor_pool, message_factory
@@ -136,30 +136,50 @@ def format_duration(seconds: int, nanos: int) -> str:
     return _trim_fraction(f"{sign}{seconds}.{nanos:09d}") + "s"
 
 
-def _as_float32(value: float) -> float:
-    result: float = struct.unpack("<f", struct.pack("<f", value))[0]
-    return result
+_FLOAT32_INFINITY_BITS = 0x7F800000
+_FLOAT32_OVERFLOW = Decimal(2) ** 128
+
+
+def _float32_from_bits(bits: int) -> Decimal:
+    value: float = struct.unpack("<f", struct.pack("<I", bits))[0]
+    return Decimal(value)
 
 
 def float32_as_json_double(value: float) -> float:
     """Return the double Go's JSON decoder reads back from Go's text of float32 ``value``.
 
-    Go prints a float32 with the shortest decimal that rounds back to the same float32; that
-    decimal, parsed as a double, is what objecthash sees (e.g. float32 1.3 -> 1.3, not
-    1.2999999523...).
+    Go prints a float32 with the shortest decimal that parses back (with float32 rounding,
+    ties to even) to the same float32, the closest such decimal if several; that decimal,
+    read as a double, is what objecthash sees (float32 1.3 -> 1.3, not 1.2999999523...).
     """
     if value == 0 or math.isinf(value) or math.isnan(value):
         return value
-    exact = Decimal(value)
-    for digits in range(1, 10):
-        nearest = Decimal(f"{value:.{digits - 1}e}")
-        # Near powers of two the round-trip interval is lopsided: the nearest decimal with this
-        # many digits may miss it while its neighbour still rounds back. Check both sides.
-        step = Decimal(f"1e{nearest.adjusted() - digits + 1}")
-        candidates = [c for c in (nearest, nearest - step, nearest + step) if c != 0]
-        matching = [c for c in candidates if _as_float32(float(c)) == value]
-        if matching:
-            return float(min(matching, key=lambda c: abs(c - exact)))
+    magnitude = abs(value)
+    bits: int = struct.unpack("<I", struct.pack("<f", magnitude))[0]
+    with localcontext() as context:
+        context.prec = 400  # exact arithmetic on float32 values and their midpoints
+        exact = Decimal(magnitude)
+        below = _float32_from_bits(bits - 1) if bits > 1 else Decimal(0)
+        above = (
+            _float32_from_bits(bits + 1) if bits + 1 < _FLOAT32_INFINITY_BITS else _FLOAT32_OVERFLOW
+        )
+        low, high = (below + exact) / 2, (exact + above) / 2
+        ties_round_here = bits % 2 == 0
+        for digits in range(1, 10):
+            step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+            down = (exact / step).to_integral_value(rounding=ROUND_FLOOR) * step
+            inside = [
+                candidate
+                for candidate in (down, down + step)
+                if low < candidate < high or (ties_round_here and candidate in (low, high))
+            ]
+            if inside:
+                # Equally close candidates: Go's shortest formatting rounds half to even.
+                closest = min(
+                    inside,
+                    key=lambda candidate: (abs(candidate - exact), (candidate / step) % 2),
+                )
+                return math.copysign(float(closest), value)
     return value
 
 
