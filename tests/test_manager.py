@@ -1,4 +1,5 @@
-"""The rules of CacheManager, checked against a real SqliteRepository and a fake clock."""
+"""The rules of CacheManager, checked against real repositories (SQLite and PostgreSQL) and a
+fake clock."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from taskcache.errors import (
     NotFoundError,
 )
 from taskcache.manager import CacheManager, NewEntry, PutResult
-from taskcache.repositories.base import ReservationRow, Scope
+from taskcache.repositories.base import Repository, ReservationRow, Scope
 from taskcache.repositories.sqlite import SqliteRepository
 
 SCOPE = Scope("org", "project", "domain")
@@ -62,15 +63,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def repo() -> Iterator[SqliteRepository]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def repo(request: pytest.FixtureRequest) -> Iterator[Repository]:
+    if request.param == "postgres":
+        # A clean PostgresRepository from tests/conftest.py (skipped without a server).
+        yield request.getfixturevalue("postgres_repository")
+        return
     repository = SqliteRepository(None)
     yield repository
     repository.close()
 
 
 @pytest.fixture
-def manager(repo: SqliteRepository, clock: FakeClock) -> CacheManager:
+def manager(repo: Repository, clock: FakeClock) -> CacheManager:
     return CacheManager(
         repo,
         clock=clock,
@@ -84,7 +89,7 @@ def manager(repo: SqliteRepository, clock: FakeClock) -> CacheManager:
 
 @pytest.mark.parametrize("heartbeat", [timedelta(0), -US])
 def test_constructor_rejects_non_positive_max_heartbeat(
-    repo: SqliteRepository, heartbeat: timedelta
+    repo: Repository, heartbeat: timedelta
 ) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         CacheManager(repo, max_reservation_heartbeat=heartbeat)
@@ -92,9 +97,7 @@ def test_constructor_rejects_non_positive_max_heartbeat(
 
 
 @pytest.mark.parametrize("multiplier", [0.0, -1.0])
-def test_constructor_rejects_non_positive_multiplier(
-    repo: SqliteRepository, multiplier: float
-) -> None:
+def test_constructor_rejects_non_positive_multiplier(repo: Repository, multiplier: float) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         CacheManager(repo, heartbeat_grace_multiplier=multiplier)
     assert caught.value.field == "heartbeat_grace_multiplier"
@@ -298,7 +301,7 @@ def test_heartbeat_is_clamped(
     assert row.expires_at == clock.now + granted * MULTIPLIER
 
 
-def test_expiry_uses_grace_multiplier(repo: SqliteRepository, clock: FakeClock) -> None:
+def test_expiry_uses_grace_multiplier(repo: Repository, clock: FakeClock) -> None:
     manager = CacheManager(
         repo, clock=clock, max_reservation_heartbeat=MAX_HEARTBEAT, heartbeat_grace_multiplier=2.5
     )

@@ -126,7 +126,7 @@ def test_memory_catalogs_are_private(opened: list[Client]) -> None:
     assert first.get(make_key()).outputs.read() == int_map(o0=1)
 
 
-@pytest.mark.parametrize("target", ["postgresql://x", "ftp://x", "s3://bucket/catalog"])
+@pytest.mark.parametrize("target", ["mysql://x", "ftp://x", "s3://bucket/catalog"])
 def test_unsupported_schemes_are_invalid(target: str) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         taskcache.open(target)

@@ -69,3 +69,38 @@ class InternalError(CacheError):
     """An unexpected failure inside taskcache or the service it talks to."""
 
     code = "INTERNAL"
+
+
+class PermissionDeniedError(CacheError):
+    """The caller is not allowed to do this (or did not authenticate)."""
+
+    code = "PERMISSION_DENIED"
+
+
+_ERRORS_BY_CODE: dict[str, type[CacheError]] = {
+    error.code: error
+    for error in (
+        NotFoundError,
+        AlreadyExistsError,
+        InvalidArgumentError,
+        FailedPreconditionError,
+        UnavailableError,
+        DeadlineExceededError,
+        InternalError,
+        PermissionDeniedError,
+    )
+}
+_ERRORS_BY_CODE["UNAUTHENTICATED"] = PermissionDeniedError
+
+
+def error_for_code(code: str, message: str) -> CacheError:
+    """Return the taskcache error for a gRPC or Connect status code name (any case).
+
+    Codes without a dedicated class (UNKNOWN, UNIMPLEMENTED, RESOURCE_EXHAUSTED, ...) become an
+    InternalError whose message names the code.
+    """
+    name = code.upper()
+    error_class = _ERRORS_BY_CODE.get(name)
+    if error_class is None:
+        return InternalError(f"{name}: {message}")
+    return error_class(message)

@@ -83,7 +83,7 @@ class CacheManager:
         row = self.repository.get_entry(scope, key)
         if row is None:
             raise NotFoundError(f"no cache entry for key {key!r}")
-        if max_age is not None and self.clock() - row.last_updated_at > max_age:
+        if is_stale(row.last_updated_at, self.clock(), max_age):
             raise NotFoundError(f"cache entry for key {key!r} is older than {max_age}")
         return row
 
@@ -180,6 +180,11 @@ class CacheManager:
         validate_key(key)
         validate_owner(owner_id)
         self.repository.release_reservation(scope, key, owner_id)
+
+
+def is_stale(last_updated_at: datetime, now: datetime, max_age: timedelta | None) -> bool:
+    """Return whether an entry last updated at ``last_updated_at`` is too old to serve."""
+    return max_age is not None and now - last_updated_at > max_age
 
 
 def validate_key(key: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flyteidl2.core import catalog_pb2, identifier_pb2
 
-from taskcache.model import Metadata
+from taskcache.model import CacheStatus, Metadata, Status
 
 TASK_VERSION = "task-version"
 EXEC_PROJECT = "exec-project"
@@ -106,7 +106,7 @@ def source_execution(
 
 
 def catalog_metadata(
-    dataset_id: identifier_pb2.Identifier,
+    dataset_id: identifier_pb2.Identifier | None,
     source: identifier_pb2.TaskExecutionIdentifier | None,
 ) -> catalog_pb2.CatalogMetadata:
     """Return Flyte's CatalogMetadata for an entry: its dataset id and source execution."""
@@ -114,3 +114,25 @@ def catalog_metadata(
     if source is not None:
         metadata.source_task_execution.CopyFrom(source)
     return metadata
+
+
+def put_failure_status(identifier: Any | None) -> Status:
+    """Return the CACHE_PUT_FAILURE status a failed put or update carries."""
+    dataset_id = as_identifier(identifier) if identifier is not None else None
+    return Status(CacheStatus.CACHE_PUT_FAILURE, catalog_metadata(dataset_id, None))
+
+
+def populated_status(identifier: Any, metadata: Metadata | None) -> Status:
+    """Return the CACHE_POPULATED status of a successful put: the key's identifier and the
+    metadata's task execution as the source.
+    """
+    source = metadata.task_execution_id if metadata is not None else None
+    return Status(CacheStatus.CACHE_POPULATED, catalog_metadata(as_identifier(identifier), source))
+
+
+def hit_status(source_identifier: identifier_pb2.Identifier, key_map: dict[str, str]) -> Status:
+    """Return the CACHE_HIT status of an entry from its stored provenance."""
+    return Status(
+        CacheStatus.CACHE_HIT,
+        catalog_metadata(source_identifier, source_execution(source_identifier, key_map)),
+    )

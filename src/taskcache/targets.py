@@ -64,10 +64,24 @@ def _local_catalog(target: str | os.PathLike[str] | None) -> tuple[Repository, s
         if not database.name:
             raise InvalidArgumentError("names no database file", field="target")
         return SqliteRepository(database), str(database.parent / BLOBS_FOLDER_NAME)
+    if text.startswith(("postgresql://", "postgres://")):
+        # Imported here so that taskcache works without the postgres extra installed.
+        try:
+            from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
+        except ImportError as error:
+            raise InvalidArgumentError(
+                "names a PostgreSQL database, but psycopg is not installed; "
+                "install it with: pip install 'taskcache[postgres]'",
+                field="target",
+            ) from error
+        # Blobs cannot live in the database: they default to the home folder's blobs/, and
+        # callers normally pass storage=.
+        return PostgresRepository(text), str(default_home() / BLOBS_FOLDER_NAME)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise InvalidArgumentError(
-            f"unsupported scheme {scheme!r}; use a folder, sqlite:///path.db or memory://",
+            f"unsupported scheme {scheme!r}; use a folder, sqlite:///path.db, "
+            "postgresql://... or memory://",
             field="target",
         )
     path = Path(text).expanduser()

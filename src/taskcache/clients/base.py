@@ -10,18 +10,15 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
+from taskcache.clients.payload import Outputs
 from taskcache.model import (
     Entry,
     Key,
-    LiteralMap,
     Metadata,
     Reservation,
     ReservationCache,
     Status,
 )
-from taskcache.outputs import OutputReader
-
-Outputs = LiteralMap | OutputReader
 
 
 class Client(Protocol):

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from flyteidl2.core import identifier_pb2, literals_pb2
+from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
-from taskcache.clients.base import Client, Outputs
+from taskcache.clients.base import Client
+from taskcache.clients.payload import Outputs, Payload, prepare_payload, read_payload
 from taskcache.errors import CacheError, InternalError, NotFoundError
 from taskcache.manager import CacheManager, NewEntry, PutResult
 from taskcache.model import (
-    CacheStatus,
     Entry,
     Key,
     Metadata,
@@ -24,11 +24,17 @@ from taskcache.model import (
     ReservationCache,
     Status,
 )
-from taskcache.outputs import InMemoryOutputReader, OutputReader, decode_literal_map
-from taskcache.provenance import as_identifier, catalog_metadata, key_map_for, source_execution
-from taskcache.repositories.base import EntryRow, Scope
+from taskcache.outputs import InMemoryOutputReader
+from taskcache.provenance import (
+    as_identifier,
+    hit_status,
+    key_map_for,
+    populated_status,
+    put_failure_status,
+)
+from taskcache.repositories.base import Scope
 from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
-from taskcache.storage import BlobStore, read_blob
+from taskcache.storage import BlobStore
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 
@@ -70,28 +76,19 @@ class EmbeddedClient:
         """
         cache_key = hashing.cache_key(key)
         row = self.manager.get(_scope(key), cache_key, max_age=self.max_cache_age)
-        outputs = self._read_outputs(row)
-        source_identifier = identifier_pb2.Identifier.FromString(row.source_identifier)
-        status = Status(
-            CacheStatus.CACHE_HIT,
-            catalog_metadata(source_identifier, source_execution(source_identifier, row.key_map)),
-        )
-        return Entry(outputs=InMemoryOutputReader(outputs, uri=row.output_uri), status=status)
-
-    def _read_outputs(self, row: EntryRow) -> literals_pb2.LiteralMap:
-        if row.output_literals is not None:
-            return decode_literal_map(row.output_literals, source=f"entry {row.key!r}")
-        uri = row.output_uri
-        if uri is None:
-            raise InternalError(f"entry {row.key!r} has neither outputs nor an output URI")
         try:
-            data = read_blob(uri)
+            outputs = read_payload(row.output_literals, row.output_uri, key=cache_key)
         except NotFoundError as error:
             self.manager.discard_dangling(row)
             raise NotFoundError(
-                f"outputs of entry {row.key!r} vanished from {uri}; the entry was discarded"
+                f"outputs of entry {cache_key!r} vanished from {row.output_uri}; "
+                "the entry was discarded"
             ) from error
-        return decode_literal_map(data, source=uri)
+        source_identifier = identifier_pb2.Identifier.FromString(row.source_identifier)
+        return Entry(
+            outputs=InMemoryOutputReader(outputs, uri=row.output_uri),
+            status=hit_status(source_identifier, row.key_map),
+        )
 
     def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """Create the entry for ``key``.
@@ -108,60 +105,32 @@ class EmbeddedClient:
     def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
     ) -> Status:
-        dataset_id = as_identifier(key.identifier) if key.identifier is not None else None
-        failure = Status(CacheStatus.CACHE_PUT_FAILURE, catalog_metadata(dataset_id, None))
-        written_uri: str | None = None
+        payload: Payload | None = None
         try:
             cache_key = hashing.cache_key(key)
-            entry, written_uri = self._new_entry(cache_key, outputs, metadata, dataset_id)
+            payload = prepare_payload(cache_key, outputs, self.blobs, self.inline_max_bytes)
+            entry = NewEntry(
+                output_uri=payload.output_uri,
+                output_literals=payload.output_literals,
+                source_identifier=as_identifier(key.identifier).SerializeToString(),
+                key_map=key_map_for(metadata),
+                created_at=metadata.created_at if metadata is not None else None,
+            )
             # An entry older than max_cache_age is a miss, so a put may replace it.
             result = self.manager.put(
                 _scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
             )
         except CacheError as error:
-            self._discard_blob(written_uri)
-            error.status = failure
+            self._discard_blob(payload.written_uri if payload is not None else None)
+            error.status = put_failure_status(key.identifier)
             raise
         except Exception as error:
-            self._discard_blob(written_uri)
-            raise InternalError(f"put failed: {error}", status=failure) from error
+            self._discard_blob(payload.written_uri if payload is not None else None)
+            raise InternalError(
+                f"put failed: {error}", status=put_failure_status(key.identifier)
+            ) from error
         self._discard_replaced(result)
-        source = metadata.task_execution_id if metadata is not None else None
-        return Status(CacheStatus.CACHE_POPULATED, catalog_metadata(dataset_id, source))
-
-    def _new_entry(
-        self,
-        cache_key: str,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        dataset_id: identifier_pb2.Identifier | None,
-    ) -> tuple[NewEntry, str | None]:
-        """Return the entry to store and the URI of a blob written for it (to undo on failure)."""
-        output_uri: str | None = None
-        output_literals: bytes | None = None
-        written_uri: str | None = None
-        if isinstance(outputs, OutputReader):
-            if not outputs.exists():
-                raise NotFoundError(f"outputs do not exist for {cache_key!r}")
-            output_uri = outputs.uri
-            literal_map = None if output_uri is not None else outputs.read()
-        else:
-            literal_map = outputs
-        if literal_map is not None:
-            data = literal_map.SerializeToString()
-            if self.inline_max_bytes > 0 and len(data) <= self.inline_max_bytes:
-                output_literals = data
-            else:
-                written_uri = output_uri = self.blobs.write_outputs(cache_key, data)
-        created_at: datetime | None = metadata.created_at if metadata is not None else None
-        entry = NewEntry(
-            output_uri=output_uri,
-            output_literals=output_literals,
-            source_identifier=dataset_id.SerializeToString() if dataset_id is not None else b"",
-            key_map=key_map_for(metadata),
-            created_at=created_at,
-        )
-        return entry, written_uri
+        return populated_status(key.identifier, metadata)
 
     def _discard_blob(self, uri: str | None) -> None:
         if uri is not None:

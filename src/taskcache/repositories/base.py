@@ -61,6 +61,45 @@ class CreateOutcome:
     replaced: EntryRow | None
 
 
+@dataclass(frozen=True)
+class EntryFilter:
+    """Which entries an operator listing covers; None fields match everything."""
+
+    org: str | None = None
+    project: str | None = None
+    domain: str | None = None
+    key_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryCursor:
+    """Position after the last row of a page (listings run newest first)."""
+
+    last_updated_at: datetime
+    scope: Scope
+    key: str
+
+
+@dataclass(frozen=True)
+class ProjectStats:
+    """Entry count and inline bytes of one (org, project, domain)."""
+
+    scope: Scope
+    entries: int
+    inline_bytes: int
+
+
+@dataclass(frozen=True)
+class CatalogStats:
+    """Totals for operators: entries, inline bytes, per-scope figures, live reservations."""
+
+    entries: int
+    inline_bytes: int
+    blob_entries: int
+    active_reservations: int
+    by_scope: tuple[ProjectStats, ...]
+
+
 class Repository(Protocol):
     """Row storage for entries and reservations. Every method is atomic on its own."""
 
@@ -106,6 +145,30 @@ class Repository(Protocol):
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
+        ...
+
+    def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
+        """Return the reservation row on ``key`` (expired or not), or None."""
+        ...
+
+    def list_entries(
+        self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
+    ) -> list[EntryRow]:
+        """Return up to ``limit`` entries matching ``entry_filter``, newest update first,
+        strictly after ``after`` in that order (ties broken by scope, then key).
+        """
+        ...
+
+    def delete_entries_updated_before(
+        self, cutoff: datetime, limit: int, *, dry_run: bool = False
+    ) -> list[EntryRow]:
+        """Delete (or with ``dry_run`` only select) up to ``limit`` entries last updated
+        strictly before ``cutoff``, oldest first; return those rows.
+        """
+        ...
+
+    def stats(self, now: datetime) -> CatalogStats:
+        """Return catalog totals; reservations count as active while ``expires_at > now``."""
         ...
 
     def ping(self) -> None:

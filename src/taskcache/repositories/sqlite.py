@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any, Final
 
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
-from taskcache.repositories.base import CreateOutcome, EntryRow, ReservationRow, Scope
+from taskcache.repositories.base import (
+    CatalogStats,
+    CreateOutcome,
+    EntryCursor,
+    EntryFilter,
+    EntryRow,
+    ProjectStats,
+    ReservationRow,
+    Scope,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteRepository"]
 
 # Each entry upgrades the schema by one version: MIGRATIONS[0] takes an empty database to
-# version 1, MIGRATIONS[1] (when added) takes version 1 to 2, and so on. Never edit a
+# version 1, MIGRATIONS[1] takes version 1 to 2, and so on. Never edit a
 # released entry; append a new one.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
@@ -60,6 +69,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX reservations_expires_at ON reservations (expires_at)",
     ),
+    (
+        # Operator listings run newest first, ties broken by scope then key.
+        """
+        CREATE INDEX cache_entries_newest_first
+            ON cache_entries (last_updated_at DESC, org, project, domain, key)
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
@@ -86,6 +102,7 @@ _ENTRY_COLUMNS: Final = (
     "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
 )
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
+_RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 _PLACEHOLDERS: Final = ", ".join("?" * 10)  # one per cache_entries column
 
 
@@ -190,6 +207,28 @@ def _entry_params(row: EntryRow) -> tuple[Any, ...]:
         _to_us(row.created_at, "created_at"),
         _to_us(row.last_updated_at, "last_updated_at"),
     )
+
+
+def _reservation_from_row(scope: Scope, key: str, row: Sequence[Any]) -> ReservationRow:
+    owner_id, heartbeat_us, expires_at = row
+    return ReservationRow(
+        scope=scope,
+        key=key,
+        owner_id=owner_id,
+        heartbeat_interval=timedelta(microseconds=heartbeat_us),
+        expires_at=_from_us(expires_at),
+    )
+
+
+def _scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
+    """Build an entry from ``org, project, domain, key`` followed by the entry columns."""
+    org, project, domain, key = row[:4]
+    return _entry_from_row(Scope(org, project, domain), key, row[4:])
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise InvalidArgumentError("must not be negative", field="limit")
 
 
 class SqliteRepository:
@@ -431,20 +470,12 @@ class SqliteRepository:
                 (*key_params, row.owner_id, heartbeat_us, expires_at, now_us),
             )
             found = conn.execute(
-                "SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations "
-                f"WHERE {_SCOPE_KEY_WHERE}",
+                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
                 key_params,
             ).fetchone()
         if found is None:  # pragma: no cover - the upsert always leaves a row
             raise InternalError("reservation vanished inside its own transaction")
-        owner_id, found_heartbeat_us, found_expires_at = found
-        return ReservationRow(
-            scope=row.scope,
-            key=row.key,
-            owner_id=owner_id,
-            heartbeat_interval=timedelta(microseconds=found_heartbeat_us),
-            expires_at=_from_us(found_expires_at),
-        )
+        return _reservation_from_row(row.scope, row.key, found)
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
@@ -454,6 +485,128 @@ class SqliteRepository:
                 (*_scope_key(scope, key), owner_id),
             )
             return cursor.rowcount > 0
+
+    def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
+        """Return the reservation row on ``key`` (expired or not), or None."""
+        with self._session() as conn:
+            found = conn.execute(
+                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
+                _scope_key(scope, key),
+            ).fetchone()
+        return None if found is None else _reservation_from_row(scope, key, found)
+
+    def list_entries(
+        self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
+    ) -> list[EntryRow]:
+        """Return up to ``limit`` entries matching ``entry_filter``, newest update first,
+        strictly after ``after`` (ties broken by scope, then key, ascending).
+
+        Keyset pagination: pass the last row of a page as ``after`` for the next page.
+        Raises InvalidArgumentError for a negative ``limit`` or a naive cursor time.
+        """
+        _check_limit(limit)
+        conditions: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("org", entry_filter.org),
+            ("project", entry_filter.project),
+            ("domain", entry_filter.domain),
+        ):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        if entry_filter.key_prefix:
+            # substr, not LIKE: LIKE ignores ASCII case and treats % and _ as wildcards.
+            # The range bound lets an index on the key seek to the prefix.
+            conditions.append("key >= ? AND substr(key, 1, length(?)) = ?")
+            params.extend([entry_filter.key_prefix] * 3)
+        if after is not None:
+            cursor_us = _to_us(after.last_updated_at, "after.last_updated_at")
+            # The first bound lets the newest-first index seek; the second breaks ties.
+            conditions.append(
+                "last_updated_at <= ? AND (last_updated_at < ? "
+                "OR (org, project, domain, key) > (?, ?, ?, ?))"
+            )
+            params.extend([cursor_us, cursor_us, *_scope_key(after.scope, after.key)])
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._session() as conn:
+            rows = conn.execute(
+                f"""
+                SELECT org, project, domain, key, {_ENTRY_COLUMNS} FROM cache_entries
+                {where}
+                ORDER BY last_updated_at DESC, org, project, domain, key
+                LIMIT ?
+                """,
+                (*params, limit),
+            ).fetchall()
+        return [_scoped_entry_from_row(row) for row in rows]
+
+    def delete_entries_updated_before(
+        self, cutoff: datetime, limit: int, *, dry_run: bool = False
+    ) -> list[EntryRow]:
+        """Delete (or with ``dry_run`` only select) up to ``limit`` entries last updated
+        strictly before ``cutoff``, oldest first (ties by scope, then key); return them.
+
+        Selection and deletion are one ``BEGIN IMMEDIATE`` transaction.
+        """
+        _check_limit(limit)
+        cutoff_us = _to_us(cutoff, "cutoff")
+        select = f"""
+            SELECT org, project, domain, key, {_ENTRY_COLUMNS} FROM cache_entries
+            WHERE last_updated_at < ?
+            ORDER BY last_updated_at, org, project, domain, key
+            LIMIT ?
+        """
+        if dry_run:
+            with self._session() as conn:
+                rows = conn.execute(select, (cutoff_us, limit)).fetchall()
+        else:
+            with self._transaction() as conn:
+                rows = conn.execute(select, (cutoff_us, limit)).fetchall()
+                conn.executemany(
+                    f"DELETE FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                    [tuple(row[:4]) for row in rows],
+                )
+        return [_scoped_entry_from_row(row) for row in rows]
+
+    def stats(self, now: datetime) -> CatalogStats:
+        """Return catalog totals; reservations count as active while ``expires_at > now``.
+
+        ``inline_bytes`` sums the stored output literals; ``blob_entries`` counts entries
+        with an output URI. Per-scope figures are ordered by scope. One read snapshot.
+        """
+        now_us = _to_us(now, "now")
+        with self._session() as conn:
+            # A deferred transaction: both reads see one snapshot.
+            conn.execute("BEGIN")
+            try:
+                groups = conn.execute(
+                    """
+                    SELECT org, project, domain, count(*),
+                           coalesce(sum(length(output_literals)), 0), count(output_uri)
+                    FROM cache_entries
+                    GROUP BY org, project, domain
+                    ORDER BY org, project, domain
+                    """
+                ).fetchall()
+                active: int = conn.execute(
+                    "SELECT count(*) FROM reservations WHERE expires_at > ?", (now_us,)
+                ).fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        by_scope = tuple(
+            ProjectStats(scope=Scope(org, project, domain), entries=count, inline_bytes=size)
+            for org, project, domain, count, size, _ in groups
+        )
+        return CatalogStats(
+            entries=sum(group.entries for group in by_scope),
+            inline_bytes=sum(group.inline_bytes for group in by_scope),
+            blob_entries=sum(group[5] for group in groups),
+            active_reservations=active,
+            by_scope=by_scope,
+        )
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raise UnavailableError if the store does not answer (or is closed)."""

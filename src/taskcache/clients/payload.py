@@ -1,0 +1,69 @@
+"""What a client sends and receives as outputs: inline LiteralMap bytes or a blob URI.
+
+Shared by every client so the inline threshold, by-reference storage and blob read-back
+behave the same embedded and remote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flyteidl2.core import literals_pb2
+
+from taskcache.errors import InternalError, NotFoundError
+from taskcache.model import LiteralMap
+from taskcache.outputs import OutputReader, decode_literal_map
+from taskcache.storage import BlobStore, read_blob
+
+Outputs = LiteralMap | OutputReader
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Outputs ready to store: by URI or as serialized LiteralMap bytes.
+
+    ``written_uri`` is a blob written for this payload, to delete if the put fails.
+    """
+
+    output_uri: str | None
+    output_literals: bytes | None
+    written_uri: str | None = None
+
+
+def prepare_payload(
+    cache_key: str, outputs: Outputs, blobs: BlobStore, inline_max_bytes: int
+) -> Payload:
+    """Turn ``outputs`` into a :class:`Payload`.
+
+    A reader with a URI is stored by reference; other outputs are serialized and kept inline
+    when at most ``inline_max_bytes`` (0 = never), else written once to ``blobs``. Raises
+    NotFoundError when a reader says its outputs do not exist.
+    """
+    if isinstance(outputs, OutputReader):
+        if not outputs.exists():
+            raise NotFoundError(f"outputs do not exist for {cache_key!r}")
+        if outputs.uri is not None:
+            return Payload(output_uri=outputs.uri, output_literals=None)
+        literal_map: LiteralMap = outputs.read()
+    else:
+        literal_map = outputs
+    data = literal_map.SerializeToString()
+    if inline_max_bytes > 0 and len(data) <= inline_max_bytes:
+        return Payload(output_uri=None, output_literals=data)
+    uri = blobs.write_outputs(cache_key, data)
+    return Payload(output_uri=uri, output_literals=None, written_uri=uri)
+
+
+def read_payload(
+    output_literals: bytes | None, output_uri: str | None, *, key: str
+) -> literals_pb2.LiteralMap:
+    """Return the stored outputs: the inline bytes if any, else the blob at ``output_uri``.
+
+    Raises NotFoundError if the blob vanished (a dangling entry), InternalError if neither
+    form is present.
+    """
+    if output_literals is not None:
+        return decode_literal_map(output_literals, source=f"entry {key!r}")
+    if not output_uri:
+        raise InternalError(f"entry {key!r} has neither outputs nor an output URI")
+    return decode_literal_map(read_blob(output_uri), source=output_uri)
