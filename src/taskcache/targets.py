@@ -1,9 +1,11 @@
-"""``taskcache.open``: turn a target (a folder, ``sqlite:///…``, ``memory://``) into a client."""
+"""``taskcache.open``: turn a target (a folder, ``sqlite:///…``, ``memory://``,
+``postgresql://…``, ``http(s)://…``, ``grpc(s)://…``) into a client."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from taskcache.clients.embedded import (
     AsyncEmbeddedClient,
     EmbeddedClient,
 )
+from taskcache.clients.remote import open_remote, open_remote_async
+from taskcache.clients.transports import CONNECT_SCHEMES, GRPC_SCHEMES, RemoteOptions, RetryPolicy
 from taskcache.errors import InvalidArgumentError
 from taskcache.manager import (
     DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
@@ -90,6 +94,100 @@ def _local_catalog(target: str | os.PathLike[str] | None) -> tuple[Repository, s
     return SqliteRepository(path / DATABASE_FILE_NAME), str(path / BLOBS_FOLDER_NAME)
 
 
+_REMOTE_SCHEMES = CONNECT_SCHEMES + GRPC_SCHEMES
+
+
+def _remote_url(target: str | os.PathLike[str] | None) -> str | None:
+    if target is None:
+        return None
+    text = os.fspath(target)
+    return text if text.split("://", 1)[0] in _REMOTE_SCHEMES and "://" in text else None
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Validated options shared by the sync and async openers."""
+
+    storage: str | None
+    max_cache_age: timedelta | None
+    inline_max_bytes: int
+    max_reservation_heartbeat: timedelta
+    heartbeat_grace_multiplier: float
+    reservation_cache_size: int
+    clock: Clock
+    remote: RemoteOptions
+    scope: tuple[str, str, str] | None
+
+
+def _options(
+    *,
+    storage: str | None,
+    max_cache_age: timedelta | float | None,
+    inline_max_bytes: int,
+    max_reservation_heartbeat: timedelta | float,
+    heartbeat_grace_multiplier: float,
+    reservation_cache_size: int,
+    clock: Clock,
+    timeout: float | None,
+    max_retries: int,
+    ca_file: str | None,
+    token: str | None,
+    scope: tuple[str, str, str] | None,
+) -> _Options:
+    if inline_max_bytes < 0:
+        raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
+    if max_retries < 0:
+        raise InvalidArgumentError("must not be negative", field="max_retries")
+    if timeout is not None and timeout <= 0:
+        raise InvalidArgumentError("must be positive", field="timeout")
+    if scope is not None and (len(scope) != 3 or not all(scope)):
+        raise InvalidArgumentError(
+            "must be three non-empty names (org, project, domain)", field="scope"
+        )
+    return _Options(
+        storage=storage,
+        max_cache_age=None if max_cache_age is None else _duration(max_cache_age, "max_cache_age"),
+        inline_max_bytes=inline_max_bytes,
+        max_reservation_heartbeat=_duration(max_reservation_heartbeat, "max_reservation_heartbeat"),
+        heartbeat_grace_multiplier=heartbeat_grace_multiplier,
+        reservation_cache_size=reservation_cache_size,
+        clock=clock,
+        remote=RemoteOptions(
+            timeout=timeout,
+            retry=RetryPolicy(max_retries=max_retries),
+            ca_file=ca_file,
+            token=token,
+        ),
+        scope=scope,
+    )
+
+
+def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> EmbeddedClient:
+    repository, default_storage = _local_catalog(target)
+    try:
+        manager = CacheManager(
+            repository,
+            clock=options.clock,
+            max_reservation_heartbeat=options.max_reservation_heartbeat,
+            heartbeat_grace_multiplier=options.heartbeat_grace_multiplier,
+        )
+        blobs = BlobStore(options.storage or default_storage)
+        return EmbeddedClient(
+            manager,
+            blobs,
+            max_cache_age=options.max_cache_age,
+            inline_max_bytes=options.inline_max_bytes,
+            reservation_cache_size=options.reservation_cache_size,
+        )
+    except BaseException:
+        repository.close()
+        raise
+
+
+def _remote_storage(options: _Options) -> str:
+    return options.storage or str(default_home() / BLOBS_FOLDER_NAME)
+
+
 def open_catalog(
     target: str | os.PathLike[str] | None = None,
     *,
@@ -100,39 +198,58 @@ def open_catalog(
     heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
     reservation_cache_size: int = DEFAULT_MAX_OWNERS,
     clock: Clock = utc_now,
+    timeout: float | None = 30.0,
+    max_retries: int = 5,
+    ca_file: str | None = None,
+    token: str | None = None,
+    scope: tuple[str, str, str] | None = None,
 ) -> Client:
     """Open a catalog and return a :class:`~taskcache.Client`.
 
-    ``target``: None for the default embedded catalog (``$TASKCACHE_HOME`` or the platform
-    data dir, holding ``catalog.db`` and ``blobs/``); ``"sqlite:///abs/path.db"``; a folder or
-    ``*.db`` path; ``"memory://"`` for a private in-process catalog. ``storage`` is the fsspec
-    URL large outputs are written under (default: ``blobs/`` beside the database). Durations
-    may be given as timedelta or seconds. Raises InvalidArgumentError for a bad target or
-    option, UnavailableError if the database cannot be opened.
+    ``target``:
+
+    - None: the default embedded catalog (``$TASKCACHE_HOME`` or the platform data dir,
+      holding ``catalog.db`` and ``blobs/``); a folder or ``*.db`` path;
+      ``"sqlite:///abs/path.db"``; ``"memory://"`` (private, in-process);
+    - ``"postgresql://..."``: an embedded client on PostgreSQL (no server);
+    - ``"http(s)://host:8094"`` (Connect) or ``"grpc(s)://host:8095"`` (gRPC): a remote client
+      of ``taskcache serve``. ``timeout`` (seconds per call), ``max_retries`` (on Unavailable
+      and DeadlineExceeded, with exponential backoff and jitter), ``ca_file`` (TLS),
+      ``token`` (bearer) and ``scope`` ((org, project, domain); default: the key's) apply.
+
+    ``storage`` is the fsspec URL large outputs are written under (default: ``blobs/`` beside
+    the database, or in the default home). The embedded-only options ``clock``,
+    ``max_reservation_heartbeat`` and ``heartbeat_grace_multiplier`` are the server's own
+    settings for a remote target. Durations may be timedelta or seconds. Raises
+    InvalidArgumentError for a bad target or option, UnavailableError if the database cannot
+    be opened.
     """
-    if inline_max_bytes < 0:
-        raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
-    max_age = None if max_cache_age is None else _duration(max_cache_age, "max_cache_age")
-    heartbeat = _duration(max_reservation_heartbeat, "max_reservation_heartbeat")
-    repository, default_storage = _local_catalog(target)
-    try:
-        manager = CacheManager(
-            repository,
-            clock=clock,
-            max_reservation_heartbeat=heartbeat,
-            heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-        )
-        blobs = BlobStore(storage or default_storage)
-        return EmbeddedClient(
-            manager,
-            blobs,
-            max_cache_age=max_age,
-            inline_max_bytes=inline_max_bytes,
-            reservation_cache_size=reservation_cache_size,
-        )
-    except BaseException:
-        repository.close()
-        raise
+    options = _options(
+        storage=storage,
+        max_cache_age=max_cache_age,
+        inline_max_bytes=inline_max_bytes,
+        max_reservation_heartbeat=max_reservation_heartbeat,
+        heartbeat_grace_multiplier=heartbeat_grace_multiplier,
+        reservation_cache_size=reservation_cache_size,
+        clock=clock,
+        timeout=timeout,
+        max_retries=max_retries,
+        ca_file=ca_file,
+        token=token,
+        scope=scope,
+    )
+    url = _remote_url(target)
+    if url is None:
+        return _open_embedded(target, options)
+    return open_remote(
+        url,
+        storage=_remote_storage(options),
+        options=options.remote,
+        scope=options.scope,
+        max_cache_age=options.max_cache_age,
+        inline_max_bytes=options.inline_max_bytes,
+        reservation_cache_size=options.reservation_cache_size,
+    )
 
 
 def open_async_catalog(
@@ -145,17 +262,36 @@ def open_async_catalog(
     heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
     reservation_cache_size: int = DEFAULT_MAX_OWNERS,
     clock: Clock = utc_now,
+    timeout: float | None = 30.0,
+    max_retries: int = 5,
+    ca_file: str | None = None,
+    token: str | None = None,
+    scope: tuple[str, str, str] | None = None,
 ) -> AsyncClient:
     """Like :func:`open_catalog`, returning the :class:`~taskcache.AsyncClient` twin."""
-    return AsyncEmbeddedClient(
-        open_catalog(
-            target,
-            storage=storage,
-            max_cache_age=max_cache_age,
-            inline_max_bytes=inline_max_bytes,
-            max_reservation_heartbeat=max_reservation_heartbeat,
-            heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-            reservation_cache_size=reservation_cache_size,
-            clock=clock,
-        )
+    options = _options(
+        storage=storage,
+        max_cache_age=max_cache_age,
+        inline_max_bytes=inline_max_bytes,
+        max_reservation_heartbeat=max_reservation_heartbeat,
+        heartbeat_grace_multiplier=heartbeat_grace_multiplier,
+        reservation_cache_size=reservation_cache_size,
+        clock=clock,
+        timeout=timeout,
+        max_retries=max_retries,
+        ca_file=ca_file,
+        token=token,
+        scope=scope,
+    )
+    url = _remote_url(target)
+    if url is None:
+        return AsyncEmbeddedClient(_open_embedded(target, options))
+    return open_remote_async(
+        url,
+        storage=_remote_storage(options),
+        options=options.remote,
+        scope=options.scope,
+        max_cache_age=options.max_cache_age,
+        inline_max_bytes=options.inline_max_bytes,
+        reservation_cache_size=options.reservation_cache_size,
     )

@@ -41,73 +41,127 @@ def pbhash(message: Message) -> bytes:
     return hash_message(message)
 
 
+FieldHasher = Callable[[Any], bytes]
+
+# Per field descriptor: the hash of its JSON name and the function hashing its value. Built on
+# first sight of a field, so the walk does no type dispatch or name formatting per value.
+_PLANS: dict[Any, tuple[bytes, FieldHasher]] = {}
+
+
 def hash_message(message: ReflectedMessage) -> bytes:
     """Return the objecthash of ``message``'s jsonpb form (no required-field check)."""
-    full_name = message.DESCRIPTOR.full_name
-    if full_name in rules.SPECIAL_TYPES:
-        return _SPECIAL[full_name](message)
-    return hash_dict(
-        [
-            hash_key(rules.field_json_name(field)) + hash_field_value(field, value)
-            for field, value in message.ListFields()
-        ]
-    )
+    special = _SPECIAL.get(message.DESCRIPTOR.full_name)
+    if special is not None:
+        return special(message)
+    entries = []
+    for field, value in message.ListFields():
+        key_hash, hasher = _PLANS.get(field) or _plan(field)
+        entries.append(key_hash + hasher(value))
+    return hash_dict(entries)
 
 
-def hash_field_value(field: ReflectedField, value: Any) -> bytes:
-    """Return the objecthash of a present field's value (map, list or singular)."""
-    if field.is_repeated:
-        if rules.is_map_field(field):
-            value_field = field.message_type.fields_by_name["value"]
+def _plan(field: ReflectedField) -> tuple[bytes, FieldHasher]:
+    plan = (hash_key(rules.field_json_name(field)), _value_hasher(field))
+    _PLANS[field] = plan
+    return plan
+
+
+def _value_hasher(field: ReflectedField) -> FieldHasher:
+    if not field.is_repeated:
+        return _singular_hasher(field)
+    if rules.is_map_field(field):
+        value_hasher = _singular_hasher(field.message_type.fields_by_name["value"])
+
+        def hash_map(entries: Any) -> bytes:
             return hash_dict(
-                [
-                    hash_key(rules.map_key_text(key)) + hash_singular(value_field, value[key])
-                    for key in value
-                ]
+                [hash_key(rules.map_key_text(key)) + value_hasher(entries[key]) for key in entries]
             )
-        return hash_list([hash_singular(field, element) for element in value])
-    return hash_singular(field, value)
+
+        return hash_map
+    element_hasher = _singular_hasher(field)
+
+    def hash_repeated(values: Any) -> bytes:
+        return hash_list([element_hasher(value) for value in values])
+
+    return hash_repeated
 
 
-def hash_singular(field: ReflectedField, value: Any) -> bytes:
-    """Return the objecthash of one (non-repeated) value of ``field``'s type."""
+def _hash_double(value: float) -> bytes:
+    special = rules.nonfinite_text(value)
+    return hash_float(value) if special is None else hash_unicode(special)
+
+
+def _hash_float32(value: float) -> bytes:
+    special = rules.nonfinite_text(value)
+    if special is not None:
+        return hash_unicode(special)
+    return hash_float(rules.float32_as_json_double(value))
+
+
+def _hash_sixty_four_bit(value: int) -> bytes:
+    return hash_unicode(str(int(value)))
+
+
+def _hash_bytes(value: bytes) -> bytes:
+    return hash_unicode(base64.b64encode(value).decode("ascii"))
+
+
+def _hash_json_number(value: int) -> bytes:
+    return hash_float(float(value))
+
+
+def _hash_null(_: Any) -> bytes:
+    return NIL_HASH
+
+
+def _enum_hasher(field: ReflectedField) -> FieldHasher:
+    enum_type = field.enum_type
+    if enum_type.full_name == rules.NULL_VALUE_ENUM:
+        return _hash_null
+    names = {number: hash_key(value.name) for number, value in enum_type.values_by_number.items()}
+
+    def hash_enum(value: int) -> bytes:
+        named = names.get(value)
+        return named if named is not None else hash_float(float(value))
+
+    return hash_enum
+
+
+def _singular_hasher(field: ReflectedField) -> FieldHasher:
+    """Return the function hashing one (non-repeated) value of ``field``'s type."""
     kind = field.type
     if kind in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-        return hash_message(value)
+        return hash_message
     if kind == FieldDescriptor.TYPE_STRING:
-        return hash_unicode(value)
+        return hash_unicode
     if kind in rules.SIXTY_FOUR_BIT_TYPES:
-        return hash_unicode(str(int(value)))
-    if kind in rules.FLOAT_TYPES:
-        special = rules.nonfinite_text(value)
-        if special is not None:
-            return hash_unicode(special)
-        if kind == FieldDescriptor.TYPE_FLOAT:
-            return hash_float(rules.float32_as_json_double(value))
-        return hash_float(value)
+        return _hash_sixty_four_bit
+    if kind == FieldDescriptor.TYPE_DOUBLE:
+        return _hash_double
+    if kind == FieldDescriptor.TYPE_FLOAT:
+        return _hash_float32
     if kind == FieldDescriptor.TYPE_BOOL:
-        return hash_bool(value)
+        return hash_bool
     if kind == FieldDescriptor.TYPE_ENUM:
-        enum_type = field.enum_type
-        if enum_type.full_name == rules.NULL_VALUE_ENUM:
-            return NIL_HASH
-        named = enum_type.values_by_number.get(value)
-        return hash_float(float(value)) if named is None else hash_key(named.name)
+        return _enum_hasher(field)
     if kind == FieldDescriptor.TYPE_BYTES:
-        return hash_unicode(base64.b64encode(value).decode("ascii"))
-    return hash_float(float(value))  # 32-bit integers are JSON numbers
+        return _hash_bytes
+    return _hash_json_number  # 32-bit integers are JSON numbers
 
 
 def _hash_field_one(message: ReflectedMessage) -> bytes:
     field = message.DESCRIPTOR.fields_by_number[1]
-    return hash_field_value(field, getattr(message, field.name))
+    _, hasher = _PLANS.get(field) or _plan(field)
+    return hasher(getattr(message, field.name))
 
 
 def _hash_value(message: ReflectedMessage) -> bytes:
     kind = message.WhichOneof("kind")
     if kind is None:
         raise InvalidArgumentError("google.protobuf.Value has no kind set (nil Value)")
-    return hash_singular(message.DESCRIPTOR.fields_by_name[kind], getattr(message, kind))
+    field = message.DESCRIPTOR.fields_by_name[kind]
+    _, hasher = _PLANS.get(field) or _plan(field)
+    return hasher(getattr(message, kind))
 
 
 def _hash_duration(message: ReflectedMessage) -> bytes:
@@ -123,13 +177,11 @@ def _hash_any(message: ReflectedMessage) -> bytes:
     type_entry = hash_key(_TYPE_KEY) + hash_unicode(type_url)
     if inner.DESCRIPTOR.full_name in rules.ANY_VALUE_FORM:
         return hash_dict([type_entry, hash_key(_VALUE_KEY) + hash_message(inner)])
-    return hash_dict(
-        [type_entry]
-        + [
-            hash_key(rules.field_json_name(field)) + hash_field_value(field, value)
-            for field, value in inner.ListFields()
-        ]
-    )
+    entries = [type_entry]
+    for field, value in inner.ListFields():
+        key_hash, hasher = _PLANS.get(field) or _plan(field)
+        entries.append(key_hash + hasher(value))
+    return hash_dict(entries)
 
 
 _SPECIAL: dict[str, Callable[[ReflectedMessage], bytes]] = {

@@ -1,0 +1,294 @@
+"""Wire transports to a cache service: Connect (HTTP) and gRPC, each sync and async.
+
+A transport sends ``flyteidl2.cacheservice.v2`` requests with Flyte's generated clients,
+applies the per-call timeout, the bearer token and the retry policy, and turns wire errors
+into :mod:`taskcache.errors` exceptions. It knows nothing about keys or outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+import grpc.aio
+import pyqwest
+from connectrpc.errors import ConnectError
+from flyteidl2.cacheservice.v2 import cacheservice_connect, cacheservice_pb2_grpc
+from google.protobuf.message import Message
+
+from taskcache.errors import (
+    CacheError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnavailableError,
+    error_for_code,
+)
+
+Response = TypeVar("Response")
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One CacheService method: its name on the Connect client and on the gRPC stub."""
+
+    connect_name: str
+    grpc_name: str
+
+
+GET = Rpc("get", "Get")
+PUT = Rpc("put", "Put")
+DELETE = Rpc("delete", "Delete")
+GET_OR_EXTEND_RESERVATION = Rpc("get_or_extend_reservation", "GetOrExtendReservation")
+RELEASE_RESERVATION = Rpc("release_reservation", "ReleaseReservation")
+
+_RETRYABLE = (UnavailableError, DeadlineExceededError)
+CONNECT_SCHEMES = ("http", "https")
+GRPC_SCHEMES = ("grpc", "grpcs")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for UNAVAILABLE and DEADLINE_EXCEEDED.
+
+    Attempt ``n`` (from 0) waits a random time in ``[0, min(max_backoff,
+    initial_backoff * multiplier**n)]`` before retrying; at most ``max_retries`` retries.
+    """
+
+    max_retries: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        """Yield the wait before each retry."""
+        for attempt in range(self.max_retries):
+            ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+            yield random.uniform(0, ceiling)
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """How to reach a service: per-call timeout (seconds), retries, TLS CA file, bearer
+    token and the message size limit.
+    """
+
+    timeout: float | None = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ca_file: str | None = None
+    token: str | None = None
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+def _headers(options: RemoteOptions) -> dict[str, str]:
+    return {"authorization": f"Bearer {options.token}"} if options.token else {}
+
+
+def call_with_retries(call: Callable[[], Response], policy: RetryPolicy) -> Response:
+    """Run ``call``, retrying retryable taskcache errors per ``policy``; re-raise the last."""
+    delays = policy.delays()
+    while True:
+        try:
+            return call()
+        except _RETRYABLE:
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            time.sleep(delay)
+
+
+async def call_with_retries_async(
+    call: Callable[[], Awaitable[Response]], policy: RetryPolicy
+) -> Response:
+    """Async twin of :func:`call_with_retries`."""
+    delays = policy.delays()
+    while True:
+        try:
+            return await call()
+        except _RETRYABLE:
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
+
+
+def _from_connect(error: ConnectError) -> CacheError:
+    translated = error_for_code(error.code.name, error.message)
+    translated.__cause__ = error
+    return translated
+
+
+def _from_grpc(error: grpc.RpcError) -> CacheError:
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or code.name
+    translated = error_for_code(code.name, details)
+    translated.__cause__ = error
+    return translated
+
+
+def _timeout_ms(options: RemoteOptions) -> int | None:
+    return None if options.timeout is None else int(options.timeout * 1000)
+
+
+def _connect_address(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in CONNECT_SCHEMES or not parts.netloc:
+        raise InvalidArgumentError(f"not an http(s) URL: {url!r}", field="target")
+    return url.rstrip("/")
+
+
+def _grpc_target(url: str) -> tuple[str, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in GRPC_SCHEMES or not parts.netloc:
+        raise InvalidArgumentError(f"not a grpc(s) URL: {url!r}", field="target")
+    return parts.netloc, parts.scheme == "grpcs"
+
+
+def _grpc_credentials(options: RemoteOptions) -> grpc.ChannelCredentials:
+    root = Path(options.ca_file).read_bytes() if options.ca_file else None
+    return grpc.ssl_channel_credentials(root_certificates=root)
+
+
+def _grpc_channel_options(options: RemoteOptions) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", options.max_message_bytes),
+        ("grpc.max_receive_message_length", options.max_message_bytes),
+    ]
+
+
+class ConnectTransport:
+    """Sync Connect transport over HTTP(S) with the generated ``CacheServiceClientSync``."""
+
+    def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._options = options
+        ca = Path(options.ca_file).read_bytes() if options.ca_file else None
+        http = pyqwest.SyncClient(
+            pyqwest.SyncHTTPTransport(tls_ca_cert=ca, tls_include_system_certs=ca is None)
+        )
+        self._client = cacheservice_connect.CacheServiceClientSync(
+            _connect_address(url),
+            timeout_ms=_timeout_ms(options),
+            read_max_bytes=options.max_message_bytes,
+            http_client=http,
+        )
+        self._headers = _headers(options)
+
+    def send(self, rpc: Rpc, request: Message) -> Any:
+        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+        method = getattr(self._client, rpc.connect_name)
+
+        def attempt() -> Any:
+            try:
+                return method(request, headers=self._headers)
+            except ConnectError as error:
+                raise _from_connect(error) from error
+
+        return call_with_retries(attempt, self._options.retry)
+
+    def close(self) -> None:
+        """Release the HTTP client."""
+        self._client.close()
+
+
+class GrpcTransport:
+    """Sync gRPC transport with the generated ``CacheServiceStub``."""
+
+    def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._options = options
+        target, secure = _grpc_target(url)
+        channel_options = _grpc_channel_options(options)
+        self._channel = (
+            grpc.secure_channel(target, _grpc_credentials(options), options=channel_options)
+            if secure
+            else grpc.insecure_channel(target, options=channel_options)
+        )
+        self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
+        self._metadata = tuple(_headers(options).items())
+
+    def send(self, rpc: Rpc, request: Message) -> Any:
+        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+        method = getattr(self._stub, rpc.grpc_name)
+
+        def attempt() -> Any:
+            try:
+                return method(request, timeout=self._options.timeout, metadata=self._metadata)
+            except grpc.RpcError as error:
+                raise _from_grpc(error) from error
+
+        return call_with_retries(attempt, self._options.retry)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+
+class AsyncConnectTransport:
+    """Async Connect transport with the generated ``CacheServiceClient``."""
+
+    def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._options = options
+        ca = Path(options.ca_file).read_bytes() if options.ca_file else None
+        http = pyqwest.Client(
+            pyqwest.HTTPTransport(tls_ca_cert=ca, tls_include_system_certs=ca is None)
+        )
+        self._client = cacheservice_connect.CacheServiceClient(
+            _connect_address(url),
+            timeout_ms=_timeout_ms(options),
+            read_max_bytes=options.max_message_bytes,
+            http_client=http,
+        )
+        self._headers = _headers(options)
+
+    async def send(self, rpc: Rpc, request: Message) -> Any:
+        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+        method = getattr(self._client, rpc.connect_name)
+
+        async def attempt() -> Any:
+            try:
+                return await method(request, headers=self._headers)
+            except ConnectError as error:
+                raise _from_connect(error) from error
+
+        return await call_with_retries_async(attempt, self._options.retry)
+
+    async def close(self) -> None:
+        """Release the HTTP client."""
+        await self._client.close()
+
+
+class AsyncGrpcTransport:
+    """Async gRPC transport (``grpc.aio``) with the generated ``CacheServiceStub``."""
+
+    def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._options = options
+        target, secure = _grpc_target(url)
+        channel_options = _grpc_channel_options(options)
+        self._channel = (
+            grpc.aio.secure_channel(target, _grpc_credentials(options), options=channel_options)
+            if secure
+            else grpc.aio.insecure_channel(target, options=channel_options)
+        )
+        self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
+        self._metadata = tuple(_headers(options).items())
+
+    async def send(self, rpc: Rpc, request: Message) -> Any:
+        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+        method = getattr(self._stub, rpc.grpc_name)
+
+        async def attempt() -> Any:
+            try:
+                return await method(request, timeout=self._options.timeout, metadata=self._metadata)
+            except grpc.aio.AioRpcError as error:
+                raise _from_grpc(error) from error
+
+        return await call_with_retries_async(attempt, self._options.retry)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()

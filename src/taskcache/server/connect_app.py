@@ -1,0 +1,243 @@
+"""The Connect transport: one ASGI app routing to the generated Connect apps, plus
+``GET /healthz`` and ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from flyteidl2.cacheservice import cacheservice_connect as unscoped_connect
+from flyteidl2.cacheservice.v2 import cacheservice_connect as scoped_connect
+
+from taskcache.errors import CacheError
+from taskcache.server.apis import SCOPED_SERVICE, UNSCOPED_SERVICE, CacheApi
+from taskcache.server.calls import CallRunner
+from taskcache.server.health import HealthMonitor
+from taskcache.server.metrics import METRICS_CONTENT_TYPE, ServerMetrics
+
+ASGIScope = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
+
+_TRANSPORT: Final = "connect"
+# gzip can make an incompressible message slightly larger; allow for that on the raw body.
+_COMPRESSION_SLACK: Final = 64 * 1024
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
+
+# Generated ASGI application classes, by service name.
+_GENERATED: Final[Mapping[str, Any]] = {
+    SCOPED_SERVICE: scoped_connect.CacheServiceASGIApplication,
+    UNSCOPED_SERVICE: unscoped_connect.CacheServiceASGIApplication,
+}
+
+
+def connect_error(error: CacheError) -> ConnectError:
+    """Return the ConnectError with the Code named by ``error.code`` and its message."""
+    return ConnectError(Code.__members__.get(error.code, Code.UNKNOWN), error.message)
+
+
+def _too_large(limit: int) -> ConnectError:
+    return ConnectError(
+        Code.RESOURCE_EXHAUSTED, f"message is larger than the limit of {limit} bytes"
+    )
+
+
+class BoundedGzip:
+    """gzip for Connect that refuses to inflate a request beyond ``max_bytes``.
+
+    (connectrpc's own gzip inflates without bound before checking ``read_max_bytes``; a
+    small compressed body could otherwise expand to gigabytes.)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+
+    def name(self) -> str:
+        """Return the content coding name."""
+        return "gzip"
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Return ``data`` gzip-compressed."""
+        compressor = zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS)
+        return compressor.compress(data) + compressor.flush()
+
+    def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Return ``data`` inflated; ConnectError RESOURCE_EXHAUSTED past the limit,
+        INVALID_ARGUMENT for a corrupt stream.
+        """
+        output = bytearray()
+        remaining = bytes(data)
+        try:
+            # A gzip body may hold several members; inflate each within the budget.
+            while remaining:
+                inflater = zlib.decompressobj(_GZIP_WBITS)
+                budget = self._max_bytes - len(output) + 1
+                output += inflater.decompress(remaining, budget)
+                if len(output) > self._max_bytes or inflater.unconsumed_tail:
+                    raise _too_large(self._max_bytes)
+                if not inflater.eof:
+                    raise ConnectError(Code.INVALID_ARGUMENT, "truncated gzip request body")
+                remaining = inflater.unused_data
+        except zlib.error as error:
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, f"invalid gzip request body: {error}"
+            ) from None
+        return bytes(output)
+
+
+def _limited(receive: ASGIReceive, scope: ASGIScope, limit: int, reported: int) -> ASGIReceive:
+    """Return ``receive`` failing with RESOURCE_EXHAUSTED (naming the ``reported`` limit) once
+    the raw body passes ``limit``.
+    """
+    declared = next(
+        (value for name, value in scope.get("headers", ()) if name.lower() == b"content-length"),
+        None,
+    )
+    received = 0
+
+    async def receive_within_limit() -> MutableMapping[str, Any]:
+        nonlocal received
+        # Refuse a declared oversize body before reading any of it.
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(reported)
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _too_large(reported)
+        return message
+
+    return receive_within_limit
+
+
+class ConnectCacheService:
+    """Implements a generated Connect ``CacheService`` protocol on top of a :class:`CacheApi`."""
+
+    def __init__(self, service: str, api: CacheApi, runner: CallRunner) -> None:
+        self._service = service
+        self._api = api
+        self._runner = runner
+
+    async def _call(self, method: str, handler: Any, request: Any) -> Any:
+        try:
+            return await self._runner.run(_TRANSPORT, self._service, method, handler, request)
+        except CacheError as error:
+            raise connect_error(error) from None
+
+    async def get(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        """Serve Get."""
+        return await self._call("Get", self._api.get, request)
+
+    async def put(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        """Serve Put."""
+        return await self._call("Put", self._api.put, request)
+
+    async def delete(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        """Serve Delete."""
+        return await self._call("Delete", self._api.delete, request)
+
+    async def get_or_extend_reservation(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        """Serve GetOrExtendReservation."""
+        return await self._call(
+            "GetOrExtendReservation", self._api.get_or_extend_reservation, request
+        )
+
+    async def release_reservation(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        """Serve ReleaseReservation."""
+        return await self._call("ReleaseReservation", self._api.release_reservation, request)
+
+
+async def _respond(
+    send: ASGISend, status: int, body: bytes, content_type: str, *, head: bool = False
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode("latin-1")),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _json(send: ASGISend, status: int, payload: object, *, head: bool = False) -> None:
+    await _respond(send, status, json.dumps(payload).encode(), "application/json", head=head)
+
+
+class ConnectApp:
+    """The ASGI application: RPCs by path prefix, ``/healthz`` and ``/metrics``."""
+
+    def __init__(
+        self,
+        apis: Mapping[str, CacheApi],
+        runner: CallRunner,
+        monitor: HealthMonitor,
+        metrics: ServerMetrics,
+        *,
+        max_message_bytes: int,
+    ) -> None:
+        self._monitor = monitor
+        self._metrics = metrics
+        self._max_message_bytes = max_message_bytes
+        self._max_body = max_message_bytes + _COMPRESSION_SLACK
+        self._routes: list[tuple[str, ASGIApp]] = []
+        for name, api in apis.items():
+            app = _GENERATED[name](
+                ConnectCacheService(name, api, runner),
+                read_max_bytes=max_message_bytes,
+                compressions=[BoundedGzip(max_message_bytes)],
+            )
+            self._routes.append((f"/{name}/", app))
+
+    async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets are not served; returning closes the connection
+        path: str = scope["path"]
+        for prefix, app in self._routes:
+            if path.startswith(prefix):
+                await app(
+                    scope, _limited(receive, scope, self._max_body, self._max_message_bytes), send
+                )
+                return
+        method: str = scope["method"]
+        head = method == "HEAD"
+        if path in ("/healthz", "/metrics") and method not in ("GET", "HEAD"):
+            await _json(send, 405, {"error": "method not allowed"})
+        elif path == "/healthz":
+            serving = await self._monitor.check()
+            await _json(
+                send,
+                200 if serving else 503,
+                {"status": "SERVING" if serving else "NOT_SERVING"},
+                head=head,
+            )
+        elif path == "/metrics":
+            await _respond(send, 200, self._metrics.render(), METRICS_CONTENT_TYPE, head=head)
+        else:
+            await _json(send, 404, {"error": "not found"}, head=head)
+
+
+async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:
+    # Nothing to set up per app: the runner owns the repository's lifetime.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

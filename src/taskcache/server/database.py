@@ -1,0 +1,75 @@
+"""Turn the ``--database`` value into a :class:`~taskcache.repositories.base.Repository`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+from taskcache.errors import InvalidArgumentError
+from taskcache.repositories.base import Repository
+from taskcache.repositories.sqlite import SqliteRepository
+from taskcache.targets import DATABASE_FILE_NAME
+
+_SQLITE_PREFIX: Final = "sqlite://"
+_MEMORY_TARGET: Final = "memory://"
+_POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
+_DATABASE_SUFFIXES: Final = (".db", ".sqlite", ".sqlite3")
+
+
+def open_repository(database: str, *, pool_size: int = 10) -> Repository:
+    """Return the repository for ``database``.
+
+    Accepts a folder (its ``catalog.db``), a ``*.db``/``*.sqlite`` path, ``sqlite:///path.db``,
+    ``memory://`` and ``postgresql://…`` (or ``postgres://…``, with at most ``pool_size``
+    connections). Raises InvalidArgumentError (field ``database``) for anything else,
+    UnavailableError if the store cannot be opened.
+    """
+    text = database.strip()
+    if not text:
+        raise InvalidArgumentError("must not be empty", field="database")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in _POSTGRES_SCHEMES:
+        return _open_postgres(text, pool_size)
+    if text == _MEMORY_TARGET:
+        return SqliteRepository(None)
+    if text.startswith(_SQLITE_PREFIX):
+        path = Path(text.removeprefix(_SQLITE_PREFIX))
+        if not path.name:
+            raise InvalidArgumentError(f"{text!r} names no database file", field="database")
+        return SqliteRepository(path)
+    if scheme:
+        raise InvalidArgumentError(
+            f"unsupported scheme {scheme!r}; use a folder, sqlite:///path.db, memory:// "
+            "or postgresql://…",
+            field="database",
+        )
+    path = Path(text).expanduser()
+    if path.suffix in _DATABASE_SUFFIXES:
+        return SqliteRepository(path)
+    return SqliteRepository(path / DATABASE_FILE_NAME)
+
+
+def _open_postgres(url: str, pool_size: int) -> Repository:
+    # Imported lazily: psycopg is an optional extra and SQLite users never need it.
+    try:
+        from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
+    except ImportError as error:
+        raise InvalidArgumentError(
+            f"PostgreSQL support is not available ({error}); install 'taskcache[postgres]'",
+            field="database",
+        ) from error
+    # One connection per worker thread: more could never be used, fewer would make threads wait.
+    return PostgresRepository(url, max_size=pool_size)
+
+
+def redact(database: str) -> str:
+    """Return ``database`` with any password in its URL replaced by ``***`` (for logs)."""
+    if "://" not in database:
+        return database
+    parts = urlsplit(database)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return database
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

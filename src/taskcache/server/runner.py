@@ -1,0 +1,218 @@
+"""Run both listeners (Connect over uvicorn, gRPC over ``grpc.aio``) in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, Final
+
+import uvicorn
+
+from taskcache.errors import UnavailableError
+from taskcache.manager import CacheManager
+from taskcache.repositories.base import Repository
+from taskcache.server.apis import (
+    FLYTE1_SERVICE,
+    SCOPED_SERVICE,
+    UNSCOPED_SERVICE,
+    CacheApi,
+    Flyte1Api,
+    ScopedApi,
+    UnscopedApi,
+)
+from taskcache.server.calls import CallRunner
+from taskcache.server.connect_app import ConnectApp
+from taskcache.server.core import CacheServiceCore
+from taskcache.server.database import open_repository, redact
+from taskcache.server.grpc_server import build_grpc_server
+from taskcache.server.health import HealthMonitor
+from taskcache.server.logs import configure_logging
+from taskcache.server.metrics import ServerMetrics
+from taskcache.server.settings import Settings
+from taskcache.storage import BlobStore
+
+logger = logging.getLogger("taskcache.server")
+
+SHUTDOWN_GRACE_SECONDS: Final = 10.0
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+_BACKLOG: Final = 2048
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns SIGTERM/SIGINT.
+
+    (uvicorn re-raises a captured signal after shutting down, which would turn a clean
+    SIGTERM shutdown into death by signal instead of exit status 0.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind_http(host: str, port: int) -> socket.socket:
+    """Return a listening socket; bound here so a busy port is a clean error, not sys.exit."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )[0]
+        # The explicit IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on connections whose
+        # socket says proto TCP, and without it Nagle plus delayed ACKs add ~40 ms per call.
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(_BACKLOG)
+        except BaseException:
+            listener.close()
+            raise
+        return listener
+    except OSError as error:
+        raise UnavailableError(
+            f"cannot listen on {_host_port(host, port)} (Connect): {error}"
+        ) from error
+
+
+def _add_grpc_port(server: Any, host: str, port: int) -> int:
+    try:
+        bound: int = server.add_insecure_port(_host_port(host, port))
+    except RuntimeError as error:
+        raise UnavailableError(
+            f"cannot listen on {_host_port(host, port)} (gRPC): {error}"
+        ) from error
+    if bound == 0:  # older grpcio reports failure this way
+        raise UnavailableError(f"cannot listen on {_host_port(host, port)} (gRPC)")
+    return bound
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
+
+    Shutdown stops accepting new calls, gives in-flight ones up to
+    :data:`SHUTDOWN_GRACE_SECONDS`, then closes the repository. Raises InvalidArgumentError for
+    a bad database setting, UnavailableError if the database or a port cannot be opened.
+    """
+    loop = asyncio.get_running_loop()
+    stop_event = stop if stop is not None else asyncio.Event()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop_event.set)
+    try:
+        repository = await asyncio.to_thread(
+            open_repository, settings.database, pool_size=settings.pool_size
+        )
+        executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
+        try:
+            await _serve(settings, repository, executor, stop_event)
+        finally:
+            executor.shutdown(wait=True)
+            repository.close()
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    logger.info("taskcache server stopped")
+
+
+async def _serve(
+    settings: Settings, repository: Repository, executor: ThreadPoolExecutor, stop: asyncio.Event
+) -> None:
+    manager = CacheManager(
+        repository,
+        max_reservation_heartbeat=timedelta(seconds=settings.max_reservation_heartbeat),
+        heartbeat_grace_multiplier=settings.heartbeat_grace_multiplier,
+    )
+    blobs = BlobStore(settings.storage) if settings.storage else None
+    metrics = ServerMetrics()
+    core = CacheServiceCore(manager, executor=executor, metrics=metrics, blobs=blobs)
+    runner = CallRunner(metrics)
+    monitor = HealthMonitor(repository, metrics)
+    scoped, unscoped = ScopedApi(core), UnscopedApi(core)
+    connect_apis: dict[str, CacheApi] = {SCOPED_SERVICE: scoped, UNSCOPED_SERVICE: unscoped}
+    grpc_apis: dict[str, CacheApi] = {**connect_apis, FLYTE1_SERVICE: Flyte1Api(core)}
+
+    grpc_server = build_grpc_server(
+        grpc_apis, runner, monitor, max_message_bytes=settings.max_message_bytes
+    )
+    grpc_port = _add_grpc_port(grpc_server, settings.host, settings.grpc_port)
+    http_socket = _bind_http(settings.host, settings.port)
+    http_port: int = http_socket.getsockname()[1]
+    app = ConnectApp(
+        connect_apis, runner, monitor, metrics, max_message_bytes=settings.max_message_bytes
+    )
+    http = _UvicornServer(
+        uvicorn.Config(
+            app,
+            interface="asgi3",
+            http="h11",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+        )
+    )
+
+    try:
+        await monitor.check()
+        monitor.start()
+        await grpc_server.start()
+        http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="taskcache-http")
+        try:
+            await _run_until_stopped(http, http_task, stop, settings, http_port, grpc_port)
+        finally:
+            await monitor.mark_shutting_down()
+            http.should_exit = True
+            # Both listeners stop accepting at once and drain in parallel.
+            await asyncio.gather(grpc_server.stop(SHUTDOWN_GRACE_SECONDS), http_task)
+    finally:
+        await monitor.mark_shutting_down()  # idempotent; covers a failed start
+        http_socket.close()
+
+
+async def _run_until_stopped(
+    http: uvicorn.Server,
+    http_task: asyncio.Task[None],
+    stop: asyncio.Event,
+    settings: Settings,
+    http_port: int,
+    grpc_port: int,
+) -> None:
+    """Log the startup line once uvicorn listens, then wait for a stop signal (or for the
+    HTTP server to end on its own).
+    """
+    while not http.started:
+        if http_task.done():
+            return  # failed during startup; the caller's gather re-raises its error
+        await asyncio.sleep(0.005)
+    logger.info(
+        "taskcache serving Connect on http://%s (/healthz, /metrics) and gRPC on %s; "
+        "database %s, storage %s",
+        _host_port(settings.host, http_port),
+        _host_port(settings.host, grpc_port),
+        redact(settings.database),
+        settings.storage or "none (delete_blob disabled)",
+    )
+    stop_wait = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_wait.cancel()
+    logger.info("shutting down: draining in-flight calls (up to %.0f s)", SHUTDOWN_GRACE_SECONDS)
+
+
+def run_server(settings: Settings) -> None:
+    """Configure logging and serve ``settings`` until SIGTERM/SIGINT; return after a clean
+    shutdown. Raises like :func:`serve`.
+    """
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))

@@ -1,0 +1,268 @@
+"""Server settings: one dataclass, filled from flags > ``TASKCACHE_*`` variables > a config
+file > defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from taskcache.errors import InvalidArgumentError
+from taskcache.targets import BLOBS_FOLDER_NAME, HOME_ENVIRONMENT_VARIABLE, default_home
+
+ENVIRONMENT_PREFIX: Final = "TASKCACHE_"
+CONFIG_ENVIRONMENT_VARIABLE: Final = "TASKCACHE_CONFIG"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: Final = ("console", "json")
+DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+_MAX_PORT: Final = 65535
+
+
+def _default_database() -> str:
+    return str(default_home())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``taskcache serve`` needs; build it with :func:`load_settings`.
+
+    ``database``: a folder (holding ``catalog.db``), a ``*.db`` path, ``sqlite:///path.db``,
+    ``memory://`` or ``postgresql://…``. ``storage``: the blob root under which
+    ``delete_blob`` may delete replaced outputs; None means the server never deletes blobs.
+    Durations are seconds.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8094
+    grpc_port: int = 8095
+    database: str = field(default_factory=_default_database)
+    storage: str | None = None
+    max_reservation_heartbeat: float = 10.0
+    heartbeat_grace_multiplier: float = 3.0
+    pool_size: int = 8
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    log_level: str = "INFO"
+    log_format: str = "console"
+
+
+# One help line per option, shared by ``taskcache serve --help`` and error messages.
+OPTION_HELP: Final[Mapping[str, str]] = {
+    "host": "Address both listeners bind to.",
+    "port": "Port of the Connect (HTTP/1.1) listener, which also serves /healthz and /metrics.",
+    "grpc_port": "Port of the gRPC listener.",
+    "database": "Catalog database: a folder (holding catalog.db), a *.db file, "
+    "sqlite:///abs/path.db, memory://, or postgresql://user@host/db.",
+    "storage": "Blob root (folder or fsspec URL). Put requests with delete_blob delete a replaced "
+    "entry's output only if it lies under this root. Default: <home>/blobs when --database is "
+    "not given, otherwise none (never delete). An empty value disables it.",
+    "max_reservation_heartbeat": "Longest reservation heartbeat granted, in seconds "
+    "(suffixes ms, s, m, h accepted).",
+    "heartbeat_grace_multiplier": "A reservation expires this many heartbeats after its last "
+    "extension.",
+    "pool_size": "Threads running database calls.",
+    "max_message_bytes": "Largest request or response message, in bytes, on both transports.",
+    "log_level": "One of DEBUG, INFO, WARNING, ERROR, CRITICAL.",
+    "log_format": "console (human-readable) or json (one object per line).",
+}
+
+
+def environment_variable(name: str) -> str:
+    """Return the environment variable that sets option ``name`` (e.g. TASKCACHE_GRPC_PORT)."""
+    return ENVIRONMENT_PREFIX + name.upper()
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise InvalidArgumentError("must be a number of seconds", field=name)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise InvalidArgumentError(
+                f"{value!r} is not a duration (e.g. 10, 2.5s, 500ms)", field=name
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds > 0:
+        raise InvalidArgumentError("must be positive", field=name)
+    return seconds
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidArgumentError("must be an integer", field=name)
+    try:
+        return int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError as error:
+        raise InvalidArgumentError(f"{value!r} is not an integer", field=name) from error
+
+
+def _port(value: Any, name: str) -> int:
+    port = _integer(value, name)
+    if not 0 <= port <= _MAX_PORT:
+        raise InvalidArgumentError(f"must be between 0 and {_MAX_PORT}", field=name)
+    return port
+
+
+def _positive_int(value: Any, name: str) -> int:
+    number = _integer(value, name)
+    if number < 1:
+        raise InvalidArgumentError("must be at least 1", field=name)
+    return number
+
+
+def _positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise InvalidArgumentError("must be a number", field=name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(f"{value!r} is not a number", field=name) from error
+    if not (number > 0 and number != float("inf")):
+        raise InvalidArgumentError("must be a positive finite number", field=name)
+    return number
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentError("must be a string", field=name)
+    return value
+
+
+def _non_empty_text(value: Any, name: str) -> str:
+    text = _text(value, name).strip()
+    if not text:
+        raise InvalidArgumentError("must not be empty", field=name)
+    return text
+
+
+def _optional_text(value: Any, name: str) -> str | None:
+    text = _text(value, name).strip()
+    return text or None
+
+
+def _log_level(value: Any, name: str) -> str:
+    level = _text(value, name).strip().upper()
+    if level not in LOG_LEVELS:
+        raise InvalidArgumentError(f"must be one of {', '.join(LOG_LEVELS)}", field=name)
+    return level
+
+
+def _log_format(value: Any, name: str) -> str:
+    form = _text(value, name).strip().lower()
+    if form not in LOG_FORMATS:
+        raise InvalidArgumentError(f"must be one of {', '.join(LOG_FORMATS)}", field=name)
+    return form
+
+
+_PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
+    "host": _non_empty_text,
+    "port": _port,
+    "grpc_port": _port,
+    "database": _non_empty_text,
+    "storage": _optional_text,
+    "max_reservation_heartbeat": _seconds,
+    "heartbeat_grace_multiplier": _positive_float,
+    "pool_size": _positive_int,
+    "max_message_bytes": _positive_int,
+    "log_level": _log_level,
+    "log_format": _log_format,
+}
+OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
+assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the options in a TOML (or, if PyYAML is installed, YAML) config file.
+
+    Keys are option names with ``_`` or ``-``. Raises InvalidArgumentError (field ``config``)
+    for an unreadable or malformed file, an unknown key, or YAML without PyYAML.
+    """
+    file = Path(path).expanduser()
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot read {file}: {error}", field="config") from error
+    if file.suffix.lower() in (".yaml", ".yml"):
+        data = _parse_yaml(raw, file)
+    else:
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise InvalidArgumentError(
+                f"{file} is not valid TOML: {error}", field="config"
+            ) from error
+    if not isinstance(data, dict):
+        raise InvalidArgumentError(f"{file} must hold a table of options", field="config")
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _PARSERS:
+            raise InvalidArgumentError(
+                f"{file}: unknown option {key!r}; known: {', '.join(OPTION_NAMES)}",
+                field="config",
+            )
+        options[name] = value
+    return options
+
+
+def _parse_yaml(raw: bytes, file: Path) -> Any:
+    # YAML stays optional: PyYAML is not a dependency of taskcache.
+    if importlib.util.find_spec("yaml") is None:
+        raise InvalidArgumentError(
+            f"{file}: YAML config files need PyYAML (pip install pyyaml); or use TOML",
+            field="config",
+        )
+    yaml = importlib.import_module("yaml")
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise InvalidArgumentError(f"{file} is not valid YAML: {error}", field="config") from error
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Return the settings from ``flags`` (None values ignored), ``TASKCACHE_*`` variables in
+    ``environ`` (default ``os.environ``), ``config_file`` (default ``$TASKCACHE_CONFIG``) and
+    defaults, earlier sources winning.
+
+    ``database`` defaults to ``$TASKCACHE_HOME`` (read from ``environ``) or the platform data
+    dir; ``storage`` defaults to ``<home>/blobs`` only while ``database`` is that default.
+    Raises InvalidArgumentError naming the offending option.
+    """
+    env = os.environ if environ is None else environ
+    given_flags = {name: value for name, value in (flags or {}).items() if value is not None}
+    unknown = set(given_flags) - set(_PARSERS)
+    if unknown:
+        raise InvalidArgumentError(f"unknown options: {', '.join(sorted(unknown))}")
+    config_path = config_file if config_file is not None else env.get(CONFIG_ENVIRONMENT_VARIABLE)
+    merged: dict[str, Any] = read_config_file(config_path) if config_path else {}
+    for name in OPTION_NAMES:
+        variable = environment_variable(name)
+        if variable in env:
+            merged[name] = env[variable]
+    merged.update(given_flags)
+    values = {name: _PARSERS[name](value, name) for name, value in merged.items()}
+    if "database" not in values:
+        home = env.get(HOME_ENVIRONMENT_VARIABLE)
+        values["database"] = str(Path(home).expanduser() if home else default_home())
+    settings = replace(Settings(), **values)
+    if "database" not in merged and "storage" not in merged:
+        # The embedded default catalog keeps its blobs beside the database; only then is a
+        # blob root implied. Any other database must name its root explicitly.
+        settings = replace(settings, storage=str(Path(settings.database) / BLOBS_FOLDER_NAME))
+    return settings
