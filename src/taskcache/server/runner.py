@@ -35,6 +35,7 @@ from taskcache.server.health import HealthMonitor
 from taskcache.server.logs import configure_logging
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.settings import Settings
+from taskcache.server.tracing import configure_tracing
 from taskcache.storage import BlobStore
 
 logger = logging.getLogger("taskcache.server")
@@ -133,7 +134,8 @@ async def _serve(
     blobs = BlobStore(settings.storage) if settings.storage else None
     metrics = ServerMetrics()
     core = CacheServiceCore(manager, executor=executor, metrics=metrics, blobs=blobs)
-    runner = CallRunner(metrics)
+    tracer = configure_tracing(settings.otlp_endpoint)
+    runner = CallRunner(metrics, tracer)
     monitor = HealthMonitor(repository, metrics)
     scoped, unscoped = ScopedApi(core), UnscopedApi(core)
     connect_apis: dict[str, CacheApi] = {SCOPED_SERVICE: scoped, UNSCOPED_SERVICE: unscoped}
@@ -177,6 +179,8 @@ async def _serve(
     finally:
         await monitor.mark_shutting_down()  # idempotent; covers a failed start
         http_socket.close()
+        if tracer is not None:
+            await asyncio.to_thread(tracer.shutdown)
 
 
 async def _run_until_stopped(

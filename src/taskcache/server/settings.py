@@ -49,6 +49,7 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     log_level: str = "INFO"
     log_format: str = "console"
+    otlp_endpoint: str | None = None
 
 
 # One help line per option, shared by ``taskcache serve --help`` and error messages.
@@ -69,6 +70,8 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "max_message_bytes": "Largest request or response message, in bytes, on both transports.",
     "log_level": "One of DEBUG, INFO, WARNING, ERROR, CRITICAL.",
     "log_format": "console (human-readable) or json (one object per line).",
+    "otlp_endpoint": "OTLP/gRPC collector to export one trace span per request to (e.g. "
+    "http://otel-collector:4317). Unset: tracing is off.",
 }
 
 
@@ -177,6 +180,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "max_message_bytes": _positive_int,
     "log_level": _log_level,
     "log_format": _log_format,
+    "otlp_endpoint": _optional_text,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
