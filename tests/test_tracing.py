@@ -63,7 +63,7 @@ def test_spans_reach_the_configured_collector(
     server = ServerProcess(
         home=tmp_path / "home",
         log_path=tmp_path / "server.log",
-        extra_env={"TASKCACHE_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"},
+        extra_args=["--otlp-endpoint", f"http://127.0.0.1:{port}"],
     ).start()
     try:
         _get_missing(server)

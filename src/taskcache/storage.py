@@ -7,7 +7,6 @@ own root.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import posixpath
 import uuid
@@ -86,9 +85,15 @@ class BlobStore:
             return False
         except OSError as error:
             raise UnavailableError(f"cannot delete {uri}: {error}") from error
-        with contextlib.suppress(OSError):
-            # Each write has its own folder; drop it once empty (object stores have none).
-            self._fs.rmdir(posixpath.dirname(path))
+        # Each write has its own folder under two levels of digest folders; drop the ones left
+        # empty, never the root (object stores have no folders, so this does nothing there).
+        folder = posixpath.dirname(path)
+        while folder.startswith(self._root_path.rstrip("/") + "/"):
+            try:
+                self._fs.rmdir(folder)
+            except OSError:
+                break
+            folder = posixpath.dirname(folder)
         return True
 
 

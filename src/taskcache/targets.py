@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
@@ -17,8 +18,6 @@ from taskcache.clients.embedded import (
     AsyncEmbeddedClient,
     EmbeddedClient,
 )
-from taskcache.clients.remote import open_remote, open_remote_async
-from taskcache.clients.transports import CONNECT_SCHEMES, GRPC_SCHEMES, RemoteOptions, RetryPolicy
 from taskcache.errors import InvalidArgumentError
 from taskcache.manager import (
     DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
@@ -31,6 +30,9 @@ from taskcache.repositories.base import Repository
 from taskcache.repositories.sqlite import SqliteRepository
 from taskcache.reservation_cache import DEFAULT_MAX_OWNERS
 from taskcache.storage import BlobStore
+
+if TYPE_CHECKING:
+    from taskcache.clients.transports import RemoteOptions
 
 HOME_ENVIRONMENT_VARIABLE = "TASKCACHE_HOME"
 DATABASE_FILE_NAME = "catalog.db"
@@ -94,7 +96,8 @@ def _local_catalog(target: str | os.PathLike[str] | None) -> tuple[Repository, s
     return SqliteRepository(path / DATABASE_FILE_NAME), str(path / BLOBS_FOLDER_NAME)
 
 
-_REMOTE_SCHEMES = CONNECT_SCHEMES + GRPC_SCHEMES
+# Remote clients pull in grpc and connectrpc; they are imported only for a remote target.
+_REMOTE_SCHEMES = ("http", "https", "grpc", "grpcs")
 
 
 def _remote_url(target: str | os.PathLike[str] | None) -> str | None:
@@ -115,7 +118,10 @@ class _Options:
     heartbeat_grace_multiplier: float
     reservation_cache_size: int
     clock: Clock
-    remote: RemoteOptions
+    timeout: float | None
+    max_retries: int
+    ca_file: str | None
+    token: str | None
     scope: tuple[str, str, str] | None
 
 
@@ -152,12 +158,10 @@ def _options(
         heartbeat_grace_multiplier=heartbeat_grace_multiplier,
         reservation_cache_size=reservation_cache_size,
         clock=clock,
-        remote=RemoteOptions(
-            timeout=timeout,
-            retry=RetryPolicy(max_retries=max_retries),
-            ca_file=ca_file,
-            token=token,
-        ),
+        timeout=timeout,
+        max_retries=max_retries,
+        ca_file=ca_file,
+        token=token,
         scope=scope,
     )
 
@@ -186,6 +190,17 @@ def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> 
 
 def _remote_storage(options: _Options) -> str:
     return options.storage or str(default_home() / BLOBS_FOLDER_NAME)
+
+
+def _remote_options(options: _Options) -> RemoteOptions:
+    from taskcache.clients.transports import RemoteOptions, RetryPolicy  # noqa: PLC0415
+
+    return RemoteOptions(
+        timeout=options.timeout,
+        retry=RetryPolicy(max_retries=options.max_retries),
+        ca_file=options.ca_file,
+        token=options.token,
+    )
 
 
 def open_catalog(
@@ -241,10 +256,12 @@ def open_catalog(
     url = _remote_url(target)
     if url is None:
         return _open_embedded(target, options)
+    from taskcache.clients.remote import open_remote  # noqa: PLC0415
+
     return open_remote(
         url,
         storage=_remote_storage(options),
-        options=options.remote,
+        options=_remote_options(options),
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,
@@ -286,10 +303,12 @@ def open_async_catalog(
     url = _remote_url(target)
     if url is None:
         return AsyncEmbeddedClient(_open_embedded(target, options))
+    from taskcache.clients.remote import open_remote_async  # noqa: PLC0415
+
     return open_remote_async(
         url,
         storage=_remote_storage(options),
-        options=options.remote,
+        options=_remote_options(options),
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,

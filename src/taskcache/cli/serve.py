@@ -1,0 +1,103 @@
+"""``taskcache serve``: run the cache service (Connect and gRPC listeners)."""
+
+from __future__ import annotations
+
+import click
+
+from taskcache.errors import CacheError
+from taskcache.server.settings import (
+    CONFIG_ENVIRONMENT_VARIABLE,
+    OPTION_HELP,
+    Settings,
+    environment_variable,
+    load_settings,
+)
+
+_SERVE_DEFAULTS = Settings(database="<home>")
+
+
+def _serve_help(name: str) -> str:
+    """Return the help of a serve option: its description, env variable and default."""
+    default = getattr(_SERVE_DEFAULTS, name)
+    shown = {"database": "$TASKCACHE_HOME or the platform data dir", "storage": "see above"}.get(
+        name, default
+    )
+    return f"{OPTION_HELP[name]} [env: {environment_variable(name)}; default: {shown}]"
+
+
+@click.command("serve")
+@click.option("--host", default=None, help=_serve_help("host"))
+@click.option("--port", type=int, default=None, help=_serve_help("port"))
+@click.option("--grpc-port", type=int, default=None, help=_serve_help("grpc_port"))
+@click.option("--database", default=None, help=_serve_help("database"))
+@click.option("--storage", default=None, help=_serve_help("storage"))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file of options (YAML if PyYAML is installed), keys named like the flags "
+    "(port, grpc_port, ...). Flags beat TASKCACHE_* environment variables, which beat the "
+    f"file, which beats defaults. [env: {CONFIG_ENVIRONMENT_VARIABLE}]",
+)
+@click.option(
+    "--max-reservation-heartbeat", default=None, help=_serve_help("max_reservation_heartbeat")
+)
+@click.option(
+    "--heartbeat-grace-multiplier",
+    type=float,
+    default=None,
+    help=_serve_help("heartbeat_grace_multiplier"),
+)
+@click.option("--pool-size", type=int, default=None, help=_serve_help("pool_size"))
+@click.option("--max-message-bytes", type=int, default=None, help=_serve_help("max_message_bytes"))
+@click.option("--log-level", default=None, help=_serve_help("log_level"))
+@click.option("--log-format", default=None, help=_serve_help("log_format"))
+@click.option("--otlp-endpoint", default=None, help=_serve_help("otlp_endpoint"))
+def serve_command(
+    host: str | None,
+    port: int | None,
+    grpc_port: int | None,
+    database: str | None,
+    storage: str | None,
+    config_file: str | None,
+    max_reservation_heartbeat: str | None,
+    heartbeat_grace_multiplier: float | None,
+    pool_size: int | None,
+    max_message_bytes: int | None,
+    log_level: str | None,
+    log_format: str | None,
+    otlp_endpoint: str | None,
+) -> None:
+    """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
+
+    Serves flyteidl2.cacheservice.v2 (scoped by org/project/domain), flyteidl2.cacheservice
+    and Flyte 1's flyteidl.cacheservice (both unscoped), gRPC health and reflection, plus
+    GET /healthz and GET /metrics on the Connect port. With no options it serves the embedded
+    default catalog. SIGTERM or SIGINT drain in-flight calls and exit 0.
+    """
+    flags = {
+        "host": host,
+        "port": port,
+        "grpc_port": grpc_port,
+        "database": database,
+        "storage": storage,
+        "max_reservation_heartbeat": max_reservation_heartbeat,
+        "heartbeat_grace_multiplier": heartbeat_grace_multiplier,
+        "pool_size": pool_size,
+        "max_message_bytes": max_message_bytes,
+        "log_level": log_level,
+        "log_format": log_format,
+        "otlp_endpoint": otlp_endpoint,
+    }
+    try:
+        settings = load_settings(flags, config_file=config_file)
+    except CacheError as error:
+        raise click.UsageError(str(error)) from error
+    # Imported here: the server stack (grpc, uvicorn, ...) is only needed by this command.
+    from taskcache.server import run_server  # noqa: PLC0415
+
+    try:
+        run_server(settings)
+    except CacheError as error:
+        raise click.ClickException(str(error)) from error

@@ -1,0 +1,442 @@
+"""Catalog maintenance for operators: list, show, delete, garbage-collect, stats, migrate.
+
+Plain functions over a :class:`~taskcache.repositories.base.Repository` (and, where blobs are
+involved, a :class:`~taskcache.storage.BlobStore`); the ``taskcache`` operator commands are a
+thin layer over them, and scripts may call them directly. Times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Final
+
+from flyteidl2.core import identifier_pb2, literals_pb2
+from google.protobuf.message import DecodeError
+
+from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from taskcache.outputs import decode_literal_map
+from taskcache.provenance import source_execution
+from taskcache.repositories.base import (
+    CatalogStats,
+    EntryCursor,
+    EntryFilter,
+    EntryRow,
+    Repository,
+    ReservationRow,
+    Scope,
+)
+from taskcache.storage import BlobStore
+
+__all__ = [
+    "DEFAULT_GC_BATCH_SIZE",
+    "DEFAULT_PAGE_SIZE",
+    "DeleteResult",
+    "EntryDetails",
+    "GcSummary",
+    "Page",
+    "catalog_stats",
+    "cursor_after",
+    "delete_entry",
+    "describe_entry",
+    "describe_scope",
+    "entry_not_found",
+    "gc",
+    "iter_pages",
+    "list_page",
+    "migrate_database",
+    "parse_duration",
+]
+
+DEFAULT_PAGE_SIZE: Final = 50
+DEFAULT_GC_BATCH_SIZE: Final = 500
+
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+# Lower-case units only: "M" could be read as months, so it is rejected rather than guessed.
+_UNIT_SECONDS: Final = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION: Final = re.compile(r"(?:[0-9]+[wdhms])+")
+_DURATION_PART: Final = re.compile(r"([0-9]+)([wdhms])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Return the duration ``text`` names: integers with a unit ``w``, ``d``, ``h``, ``m``
+    or ``s`` (weeks, days, hours, minutes, seconds), optionally combined (``1d12h``).
+
+    Raises InvalidArgumentError for anything else, a zero duration or one too large to
+    represent.
+    """
+    compact = text.strip()
+    if not _DURATION.fullmatch(compact):
+        raise InvalidArgumentError(
+            f"{text!r} is not a duration; use a number and a unit w, d, h, m or s "
+            "(e.g. 30d, 12h, 90m, 45s, 1w, 1d12h)"
+        )
+    seconds = sum(
+        int(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(compact)
+    )
+    if seconds == 0:
+        raise InvalidArgumentError(f"{text!r} must be longer than zero")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as error:
+        raise InvalidArgumentError(f"{text!r} is too long") from error
+
+
+# --- listing --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a newest-first listing; ``next_cursor`` is None on the last page."""
+
+    entries: tuple[EntryRow, ...]
+    next_cursor: EntryCursor | None
+
+
+def cursor_after(row: EntryRow) -> EntryCursor:
+    """Return the cursor that continues a listing after ``row``."""
+    return EntryCursor(last_updated_at=row.last_updated_at, scope=row.scope, key=row.key)
+
+
+def _check_positive(value: int, field: str) -> None:
+    if value < 1:
+        raise InvalidArgumentError("must be at least 1", field=field)
+
+
+def list_page(
+    repository: Repository,
+    entry_filter: EntryFilter,
+    limit: int = DEFAULT_PAGE_SIZE,
+    after: EntryCursor | None = None,
+) -> Page:
+    """Return up to ``limit`` entries matching ``entry_filter``, newest update first, after
+    ``after``; ``next_cursor`` is set only when more entries follow.
+
+    Raises InvalidArgumentError if ``limit`` < 1, store errors as the repository does.
+    """
+    _check_positive(limit, "limit")
+    # One row more than asked tells whether another page exists without a second query.
+    rows = repository.list_entries(entry_filter, limit + 1, after)
+    entries = tuple(rows[:limit])
+    more = len(rows) > limit
+    return Page(entries=entries, next_cursor=cursor_after(entries[-1]) if more else None)
+
+
+def iter_pages(
+    repository: Repository, entry_filter: EntryFilter, page_size: int = DEFAULT_PAGE_SIZE
+) -> Iterator[Page]:
+    """Yield every page of the listing, newest first, fetching one page at a time.
+
+    Entries written while the listing runs may or may not appear; none appears twice.
+    Raises InvalidArgumentError if ``page_size`` < 1.
+    """
+    _check_positive(page_size, "page_size")
+    after: EntryCursor | None = None
+    while True:
+        page = list_page(repository, entry_filter, page_size, after)
+        yield page
+        if page.next_cursor is None:
+            return
+        after = page.next_cursor
+
+
+# --- one entry ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryDetails:
+    """Everything known about one entry, decoded for display.
+
+    ``outputs`` is the decoded inline LiteralMap (None for a blob entry or undecodable bytes);
+    ``source`` the decoded source identifier; ``source_execution`` the task execution Flyte
+    is told produced the entry (None when the key map records none). ``reservation`` is the
+    reservation row on the key, expired or not; ``reservation_active`` whether it is live at
+    the ``now`` given. ``problems`` lists what could not be decoded.
+    """
+
+    row: EntryRow
+    outputs: literals_pb2.LiteralMap | None
+    source: identifier_pb2.Identifier | None
+    source_execution: identifier_pb2.TaskExecutionIdentifier | None
+    reservation: ReservationRow | None
+    reservation_active: bool
+    problems: tuple[str, ...] = ()
+
+    @property
+    def inline_bytes(self) -> int | None:
+        """Size of the inline outputs in bytes, or None for a blob entry."""
+        literals = self.row.output_literals
+        return None if literals is None else len(literals)
+
+
+def entry_not_found(scope: Scope, key: str) -> NotFoundError:
+    """Return the NotFoundError for a missing entry ``key`` in ``scope``."""
+    return NotFoundError(f"no entry {key!r} in scope {describe_scope(scope)}")
+
+
+def describe_scope(scope: Scope) -> str:
+    """Return ``scope`` for messages: ``org/project/domain``, or ``(unscoped)`` if empty."""
+    if scope == Scope():
+        return "(unscoped)"
+    return "/".join((scope.org, scope.project, scope.domain))
+
+
+def describe_entry(repository: Repository, scope: Scope, key: str, now: datetime) -> EntryDetails:
+    """Return the entry ``key`` in ``scope`` with its outputs, provenance and reservation.
+
+    Undecodable stored bytes are reported in ``problems`` rather than raised, so an operator
+    can still inspect (and delete) a damaged entry. Raises NotFoundError if there is no
+    entry, store errors as the repository does.
+    """
+    row = repository.get_entry(scope, key)
+    if row is None:
+        raise entry_not_found(scope, key)
+    problems: list[str] = []
+    outputs: literals_pb2.LiteralMap | None = None
+    if row.output_literals is not None:
+        try:
+            outputs = decode_literal_map(row.output_literals, source="inline outputs")
+        except InvalidArgumentError as error:
+            problems.append(str(error))
+    source: identifier_pb2.Identifier | None = None
+    try:
+        source = identifier_pb2.Identifier.FromString(row.source_identifier)
+    except DecodeError as error:
+        problems.append(f"source identifier does not decode: {error}")
+    execution = (
+        source_execution(source, row.key_map) if source is not None and row.key_map else None
+    )
+    reservation = repository.get_reservation(scope, key)
+    return EntryDetails(
+        row=row,
+        outputs=outputs,
+        source=source,
+        source_execution=execution,
+        reservation=reservation,
+        reservation_active=reservation is not None and reservation.expires_at > now,
+        problems=tuple(problems),
+    )
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """A deleted entry and what became of its blob.
+
+    ``blob_deleted``: the output blob was removed. ``blob_error``: why removing it failed or
+    was not attempted (outside the storage root), None otherwise.
+    """
+
+    row: EntryRow
+    blob_deleted: bool = False
+    blob_error: str | None = None
+
+
+def _owns(blobs: BlobStore, uri: str) -> bool:
+    """Return whether ``blobs`` owns ``uri``; a URI fsspec cannot even parse is not ours."""
+    try:
+        return blobs.owns(uri)
+    except (ValueError, ImportError):
+        # An unknown protocol, or one whose filesystem is not installed: it cannot lie under
+        # a root this process can write to.
+        return False
+
+
+def delete_entry(
+    repository: Repository, scope: Scope, key: str, blobs: BlobStore | None = None
+) -> DeleteResult:
+    """Delete the entry ``key`` in ``scope``; with ``blobs``, also its output blob if it lies
+    under that store's root.
+
+    The row goes first: a blob without a row is harmless garbage, a row without its blob is
+    a dangling entry. Returns what was done. Raises NotFoundError if there is no entry.
+    """
+    row = repository.delete_entry(scope, key)
+    if row is None:
+        raise entry_not_found(scope, key)
+    if blobs is None or row.output_uri is None:
+        return DeleteResult(row)
+    if not _owns(blobs, row.output_uri):
+        return DeleteResult(row, blob_error=f"not under the storage root {blobs.root}; kept")
+    try:
+        deleted = blobs.delete(row.output_uri)
+    except UnavailableError as error:
+        return DeleteResult(row, blob_error=str(error))
+    return DeleteResult(row, blob_deleted=deleted, blob_error=None if deleted else "already gone")
+
+
+# --- garbage collection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GcSummary:
+    """What a garbage collection did (or, in a dry run, would do).
+
+    ``entries`` deleted; ``blobs_deleted`` output blobs removed (dry run: owned blobs that
+    would be removed); ``blob_errors`` blobs the storage failed to delete;
+    ``inline_bytes_freed`` inline output bytes of the deleted entries; ``blobs_skipped``
+    output URIs left alone because they lie outside the storage root.
+    """
+
+    entries: int = 0
+    blobs_deleted: int = 0
+    blob_errors: int = 0
+    inline_bytes_freed: int = 0
+    blobs_skipped: int = 0
+
+
+GcProgress = Callable[[GcSummary], None]
+
+
+def gc(
+    repository: Repository,
+    blobs: BlobStore | None,
+    older_than: timedelta,
+    now: datetime,
+    dry_run: bool = False,
+    delete_blobs: bool = False,
+    batch_size: int = DEFAULT_GC_BATCH_SIZE,
+    progress_callback: GcProgress | None = None,
+) -> GcSummary:
+    """Delete every entry last updated more than ``older_than`` before ``now``.
+
+    Rows go in batches of ``batch_size`` (each batch one atomic repository call, oldest
+    first). With ``delete_blobs`` each deleted row's ``output_uri`` is removed too, but only
+    if ``blobs`` owns it (never anything outside the storage root); blob failures are
+    counted, not raised. ``dry_run`` deletes nothing and reports what would go.
+    ``progress_callback`` gets the running totals after each batch.
+
+    Returns the totals. Raises InvalidArgumentError for a non-positive ``older_than`` or
+    ``batch_size``, ``delete_blobs`` without ``blobs`` or a cutoff before year 1; store
+    errors as the repository does (batches already deleted stay deleted).
+    """
+    _check_positive(batch_size, "batch_size")
+    if older_than <= timedelta(0):
+        raise InvalidArgumentError("must be positive", field="older_than")
+    if delete_blobs and blobs is None:
+        raise InvalidArgumentError("deleting blobs needs a storage root", field="storage")
+    try:
+        cutoff = now - older_than
+    except OverflowError as error:
+        raise InvalidArgumentError("reaches before year 1", field="older_than") from error
+    store = blobs if delete_blobs else None
+    batches = (
+        _dry_run_batches(repository, cutoff, batch_size)
+        if dry_run
+        else _deleted_batches(repository, cutoff, batch_size)
+    )
+    summary = GcSummary()
+    for batch in batches:
+        summary = _tally(summary, batch, store, dry_run=dry_run)
+        if progress_callback is not None:
+            progress_callback(summary)
+    return summary
+
+
+def _deleted_batches(
+    repository: Repository, cutoff: datetime, batch_size: int
+) -> Iterator[list[EntryRow]]:
+    """Delete and yield batches until none is left."""
+    while True:
+        # Stop only on an empty batch, not a short one: PostgreSQL skips rows locked by a
+        # concurrent write, so a short batch does not mean the old rows are all gone.
+        batch = repository.delete_entries_updated_before(cutoff, batch_size)
+        if not batch:
+            return
+        yield batch
+
+
+def _dry_run_batches(
+    repository: Repository, cutoff: datetime, batch_size: int
+) -> Iterator[list[EntryRow]]:
+    """Yield the rows updated before ``cutoff`` page by page, deleting nothing."""
+    # delete_entries_updated_before(dry_run=True) always returns the same oldest batch, so
+    # it cannot page; the newest-first listing can. Times have microsecond precision, so
+    # "strictly before cutoff" is "at or before cutoff - 1 µs", which is every row after the
+    # cursor (cutoff - 1 µs, empty scope, empty key): the only row that cursor skips would
+    # have an empty key, which the manager never stores.
+    start = EntryCursor(last_updated_at=cutoff - _MICROSECOND, scope=Scope(), key="")
+    after: EntryCursor | None = start
+    while after is not None:
+        page = list_page(repository, EntryFilter(), batch_size, after)
+        if page.entries:
+            yield list(page.entries)
+        after = page.next_cursor
+
+
+def _tally(
+    summary: GcSummary, batch: list[EntryRow], blobs: BlobStore | None, *, dry_run: bool
+) -> GcSummary:
+    """Return ``summary`` plus ``batch``, deleting the batch's blobs unless ``dry_run``."""
+    deleted = errors = skipped = 0
+    if blobs is not None:
+        for row in batch:
+            if row.output_uri is None:
+                continue
+            if not _owns(blobs, row.output_uri):
+                skipped += 1
+            elif dry_run:
+                deleted += 1
+            else:
+                try:
+                    # False: already gone (e.g. removed by hand); nothing to count.
+                    if blobs.delete(row.output_uri):
+                        deleted += 1
+                except UnavailableError:
+                    errors += 1
+    return replace(
+        summary,
+        entries=summary.entries + len(batch),
+        blobs_deleted=summary.blobs_deleted + deleted,
+        blob_errors=summary.blob_errors + errors,
+        inline_bytes_freed=summary.inline_bytes_freed
+        + sum(len(row.output_literals) for row in batch if row.output_literals is not None),
+        blobs_skipped=summary.blobs_skipped + skipped,
+    )
+
+
+# --- stats and schema -----------------------------------------------------------------------------
+
+
+def catalog_stats(repository: Repository, now: datetime) -> CatalogStats:
+    """Return the catalog's totals, reservations counting as active while unexpired at
+    ``now``. Raises store errors as the repository does.
+    """
+    return repository.stats(now)
+
+
+_POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
+
+
+def migrate_database(database: str) -> int:
+    """Create or upgrade the schema of ``database`` (any ``--database`` value); return the
+    schema version it is at afterwards.
+
+    PostgreSQL goes through :func:`taskcache.repositories.postgres.migrate` (one connection,
+    under an advisory lock); SQLite catalogs migrate whenever they are opened. Idempotent.
+    Raises InvalidArgumentError for an unusable value (or PostgreSQL without psycopg),
+    UnavailableError if the database cannot be reached, InternalError if its schema is newer
+    than this taskcache.
+    """
+    # Imported here: the server package and its database module are only needed now.
+    from taskcache.server.database import open_repository  # noqa: PLC0415
+
+    text = database.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in _POSTGRES_SCHEMES:
+        try:
+            from taskcache.repositories.postgres import migrate  # noqa: PLC0415
+        except ImportError as error:
+            raise InvalidArgumentError(
+                f"PostgreSQL support is not available ({error}); install 'taskcache[postgres]'",
+                field="database",
+            ) from error
+        return migrate(text)
+    from taskcache.repositories.sqlite import SCHEMA_VERSION  # noqa: PLC0415
+
+    # Opening validates the value the way `serve` does and applies any missing migration;
+    # had the file been at another version afterwards, opening would have raised.
+    open_repository(text).close()
+    return SCHEMA_VERSION
