@@ -8,6 +8,7 @@ into :mod:`taskcache.errors` exceptions. It knows nothing about keys or outputs.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -118,8 +119,13 @@ async def call_with_retries_async(
             await asyncio.sleep(delay)
 
 
-def _from_connect(error: ConnectError) -> CacheError:
-    translated = error_for_code(error.code.name, error.message)
+def _from_connect(error: ConnectError, started: float, timeout: float | None) -> CacheError:
+    code = error.code.name
+    if code == "UNAVAILABLE" and timeout is not None and time.monotonic() - started >= timeout:
+        # connectrpc's sync client reports a deadline that ran out before the request was
+        # sent (its HTTP client refuses a negative timeout) as UNAVAILABLE.
+        code = "DEADLINE_EXCEEDED"
+    translated = error_for_code(code, error.message)
     translated.__cause__ = error
     return translated
 
@@ -133,7 +139,8 @@ def _from_grpc(error: grpc.RpcError) -> CacheError:
 
 
 def _timeout_ms(options: RemoteOptions) -> int | None:
-    return None if options.timeout is None else int(options.timeout * 1000)
+    # Rounded up: int() made a sub-millisecond timeout 0 ms, a deadline expired at once.
+    return None if options.timeout is None else max(1, math.ceil(options.timeout * 1000))
 
 
 def _connect_address(url: str) -> str:
@@ -155,10 +162,18 @@ def _grpc_credentials(options: RemoteOptions) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=root)
 
 
+# gRPC's own reconnect backoff grows to 120 s: after a short server outage the channel would
+# refuse every call (and burn every retry) for minutes. Keep it at the retry policy's scale.
+_RECONNECT_BACKOFF_MS = (100, 1000)
+
+
 def _grpc_channel_options(options: RemoteOptions) -> list[tuple[str, Any]]:
+    initial, maximum = _RECONNECT_BACKOFF_MS
     return [
         ("grpc.max_send_message_length", options.max_message_bytes),
         ("grpc.max_receive_message_length", options.max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", initial),
+        ("grpc.max_reconnect_backoff_ms", maximum),
     ]
 
 
@@ -184,10 +199,11 @@ class ConnectTransport:
         method = getattr(self._client, rpc.connect_name)
 
         def attempt() -> Any:
+            started = time.monotonic()
             try:
                 return method(request, headers=self._headers)
             except ConnectError as error:
-                raise _from_connect(error) from error
+                raise _from_connect(error, started, self._options.timeout) from error
 
         return call_with_retries(attempt, self._options.retry)
 
@@ -250,10 +266,11 @@ class AsyncConnectTransport:
         method = getattr(self._client, rpc.connect_name)
 
         async def attempt() -> Any:
+            started = time.monotonic()
             try:
                 return await method(request, headers=self._headers)
             except ConnectError as error:
-                raise _from_connect(error) from error
+                raise _from_connect(error, started, self._options.timeout) from error
 
         return await call_with_retries_async(attempt, self._options.retry)
 

@@ -1,0 +1,786 @@
+"""The core client rules, one suite over every deployment.
+
+The same tests run against four deployments of the catalog:
+
+* ``embedded-sqlite``: ``taskcache.open("sqlite:///<tmp>/c.db")``;
+* ``embedded-postgres``: ``taskcache.open(postgres_url, storage=<tmp>/blobs)``;
+* ``remote-connect-sqlite``: a ``taskcache serve`` subprocess on a SQLite file, reached over
+  Connect (``http://``);
+* ``remote-grpc-postgres``: a ``taskcache serve`` subprocess on the session's PostgreSQL
+  database, reached over gRPC (``grpc://``).
+
+Servers start once per module and share their database between tests, so every test works on
+task names of its own (the ``keys`` fixture). Every deployment grants heartbeats of at most
+:data:`MAX_HEARTBEAT` with the default grace multiplier; the reservation-expiry test uses a
+dedicated catalog or server whose maximum heartbeat is :data:`SHORT_HEARTBEAT` with a grace
+multiplier of 1, so that it needs one short real sleep (servers use the real clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flyteidl2.core import identifier_pb2, literals_pb2
+from fsspec.core import url_to_fs
+
+import taskcache
+from builders import int_map, make_identifier, make_interface
+from server_process import running_server
+from taskcache import (
+    AlreadyExistsError,
+    AsyncClient,
+    CacheError,
+    CacheStatus,
+    Client,
+    InvalidArgumentError,
+    Key,
+    Metadata,
+    NotFoundError,
+    ReservationCache,
+    ReservationStatus,
+    UriOutputReader,
+    hashing,
+)
+
+pytestmark = pytest.mark.slow
+
+EMBEDDED_SQLITE = "embedded-sqlite"
+EMBEDDED_POSTGRES = "embedded-postgres"
+REMOTE_CONNECT_SQLITE = "remote-connect-sqlite"
+REMOTE_GRPC_POSTGRES = "remote-grpc-postgres"
+DEPLOYMENTS = (EMBEDDED_SQLITE, EMBEDDED_POSTGRES, REMOTE_CONNECT_SQLITE, REMOTE_GRPC_POSTGRES)
+REMOTE_DEPLOYMENTS = (REMOTE_CONNECT_SQLITE, REMOTE_GRPC_POSTGRES)
+
+MAX_HEARTBEAT = timedelta(seconds=5)
+GRACE_MULTIPLIER = 3  # the default, on every deployment
+SHORT_HEARTBEAT = timedelta(milliseconds=200)
+DEFAULT_INLINE_MAX_BYTES = 64 * 1024
+# Reservation expiries come from the server's clock (or the embedded manager's), read around
+# the call here; allow for the clock resolution and timestamp rounding.
+CLOCK_SLACK = timedelta(milliseconds=50)
+
+
+# --- servers (one of each per module) ----------------------------------------------------
+
+
+def _server_args(heartbeat: timedelta, grace: float) -> list[str]:
+    return [
+        "--max-reservation-heartbeat",
+        f"{heartbeat.total_seconds() * 1000:g}ms",
+        "--heartbeat-grace-multiplier",
+        f"{grace:g}",
+    ]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a module's server listens: its Connect URL and its ``grpc://`` URL."""
+
+    http_url: str
+    grpc_url: str
+
+
+def _serve(folder: Path, database: str, heartbeat: timedelta, grace: float) -> Iterator[Endpoints]:
+    """Run a server for the module (stopped with SIGTERM and checked to exit 0 afterwards)."""
+    with running_server(
+        folder, database=database, extra_args=_server_args(heartbeat, grace)
+    ) as server:
+        yield Endpoints(server.http_url, f"grpc://{server.grpc_target}")
+
+
+@pytest.fixture(scope="module")
+def serve_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    folder = tmp_path_factory.mktemp("suite-sqlite-server")
+    yield from _serve(folder, f"sqlite:///{folder}/db/catalog.db", MAX_HEARTBEAT, GRACE_MULTIPLIER)
+
+
+@pytest.fixture(scope="module")
+def serve_postgres(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+) -> Iterator[Endpoints]:
+    folder = tmp_path_factory.mktemp("suite-postgres-server")
+    yield from _serve(folder, postgres_url, MAX_HEARTBEAT, GRACE_MULTIPLIER)
+
+
+@pytest.fixture(scope="module")
+def serve_sqlite_expiry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    folder = tmp_path_factory.mktemp("suite-sqlite-expiry-server")
+    yield from _serve(folder, f"sqlite:///{folder}/db/catalog.db", SHORT_HEARTBEAT, 1)
+
+
+@pytest.fixture(scope="module")
+def serve_postgres_expiry(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+) -> Iterator[Endpoints]:
+    folder = tmp_path_factory.mktemp("suite-postgres-expiry-server")
+    yield from _serve(folder, postgres_url, SHORT_HEARTBEAT, 1)
+
+
+# --- the catalog factory -----------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    """Opens clients of one deployment: ``catalog(**options)`` (sync) or
+    :meth:`open_async`; every client opened is closed after the test.
+
+    ``storage`` is this test's blob root (a fresh folder); ``embedded_options`` are the
+    manager settings an embedded client needs to behave like the deployment's server.
+    """
+
+    deployment: str
+    target: str
+    storage: Path
+    embedded_options: dict[str, Any]
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def remote(self) -> bool:
+        return self.deployment in REMOTE_DEPLOYMENTS
+
+    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+        merged = dict(self.embedded_options) if not self.remote else {}
+        if self.deployment != EMBEDDED_SQLITE:  # sqlite's default is <tmp>/blobs already
+            merged["storage"] = str(self.storage)
+        merged.update(options)
+        return merged
+
+    def __call__(self, **options: Any) -> Client:
+        client = taskcache.open(self.target, **self._options(options))
+        self.clients.append(client)
+        return client
+
+    def open_async(self, **options: Any) -> AsyncClient:
+        """Return an async client; the caller closes it (it belongs to the caller's loop)."""
+        return taskcache.open_async(self.target, **self._options(options))
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def _make_catalog(
+    request: pytest.FixtureRequest, tmp_path: Path, *, expiring: bool
+) -> Iterator[Catalog]:
+    deployment: str = request.param
+    heartbeat, grace = (SHORT_HEARTBEAT, 1.0) if expiring else (MAX_HEARTBEAT, GRACE_MULTIPLIER)
+    embedded_options: dict[str, Any] = {
+        "max_reservation_heartbeat": heartbeat,
+        "heartbeat_grace_multiplier": grace,
+    }
+    if deployment == EMBEDDED_SQLITE:
+        target = f"sqlite:///{tmp_path}/c.db"
+    elif deployment == EMBEDDED_POSTGRES:
+        target = request.getfixturevalue("postgres_url")
+    else:
+        database = "sqlite" if deployment == REMOTE_CONNECT_SQLITE else "postgres"
+        fixture = f"serve_{database}{'_expiry' if expiring else ''}"
+        endpoints: Endpoints = request.getfixturevalue(fixture)
+        target = endpoints.http_url if deployment == REMOTE_CONNECT_SQLITE else endpoints.grpc_url
+    catalog = Catalog(deployment, target, tmp_path / "blobs", embedded_options)
+    try:
+        yield catalog
+    finally:
+        catalog.close()
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """A factory of clients of one deployment (max heartbeat 5 s, grace multiplier 3)."""
+    yield from _make_catalog(request, tmp_path, expiring=False)
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def expiring_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """A factory of clients whose heartbeats are capped at 200 ms with grace multiplier 1."""
+    yield from _make_catalog(request, tmp_path, expiring=True)
+
+
+@pytest.fixture(params=REMOTE_DEPLOYMENTS)
+def remote_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """Like ``catalog``, for the remote deployments only."""
+    yield from _make_catalog(request, tmp_path, expiring=False)
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+class Keys:
+    """Keys on task names no other test uses: ``keys(x)`` has the integer input ``x``."""
+
+    def __init__(self) -> None:
+        self.task = f"suite.{uuid.uuid4().hex[:16]}"
+
+    def identifier(self, *, project: str = "project_1") -> identifier_pb2.Identifier:
+        identifier = make_identifier(self.task)
+        identifier.project = project
+        return identifier
+
+    def __call__(self, x: int = 1, *, project: str = "project_1") -> Key:
+        return Key(
+            self.identifier(project=project), "1.0", make_interface("x"), inputs=int_map(x=x)
+        )
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def normalized(path: str | Path) -> Path:
+    """``path`` without a doubled leading slash (``sqlite:////tmp/c.db`` keeps ``//tmp``)."""
+    return Path("/" + str(path).lstrip("/"))
+
+
+def files_under(root: Path) -> set[Path]:
+    if not root.exists():
+        return set()
+    return {normalized(path) for path in root.rglob("*") if path.is_file()}
+
+
+def remove_blob(uri: str) -> None:
+    fs, path = url_to_fs(uri)
+    fs.rm_file(path)
+
+
+def task_execution_id(key: Key) -> identifier_pb2.TaskExecutionIdentifier:
+    task_id = identifier_pb2.Identifier()
+    task_id.CopyFrom(key.identifier)
+    task_id.version = "v7"
+    return identifier_pb2.TaskExecutionIdentifier(
+        task_id=task_id,
+        node_execution_id=identifier_pb2.NodeExecutionIdentifier(
+            node_id="n3",
+            execution_id=identifier_pb2.WorkflowExecutionIdentifier(
+                project="exec-project", domain="exec-domain", name="exec-name", org="exec-org"
+            ),
+        ),
+        retry_attempt=2,
+    )
+
+
+def big_string_map(length: int) -> literals_pb2.LiteralMap:
+    literal = literals_pb2.Literal(
+        scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(string_value="s" * length))
+    )
+    return literals_pb2.LiteralMap(literals={"o0": literal})
+
+
+def assert_put_failure(error: CacheError, key: Key) -> None:
+    status = error.status
+    assert status is not None, f"{type(error).__name__} carries no status"
+    assert status.cache_status is CacheStatus.CACHE_PUT_FAILURE
+    assert status.metadata is not None
+    assert status.metadata.dataset_id == key.identifier
+
+
+def around(before: datetime, after: datetime, delta: timedelta) -> Callable[[datetime], bool]:
+    """A check that a timestamp lies in ``[before + delta, after + delta]`` (with slack)."""
+
+    def check(value: datetime) -> bool:
+        return before + delta - CLOCK_SLACK <= value <= after + delta + CLOCK_SLACK
+
+    return check
+
+
+# --- get / put / update ------------------------------------------------------------------
+
+
+def test_miss_is_not_found(catalog: Catalog, keys: Keys) -> None:
+    with pytest.raises(NotFoundError):
+        catalog().get(keys())
+
+
+def test_put_then_hit_returns_outputs_and_provenance(catalog: Catalog, keys: Keys) -> None:
+    key = keys(3)
+    source = task_execution_id(key)
+    outputs = int_map(o0=9, o1=-4)
+
+    status = catalog().put(key, outputs, Metadata(task_execution_id=source))
+
+    assert status.cache_status is CacheStatus.CACHE_POPULATED
+    assert status.metadata is not None
+    assert status.metadata.dataset_id == key.identifier
+    assert status.metadata.source_task_execution == source
+
+    entry = catalog().get(keys(3))  # another client, a fresh but equal key
+    assert entry.status.cache_status is CacheStatus.CACHE_HIT
+    assert entry.outputs.read() == outputs
+    assert entry.outputs.exists()
+    metadata = entry.status.metadata
+    assert metadata is not None
+    assert metadata.dataset_id == key.identifier
+    assert metadata.source_task_execution == source  # rebuilt from the stored key map
+    with pytest.raises(NotFoundError):
+        catalog().get(keys(4))
+
+
+def test_hit_rebuilds_the_source_from_a_node_execution(catalog: Catalog, keys: Keys) -> None:
+    key = keys()
+    node = identifier_pb2.NodeExecutionIdentifier(
+        node_id="n9",
+        execution_id=identifier_pb2.WorkflowExecutionIdentifier(
+            project="ep", domain="ed", name="run-1", org="eo"
+        ),
+    )
+    client = catalog()
+    client.put(key, int_map(o0=1), Metadata(node_execution_id=node))
+
+    metadata = client.get(key).status.metadata
+    assert metadata is not None
+    rebuilt = metadata.source_task_execution
+    assert rebuilt.node_execution_id == node
+    assert rebuilt.task_id.version == "unknown"
+    assert rebuilt.retry_attempt == 0
+    assert (rebuilt.task_id.name, rebuilt.task_id.project) == (keys.task, "project_1")
+
+
+def test_hit_without_metadata_falls_back_to_unknown_source(catalog: Catalog, keys: Keys) -> None:
+    key = keys()
+    client = catalog()
+    status = client.put(key, int_map(o0=1))
+    assert status.metadata is not None
+    assert not status.metadata.HasField("source_task_execution")
+
+    metadata = client.get(key).status.metadata
+    assert metadata is not None
+    rebuilt = metadata.source_task_execution
+    assert rebuilt.node_execution_id.node_id == "unknown"
+    execution = rebuilt.node_execution_id.execution_id
+    assert execution.name == "unknown"
+    assert (execution.org, execution.project, execution.domain) == key.scope
+
+
+def test_second_put_is_already_exists_with_put_failure_status(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    client.put(keys(), int_map(o0=1))
+
+    with pytest.raises(AlreadyExistsError) as raised:
+        catalog().put(keys(), int_map(o0=2))
+
+    assert_put_failure(raised.value, keys())
+    assert client.get(keys()).outputs.read() == int_map(o0=1)
+
+
+def test_update_overwrites_and_creates(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    client.put(keys(1), int_map(o0=1))
+
+    overwritten = client.update(keys(1), int_map(o0=2))
+    assert overwritten.cache_status is CacheStatus.CACHE_POPULATED
+    assert client.get(keys(1)).outputs.read() == int_map(o0=2)
+
+    created = client.update(keys(2), int_map(o0=3))
+    assert created.cache_status is CacheStatus.CACHE_POPULATED
+    assert created.metadata is not None
+    assert created.metadata.dataset_id == keys(2).identifier
+    assert client.get(keys(2)).outputs.read() == int_map(o0=3)
+
+
+# --- inline vs blob, by reference, dangling ----------------------------------------------
+
+
+def test_small_outputs_are_inline(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    client.put(keys(), int_map(o0=1))
+
+    entry = client.get(keys())
+
+    assert entry.outputs.uri is None
+    assert entry.outputs.read() == int_map(o0=1)
+    assert files_under(catalog.storage) == set()
+
+
+@pytest.mark.parametrize("inline_max_bytes", [0, DEFAULT_INLINE_MAX_BYTES])
+def test_blob_outputs_round_trip(catalog: Catalog, keys: Keys, inline_max_bytes: int) -> None:
+    # inline_max_bytes=0 writes even tiny outputs as a blob; otherwise only larger ones.
+    outputs = int_map(o0=1) if inline_max_bytes == 0 else big_string_map(inline_max_bytes + 10)
+    client = catalog(inline_max_bytes=inline_max_bytes)
+    client.put(keys(), outputs)
+
+    entry = catalog().get(keys())
+
+    uri = entry.outputs.uri
+    assert uri is not None
+    assert files_under(catalog.storage) == {normalized(uri)}
+    assert entry.outputs.read() == outputs
+    assert entry.status.cache_status is CacheStatus.CACHE_HIT
+
+
+def test_uri_output_reader_is_stored_by_reference(
+    catalog: Catalog, keys: Keys, tmp_path: Path
+) -> None:
+    external = tmp_path / "external" / "outputs.pb"
+    external.parent.mkdir()
+    external.write_bytes(int_map(o0=42).SerializeToString())
+    client = catalog(inline_max_bytes=0)
+
+    client.put(keys(), UriOutputReader(str(external)))
+
+    entry = client.get(keys())
+    assert entry.outputs.uri == str(external)
+    assert entry.outputs.read() == int_map(o0=42)
+    assert files_under(catalog.storage) == set()  # nothing copied
+
+
+def test_missing_outputs_fail_the_put(catalog: Catalog, keys: Keys, tmp_path: Path) -> None:
+    client = catalog()
+    with pytest.raises(NotFoundError) as raised:
+        client.put(keys(), UriOutputReader(str(tmp_path / "nowhere" / "outputs.pb")))
+    assert_put_failure(raised.value, keys())
+    with pytest.raises(NotFoundError):
+        client.get(keys())
+
+
+def test_dangling_blob_is_a_miss_then_put_repopulates(catalog: Catalog, keys: Keys) -> None:
+    client = catalog(inline_max_bytes=0)
+    client.put(keys(), int_map(o0=1))
+    uri = client.get(keys()).outputs.uri
+    assert uri is not None
+    remove_blob(uri)
+
+    with pytest.raises(NotFoundError):
+        client.get(keys())
+
+    status = catalog().put(keys(), int_map(o0=2))  # create-only: the dangling entry is gone
+    assert status.cache_status is CacheStatus.CACHE_POPULATED
+    entry = client.get(keys())
+    assert entry.status.cache_status is CacheStatus.CACHE_HIT
+    assert entry.outputs.read() == int_map(o0=2)
+
+
+# --- max age, delete ---------------------------------------------------------------------
+
+
+def test_max_cache_age_misses_stale_entries_and_put_replaces_them(
+    catalog: Catalog, keys: Keys
+) -> None:
+    max_age = timedelta(seconds=1)
+    aging = catalog(max_cache_age=max_age)
+    aging.put(keys(), int_map(o0=1))
+    written = time.monotonic()  # the entry's last update is no later than this
+    assert aging.get(keys()).outputs.read() == int_map(o0=1)
+
+    time.sleep(max(0.0, max_age.total_seconds() + 0.1 - (time.monotonic() - written)))
+
+    with pytest.raises(NotFoundError):
+        aging.get(keys())
+    # The age limit is the client's: a client without one still hits the old entry.
+    assert catalog().get(keys()).outputs.read() == int_map(o0=1)
+    with pytest.raises(AlreadyExistsError):
+        catalog().put(keys(), int_map(o0=3))
+
+    status = aging.put(keys(), int_map(o0=2))  # create-only, over the stale entry
+
+    assert status.cache_status is CacheStatus.CACHE_POPULATED
+    assert aging.get(keys()).outputs.read() == int_map(o0=2)
+    with pytest.raises(AlreadyExistsError):
+        aging.put(keys(), int_map(o0=4))  # the fresh entry is live
+
+
+def test_delete_then_not_found(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    client.put(keys(1), int_map(o0=1))
+    client.put(keys(2), int_map(o0=2))
+
+    client.delete(keys(1))
+
+    with pytest.raises(NotFoundError):
+        client.get(keys(1))
+    with pytest.raises(NotFoundError):
+        client.delete(keys(1))
+    assert client.get(keys(2)).outputs.read() == int_map(o0=2)
+    assert client.put(keys(1), int_map(o0=3)).cache_status is CacheStatus.CACHE_POPULATED
+
+
+# --- reservations ------------------------------------------------------------------------
+
+
+def test_reservation_acquire_contend_extend_release(catalog: Catalog, keys: Keys) -> None:
+    client, other = catalog(), catalog()
+    heartbeat = timedelta(seconds=2)
+
+    held = client.get_or_extend_reservation(keys(), "A", heartbeat)
+    assert held.owner_id == "A"
+    assert held.key == hashing.cache_key(keys())
+    assert held.heartbeat_interval == heartbeat
+
+    seen = other.get_or_extend_reservation(keys(), "B", heartbeat)
+    assert seen == held  # the holder's reservation, unchanged
+
+    time.sleep(0.01)
+    extended = client.get_or_extend_reservation(keys(), "A", heartbeat)
+    assert extended.owner_id == "A"
+    assert extended.expires_at > held.expires_at
+
+    other.release_reservation(keys(), "B")  # not the owner: a no-op
+    assert other.get_or_extend_reservation(keys(), "B", heartbeat).owner_id == "A"
+
+    client.release_reservation(keys(), "A")
+    client.release_reservation(keys(), "A")  # nothing held any more: a no-op
+    taken = other.get_or_extend_reservation(keys(), "B", heartbeat)
+    assert taken.owner_id == "B"
+    assert client.get_or_extend_reservation(keys(), "A", heartbeat).owner_id == "B"
+
+    other.release_reservation(keys(), "B")
+    assert client.get_or_extend_reservation(keys(), "A", heartbeat).owner_id == "A"
+
+
+def test_reservations_are_per_key(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=2))
+    other = client.get_or_extend_reservation(keys(2), "B", timedelta(seconds=2))
+    assert other.owner_id == "B"
+    assert other.key == hashing.cache_key(keys(2))
+
+
+def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+
+    before = datetime.now(UTC)
+    clamped = client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=60))
+    after = datetime.now(UTC)
+    assert clamped.heartbeat_interval == MAX_HEARTBEAT
+    assert around(before, after, MAX_HEARTBEAT * GRACE_MULTIPLIER)(clamped.expires_at)
+    assert clamped.expires_at.tzinfo is not None
+
+    before = datetime.now(UTC)
+    kept = client.get_or_extend_reservation(keys(2), "A", timedelta(seconds=2))
+    after = datetime.now(UTC)
+    assert kept.heartbeat_interval == timedelta(seconds=2)
+    assert around(before, after, timedelta(seconds=2) * GRACE_MULTIPLIER)(kept.expires_at)
+
+    unset = client.get_or_extend_reservation(keys(3), "A", timedelta(0))
+    assert unset.heartbeat_interval == MAX_HEARTBEAT  # zero asks for the maximum
+
+
+def test_expired_reservation_is_taken_over(expiring_catalog: Catalog, keys: Keys) -> None:
+    client = expiring_catalog()
+    held = client.get_or_extend_reservation(keys(), "A", timedelta(seconds=5))
+    assert held.owner_id == "A"
+    assert held.heartbeat_interval == SHORT_HEARTBEAT  # clamped; grace multiplier 1
+    acquired = time.monotonic()
+    assert client.get_or_extend_reservation(keys(), "B", timedelta(seconds=5)) == held
+
+    time.sleep(max(0.0, 0.3 - (time.monotonic() - acquired)))
+
+    taken = client.get_or_extend_reservation(keys(), "B", timedelta(seconds=5))
+    assert taken.owner_id == "B"
+    assert taken.expires_at > held.expires_at
+    assert client.get_or_extend_reservation(keys(), "A", timedelta(seconds=5)).owner_id == "B"
+
+
+# --- scope -------------------------------------------------------------------------------
+
+
+def test_same_task_under_two_projects_is_two_entries(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    first, second = keys(project="project_a"), keys(project="project_b")
+    client.put(first, int_map(o0=1))
+    assert client.put(second, int_map(o0=2)).cache_status is CacheStatus.CACHE_POPULATED
+
+    assert client.get(keys(project="project_a")).outputs.read() == int_map(o0=1)
+    assert client.get(keys(project="project_b")).outputs.read() == int_map(o0=2)
+    assert client.get_or_extend_reservation(first, "A", MAX_HEARTBEAT).owner_id == "A"
+    assert client.get_or_extend_reservation(second, "B", MAX_HEARTBEAT).owner_id == "B"
+
+    client.delete(first)
+    with pytest.raises(NotFoundError):
+        client.get(first)
+    assert client.get(second).outputs.read() == int_map(o0=2)
+
+
+def test_scope_option_overrides_the_keys_scope(remote_catalog: Catalog, keys: Keys) -> None:
+    in_a = remote_catalog(scope=("org_1", "scope_a", "domain_1"))
+    in_b = remote_catalog(scope=("org_1", "scope_b", "domain_1"))
+    by_key = remote_catalog()  # files under the key's own (org_1, project_1, domain_1)
+    key = keys()
+
+    in_a.put(key, int_map(o0=1))
+
+    assert remote_catalog(scope=("org_1", "scope_a", "domain_1")).get(key).outputs.read() == (
+        int_map(o0=1)
+    )
+    with pytest.raises(NotFoundError):
+        in_b.get(key)
+    with pytest.raises(NotFoundError):
+        by_key.get(key)
+    assert in_b.put(key, int_map(o0=2)).cache_status is CacheStatus.CACHE_POPULATED
+    assert by_key.put(key, int_map(o0=3)).cache_status is CacheStatus.CACHE_POPULATED
+    assert [c.get(key).outputs.read() for c in (in_a, in_b, by_key)] == [
+        int_map(o0=1),
+        int_map(o0=2),
+        int_map(o0=3),
+    ]
+
+    assert in_a.get_or_extend_reservation(key, "A", MAX_HEARTBEAT).owner_id == "A"
+    assert in_b.get_or_extend_reservation(key, "B", MAX_HEARTBEAT).owner_id == "B"
+    in_a.delete(key)
+    assert in_b.get(key).outputs.read() == int_map(o0=2)
+
+
+# --- invalid arguments -------------------------------------------------------------------
+
+
+def _with_cache_key(keys: Keys, cache_key: str) -> Key:
+    """A key whose (memoized) cache key string is ``cache_key``."""
+    key = keys()
+    key.remember_cache_key(cache_key)
+    return key
+
+
+def _no_identifier_key() -> Key:
+    return Key(None, "1.0", make_interface("x"), inputs=int_map(x=1))  # type: ignore[arg-type]
+
+
+CALLS: list[Any] = [
+    pytest.param(lambda c, k: c.get(k), id="get"),
+    pytest.param(lambda c, k: c.put(k, int_map(o0=1)), id="put"),
+    pytest.param(lambda c, k: c.update(k, int_map(o0=1)), id="update"),
+    pytest.param(lambda c, k: c.delete(k), id="delete"),
+    pytest.param(lambda c, k: c.get_or_extend_reservation(k, "A", MAX_HEARTBEAT), id="reserve"),
+    pytest.param(lambda c, k: c.release_reservation(k, "A"), id="release"),
+]
+Call = Callable[[Client, Key], object]
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_empty_or_overlong_key_is_invalid(catalog: Catalog, keys: Keys, call: Call) -> None:
+    client = catalog()
+    for cache_key in ("", "k" * 1025):
+        with pytest.raises(InvalidArgumentError) as raised:
+            call(client, _with_cache_key(keys, cache_key))
+        assert "key" in str(raised.value)
+    with pytest.raises(InvalidArgumentError) as raised:
+        call(client, _no_identifier_key())
+    assert raised.value.field == "identifier"
+
+
+@pytest.mark.parametrize("call", [CALLS[1], CALLS[2]])
+def test_invalid_put_carries_put_failure_status(catalog: Catalog, keys: Keys, call: Call) -> None:
+    key = _with_cache_key(keys, "")
+    with pytest.raises(InvalidArgumentError) as raised:
+        call(catalog(), key)
+    assert_put_failure(raised.value, key)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda c, k: c.get_or_extend_reservation(k, "", MAX_HEARTBEAT), id="reserve"),
+        pytest.param(lambda c, k: c.release_reservation(k, ""), id="release"),
+    ],
+)
+def test_empty_owner_is_invalid(catalog: Catalog, keys: Keys, call: Call) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        call(catalog(), keys())
+    assert raised.value.field == "owner_id"
+
+
+# --- reservation cache -------------------------------------------------------------------
+
+
+def _cache_entry(seconds: int, status: ReservationStatus) -> ReservationCache:
+    return ReservationCache(
+        timestamp=datetime(2024, 5, 17, tzinfo=UTC) + timedelta(seconds=seconds),
+        reservation_status=status,
+    )
+
+
+def test_reservation_cache_methods(catalog: Catalog) -> None:
+    client = catalog(reservation_cache_size=2)
+    assert client.get_reservation_cache("nobody") == ReservationCache()
+
+    first = _cache_entry(1, ReservationStatus.RESERVATION_ACQUIRED)
+    client.update_reservation_cache("A", first)
+    assert client.get_reservation_cache("A") == first
+    newer = _cache_entry(2, ReservationStatus.RESERVATION_RELEASED)
+    client.update_reservation_cache("A", newer)
+    assert client.get_reservation_cache("A") == newer
+
+    client.update_reservation_cache("B", _cache_entry(3, ReservationStatus.RESERVATION_EXISTS))
+    assert client.get_reservation_cache("A") == newer  # A is now the most recently used
+    client.update_reservation_cache("C", _cache_entry(4, ReservationStatus.RESERVATION_EXISTS))
+    assert client.get_reservation_cache("B") == ReservationCache()  # B was forgotten
+    assert client.get_reservation_cache("A") == newer
+    # Client-local memory: another client of the same catalog remembers nothing.
+    assert catalog().get_reservation_cache("A") == ReservationCache()
+
+
+# --- the async twin ----------------------------------------------------------------------
+
+
+def test_async_twin_round_trip(catalog: Catalog, keys: Keys) -> None:
+    key = keys()
+
+    async def scenario() -> None:
+        async with catalog.open_async() as client:
+            with pytest.raises(NotFoundError):
+                await client.get(key)
+            put = await client.put(key, int_map(o0=1))
+            assert put.cache_status is CacheStatus.CACHE_POPULATED
+            with pytest.raises(AlreadyExistsError) as raised:
+                await client.put(key, int_map(o0=9))
+            assert_put_failure(raised.value, key)
+            hit = await client.get(key)
+            assert hit.status.cache_status is CacheStatus.CACHE_HIT
+            assert hit.outputs.read() == int_map(o0=1)
+            await client.update(key, int_map(o0=2))
+            assert (await client.get(key)).outputs.read() == int_map(o0=2)
+
+            held = await client.get_or_extend_reservation(key, "A", timedelta(seconds=60))
+            assert (held.owner_id, held.heartbeat_interval) == ("A", MAX_HEARTBEAT)
+            assert (await client.get_or_extend_reservation(key, "B", MAX_HEARTBEAT)) == held
+            await client.release_reservation(key, "A")
+            taken = await client.get_or_extend_reservation(key, "B", MAX_HEARTBEAT)
+            assert taken.owner_id == "B"
+            with pytest.raises(InvalidArgumentError):
+                await client.release_reservation(key, "")
+
+            assert await client.get_reservation_cache("A") == ReservationCache()
+            entry = _cache_entry(1, ReservationStatus.RESERVATION_ACQUIRED)
+            await client.update_reservation_cache("A", entry)
+            assert await client.get_reservation_cache("A") == entry
+
+            await client.delete(key)
+            with pytest.raises(NotFoundError):
+                await client.delete(key)
+        await client.close()  # idempotent
+
+    asyncio.run(scenario())
+    # What the async client wrote, a sync client of the same deployment sees.
+    catalog().put(key, int_map(o0=5))
+    with pytest.raises(AlreadyExistsError):
+        catalog().put(key, int_map(o0=6))
+
+
+def test_deployments_are_what_they_claim(catalog: Catalog) -> None:
+    client = catalog()
+    expected = {
+        EMBEDDED_SQLITE: "EmbeddedClient",
+        EMBEDDED_POSTGRES: "EmbeddedClient",
+        REMOTE_CONNECT_SQLITE: "RemoteClient",
+        REMOTE_GRPC_POSTGRES: "RemoteClient",
+    }[catalog.deployment]
+    assert type(client).__name__ == expected
+    scheme = catalog.target.split("://", 1)[0]
+    assert (
+        scheme
+        == {
+            EMBEDDED_SQLITE: "sqlite",
+            EMBEDDED_POSTGRES: "postgresql",
+            REMOTE_CONNECT_SQLITE: "http",
+            REMOTE_GRPC_POSTGRES: "grpc",
+        }[catalog.deployment]
+    )
