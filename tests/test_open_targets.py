@@ -201,3 +201,28 @@ def test_folder_and_database_targets_name_the_same_catalog(
     for target in (str(folder / "catalog.db"), f"sqlite://{folder / 'catalog.db'}"):
         client = open_tracked(opened, target)
         assert client.get(make_key()).outputs.read() == int_map(o0=1)
+
+
+def test_sqlite_url_with_four_slashes_names_the_same_absolute_file(tmp_path: Path) -> None:
+    three = taskcache.open(f"sqlite://{tmp_path}/c.db", inline_max_bytes=0)
+    four = taskcache.open(f"sqlite:///{tmp_path}/c.db", inline_max_bytes=0)
+    key = make_key()
+    try:
+        three.put(key, int_map(o0=1))
+        entry = four.get(key)
+        assert entry.outputs.read() == int_map(o0=1)
+        assert entry.outputs.uri is not None
+        assert not entry.outputs.uri.startswith("//")
+    finally:
+        three.close()
+        four.close()
+
+
+def test_embedded_scope_option_files_entries_under_that_scope(tmp_path: Path) -> None:
+    target = f"sqlite://{tmp_path}/c.db"
+    key = make_key()
+    with taskcache.open(target, scope=("o2", "p2", "d2")) as scoped:
+        scoped.put(key, int_map(o0=2))
+        assert scoped.get(key).outputs.read() == int_map(o0=2)
+    with taskcache.open(target) as unscoped, pytest.raises(taskcache.NotFoundError):
+        unscoped.get(key)

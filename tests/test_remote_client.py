@@ -556,3 +556,27 @@ def test_plaintext_grpc_to_the_tls_port_fails(tls_server: TlsCacheServer, tmp_pa
         pytest.raises(UnavailableError),
     ):
         client.get(make_key())
+
+
+def test_update_deletes_the_replaced_blob_under_the_shared_storage_root(tmp_path: Path) -> None:
+    storage = tmp_path / "blobs"
+    server = ServerProcess(
+        home=tmp_path / "home",
+        log_path=tmp_path / "server.log",
+        database=f"sqlite://{tmp_path}/server.db",
+        storage=str(storage),
+    ).start()
+    try:
+        with taskcache.open(
+            f"grpc://{server.grpc_target}", storage=str(storage), inline_max_bytes=0
+        ) as client:
+            key = make_key()
+            client.put(key, int_map(o0=1))
+            first = client.get(key).outputs.uri
+            client.update(key, int_map(o0=2))
+            second = client.get(key).outputs.uri
+            assert first is not None and second is not None and first != second
+            assert not Path(first).exists()
+            assert Path(second).exists()
+    finally:
+        assert server.stop() == 0

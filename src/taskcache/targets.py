@@ -66,7 +66,9 @@ def _local_catalog(target: str | os.PathLike[str] | None) -> tuple[Repository, s
     if text == _MEMORY_TARGET:
         return SqliteRepository(None), f"memory://taskcache-{uuid.uuid4().hex}"
     if text.startswith(_SQLITE_PREFIX):
-        database = Path(text.removeprefix(_SQLITE_PREFIX))
+        location = text.removeprefix(_SQLITE_PREFIX)
+        # sqlite:///abs/path and sqlite:////abs/path both name /abs/path.
+        database = Path("/" + location.lstrip("/") if location.startswith("/") else location)
         if not database.name:
             raise InvalidArgumentError("names no database file", field="target")
         return SqliteRepository(database), str(database.parent / BLOBS_FOLDER_NAME)
@@ -182,6 +184,7 @@ def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> 
             max_cache_age=options.max_cache_age,
             inline_max_bytes=options.inline_max_bytes,
             reservation_cache_size=options.reservation_cache_size,
+            scope=options.scope,
         )
     except BaseException:
         repository.close()

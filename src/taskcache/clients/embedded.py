@@ -45,6 +45,7 @@ class EmbeddedClient:
     Outputs up to ``inline_max_bytes`` serialized are stored in the catalog itself (0 means
     always a blob); larger ones are written once as ``outputs.pb`` to ``blobs``. Readers that
     already have a URI are stored by reference. With ``max_cache_age``, older entries miss.
+    Entries are filed under the key's (org, project, domain), or under ``scope`` if given.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class EmbeddedClient:
         max_cache_age: timedelta | None = None,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         reservation_cache_size: int = DEFAULT_MAX_OWNERS,
+        scope: tuple[str, str, str] | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         if inline_max_bytes < 0:
@@ -63,10 +65,15 @@ class EmbeddedClient:
         self.blobs = blobs
         self.max_cache_age = max_cache_age
         self.inline_max_bytes = inline_max_bytes
+        self.scope = scope
         self._reservations = ReservationCacheStore(reservation_cache_size)
         self._on_close = on_close
         self._closed = False
         self._close_lock = threading.Lock()
+
+    def _scope(self, key: Key) -> Scope:
+        org, project, domain = self.scope if self.scope is not None else key.scope
+        return Scope(org=org, project=project, domain=domain)
 
     def get(self, key: Key) -> Entry:
         """Return the entry for ``key`` with its outputs read into memory.
@@ -75,7 +82,7 @@ class EmbeddedClient:
         outputs blob vanished (that dangling entry is removed so a later put repopulates it).
         """
         cache_key = hashing.cache_key(key)
-        row = self.manager.get(_scope(key), cache_key, max_age=self.max_cache_age)
+        row = self.manager.get(self._scope(key), cache_key, max_age=self.max_cache_age)
         try:
             outputs = read_payload(row.output_literals, row.output_uri, key=cache_key)
         except NotFoundError as error:
@@ -118,7 +125,7 @@ class EmbeddedClient:
             )
             # An entry older than max_cache_age is a miss, so a put may replace it.
             result = self.manager.put(
-                _scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
+                self._scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
             )
         except CacheError as error:
             self._discard_blob(payload.written_uri if payload is not None else None)
@@ -144,7 +151,7 @@ class EmbeddedClient:
     def delete(self, key: Key) -> None:
         """Delete the entry (and its blob if this catalog wrote it); NotFoundError if absent."""
         cache_key = hashing.cache_key(key)
-        row = self.manager.delete(_scope(key), cache_key)
+        row = self.manager.delete(self._scope(key), cache_key)
         self._discard_blob(row.output_uri)
 
     def get_or_extend_reservation(
@@ -153,7 +160,7 @@ class EmbeddedClient:
         """Acquire or extend ``owner_id``'s reservation on ``key``, or return the holder's."""
         cache_key = hashing.cache_key(key)
         row = self.manager.get_or_extend_reservation(
-            _scope(key), cache_key, owner_id, heartbeat_interval
+            self._scope(key), cache_key, owner_id, heartbeat_interval
         )
         return Reservation(
             key=row.key,
@@ -165,7 +172,7 @@ class EmbeddedClient:
     def release_reservation(self, key: Key, owner_id: str) -> None:
         """Release ``owner_id``'s reservation on ``key``; a no-op if it holds none."""
         cache_key = hashing.cache_key(key)
-        self.manager.release_reservation(_scope(key), cache_key, owner_id)
+        self.manager.release_reservation(self._scope(key), cache_key, owner_id)
 
     def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """Return what this client remembers of ``owner_id``'s last reservation attempt."""
@@ -253,8 +260,3 @@ class AsyncEmbeddedClient:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def _scope(key: Key) -> Scope:
-    org, project, domain = key.scope
-    return Scope(org=org, project=project, domain=domain)

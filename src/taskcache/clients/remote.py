@@ -125,7 +125,9 @@ class _RemoteRules:
             cached.output_uri = payload.output_uri or ""
         created_at = metadata.created_at if metadata is not None else None
         cached.metadata.created_at.FromDatetime(created_at or utc_now())
-        overwrite_output = base.OverwriteOutput(overwrite=overwrite)
+        # The server deletes a replaced blob only if it lies under the storage root it owns,
+        # so an update does not leave the previous outputs behind.
+        overwrite_output = base.OverwriteOutput(overwrite=overwrite, delete_blob=True)
         if self.max_cache_age is not None and not overwrite:
             # An entry older than max_cache_age misses on get, so a put may replace it.
             overwrite_output.max_age.FromTimedelta(self.max_cache_age)
