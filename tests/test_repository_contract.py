@@ -569,3 +569,34 @@ def test_stats_figures(repo: Repository) -> None:
     assert repo.stats(T0 + timedelta(days=1)).active_reservations == 0
     with pytest.raises(InvalidArgumentError):
         repo.stats(datetime(2024, 1, 1))
+
+
+def test_taking_over_an_expired_reservation_names_the_previous_owner(repo: Repository) -> None:
+    fresh = repo.acquire_reservation(reservation("a", T0 + timedelta(seconds=15)), T0)
+    assert fresh.taken_over_from is None
+    extended = repo.acquire_reservation(
+        reservation("a", T0 + timedelta(seconds=25)), T0 + timedelta(seconds=10)
+    )
+    assert extended.taken_over_from is None
+    contended = repo.acquire_reservation(
+        reservation("b", T0 + timedelta(seconds=30)), T0 + timedelta(seconds=12)
+    )
+    assert contended.owner_id == "a"
+    assert contended.taken_over_from is None
+    taken = repo.acquire_reservation(
+        reservation("b", T0 + timedelta(seconds=60)), T0 + timedelta(seconds=25)
+    )
+    assert taken.owner_id == "b"
+    assert taken.taken_over_from == "a"
+    assert taken == reservation("b", T0 + timedelta(seconds=60))  # not part of equality
+
+
+def test_pool_stats_exist_only_for_pooled_backends(repo: Repository) -> None:
+    stats = repo.pool_stats()
+    if isinstance(repo, SqliteRepository):
+        assert stats is None
+    else:
+        assert stats is not None
+        assert stats.size >= 1
+        assert 0 <= stats.available <= stats.size
+        assert stats.waiting >= 0

@@ -7,7 +7,7 @@ precision.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -44,13 +44,27 @@ class EntryRow:
 
 @dataclass(frozen=True)
 class ReservationRow:
-    """One reservation: ``owner_id`` holds ``key`` until ``expires_at``."""
+    """One reservation: ``owner_id`` holds ``key`` until ``expires_at``.
+
+    ``taken_over_from`` is set only on a row returned by a grant that replaced another
+    owner's expired reservation (for metrics); it takes no part in equality.
+    """
 
     scope: Scope
     key: str
     owner_id: str
     heartbeat_interval: timedelta
     expires_at: datetime
+    taken_over_from: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Database connections of a pooled repository: open, idle, and callers waiting."""
+
+    size: int
+    available: int
+    waiting: int
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,10 @@ class Repository(Protocol):
 
     def stats(self, now: datetime) -> CatalogStats:
         """Return catalog totals; reservations count as active while ``expires_at > now``."""
+        ...
+
+    def pool_stats(self) -> PoolStats | None:
+        """Return connection-pool figures, or None for a repository without a pool."""
         ...
 
     def ping(self) -> None:

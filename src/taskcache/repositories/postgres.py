@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -35,6 +36,7 @@ from taskcache.repositories.base import (
     EntryCursor,
     EntryFilter,
     EntryRow,
+    PoolStats,
     ProjectStats,
     ReservationRow,
     Scope,
@@ -545,6 +547,9 @@ class PostgresRepository:
             for _ in range(_MAX_ATTEMPTS):
                 granted = conn.execute(
                     f"""
+                    WITH previous AS (
+                        SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}
+                    )
                     INSERT INTO reservations
                         (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
                     VALUES (%s, %s, %s, %s, %s, %s, %s)
@@ -554,12 +559,17 @@ class PostgresRepository:
                         expires_at = EXCLUDED.expires_at
                     WHERE reservations.owner_id = EXCLUDED.owner_id
                        OR reservations.expires_at <= %s
-                    RETURNING {_RESERVATION_COLUMNS}
+                    RETURNING {_RESERVATION_COLUMNS}, (SELECT owner_id FROM previous)
                     """,
-                    (*key_params, row.owner_id, heartbeat_us, expires_at, now),
+                    (*key_params, *key_params, row.owner_id, heartbeat_us, expires_at, now),
                 ).fetchone()
                 if granted is not None:
-                    return _reservation_from_row(row.scope, row.key, granted)
+                    result = _reservation_from_row(row.scope, row.key, granted[:-1])
+                    # The CTE sees the row as the statement began: who held it before us.
+                    previous_owner = granted[-1]
+                    if previous_owner is not None and previous_owner != row.owner_id:
+                        result = replace(result, taken_over_from=previous_owner)
+                    return result
                 holder = conn.execute(
                     f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
                     key_params,
@@ -714,6 +724,15 @@ class PostgresRepository:
             blob_entries=sum(int(group[5]) for group in groups),
             active_reservations=0 if found is None else int(found[0]),
             by_scope=by_scope,
+        )
+
+    def pool_stats(self) -> PoolStats | None:
+        """Return the pool's open, idle and waiting figures."""
+        stats = self._pool.get_stats()
+        return PoolStats(
+            size=stats.get("pool_size", 0),
+            available=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
         )
 
     def ping(self) -> None:

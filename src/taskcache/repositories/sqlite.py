@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +27,7 @@ from taskcache.repositories.base import (
     EntryCursor,
     EntryFilter,
     EntryRow,
+    PoolStats,
     ProjectStats,
     ReservationRow,
     Scope,
@@ -453,6 +455,9 @@ class SqliteRepository:
         expires_at = _to_us(row.expires_at, "expires_at")
         now_us = _to_us(now, "now")
         with self._transaction() as conn:
+            previous = conn.execute(
+                f"SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}", key_params
+            ).fetchone()
             # The upsert's WHERE decides the grant; reading back inside the same transaction
             # returns exactly the row that decision left in force.
             conn.execute(
@@ -475,7 +480,10 @@ class SqliteRepository:
             ).fetchone()
         if found is None:  # pragma: no cover - the upsert always leaves a row
             raise InternalError("reservation vanished inside its own transaction")
-        return _reservation_from_row(row.scope, row.key, found)
+        result = _reservation_from_row(row.scope, row.key, found)
+        if previous is not None and previous[0] != row.owner_id == result.owner_id:
+            result = replace(result, taken_over_from=previous[0])
+        return result
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
@@ -607,6 +615,10 @@ class SqliteRepository:
             active_reservations=active,
             by_scope=by_scope,
         )
+
+    def pool_stats(self) -> PoolStats | None:
+        """Return None: SQLite connections are per thread, not pooled."""
+        return None
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raise UnavailableError if the store does not answer (or is closed)."""

@@ -139,8 +139,13 @@ class CacheServiceCore:
             request.owner_id,
             request.heartbeat_interval.ToTimedelta(),
         )
-        granted = row.owner_id == request.owner_id
-        self._metrics.reservations.labels(outcome="granted" if granted else "contended").inc()
+        if row.owner_id != request.owner_id:
+            outcome = "contended"
+        elif row.taken_over_from is not None:
+            outcome = "taken_over"
+        else:
+            outcome = "granted"
+        self._metrics.reservations.labels(outcome=outcome).inc()
         response = cacheservice_pb2.GetOrExtendReservationResponse()
         reservation = response.reservation
         reservation.key = request.key

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from taskcache.repositories.base import PoolStats
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -62,8 +65,9 @@ class ServerMetrics:
         )
         self.reservations = Counter(
             "taskcache_reservations",
-            "GetOrExtendReservation outcomes: granted (to the caller) or contended (held by "
-            "another owner).",
+            "GetOrExtendReservation outcomes: granted (created or extended for the caller), "
+            "taken_over (granted after another owner's reservation expired) or contended "
+            "(held by another owner).",
             ("outcome",),
             registry=self.registry,
         )
@@ -73,8 +77,23 @@ class ServerMetrics:
             registry=self.registry,
         )
         # Pre-create the outcome series so dashboards see zeros before the first call.
-        for outcome in ("granted", "contended"):
+        for outcome in ("granted", "taken_over", "contended"):
             self.reservations.labels(outcome=outcome)
+
+    def watch_pool(self, stats: Callable[[], PoolStats | None]) -> None:
+        """Export the repository's connection-pool figures, read at every scrape.
+
+        Repositories without a pool (``stats()`` returns None) export nothing.
+        """
+        if stats() is None:
+            return
+        for name, description, pick in (
+            ("taskcache_db_pool_connections", "Open database connections.", _pool_size),
+            ("taskcache_db_pool_idle", "Idle database connections in the pool.", _pool_idle),
+            ("taskcache_db_pool_waiting", "Calls waiting for a connection.", _pool_waiting),
+        ):
+            gauge = Gauge(name, description, registry=self.registry)
+            gauge.set_function(_reader(stats, pick))
 
     def observe_request(
         self, transport: str, service: str, method: str, code: str, seconds: float
@@ -86,3 +105,25 @@ class ServerMetrics:
     def render(self) -> bytes:
         """Return all metrics in the Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+def _pool_size(stats: PoolStats) -> int:
+    return stats.size
+
+
+def _pool_idle(stats: PoolStats) -> int:
+    return stats.available
+
+
+def _pool_waiting(stats: PoolStats) -> int:
+    return stats.waiting
+
+
+def _reader(
+    stats: Callable[[], PoolStats | None], pick: Callable[[PoolStats], int]
+) -> Callable[[], float]:
+    def read() -> float:
+        current = stats()
+        return float(pick(current)) if current is not None else 0.0
+
+    return read

@@ -96,12 +96,19 @@ def _add_grpc_port(server: Any, host: str, port: int) -> int:
     return bound
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    core_type: type[CacheServiceCore] = CacheServiceCore,
+) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
     Shutdown stops accepting new calls, gives in-flight ones up to
     :data:`SHUTDOWN_GRACE_SECONDS`, then closes the repository. Raises InvalidArgumentError for
     a bad database setting, UnavailableError if the database or a port cannot be opened.
+    ``core_type`` builds the service core (a subclass with canned answers lets benchmarks
+    measure the transport stack alone); ``taskcache serve`` always uses the real one.
     """
     loop = asyncio.get_running_loop()
     stop_event = stop if stop is not None else asyncio.Event()
@@ -113,7 +120,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         )
         executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
         try:
-            await _serve(settings, repository, executor, stop_event)
+            await _serve(settings, repository, executor, stop_event, core_type)
         finally:
             executor.shutdown(wait=True)
             repository.close()
@@ -124,7 +131,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
 
 async def _serve(
-    settings: Settings, repository: Repository, executor: ThreadPoolExecutor, stop: asyncio.Event
+    settings: Settings,
+    repository: Repository,
+    executor: ThreadPoolExecutor,
+    stop: asyncio.Event,
+    core_type: type[CacheServiceCore],
 ) -> None:
     manager = CacheManager(
         repository,
@@ -133,7 +144,8 @@ async def _serve(
     )
     blobs = BlobStore(settings.storage) if settings.storage else None
     metrics = ServerMetrics()
-    core = CacheServiceCore(manager, executor=executor, metrics=metrics, blobs=blobs)
+    metrics.watch_pool(repository.pool_stats)
+    core = core_type(manager, executor=executor, metrics=metrics, blobs=blobs)
     tracer = configure_tracing(settings.otlp_endpoint)
     runner = CallRunner(metrics, tracer)
     monitor = HealthMonitor(repository, metrics)
