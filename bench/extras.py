@@ -1,0 +1,91 @@
+"""Facts reported beside the table: reservation-cache entry size and ``open()`` time."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import taskcache
+from bench.servers import REPOSITORY_ROOT
+from taskcache.model import ReservationCache, ReservationStatus
+from taskcache.reservation_cache import ReservationCacheStore
+
+OWNER_ID_LENGTH = 40  # e.g. "<execution name>-n0-0-<attempt>"
+
+
+def reservation_cache_entry_bytes(entries: int = 10_000) -> dict[str, Any]:
+    """Measure the memory one remembered owner costs in a ReservationCacheStore.
+
+    Each entry is a fresh 40-character owner id and a ReservationCache holding its own
+    timestamp; everything allocated while filling the store counts (tracemalloc).
+    """
+    store = ReservationCacheStore(max_owners=entries)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for index in range(entries):
+            owner = f"bench-execution-{index:010d}-n0-0-attempt-1"[:OWNER_ID_LENGTH]
+            store.put(
+                owner,
+                ReservationCache(
+                    timestamp=datetime.now(UTC),
+                    reservation_status=ReservationStatus.RESERVATION_ACQUIRED,
+                ),
+            )
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    owner_bytes = sys.getsizeof("x" * OWNER_ID_LENGTH)
+    return {
+        "bytes_per_entry": (after - before) / entries,
+        "owner_id_bytes": owner_bytes,
+        "entries": entries,
+    }
+
+
+def open_times(repeats: int) -> dict[str, Any]:
+    """Median seconds to ``taskcache.open()`` an embedded SQLite catalog (and close it):
+    a new folder (creates the schema), an existing one, and import + open in a fresh process.
+    """
+    cold: list[float] = []
+    warm: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="taskcache-bench-open-") as folder:
+        for index in range(repeats):
+            target = Path(folder) / f"catalog-{index}"
+            started = time.perf_counter()
+            taskcache.open(target).close()
+            cold.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            taskcache.open(target).close()
+            warm.append(time.perf_counter() - started)
+        script = (
+            "import time; t = time.perf_counter(); import taskcache; "
+            f"taskcache.open({str(Path(folder) / 'catalog-0')!r}).close(); "
+            "print(time.perf_counter() - t)"
+        )
+        fresh = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", script],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd=REPOSITORY_ROOT,
+                    timeout=120,
+                ).stdout
+            )
+            for _ in range(max(1, min(repeats, 3)))
+        ]
+    return {
+        "new_catalog_s": statistics.median(cold),
+        "existing_catalog_s": statistics.median(warm),
+        "fresh_process_import_and_open_s": statistics.median(fresh),
+        "repeats": repeats,
+    }

@@ -1,0 +1,132 @@
+"""P3: embedded memoized call overhead on hits, against diskcache and joblib.
+
+The same function (5 small inputs, 1 KiB string output), the same 64 argument tuples, all
+pre-populated; a round times ``calls`` hits cycling through them. Ours is ``taskcache.open``
+on an embedded SQLite catalog with the :func:`bench.memo.cached` helper: build the input
+LiteralMap, compute the Flyte key, ``get``, decode the output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import taskcache
+from bench.common import Result, Tier, alternate, progress
+from bench.literals import kib_text
+from bench.memo import cached
+
+ARGUMENT_SETS = 64
+
+
+def task(count: int, scale: float, label: str, enabled: bool, seed: int) -> str:
+    """The memoized function: five small inputs, a 1 KiB output."""
+    return kib_text(count + seed)[: -len(label)] + label if enabled else kib_text(seed)
+
+
+def arguments() -> list[tuple[int, float, str, bool, int]]:
+    """Return the argument tuples every variant is called with."""
+    return [(i, i * 0.5, f"label-{i:03d}", i % 2 == 0, 1000 + i) for i in range(ARGUMENT_SETS)]
+
+
+def _timer(function: Callable[..., Any], calls: int) -> Callable[[], float]:
+    args = arguments()
+
+    def run() -> float:
+        cycle = itertools.cycle(args)
+        started = time.perf_counter()
+        for _ in range(calls):
+            function(*next(cycle))
+        return (time.perf_counter() - started) / calls * 1e6
+
+    return run
+
+
+def _populate(function: Callable[..., Any]) -> None:
+    expected = {tuple(a): task(*a) for a in arguments()}
+    for args, value in expected.items():
+        assert function(*args) == value
+    for args, value in expected.items():  # now all hits
+        assert function(*args) == value
+
+
+def run(tier: Tier) -> list[Result]:
+    results = [
+        Result(
+            id="P3-diskcache",
+            measure="embedded memoized hit, 5 inputs, 1 KiB out (vs diskcache.memoize)",
+            unit="us/call",
+            target="<= 1.0x",
+            direction="lower",
+            limit=1.0,
+        ),
+        Result(
+            id="P3-joblib",
+            measure="embedded memoized hit, 5 inputs, 1 KiB out (vs joblib.Memory.cache)",
+            unit="us/call",
+            target="<= 0.5x",
+            direction="lower",
+            limit=0.5,
+        ),
+    ]
+    with tempfile.TemporaryDirectory(prefix="taskcache-bench-p3-") as folder:
+        root = Path(folder)
+        client = taskcache.open(root / "ours")
+        try:
+            ours = cached(client)(task)
+            _populate(ours)
+            ours_timer = _timer(ours, tier.p3_calls)
+            baselines = _baselines(root)
+            for result, (name, baseline) in zip(results, baselines.items(), strict=True):
+                if baseline is None:
+                    result.notes = f"{name} is not installed (pip install -e '.[bench]')"
+                    result.ours_rounds = [ours_timer() for _ in range(tier.p3_rounds)]
+                    result.settle()
+                    continue
+                _populate(baseline)
+                baseline_timer = _timer(baseline, tier.p3_calls)
+                ours_timer()  # warm both once
+                baseline_timer()
+                result.ours_rounds, result.baseline_rounds = alternate(
+                    tier.p3_rounds, ours_timer, baseline_timer
+                )
+                result.settle()
+                progress(f"{result.id}: ours {result.ours:.1f} us, {name} {result.baseline:.1f} us")
+        finally:
+            client.close()
+    return results
+
+
+def _baselines(root: Path) -> dict[str, Callable[..., Any] | None]:
+    found: dict[str, Callable[..., Any] | None] = {}
+    try:
+        import diskcache  # type: ignore[import-untyped]  # noqa: PLC0415 - bench extra
+
+        found["diskcache"] = diskcache.Cache(str(root / "diskcache")).memoize()(task)
+    except ImportError:
+        found["diskcache"] = None
+    try:
+        import joblib  # type: ignore[import-untyped]  # noqa: PLC0415 - bench extra
+
+        found["joblib"] = joblib.Memory(str(root / "joblib"), verbose=0).cache(task)
+    except ImportError:
+        found["joblib"] = None
+    return found
+
+
+def profile_target(tier: Tier) -> Callable[[], None]:
+    """Return a callable running ours' hits, for the profiler (its folder lives as long)."""
+    folder = tempfile.TemporaryDirectory(prefix="taskcache-bench-p3-profile-")
+    client = taskcache.open(Path(folder.name) / "ours")
+    ours = cached(client)(task)
+    _populate(ours)
+    timer = _timer(ours, max(tier.p3_calls, 500))
+
+    def go(folder: tempfile.TemporaryDirectory[str] = folder) -> None:
+        timer()
+
+    return go
