@@ -17,6 +17,7 @@ from flyteidl.core import interface_pb2 as interface_pb2_v1
 from flyteidl.core import literals_pb2 as literals_pb2_v1
 from flyteidl2.cacheservice import cacheservice_pb2
 from flyteidl2.core import catalog_pb2, identifier_pb2, interface_pb2, literals_pb2
+from google.protobuf.message import Message
 
 from taskcache.errors import (
     AlreadyExistsError,
@@ -114,7 +115,12 @@ class Key:
         with self._lock:
             if not self._inputs_read:
                 source = self.inputs
-                self._read_inputs = source.get() if isinstance(source, InputReader) else source
+                # A LiteralMap (either generation) is a Message; checking that first avoids
+                # the slow runtime Protocol check on the common path.
+                if source is None or isinstance(source, Message):
+                    self._read_inputs = source
+                else:
+                    self._read_inputs = source.get()
                 self._inputs_read = True
         return self._read_inputs
 
