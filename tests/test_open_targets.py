@@ -226,3 +226,8 @@ def test_embedded_scope_option_files_entries_under_that_scope(tmp_path: Path) ->
         assert scoped.get(key).outputs.read() == int_map(o0=2)
     with taskcache.open(target) as unscoped, pytest.raises(taskcache.NotFoundError):
         unscoped.get(key)
+
+
+def test_unknown_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="bogus"):
+        taskcache.open("memory://", bogus=1)  # type: ignore[call-arg]

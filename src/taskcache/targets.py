@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import platformdirs
 
@@ -127,21 +127,32 @@ class _Options:
     scope: tuple[str, str, str] | None
 
 
-def _options(
-    *,
-    storage: str | None,
-    max_cache_age: timedelta | float | None,
-    inline_max_bytes: int,
-    max_reservation_heartbeat: timedelta | float,
-    heartbeat_grace_multiplier: float,
-    reservation_cache_size: int,
-    clock: Clock,
-    timeout: float | None,
-    max_retries: int,
-    ca_file: str | None,
-    token: str | None,
-    scope: tuple[str, str, str] | None,
-) -> _Options:
+class OpenOptions(TypedDict, total=False):
+    """Keyword options of :func:`open_catalog` and :func:`open_async_catalog`."""
+
+    storage: str | None
+    max_cache_age: timedelta | float | None
+    inline_max_bytes: int
+    max_reservation_heartbeat: timedelta | float
+    heartbeat_grace_multiplier: float
+    reservation_cache_size: int
+    clock: Clock
+    timeout: float | None
+    max_retries: int
+    ca_file: str | None
+    token: str | None
+    scope: tuple[str, str, str] | None
+
+
+def _options(given: OpenOptions) -> _Options:
+    unknown = set(given) - set(OpenOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    inline_max_bytes = given.get("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES)
+    max_retries = given.get("max_retries", 5)
+    timeout = given.get("timeout", 30.0)
+    scope = given.get("scope")
+    max_cache_age = given.get("max_cache_age")
     if inline_max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
     if max_retries < 0:
@@ -153,17 +164,22 @@ def _options(
             "must be three non-empty names (org, project, domain)", field="scope"
         )
     return _Options(
-        storage=storage,
+        storage=given.get("storage"),
         max_cache_age=None if max_cache_age is None else _duration(max_cache_age, "max_cache_age"),
         inline_max_bytes=inline_max_bytes,
-        max_reservation_heartbeat=_duration(max_reservation_heartbeat, "max_reservation_heartbeat"),
-        heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-        reservation_cache_size=reservation_cache_size,
-        clock=clock,
+        max_reservation_heartbeat=_duration(
+            given.get("max_reservation_heartbeat", DEFAULT_MAX_RESERVATION_HEARTBEAT),
+            "max_reservation_heartbeat",
+        ),
+        heartbeat_grace_multiplier=given.get(
+            "heartbeat_grace_multiplier", DEFAULT_HEARTBEAT_GRACE_MULTIPLIER
+        ),
+        reservation_cache_size=given.get("reservation_cache_size", DEFAULT_MAX_OWNERS),
+        clock=given.get("clock", utc_now),
         timeout=timeout,
         max_retries=max_retries,
-        ca_file=ca_file,
-        token=token,
+        ca_file=given.get("ca_file"),
+        token=given.get("token"),
         scope=scope,
     )
 
@@ -207,20 +223,7 @@ def _remote_options(options: _Options) -> RemoteOptions:
 
 
 def open_catalog(
-    target: str | os.PathLike[str] | None = None,
-    *,
-    storage: str | None = None,
-    max_cache_age: timedelta | float | None = None,
-    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
-    max_reservation_heartbeat: timedelta | float = DEFAULT_MAX_RESERVATION_HEARTBEAT,
-    heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
-    reservation_cache_size: int = DEFAULT_MAX_OWNERS,
-    clock: Clock = utc_now,
-    timeout: float | None = 30.0,
-    max_retries: int = 5,
-    ca_file: str | None = None,
-    token: str | None = None,
-    scope: tuple[str, str, str] | None = None,
+    target: str | os.PathLike[str] | None = None, **options: Unpack[OpenOptions]
 ) -> Client:
     """Open a catalog and return a :class:`~taskcache.Client`.
 
@@ -235,85 +238,50 @@ def open_catalog(
       and DeadlineExceeded, with exponential backoff and jitter), ``ca_file`` (TLS),
       ``token`` (bearer) and ``scope`` ((org, project, domain); default: the key's) apply.
 
-    ``storage`` is the fsspec URL large outputs are written under (default: ``blobs/`` beside
-    the database, or in the default home). The embedded-only options ``clock``,
+    Options (:class:`OpenOptions`): ``storage`` is the fsspec URL large outputs are written
+    under (default: ``blobs/`` beside the database, or in the default home);
+    ``max_cache_age`` (None: never expire); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
+    ``max_reservation_heartbeat`` (10 s); ``heartbeat_grace_multiplier`` (3);
+    ``reservation_cache_size`` (10 000 owners); ``clock``; ``timeout`` (30 s);
+    ``max_retries`` (5); ``ca_file``; ``token``; ``scope``. The embedded-only options ``clock``,
     ``max_reservation_heartbeat`` and ``heartbeat_grace_multiplier`` are the server's own
     settings for a remote target. Durations may be timedelta or seconds. Raises
     InvalidArgumentError for a bad target or option, UnavailableError if the database cannot
     be opened.
     """
-    options = _options(
-        storage=storage,
-        max_cache_age=max_cache_age,
-        inline_max_bytes=inline_max_bytes,
-        max_reservation_heartbeat=max_reservation_heartbeat,
-        heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-        reservation_cache_size=reservation_cache_size,
-        clock=clock,
-        timeout=timeout,
-        max_retries=max_retries,
-        ca_file=ca_file,
-        token=token,
-        scope=scope,
-    )
+    resolved = _options(options)
     url = _remote_url(target)
     if url is None:
-        return _open_embedded(target, options)
+        return _open_embedded(target, resolved)
     from taskcache.clients.remote import open_remote  # noqa: PLC0415
 
     return open_remote(
         url,
-        storage=_remote_storage(options),
-        options=_remote_options(options),
-        scope=options.scope,
-        max_cache_age=options.max_cache_age,
-        inline_max_bytes=options.inline_max_bytes,
-        reservation_cache_size=options.reservation_cache_size,
+        storage=_remote_storage(resolved),
+        options=_remote_options(resolved),
+        scope=resolved.scope,
+        max_cache_age=resolved.max_cache_age,
+        inline_max_bytes=resolved.inline_max_bytes,
+        reservation_cache_size=resolved.reservation_cache_size,
     )
 
 
 def open_async_catalog(
-    target: str | os.PathLike[str] | None = None,
-    *,
-    storage: str | None = None,
-    max_cache_age: timedelta | float | None = None,
-    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
-    max_reservation_heartbeat: timedelta | float = DEFAULT_MAX_RESERVATION_HEARTBEAT,
-    heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
-    reservation_cache_size: int = DEFAULT_MAX_OWNERS,
-    clock: Clock = utc_now,
-    timeout: float | None = 30.0,
-    max_retries: int = 5,
-    ca_file: str | None = None,
-    token: str | None = None,
-    scope: tuple[str, str, str] | None = None,
+    target: str | os.PathLike[str] | None = None, **options: Unpack[OpenOptions]
 ) -> AsyncClient:
     """Like :func:`open_catalog`, returning the :class:`~taskcache.AsyncClient` twin."""
-    options = _options(
-        storage=storage,
-        max_cache_age=max_cache_age,
-        inline_max_bytes=inline_max_bytes,
-        max_reservation_heartbeat=max_reservation_heartbeat,
-        heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-        reservation_cache_size=reservation_cache_size,
-        clock=clock,
-        timeout=timeout,
-        max_retries=max_retries,
-        ca_file=ca_file,
-        token=token,
-        scope=scope,
-    )
+    resolved = _options(options)
     url = _remote_url(target)
     if url is None:
-        return AsyncEmbeddedClient(_open_embedded(target, options))
+        return AsyncEmbeddedClient(_open_embedded(target, resolved))
     from taskcache.clients.remote import open_remote_async  # noqa: PLC0415
 
     return open_remote_async(
         url,
-        storage=_remote_storage(options),
-        options=_remote_options(options),
-        scope=options.scope,
-        max_cache_age=options.max_cache_age,
-        inline_max_bytes=options.inline_max_bytes,
-        reservation_cache_size=options.reservation_cache_size,
+        storage=_remote_storage(resolved),
+        options=_remote_options(resolved),
+        scope=resolved.scope,
+        max_cache_age=resolved.max_cache_age,
+        inline_max_bytes=resolved.inline_max_bytes,
+        reservation_cache_size=resolved.reservation_cache_size,
     )
