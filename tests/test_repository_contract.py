@@ -1,18 +1,23 @@
 """The Repository contract, checked against every backend.
 
-Each test runs on an in-memory SQLite database, a SQLite file and a PostgreSQL database (see
-``tests/conftest.py``; skipped loudly without a server, failed under ``CI=true``).
+Each test runs on an in-memory SQLite database, a SQLite file and a PostgreSQL database, the
+last both through the synchronous ``PostgresRepository`` and through the asynchronous
+``AsyncPostgresRepository`` (behind :class:`SyncAdapter`, which runs each coroutine on a
+private event loop); see ``tests/conftest.py`` (skipped loudly without a server, failed under
+``CI=true``).
 Backend-specific behaviour lives in ``test_sqlite_repository.py`` and
 ``test_postgres_repository.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -72,13 +77,58 @@ def reservation(
     )
 
 
-BACKENDS = ["sqlite-memory", "sqlite-file", "postgres"]
+BACKENDS = ["sqlite-memory", "sqlite-file", "postgres", "postgres-async"]
+
+
+class SyncAdapter:
+    """An asynchronous repository as a synchronous one: each coroutine method runs to
+    completion on ``loop`` (which also runs the pool's background tasks meanwhile).
+    """
+
+    def __init__(self, repository: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.repository = repository
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.repository, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._loop.run_until_complete(attribute(*args, **kwargs))
+
+        return call
+
+
+def open_async_postgres(url: str, **options: Any) -> tuple[SyncAdapter, Callable[[], None]]:
+    """Open an AsyncPostgresRepository on a private loop; return it adapted and a closer."""
+    from taskcache.repositories.postgres_async import AsyncPostgresRepository
+
+    loop = asyncio.new_event_loop()
+    repository = loop.run_until_complete(AsyncPostgresRepository.open(url, **options))
+
+    def close() -> None:
+        try:
+            loop.run_until_complete(repository.close())
+        finally:
+            loop.close()
+
+    return SyncAdapter(repository, loop), close
 
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
     if request.param == "postgres":
         yield request.getfixturevalue("postgres_repository")
+        return
+    if request.param == "postgres-async":
+        adapted, close = open_async_postgres(
+            request.getfixturevalue("clean_postgres"), min_size=1, max_size=4
+        )
+        try:
+            yield cast(Repository, adapted)
+        finally:
+            close()
         return
     path = None if request.param == "sqlite-memory" else tmp_path / "nested" / "cache.db"
     repository = SqliteRepository(path)

@@ -1,7 +1,9 @@
 """The cache policy: the one place that decides put, overwrite, max age and reservation owners.
 
-Every client (embedded or behind the service) calls a :class:`CacheManager`; repositories only
-apply the conditions it hands them.
+Every client (embedded or behind the service) calls a :class:`CacheManager` (or, on the
+server's PostgreSQL path, an :class:`AsyncCacheManager`: the same rules, awaited); repositories
+only apply the conditions it hands them. Both managers take every decision from one shared
+policy (:class:`_CachePolicy`) and differ only in how they call the repository.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from taskcache.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from taskcache.repositories.base import EntryRow, Repository, ReservationRow, Scope
+from taskcache.repositories.base import (
+    AsyncRepository,
+    CreateOutcome,
+    EntryRow,
+    Repository,
+    ReservationRow,
+    Scope,
+)
 
 Clock = Callable[[], datetime]
 
@@ -45,17 +54,18 @@ class PutResult:
     replaced: EntryRow | None
 
 
-class CacheManager:
-    """Applies the catalog's rules on top of a :class:`Repository`.
+class _CachePolicy:
+    """The rules shared by :class:`CacheManager` and :class:`AsyncCacheManager`.
 
-    ``max_reservation_heartbeat`` caps the heartbeat a caller may ask for;
-    ``heartbeat_grace_multiplier`` sets how many heartbeats a reservation outlives its last
-    extension. ``clock`` returns aware UTC datetimes (injectable for tests).
+    Pure decisions only, no I/O: the managers validate and plan with these methods, make one
+    repository call, and interpret its answer with them. ``max_reservation_heartbeat`` caps
+    the heartbeat a caller may ask for; ``heartbeat_grace_multiplier`` sets how many
+    heartbeats a reservation outlives its last extension. ``clock`` returns aware UTC
+    datetimes (injectable for tests).
     """
 
     def __init__(
         self,
-        repository: Repository,
         *,
         clock: Clock = utc_now,
         max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
@@ -67,42 +77,37 @@ class CacheManager:
             raise InvalidArgumentError(
                 "must be a positive finite number", field="heartbeat_grace_multiplier"
             )
-        self.repository = repository
         self.clock = clock
         self.max_reservation_heartbeat = max_reservation_heartbeat
         self.heartbeat_grace_multiplier = heartbeat_grace_multiplier
 
-    def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
-        """Return the entry for ``key``.
+    # --- get / delete ---------------------------------------------------------------------
 
-        Raises NotFoundError when absent or, with ``max_age``, last updated longer ago than
-        that; InvalidArgumentError for a malformed key.
-        """
+    @staticmethod
+    def _plan_get(key: str, max_age: timedelta | None) -> None:
         validate_key(key)
         validate_max_age(max_age)
-        row = self.repository.get_entry(scope, key)
+
+    def _check_hit(self, row: EntryRow | None, key: str, max_age: timedelta | None) -> EntryRow:
+        """Return ``row`` if it may be served; NotFoundError if absent or too old."""
         if row is None:
             raise NotFoundError(f"no cache entry for key {key!r}")
         if is_stale(row.last_updated_at, self.clock(), max_age):
             raise NotFoundError(f"cache entry for key {key!r} is older than {max_age}")
         return row
 
-    def put(
-        self,
-        scope: Scope,
-        key: str,
-        entry: NewEntry,
-        *,
-        overwrite: bool = False,
-        max_age: timedelta | None = None,
-    ) -> PutResult:
-        """Store ``entry`` under ``key``.
+    @staticmethod
+    def _check_deleted(row: EntryRow | None, key: str) -> EntryRow:
+        if row is None:
+            raise NotFoundError(f"no cache entry for key {key!r}")
+        return row
 
-        Without ``overwrite``: raises AlreadyExistsError if an entry exists that is not older
-        than ``max_age`` (any existing entry when ``max_age`` is None); the check and the write
-        are atomic. With ``overwrite``: replaces any entry, keeping its ``created_at`` unless
-        ``entry.created_at`` is set. ``last_updated_at`` is always now.
-        """
+    # --- put ------------------------------------------------------------------------------
+
+    def _plan_put(
+        self, scope: Scope, key: str, entry: NewEntry, max_age: timedelta | None
+    ) -> tuple[EntryRow, datetime | None]:
+        """Validate a put; return the row to write and the create-only replacement cutoff."""
         validate_key(key)
         validate_max_age(max_age)
         if entry.output_uri is None and entry.output_literals is None:
@@ -122,30 +127,27 @@ class CacheManager:
             created_at=entry.created_at if entry.created_at is not None else now,
             last_updated_at=now,
         )
-        if overwrite:
-            replaced = self.repository.overwrite_entry(
-                row, keep_created_at=entry.created_at is None
-            )
-            if replaced is not None and entry.created_at is None:
-                row = replace(row, created_at=replaced.created_at)
-            return PutResult(stored=row, replaced=replaced)
         cutoff = now - max_age if max_age is not None else None
-        outcome = self.repository.create_entry(row, replace_if_updated_before=cutoff)
+        return row, cutoff
+
+    @staticmethod
+    def _keep_created_at(entry: NewEntry) -> bool:
+        """Whether an overwrite keeps the replaced entry's ``created_at``."""
+        return entry.created_at is None
+
+    @staticmethod
+    def _finish_overwrite(row: EntryRow, replaced: EntryRow | None, entry: NewEntry) -> PutResult:
+        if replaced is not None and entry.created_at is None:
+            row = replace(row, created_at=replaced.created_at)
+        return PutResult(stored=row, replaced=replaced)
+
+    @staticmethod
+    def _finish_create(row: EntryRow, outcome: CreateOutcome) -> PutResult:
         if not outcome.written:
-            raise AlreadyExistsError(f"a cache entry already exists for key {key!r}")
+            raise AlreadyExistsError(f"a cache entry already exists for key {row.key!r}")
         return PutResult(stored=row, replaced=outcome.replaced)
 
-    def delete(self, scope: Scope, key: str) -> EntryRow:
-        """Delete the entry and return it; NotFoundError if there was none."""
-        validate_key(key)
-        row = self.repository.delete_entry(scope, key)
-        if row is None:
-            raise NotFoundError(f"no cache entry for key {key!r}")
-        return row
-
-    def discard_dangling(self, row: EntryRow) -> bool:
-        """Remove ``row`` whose outputs vanished, unless it was rewritten meanwhile."""
-        return self.repository.delete_entry_if_unchanged(row)
+    # --- reservations ---------------------------------------------------------------------
 
     def effective_heartbeat(self, requested: timedelta) -> timedelta:
         """Return the heartbeat granted for ``requested``: itself if 0 < it < max, else max."""
@@ -153,15 +155,10 @@ class CacheManager:
             return requested
         return self.max_reservation_heartbeat
 
-    def get_or_extend_reservation(
+    def _plan_reservation(
         self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
-    ) -> ReservationRow:
-        """Grant or extend ``owner_id``'s reservation on ``key``, or return the holder's.
-
-        The caller gets a fresh expiry (now + heartbeat x grace multiplier) when there is no
-        reservation, when it already holds it, or when the holder's expired. Otherwise the
-        current holder's reservation is returned unchanged.
-        """
+    ) -> tuple[ReservationRow, datetime]:
+        """Validate; return the reservation wanted (fresh expiry) and the "now" it uses."""
         validate_key(key)
         validate_owner(owner_id)
         heartbeat = self.effective_heartbeat(heartbeat_interval)
@@ -173,13 +170,164 @@ class CacheManager:
             heartbeat_interval=heartbeat,
             expires_at=now + heartbeat * self.heartbeat_grace_multiplier,
         )
+        return wanted, now
+
+    @staticmethod
+    def _plan_release(key: str, owner_id: str) -> None:
+        validate_key(key)
+        validate_owner(owner_id)
+
+
+class CacheManager(_CachePolicy):
+    """Applies the catalog's rules on top of a :class:`Repository`.
+
+    ``max_reservation_heartbeat`` caps the heartbeat a caller may ask for;
+    ``heartbeat_grace_multiplier`` sets how many heartbeats a reservation outlives its last
+    extension. ``clock`` returns aware UTC datetimes (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        clock: Clock = utc_now,
+        max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
+        heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
+    ) -> None:
+        super().__init__(
+            clock=clock,
+            max_reservation_heartbeat=max_reservation_heartbeat,
+            heartbeat_grace_multiplier=heartbeat_grace_multiplier,
+        )
+        self.repository = repository
+
+    def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
+        """Return the entry for ``key``.
+
+        Raises NotFoundError when absent or, with ``max_age``, last updated longer ago than
+        that; InvalidArgumentError for a malformed key.
+        """
+        self._plan_get(key, max_age)
+        return self._check_hit(self.repository.get_entry(scope, key), key, max_age)
+
+    def put(
+        self,
+        scope: Scope,
+        key: str,
+        entry: NewEntry,
+        *,
+        overwrite: bool = False,
+        max_age: timedelta | None = None,
+    ) -> PutResult:
+        """Store ``entry`` under ``key``.
+
+        Without ``overwrite``: raises AlreadyExistsError if an entry exists that is not older
+        than ``max_age`` (any existing entry when ``max_age`` is None); the check and the write
+        are atomic. With ``overwrite``: replaces any entry, keeping its ``created_at`` unless
+        ``entry.created_at`` is set. ``last_updated_at`` is always now.
+        """
+        row, cutoff = self._plan_put(scope, key, entry, max_age)
+        if overwrite:
+            replaced = self.repository.overwrite_entry(
+                row, keep_created_at=self._keep_created_at(entry)
+            )
+            return self._finish_overwrite(row, replaced, entry)
+        outcome = self.repository.create_entry(row, replace_if_updated_before=cutoff)
+        return self._finish_create(row, outcome)
+
+    def delete(self, scope: Scope, key: str) -> EntryRow:
+        """Delete the entry and return it; NotFoundError if there was none."""
+        validate_key(key)
+        return self._check_deleted(self.repository.delete_entry(scope, key), key)
+
+    def discard_dangling(self, row: EntryRow) -> bool:
+        """Remove ``row`` whose outputs vanished, unless it was rewritten meanwhile."""
+        return self.repository.delete_entry_if_unchanged(row)
+
+    def get_or_extend_reservation(
+        self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
+    ) -> ReservationRow:
+        """Grant or extend ``owner_id``'s reservation on ``key``, or return the holder's.
+
+        The caller gets a fresh expiry (now + heartbeat x grace multiplier) when there is no
+        reservation, when it already holds it, or when the holder's expired. Otherwise the
+        current holder's reservation is returned unchanged.
+        """
+        wanted, now = self._plan_reservation(scope, key, owner_id, heartbeat_interval)
         return self.repository.acquire_reservation(wanted, now)
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None:
         """Release ``owner_id``'s reservation on ``key``; absent or foreign ones are left alone."""
-        validate_key(key)
-        validate_owner(owner_id)
+        self._plan_release(key, owner_id)
         self.repository.release_reservation(scope, key, owner_id)
+
+
+class AsyncCacheManager(_CachePolicy):
+    """:class:`CacheManager`'s rules on top of an :class:`AsyncRepository`, as coroutines.
+
+    Same options and methods as :class:`CacheManager` (see there); every rule comes from the
+    shared policy, only the repository calls are awaited.
+    """
+
+    def __init__(
+        self,
+        repository: AsyncRepository,
+        *,
+        clock: Clock = utc_now,
+        max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
+        heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
+    ) -> None:
+        super().__init__(
+            clock=clock,
+            max_reservation_heartbeat=max_reservation_heartbeat,
+            heartbeat_grace_multiplier=heartbeat_grace_multiplier,
+        )
+        self.repository = repository
+
+    async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
+        """See :meth:`CacheManager.get`."""
+        self._plan_get(key, max_age)
+        return self._check_hit(await self.repository.get_entry(scope, key), key, max_age)
+
+    async def put(
+        self,
+        scope: Scope,
+        key: str,
+        entry: NewEntry,
+        *,
+        overwrite: bool = False,
+        max_age: timedelta | None = None,
+    ) -> PutResult:
+        """See :meth:`CacheManager.put`."""
+        row, cutoff = self._plan_put(scope, key, entry, max_age)
+        if overwrite:
+            replaced = await self.repository.overwrite_entry(
+                row, keep_created_at=self._keep_created_at(entry)
+            )
+            return self._finish_overwrite(row, replaced, entry)
+        outcome = await self.repository.create_entry(row, replace_if_updated_before=cutoff)
+        return self._finish_create(row, outcome)
+
+    async def delete(self, scope: Scope, key: str) -> EntryRow:
+        """See :meth:`CacheManager.delete`."""
+        validate_key(key)
+        return self._check_deleted(await self.repository.delete_entry(scope, key), key)
+
+    async def discard_dangling(self, row: EntryRow) -> bool:
+        """See :meth:`CacheManager.discard_dangling`."""
+        return await self.repository.delete_entry_if_unchanged(row)
+
+    async def get_or_extend_reservation(
+        self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
+    ) -> ReservationRow:
+        """See :meth:`CacheManager.get_or_extend_reservation`."""
+        wanted, now = self._plan_reservation(scope, key, owner_id, heartbeat_interval)
+        return await self.repository.acquire_reservation(wanted, now)
+
+    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None:
+        """See :meth:`CacheManager.release_reservation`."""
+        self._plan_release(key, owner_id)
+        await self.repository.release_reservation(scope, key, owner_id)
 
 
 def is_stale(last_updated_at: datetime, now: datetime, max_age: timedelta | None) -> bool:

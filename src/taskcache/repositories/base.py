@@ -196,3 +196,73 @@ class Repository(Protocol):
     def close(self) -> None:
         """Release connections. Idempotent."""
         ...
+
+
+class AsyncRepository(Protocol):
+    """:class:`Repository`'s row storage as coroutines (the server's PostgreSQL path).
+
+    Each method means exactly what the :class:`Repository` method of the same name means
+    (see there); only ``pool_stats`` stays synchronous (it reads counters, no I/O).
+    """
+
+    async def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """See :meth:`Repository.get_entry`."""
+        ...
+
+    async def create_entry(
+        self, row: EntryRow, replace_if_updated_before: datetime | None
+    ) -> CreateOutcome:
+        """See :meth:`Repository.create_entry`."""
+        ...
+
+    async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
+        """See :meth:`Repository.overwrite_entry`."""
+        ...
+
+    async def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """See :meth:`Repository.delete_entry`."""
+        ...
+
+    async def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
+        """See :meth:`Repository.delete_entry_if_unchanged`."""
+        ...
+
+    async def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
+        """See :meth:`Repository.acquire_reservation`."""
+        ...
+
+    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
+        """See :meth:`Repository.release_reservation`."""
+        ...
+
+    async def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
+        """See :meth:`Repository.get_reservation`."""
+        ...
+
+    async def list_entries(
+        self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
+    ) -> list[EntryRow]:
+        """See :meth:`Repository.list_entries`."""
+        ...
+
+    async def delete_entries_updated_before(
+        self, cutoff: datetime, limit: int, *, dry_run: bool = False
+    ) -> list[EntryRow]:
+        """See :meth:`Repository.delete_entries_updated_before`."""
+        ...
+
+    async def stats(self, now: datetime) -> CatalogStats:
+        """See :meth:`Repository.stats`."""
+        ...
+
+    def pool_stats(self) -> PoolStats | None:
+        """See :meth:`Repository.pool_stats` (synchronous: no I/O)."""
+        ...
+
+    async def ping(self) -> None:
+        """See :meth:`Repository.ping`."""
+        ...
+
+    async def close(self) -> None:
+        """See :meth:`Repository.close`."""
+        ...

@@ -14,22 +14,19 @@ advisory lock, so replicas starting together migrate once.
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from datetime import datetime
+from typing import Final
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
+from taskcache.errors import InternalError, UnavailableError
+from taskcache.repositories import postgres_sql as sql
 from taskcache.repositories.base import (
     CatalogStats,
     CreateOutcome,
@@ -37,10 +34,13 @@ from taskcache.repositories.base import (
     EntryFilter,
     EntryRow,
     PoolStats,
-    ProjectStats,
     ReservationRow,
     Scope,
 )
+from taskcache.repositories.postgres_sql import (
+    connect_timeout_setting as _connect_timeout_setting,
+)
+from taskcache.repositories.postgres_sql import translate_errors as _translate_errors
 
 __all__ = ["SCHEMA_VERSION", "PostgresRepository", "migrate"]
 
@@ -98,159 +98,10 @@ SCHEMA_VERSION_TABLE: Final = "taskcache_schema_version"
 # pg_advisory_xact_lock key that serialises migrations: b"taskcach" as a big-endian int64.
 MIGRATION_LOCK_ID: Final = 0x7461736B63616368
 
-# How often a decision that lost a race with a concurrent delete is retried before giving up.
-_MAX_ATTEMPTS: Final = 100
-
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-_ENTRY_COLUMNS: Final = (
-    "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
-)
-_RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
-_SCOPE_KEY_WHERE: Final = "org = %s AND project = %s AND domain = %s AND key = %s"
-
-_SELECT_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
-_INSERT_ENTRY: Final = f"""
-    INSERT INTO cache_entries (org, project, domain, key, {_ENTRY_COLUMNS})
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (org, project, domain, key) DO NOTHING
-    RETURNING true
-"""
-_UPDATE_ENTRY: Final = f"""
-    UPDATE cache_entries SET
-        output_uri = %s,
-        output_literals = %s,
-        source_identifier = %s,
-        key_map = %s,
-        created_at = CASE WHEN %s THEN created_at ELSE %s END,
-        last_updated_at = %s
-    WHERE {_SCOPE_KEY_WHERE}
-"""
-
-
-def _aware(value: datetime, field: str) -> datetime:
-    """Return ``value`` unchanged; it must be timezone-aware (naive ones are ambiguous)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidArgumentError("must be a timezone-aware datetime", field=field)
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    """Return a loaded ``timestamptz`` as an aware UTC datetime (sessions run in UTC)."""
-    if value.utcoffset() == timedelta(0):
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)  # pragma: no cover - the session time zone is UTC
-
-
-def _decode_key_map(value: Any) -> dict[str, str]:
-    decoded = json.loads(value) if isinstance(value, str | bytes) else value
-    if not isinstance(decoded, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
-    ):
-        raise InternalError("stored key_map is not a JSON object of strings")
-    return decoded
-
-
-def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
-    return (scope.org, scope.project, scope.domain, key)
-
-
-def _entry_from_row(scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
-    output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
-    return EntryRow(
-        scope=scope,
-        key=key,
-        output_uri=output_uri,
-        output_literals=None if output_literals is None else bytes(output_literals),
-        source_identifier=bytes(source_identifier),
-        key_map=_decode_key_map(key_map),
-        created_at=_utc(created_at),
-        last_updated_at=_utc(last_updated_at),
-    )
-
-
-def _scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
-    """Build an entry from ``org, project, domain, key`` followed by the entry columns."""
-    org, project, domain, key = row[:4]
-    return _entry_from_row(Scope(org, project, domain), key, row[4:])
-
-
-def _reservation_from_row(scope: Scope, key: str, row: Sequence[Any]) -> ReservationRow:
-    owner_id, heartbeat_us, expires_at = row
-    return ReservationRow(
-        scope=scope,
-        key=key,
-        owner_id=owner_id,
-        heartbeat_interval=timedelta(microseconds=heartbeat_us),
-        expires_at=_utc(expires_at),
-    )
-
-
-def _entry_values(row: EntryRow) -> tuple[Any, ...]:
-    """The six non-key columns of ``row``, in :data:`_ENTRY_COLUMNS` order."""
-    return (
-        row.output_uri,
-        row.output_literals,
-        row.source_identifier,
-        Jsonb(row.key_map),
-        _aware(row.created_at, "created_at"),
-        _aware(row.last_updated_at, "last_updated_at"),
-    )
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise InvalidArgumentError("must not be negative", field="limit")
-
-
-@contextmanager
-def _translate_errors() -> Iterator[None]:
-    """Re-raise psycopg errors as taskcache errors, keeping the cause chained.
-
-    Operational errors (connection failures, server shutdown, pool timeouts, statement
-    timeouts, serialisation failures) may succeed on retry: UnavailableError. Values
-    PostgreSQL cannot store (a NUL character in text): InvalidArgumentError. Anything
-    else: InternalError.
-    """
-    try:
-        yield
-    except PoolClosed as error:
-        raise UnavailableError("the postgres repository is closed") from error
-    except PoolTimeout as error:
-        raise UnavailableError(f"no postgres connection available: {error}") from error
-    except psycopg.OperationalError as error:
-        raise UnavailableError(f"postgres database unavailable: {error}") from error
-    except psycopg.DataError as error:
-        raise InvalidArgumentError(f"value rejected by postgres: {error}") from error
-    except psycopg.Error as error:
-        raise InternalError(f"postgres error: {error}") from error
-
-
-def _statement_timeout_setting(statement_timeout: float | None) -> str | None:
-    if statement_timeout is None:
-        return None
-    if not (math.isfinite(statement_timeout) and statement_timeout > 0):
-        raise InvalidArgumentError(
-            "must be a positive number of seconds", field="statement_timeout"
-        )
-    return f"{max(1, round(statement_timeout * 1000))}ms"
-
 
 def _configure_session(conn: Connection, statement_timeout: str | None) -> None:
     """Run the session in UTC, with the statement timeout if one is set."""
-    conn.execute(
-        "SELECT set_config('TimeZone', 'UTC', false),"
-        " set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')),"
-        " false)",
-        (statement_timeout,),
-    )
-
-
-def _connect_timeout_setting(connect_timeout: float) -> int:
-    if not (math.isfinite(connect_timeout) and connect_timeout > 0):
-        raise InvalidArgumentError("must be a positive number of seconds", field="connect_timeout")
-    # libpq takes whole seconds.
-    return max(1, math.ceil(connect_timeout))
+    conn.execute(sql.CONFIGURE_SESSION, (statement_timeout,))
 
 
 def _read_schema_version(conn: Connection) -> int:
@@ -355,14 +206,8 @@ class PostgresRepository:
         migrate: bool = True,
         pool_timeout: float = 10.0,
     ) -> None:
-        if min_size < 0 or max_size < max(min_size, 1):
-            raise InvalidArgumentError(
-                f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}",
-                field="max_size",
-            )
-        if not (math.isfinite(pool_timeout) and pool_timeout > 0):
-            raise InvalidArgumentError("must be a positive number of seconds", field="pool_timeout")
-        timeout_setting = _statement_timeout_setting(statement_timeout)
+        sql.check_pool_options(min_size, max_size, pool_timeout)
+        timeout_setting = sql.statement_timeout_setting(statement_timeout)
         connect_setting = _connect_timeout_setting(connect_timeout)
         # Schema first, on a direct connection: an unreachable database fails fast, and no
         # pool (with its background threads) is left behind.
@@ -432,8 +277,8 @@ class PostgresRepository:
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
         with self._connection() as conn:
-            found = conn.execute(_SELECT_ENTRY, _scope_key(scope, key)).fetchone()
-        return None if found is None else _entry_from_row(scope, key, found)
+            found = conn.execute(sql.SELECT_ENTRY, sql.scope_key(scope, key)).fetchone()
+        return None if found is None else sql.entry_from_row(scope, key, found)
 
     def _write_entry(
         self, row: EntryRow, *, cutoff: datetime | None, overwrite: bool, keep_created_at: bool
@@ -445,34 +290,22 @@ class PostgresRepository:
         UPDATE`` reads its latest committed version), decides, and updates it; the row it
         returns is exactly the one replaced. If the row vanished in between, start over.
         """
-        key_params = _scope_key(row.scope, row.key)
-        values = _entry_values(row)
-        output_uri, output_literals, source_identifier, key_map, created_at, updated_at = values
-        update_params = (
-            output_uri,
-            output_literals,
-            source_identifier,
-            key_map,
-            keep_created_at,
-            created_at,
-            updated_at,
-            *key_params,
-        )
+        key_params, insert_params, update_params = sql.write_entry_params(row, keep_created_at)
         with self._connection() as conn:
-            for _ in range(_MAX_ATTEMPTS):
-                if conn.execute(_INSERT_ENTRY, (*key_params, *values)).fetchone() is not None:
+            for _ in range(sql.MAX_ATTEMPTS):
+                if conn.execute(sql.INSERT_ENTRY, insert_params).fetchone() is not None:
                     return CreateOutcome(written=True, replaced=None)
                 with conn.transaction():
-                    found = conn.execute(f"{_SELECT_ENTRY} FOR UPDATE", key_params).fetchone()
+                    found = conn.execute(sql.SELECT_ENTRY_FOR_UPDATE, key_params).fetchone()
                     if found is None:
                         continue  # deleted since the insert saw it; try the insert again
-                    existing = _entry_from_row(row.scope, row.key, found)
-                    if not overwrite and (cutoff is None or existing.last_updated_at >= cutoff):
+                    existing = sql.entry_from_row(row.scope, row.key, found)
+                    if not sql.may_replace(existing, cutoff=cutoff, overwrite=overwrite):
                         return CreateOutcome(written=False, replaced=None)
-                    conn.execute(_UPDATE_ENTRY, update_params)
+                    conn.execute(sql.UPDATE_ENTRY, update_params)
                     return CreateOutcome(written=True, replaced=existing)
         raise UnavailableError(  # pragma: no cover - needs a delete racing every attempt
-            f"entry {row.key!r} kept changing; gave up after {_MAX_ATTEMPTS} attempts"
+            f"entry {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
         )
 
     def create_entry(
@@ -482,11 +315,7 @@ class PostgresRepository:
 
         Returns whether it wrote and the stale row it replaced, if any.
         """
-        cutoff = (
-            None
-            if replace_if_updated_before is None
-            else _aware(replace_if_updated_before, "replace_if_updated_before")
-        )
+        cutoff = sql.create_cutoff(replace_if_updated_before)
         return self._write_entry(row, cutoff=cutoff, overwrite=False, keep_created_at=False)
 
     def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
@@ -502,35 +331,17 @@ class PostgresRepository:
     def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Delete the entry; return the deleted row, or None if there was none."""
         with self._connection() as conn:
-            found = conn.execute(
-                f"DELETE FROM cache_entries WHERE {_SCOPE_KEY_WHERE} RETURNING {_ENTRY_COLUMNS}",
-                _scope_key(scope, key),
-            ).fetchone()
-        return None if found is None else _entry_from_row(scope, key, found)
+            found = conn.execute(sql.DELETE_ENTRY, sql.scope_key(scope, key)).fetchone()
+        return None if found is None else sql.entry_from_row(scope, key, found)
 
     def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
         """Delete the entry only if it still has ``row``'s outputs and ``last_updated_at``.
 
         Returns whether a row was deleted.
         """
-        last_updated_at = _aware(row.last_updated_at, "last_updated_at")
+        params = sql.delete_if_unchanged_params(row)
         with self._connection() as conn:
-            cursor = conn.execute(
-                f"""
-                DELETE FROM cache_entries
-                WHERE {_SCOPE_KEY_WHERE}
-                  AND output_uri IS NOT DISTINCT FROM %s::text
-                  AND output_literals IS NOT DISTINCT FROM %s::bytea
-                  AND last_updated_at = %s
-                """,
-                (
-                    *_scope_key(row.scope, row.key),
-                    row.output_uri,
-                    row.output_literals,
-                    last_updated_at,
-                ),
-            )
-            return cursor.rowcount > 0
+            return conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params).rowcount > 0
 
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.
@@ -539,64 +350,31 @@ class PostgresRepository:
         The upsert's WHERE decides the grant atomically; when it refuses, the holder is read
         back, and if the holder released in between, the upsert is tried again.
         """
-        key_params = _scope_key(row.scope, row.key)
-        heartbeat_us = row.heartbeat_interval // _MICROSECOND
-        expires_at = _aware(row.expires_at, "expires_at")
-        now = _aware(now, "now")
+        params = sql.acquire_params(row, now)
+        key_params = sql.scope_key(row.scope, row.key)
         with self._connection() as conn:
-            for _ in range(_MAX_ATTEMPTS):
-                granted = conn.execute(
-                    f"""
-                    WITH previous AS (
-                        SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}
-                    )
-                    INSERT INTO reservations
-                        (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s)
-                    ON CONFLICT (org, project, domain, key) DO UPDATE SET
-                        owner_id = EXCLUDED.owner_id,
-                        heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
-                        expires_at = EXCLUDED.expires_at
-                    WHERE reservations.owner_id = EXCLUDED.owner_id
-                       OR reservations.expires_at <= %s
-                    RETURNING {_RESERVATION_COLUMNS}, (SELECT owner_id FROM previous)
-                    """,
-                    (*key_params, *key_params, row.owner_id, heartbeat_us, expires_at, now),
-                ).fetchone()
+            for _ in range(sql.MAX_ATTEMPTS):
+                granted = conn.execute(sql.ACQUIRE_RESERVATION, params).fetchone()
                 if granted is not None:
-                    result = _reservation_from_row(row.scope, row.key, granted[:-1])
-                    # The CTE sees the row as the statement began: who held it before us.
-                    previous_owner = granted[-1]
-                    if previous_owner is not None and previous_owner != row.owner_id:
-                        result = replace(result, taken_over_from=previous_owner)
-                    return result
-                holder = conn.execute(
-                    f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
-                    key_params,
-                ).fetchone()
+                    return sql.granted_reservation(row, granted)
+                holder = conn.execute(sql.SELECT_RESERVATION, key_params).fetchone()
                 if holder is not None:
-                    return _reservation_from_row(row.scope, row.key, holder)
+                    return sql.reservation_from_row(row.scope, row.key, holder)
         raise UnavailableError(  # pragma: no cover - needs a release racing every attempt
-            f"reservation on {row.key!r} kept changing; gave up after {_MAX_ATTEMPTS} attempts"
+            f"reservation on {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
         )
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
+        params = sql.release_params(scope, key, owner_id)
         with self._connection() as conn:
-            cursor = conn.execute(
-                f"DELETE FROM reservations WHERE {_SCOPE_KEY_WHERE} AND owner_id = %s",
-                (*_scope_key(scope, key), owner_id),
-            )
-            return cursor.rowcount > 0
+            return conn.execute(sql.RELEASE_RESERVATION, params).rowcount > 0
 
     def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
         """Return the reservation row on ``key`` (expired or not), or None."""
         with self._connection() as conn:
-            found = conn.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
-                _scope_key(scope, key),
-            ).fetchone()
-        return None if found is None else _reservation_from_row(scope, key, found)
+            found = conn.execute(sql.SELECT_RESERVATION, sql.scope_key(scope, key)).fetchone()
+        return None if found is None else sql.reservation_from_row(scope, key, found)
 
     def list_entries(
         self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
@@ -607,42 +385,10 @@ class PostgresRepository:
         Keyset pagination: pass the last row of a page as ``after`` for the next page.
         Raises InvalidArgumentError for a negative ``limit`` or a naive cursor time.
         """
-        _check_limit(limit)
-        conditions: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("org", entry_filter.org),
-            ("project", entry_filter.project),
-            ("domain", entry_filter.domain),
-        ):
-            if value is not None:
-                conditions.append(f"{column} = %s")
-                params.append(value)
-        if entry_filter.key_prefix:
-            # starts_with, not LIKE: % and _ in the prefix are literal. The range bound lets
-            # the primary key seek to the prefix.
-            conditions.append("key >= %s AND starts_with(key, %s)")
-            params.extend([entry_filter.key_prefix] * 2)
-        if after is not None:
-            cursor_at = _aware(after.last_updated_at, "after.last_updated_at")
-            # The first bound lets the newest-first index seek; the second breaks ties.
-            conditions.append(
-                "last_updated_at <= %s AND (last_updated_at < %s "
-                "OR (org, project, domain, key) > (%s, %s, %s, %s))"
-            )
-            params.extend([cursor_at, cursor_at, *_scope_key(after.scope, after.key)])
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        query, params = sql.list_entries_query(entry_filter, limit, after)
         with self._connection() as conn:
-            rows = conn.execute(
-                f"""
-                SELECT org, project, domain, key, {_ENTRY_COLUMNS} FROM cache_entries
-                {where}
-                ORDER BY last_updated_at DESC, org, project, domain, key
-                LIMIT %s
-                """,
-                (*params, limit),
-            ).fetchall()
-        return [_scoped_entry_from_row(row) for row in rows]
+            rows = conn.execute(query, params).fetchall()
+        return [sql.scoped_entry_from_row(row) for row in rows]
 
     def delete_entries_updated_before(
         self, cutoff: datetime, limit: int, *, dry_run: bool = False
@@ -653,43 +399,10 @@ class PostgresRepository:
         One statement: the candidates are locked (rows being rewritten right now are
         skipped) and re-checked against ``cutoff`` as they are deleted.
         """
-        _check_limit(limit)
-        cutoff = _aware(cutoff, "cutoff")
+        query, params = sql.delete_updated_before_query(cutoff, limit, dry_run=dry_run)
         with self._connection() as conn:
-            if dry_run:
-                rows = conn.execute(
-                    f"""
-                    SELECT org, project, domain, key, {_ENTRY_COLUMNS} FROM cache_entries
-                    WHERE last_updated_at < %s
-                    ORDER BY last_updated_at, org, project, domain, key
-                    LIMIT %s
-                    """,
-                    (cutoff, limit),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    """
-                    WITH doomed AS (
-                        SELECT org, project, domain, key FROM cache_entries
-                        WHERE last_updated_at < %s
-                        ORDER BY last_updated_at, org, project, domain, key
-                        LIMIT %s
-                        FOR UPDATE SKIP LOCKED
-                    )
-                    DELETE FROM cache_entries AS e
-                    USING doomed AS d
-                    WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain
-                      AND e.key = d.key AND e.last_updated_at < %s
-                    RETURNING e.org, e.project, e.domain, e.key,
-                        e.output_uri, e.output_literals, e.source_identifier, e.key_map,
-                        e.created_at, e.last_updated_at
-                    """,
-                    (cutoff, limit, cutoff),
-                ).fetchall()
-        entries = [_scoped_entry_from_row(row) for row in rows]
-        # RETURNING has no order; Python's str order is the "C" collation's code point order.
-        entries.sort(key=lambda e: (e.last_updated_at, *_scope_key(e.scope, e.key)))
-        return entries
+            rows = conn.execute(query, params).fetchall()
+        return sql.sorted_deleted(rows)
 
     def stats(self, now: datetime) -> CatalogStats:
         """Return catalog totals; reservations count as active while ``expires_at > now``.
@@ -697,48 +410,21 @@ class PostgresRepository:
         ``inline_bytes`` sums the stored output literals; ``blob_entries`` counts entries
         with an output URI. Per-scope figures are ordered by scope. One read snapshot.
         """
-        now = _aware(now, "now")
+        now = sql.aware(now, "now")
         with self._connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            groups = conn.execute(
-                """
-                SELECT org, project, domain, count(*),
-                       coalesce(sum(octet_length(output_literals)), 0), count(output_uri)
-                FROM cache_entries
-                GROUP BY org, project, domain
-                ORDER BY org, project, domain
-                """
-            ).fetchall()
-            found = conn.execute(
-                "SELECT count(*) FROM reservations WHERE expires_at > %s", (now,)
-            ).fetchone()
-        by_scope = tuple(
-            ProjectStats(
-                scope=Scope(org, project, domain), entries=int(count), inline_bytes=int(size)
-            )
-            for org, project, domain, count, size, _ in groups
-        )
-        return CatalogStats(
-            entries=sum(group.entries for group in by_scope),
-            inline_bytes=sum(group.inline_bytes for group in by_scope),
-            blob_entries=sum(int(group[5]) for group in groups),
-            active_reservations=0 if found is None else int(found[0]),
-            by_scope=by_scope,
-        )
+            conn.execute(sql.STATS_SNAPSHOT)
+            groups = conn.execute(sql.STATS_BY_SCOPE).fetchall()
+            active = conn.execute(sql.STATS_ACTIVE_RESERVATIONS, (now,)).fetchone()
+        return sql.catalog_stats(groups, active)
 
     def pool_stats(self) -> PoolStats | None:
         """Return the pool's open, idle and waiting figures."""
-        stats = self._pool.get_stats()
-        return PoolStats(
-            size=stats.get("pool_size", 0),
-            available=stats.get("pool_available", 0),
-            waiting=stats.get("requests_waiting", 0),
-        )
+        return sql.pool_stats_from(self._pool.get_stats())
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raise UnavailableError if the store does not answer (or is closed)."""
         with self._connection() as conn:
-            conn.execute("SELECT 1").fetchone()
+            conn.execute(sql.PING).fetchone()
 
     def close(self) -> None:
         """Close the connection pool. Idempotent."""

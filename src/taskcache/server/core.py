@@ -1,7 +1,10 @@
 """The transport-neutral service core: flyteidl2 cache requests in, manager calls, responses out.
 
-The manager is synchronous; every call to it (and to blob storage) runs on the server's
-thread pool so the event loop keeps serving other requests. Errors are
+The core awaits a :class:`ServiceManager`: on PostgreSQL an
+:class:`~taskcache.manager.AsyncCacheManager` on the event loop itself; on SQLite the
+synchronous :class:`~taskcache.manager.CacheManager` behind :class:`ThreadedManager`, which
+runs each call on the server's thread pool so the event loop keeps serving other requests.
+Blob deletion always runs on that thread pool. Errors are
 :class:`~taskcache.errors.CacheError` subclasses; transports map them to status codes.
 """
 
@@ -12,15 +15,15 @@ import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import UTC
-from typing import Any, ParamSpec, TypeVar
+from datetime import UTC, timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from flyteidl2.cacheservice import cacheservice_pb2
 from google.protobuf.message import DecodeError
 
 from taskcache.errors import AlreadyExistsError, InternalError, InvalidArgumentError, NotFoundError
-from taskcache.manager import CacheManager, NewEntry
-from taskcache.repositories.base import EntryRow, Scope
+from taskcache.manager import CacheManager, NewEntry, PutResult
+from taskcache.repositories.base import EntryRow, ReservationRow, Scope
 from taskcache.server.metrics import ServerMetrics
 from taskcache.storage import BlobStore
 
@@ -30,39 +33,113 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class CacheServiceCore:
-    """Serves the five cache RPCs for any scope on top of a :class:`CacheManager`.
+async def run_in_executor(
+    executor: Executor, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """Run ``function(*args, **kwargs)`` on ``executor`` and await its result."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(function, *args, **kwargs))
 
-    ``blobs`` is the configured storage root; a put with ``delete_blob`` deletes the replaced
-    entry's ``output_uri`` only when ``blobs`` owns it (never when ``blobs`` is None). The
-    server never reads blobs.
+
+class ServiceManager(Protocol):
+    """The manager calls the core awaits (:class:`~taskcache.manager.AsyncCacheManager`'s)."""
+
+    async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow: ...
+
+    async def put(
+        self,
+        scope: Scope,
+        key: str,
+        entry: NewEntry,
+        *,
+        overwrite: bool = False,
+        max_age: timedelta | None = None,
+    ) -> PutResult: ...
+
+    async def delete(self, scope: Scope, key: str) -> EntryRow: ...
+
+    async def get_or_extend_reservation(
+        self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
+    ) -> ReservationRow: ...
+
+    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None: ...
+
+
+class ThreadedManager:
+    """A synchronous :class:`CacheManager` as a :class:`ServiceManager`: each call runs on
+    ``executor`` (the SQLite path).
+    """
+
+    def __init__(self, manager: CacheManager, executor: Executor) -> None:
+        self.manager = manager
+        self._executor = executor
+
+    async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await run_in_executor(self._executor, function, *args, **kwargs)
+
+    async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
+        return await self._run(self.manager.get, scope, key, max_age)
+
+    async def put(
+        self,
+        scope: Scope,
+        key: str,
+        entry: NewEntry,
+        *,
+        overwrite: bool = False,
+        max_age: timedelta | None = None,
+    ) -> PutResult:
+        return await self._run(
+            self.manager.put, scope, key, entry, overwrite=overwrite, max_age=max_age
+        )
+
+    async def delete(self, scope: Scope, key: str) -> EntryRow:
+        return await self._run(self.manager.delete, scope, key)
+
+    async def get_or_extend_reservation(
+        self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
+    ) -> ReservationRow:
+        return await self._run(
+            self.manager.get_or_extend_reservation, scope, key, owner_id, heartbeat_interval
+        )
+
+    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None:
+        await self._run(self.manager.release_reservation, scope, key, owner_id)
+
+
+class CacheServiceCore:
+    """Serves the five cache RPCs for any scope on top of a :class:`ServiceManager`.
+
+    A synchronous :class:`CacheManager` is accepted too and wrapped in
+    :class:`ThreadedManager` on ``executor``. ``blobs`` is the configured storage root; a put
+    with ``delete_blob`` deletes the replaced entry's ``output_uri`` only when ``blobs`` owns
+    it (never when ``blobs`` is None). The server never reads blobs.
     """
 
     def __init__(
         self,
-        manager: CacheManager,
+        manager: ServiceManager | CacheManager,
         *,
         executor: Executor,
         metrics: ServerMetrics,
         blobs: BlobStore | None = None,
     ) -> None:
-        self.manager = manager
+        self.manager: ServiceManager = (
+            ThreadedManager(manager, executor) if isinstance(manager, CacheManager) else manager
+        )
         self.blobs = blobs
         self._executor = executor
         self._metrics = metrics
 
     async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(function, *args, **kwargs)
-        )
+        return await run_in_executor(self._executor, function, *args, **kwargs)
 
     async def get(
         self, scope: Scope, request: cacheservice_pb2.GetCacheRequest
     ) -> cacheservice_pb2.GetCacheResponse:
         """Return the entry as a GetCacheResponse; NotFoundError on a miss."""
         try:
-            row = await self._run(self.manager.get, scope, request.key)
+            row = await self.manager.get(scope, request.key)
         except NotFoundError:
             self._metrics.misses.inc()
             raise
@@ -79,13 +156,8 @@ class CacheServiceCore:
         options = request.overwrite
         max_age = options.max_age.ToTimedelta() if options.HasField("max_age") else None
         try:
-            result = await self._run(
-                self.manager.put,
-                scope,
-                request.key,
-                entry,
-                overwrite=options.overwrite,
-                max_age=max_age,
+            result = await self.manager.put(
+                scope, request.key, entry, overwrite=options.overwrite, max_age=max_age
             )
         except AlreadyExistsError:
             self._metrics.put_conflicts.inc()
@@ -125,19 +197,15 @@ class CacheServiceCore:
         self, scope: Scope, request: cacheservice_pb2.DeleteCacheRequest
     ) -> cacheservice_pb2.DeleteCacheResponse:
         """Delete the entry (never its blob); NotFoundError if there was none."""
-        await self._run(self.manager.delete, scope, request.key)
+        await self.manager.delete(scope, request.key)
         return cacheservice_pb2.DeleteCacheResponse()
 
     async def get_or_extend_reservation(
         self, scope: Scope, request: cacheservice_pb2.GetOrExtendReservationRequest
     ) -> cacheservice_pb2.GetOrExtendReservationResponse:
         """Grant or extend the caller's reservation, or return the current holder's."""
-        row = await self._run(
-            self.manager.get_or_extend_reservation,
-            scope,
-            request.key,
-            request.owner_id,
-            request.heartbeat_interval.ToTimedelta(),
+        row = await self.manager.get_or_extend_reservation(
+            scope, request.key, request.owner_id, request.heartbeat_interval.ToTimedelta()
         )
         if row.owner_id != request.owner_id:
             outcome = "contended"
@@ -158,7 +226,7 @@ class CacheServiceCore:
         self, scope: Scope, request: cacheservice_pb2.ReleaseReservationRequest
     ) -> cacheservice_pb2.ReleaseReservationResponse:
         """Release the caller's reservation; absent or foreign ones are left alone."""
-        await self._run(self.manager.release_reservation, scope, request.key, request.owner_id)
+        await self.manager.release_reservation(scope, request.key, request.owner_id)
         return cacheservice_pb2.ReleaseReservationResponse()
 
 

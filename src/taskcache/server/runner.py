@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Final
@@ -15,8 +15,8 @@ from typing import Any, Final
 import uvicorn
 
 from taskcache.errors import UnavailableError
-from taskcache.manager import CacheManager
-from taskcache.repositories.base import Repository
+from taskcache.manager import AsyncCacheManager, CacheManager
+from taskcache.repositories.base import AsyncRepository, Repository
 from taskcache.server.apis import (
     FLYTE1_SERVICE,
     SCOPED_SERVICE,
@@ -28,8 +28,13 @@ from taskcache.server.apis import (
 )
 from taskcache.server.calls import CallRunner
 from taskcache.server.connect_app import ConnectApp
-from taskcache.server.core import CacheServiceCore
-from taskcache.server.database import open_repository, redact
+from taskcache.server.core import CacheServiceCore, ServiceManager, ThreadedManager
+from taskcache.server.database import (
+    is_postgres,
+    open_async_repository,
+    open_repository,
+    redact,
+)
 from taskcache.server.grpc_server import build_grpc_server
 from taskcache.server.health import HealthMonitor
 from taskcache.server.logs import configure_logging
@@ -115,33 +120,58 @@ async def serve(
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_event.set)
     try:
-        repository = await asyncio.to_thread(
-            open_repository, settings.database, pool_size=settings.pool_size
-        )
+        options: dict[str, Any] = {
+            "max_reservation_heartbeat": timedelta(seconds=settings.max_reservation_heartbeat),
+            "heartbeat_grace_multiplier": settings.heartbeat_grace_multiplier,
+        }
+        repository: Repository | AsyncRepository
+        manager: ServiceManager
+        close: Callable[[], Awaitable[None]]
+        # Runs SQLite calls and blob deletions.
         executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
         try:
-            await _serve(settings, repository, executor, stop_event, core_type)
+            if is_postgres(settings.database):
+                # psycopg's async API, awaited on this loop (``pool_size`` connections).
+                async_repository = await open_async_repository(
+                    settings.database, pool_size=settings.pool_size
+                )
+                repository, close = async_repository, async_repository.close
+                manager = AsyncCacheManager(async_repository, **options)
+            else:
+                sync_repository = await asyncio.to_thread(
+                    open_repository, settings.database, pool_size=settings.pool_size
+                )
+                repository, close = sync_repository, _closer(sync_repository)
+                manager = ThreadedManager(CacheManager(sync_repository, **options), executor)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        try:
+            await _serve(settings, repository, manager, executor, stop_event, core_type)
         finally:
             executor.shutdown(wait=True)
-            repository.close()
+            await close()
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     logger.info("taskcache server stopped")
 
 
+def _closer(repository: Repository) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        repository.close()
+
+    return close
+
+
 async def _serve(
     settings: Settings,
-    repository: Repository,
+    repository: Repository | AsyncRepository,
+    manager: ServiceManager,
     executor: ThreadPoolExecutor,
     stop: asyncio.Event,
     core_type: type[CacheServiceCore],
 ) -> None:
-    manager = CacheManager(
-        repository,
-        max_reservation_heartbeat=timedelta(seconds=settings.max_reservation_heartbeat),
-        heartbeat_grace_multiplier=settings.heartbeat_grace_multiplier,
-    )
     blobs = BlobStore(settings.storage) if settings.storage else None
     metrics = ServerMetrics()
     metrics.watch_pool(repository.pool_stats)

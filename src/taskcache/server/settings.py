@@ -66,7 +66,8 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "(suffixes ms, s, m, h accepted).",
     "heartbeat_grace_multiplier": "A reservation expires this many heartbeats after its last "
     "extension.",
-    "pool_size": "Threads running database calls.",
+    "pool_size": "Database connections (PostgreSQL, used asynchronously) and threads running "
+    "SQLite calls and blob deletions.",
     "max_message_bytes": "Largest request or response message, in bytes, on both transports.",
     "log_level": "One of DEBUG, INFO, WARNING, ERROR, CRITICAL.",
     "log_format": "console (human-readable) or json (one object per line).",

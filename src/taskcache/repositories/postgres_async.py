@@ -1,0 +1,289 @@
+"""An :class:`~taskcache.repositories.base.AsyncRepository` on PostgreSQL (psycopg 3's
+async API): what the server awaits directly on its event loop.
+
+The statements, their parameters, the row decoding and the error mapping are
+:mod:`taskcache.repositories.postgres_sql`'s, shared with the synchronous
+:class:`~taskcache.repositories.postgres.PostgresRepository`; so are the retry loops' rules
+and the reconnect behaviour (a connection is checked before each use; a broken one is
+discarded and the next tried at once). Only the execution differs: ``psycopg.AsyncConnection``
+from a ``psycopg_pool.AsyncConnectionPool``. The schema is prepared by the synchronous
+module's migration code, run once in a worker thread by :meth:`AsyncPostgresRepository.open`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from taskcache.errors import UnavailableError
+from taskcache.repositories import postgres_sql as sql
+from taskcache.repositories.base import (
+    CatalogStats,
+    CreateOutcome,
+    EntryCursor,
+    EntryFilter,
+    EntryRow,
+    PoolStats,
+    ReservationRow,
+    Scope,
+)
+from taskcache.repositories.postgres import _prepare_schema
+
+__all__ = ["AsyncPostgresRepository"]
+
+AsyncConnection = psycopg.AsyncConnection[TupleRow]
+
+
+class AsyncPostgresRepository:
+    """Entries and reservations in the PostgreSQL database at ``url``, as coroutines.
+
+    Build it with ``await AsyncPostgresRepository.open(url, ...)`` (the pool opens on the
+    running event loop). Options and errors are those of
+    :class:`~taskcache.repositories.postgres.PostgresRepository`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = 30.0,
+        pool_timeout: float = 10.0,
+    ) -> None:
+        """Validate the options and build the (not yet open) pool; see :meth:`open`."""
+        sql.check_pool_options(min_size, max_size, pool_timeout)
+        timeout_setting = sql.statement_timeout_setting(statement_timeout)
+        self._connect_timeout = sql.connect_timeout_setting(connect_timeout)
+        self._url = url
+        self._pool_timeout = pool_timeout
+        self._closed = False
+
+        async def configure(conn: AsyncConnection) -> None:
+            await conn.execute(sql.CONFIGURE_SESSION, (timeout_setting,))
+
+        self._pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
+            url,
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            min_size=min_size,
+            max_size=max_size,
+            configure=configure,
+            timeout=pool_timeout,
+            reconnect_timeout=pool_timeout,
+            name="taskcache-async",
+            open=False,
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = 30.0,
+        pool_timeout: float = 10.0,
+        migrate: bool = True,
+    ) -> AsyncPostgresRepository:
+        """Prepare the schema (migrate, or check it is current) and open the pool.
+
+        Raises UnavailableError if the database cannot be reached, InternalError if its
+        schema is newer than this code (or, without ``migrate``, older).
+        """
+        repository = cls(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            pool_timeout=pool_timeout,
+        )
+        # The synchronous migration code, on a direct connection in a worker thread: an
+        # unreachable database fails fast, before any pool task starts.
+        await asyncio.to_thread(_prepare_schema, url, repository._connect_timeout, migrate=migrate)
+        with sql.translate_errors():
+            await repository._pool.open(wait=False)
+        return repository
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """Yield a pooled autocommit connection that just answered, with errors translated.
+
+        As in the synchronous repository: a connection broken by a server restart fails the
+        check, is closed and returned (the pool replaces it), and the next one is tried at
+        once, until a good one comes or ``pool_timeout`` passes.
+        """
+        if self._closed:
+            raise UnavailableError("the postgres repository is closed")
+        with sql.translate_errors():
+            deadline = time.monotonic() + self._pool_timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PoolTimeout(f"no working connection after {self._pool_timeout:.2f} sec")
+                conn = await self._pool.getconn(timeout=remaining)
+                try:
+                    await AsyncConnectionPool.check_connection(conn)
+                except psycopg.Error:
+                    await conn.close()
+                    await self._pool.putconn(conn)
+                    continue
+                except BaseException:
+                    await self._pool.putconn(conn)
+                    raise
+                break
+            try:
+                yield conn
+            finally:
+                await self._pool.putconn(conn)
+
+    async def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """See :meth:`Repository.get_entry`."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.SELECT_ENTRY, sql.scope_key(scope, key))
+            found = await cursor.fetchone()
+        return None if found is None else sql.entry_from_row(scope, key, found)
+
+    async def _write_entry(
+        self, row: EntryRow, *, cutoff: datetime | None, overwrite: bool, keep_created_at: bool
+    ) -> CreateOutcome:
+        """See ``PostgresRepository._write_entry``: insert, else lock, decide and update."""
+        key_params, insert_params, update_params = sql.write_entry_params(row, keep_created_at)
+        async with self._connection() as conn:
+            for _ in range(sql.MAX_ATTEMPTS):
+                cursor = await conn.execute(sql.INSERT_ENTRY, insert_params)
+                if await cursor.fetchone() is not None:
+                    return CreateOutcome(written=True, replaced=None)
+                async with conn.transaction():
+                    cursor = await conn.execute(sql.SELECT_ENTRY_FOR_UPDATE, key_params)
+                    found = await cursor.fetchone()
+                    if found is None:
+                        continue  # deleted since the insert saw it; try the insert again
+                    existing = sql.entry_from_row(row.scope, row.key, found)
+                    if not sql.may_replace(existing, cutoff=cutoff, overwrite=overwrite):
+                        return CreateOutcome(written=False, replaced=None)
+                    await conn.execute(sql.UPDATE_ENTRY, update_params)
+                    return CreateOutcome(written=True, replaced=existing)
+        raise UnavailableError(  # pragma: no cover - needs a delete racing every attempt
+            f"entry {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
+        )
+
+    async def create_entry(
+        self, row: EntryRow, replace_if_updated_before: datetime | None
+    ) -> CreateOutcome:
+        """See :meth:`Repository.create_entry`."""
+        cutoff = sql.create_cutoff(replace_if_updated_before)
+        return await self._write_entry(row, cutoff=cutoff, overwrite=False, keep_created_at=False)
+
+    async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
+        """See :meth:`Repository.overwrite_entry`."""
+        outcome = await self._write_entry(
+            row, cutoff=None, overwrite=True, keep_created_at=keep_created_at
+        )
+        return outcome.replaced
+
+    async def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
+        """See :meth:`Repository.delete_entry`."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.DELETE_ENTRY, sql.scope_key(scope, key))
+            found = await cursor.fetchone()
+        return None if found is None else sql.entry_from_row(scope, key, found)
+
+    async def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
+        """See :meth:`Repository.delete_entry_if_unchanged`."""
+        params = sql.delete_if_unchanged_params(row)
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params)
+            return cursor.rowcount > 0
+
+    async def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
+        """See :meth:`Repository.acquire_reservation` (and the synchronous repository's)."""
+        params = sql.acquire_params(row, now)
+        key_params = sql.scope_key(row.scope, row.key)
+        async with self._connection() as conn:
+            for _ in range(sql.MAX_ATTEMPTS):
+                cursor = await conn.execute(sql.ACQUIRE_RESERVATION, params)
+                granted = await cursor.fetchone()
+                if granted is not None:
+                    return sql.granted_reservation(row, granted)
+                cursor = await conn.execute(sql.SELECT_RESERVATION, key_params)
+                holder = await cursor.fetchone()
+                if holder is not None:
+                    return sql.reservation_from_row(row.scope, row.key, holder)
+        raise UnavailableError(  # pragma: no cover - needs a release racing every attempt
+            f"reservation on {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
+        )
+
+    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
+        """See :meth:`Repository.release_reservation`."""
+        params = sql.release_params(scope, key, owner_id)
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.RELEASE_RESERVATION, params)
+            return cursor.rowcount > 0
+
+    async def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
+        """See :meth:`Repository.get_reservation`."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.SELECT_RESERVATION, sql.scope_key(scope, key))
+            found = await cursor.fetchone()
+        return None if found is None else sql.reservation_from_row(scope, key, found)
+
+    async def list_entries(
+        self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
+    ) -> list[EntryRow]:
+        """See :meth:`Repository.list_entries`."""
+        query, params = sql.list_entries_query(entry_filter, limit, after)
+        async with self._connection() as conn:
+            cursor = await conn.execute(query, params)
+            rows = await cursor.fetchall()
+        return [sql.scoped_entry_from_row(row) for row in rows]
+
+    async def delete_entries_updated_before(
+        self, cutoff: datetime, limit: int, *, dry_run: bool = False
+    ) -> list[EntryRow]:
+        """See :meth:`Repository.delete_entries_updated_before`."""
+        query, params = sql.delete_updated_before_query(cutoff, limit, dry_run=dry_run)
+        async with self._connection() as conn:
+            cursor = await conn.execute(query, params)
+            rows = await cursor.fetchall()
+        return sql.sorted_deleted(rows)
+
+    async def stats(self, now: datetime) -> CatalogStats:
+        """See :meth:`Repository.stats` (one read snapshot)."""
+        now = sql.aware(now, "now")
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(sql.STATS_SNAPSHOT)
+            groups = await (await conn.execute(sql.STATS_BY_SCOPE)).fetchall()
+            active = await (await conn.execute(sql.STATS_ACTIVE_RESERVATIONS, (now,))).fetchone()
+        return sql.catalog_stats(groups, active)
+
+    def pool_stats(self) -> PoolStats | None:
+        """Return the pool's open, idle and waiting figures (no I/O)."""
+        return sql.pool_stats_from(self._pool.get_stats())
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raise UnavailableError if the store does not answer (or is closed)."""
+        async with self._connection() as conn:
+            await (await conn.execute(sql.PING)).fetchone()
+
+    async def close(self) -> None:
+        """Close the connection pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+
+    async def __aenter__(self) -> AsyncPostgresRepository:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,411 @@
+"""What the synchronous and asynchronous PostgreSQL repositories share: SQL, parameters, rows.
+
+:mod:`taskcache.repositories.postgres` (``psycopg.Connection`` from a ``ConnectionPool``) and
+:mod:`taskcache.repositories.postgres_async` (``psycopg.AsyncConnection`` from an
+``AsyncConnectionPool``) run exactly these statements with exactly these parameters and
+decode the answers with these functions; only the execution (blocking or awaited) differs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import PoolClosed, PoolTimeout
+
+from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
+from taskcache.repositories.base import (
+    CatalogStats,
+    EntryCursor,
+    EntryFilter,
+    EntryRow,
+    PoolStats,
+    ProjectStats,
+    ReservationRow,
+    Scope,
+)
+
+Params = tuple[Any, ...]
+
+# How often a decision that lost a race with a concurrent delete is retried before giving up.
+MAX_ATTEMPTS: Final = 100
+
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+ENTRY_COLUMNS: Final = (
+    "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
+)
+RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
+SCOPE_KEY_WHERE: Final = "org = %s AND project = %s AND domain = %s AND key = %s"
+
+CONFIGURE_SESSION: Final = (
+    "SELECT set_config('TimeZone', 'UTC', false),"
+    " set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')),"
+    " false)"
+)
+PING: Final = "SELECT 1"
+
+SELECT_ENTRY: Final = f"SELECT {ENTRY_COLUMNS} FROM cache_entries WHERE {SCOPE_KEY_WHERE}"
+SELECT_ENTRY_FOR_UPDATE: Final = f"{SELECT_ENTRY} FOR UPDATE"
+INSERT_ENTRY: Final = f"""
+    INSERT INTO cache_entries (org, project, domain, key, {ENTRY_COLUMNS})
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (org, project, domain, key) DO NOTHING
+    RETURNING true
+"""
+UPDATE_ENTRY: Final = f"""
+    UPDATE cache_entries SET
+        output_uri = %s,
+        output_literals = %s,
+        source_identifier = %s,
+        key_map = %s,
+        created_at = CASE WHEN %s THEN created_at ELSE %s END,
+        last_updated_at = %s
+    WHERE {SCOPE_KEY_WHERE}
+"""
+DELETE_ENTRY: Final = f"DELETE FROM cache_entries WHERE {SCOPE_KEY_WHERE} RETURNING {ENTRY_COLUMNS}"
+DELETE_ENTRY_IF_UNCHANGED: Final = f"""
+    DELETE FROM cache_entries
+    WHERE {SCOPE_KEY_WHERE}
+      AND output_uri IS NOT DISTINCT FROM %s::text
+      AND output_literals IS NOT DISTINCT FROM %s::bytea
+      AND last_updated_at = %s
+"""
+# The CTE sees the row as the statement began: who held it before us (for takeovers).
+ACQUIRE_RESERVATION: Final = f"""
+    WITH previous AS (
+        SELECT owner_id FROM reservations WHERE {SCOPE_KEY_WHERE}
+    )
+    INSERT INTO reservations
+        (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (org, project, domain, key) DO UPDATE SET
+        owner_id = EXCLUDED.owner_id,
+        heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
+        expires_at = EXCLUDED.expires_at
+    WHERE reservations.owner_id = EXCLUDED.owner_id
+       OR reservations.expires_at <= %s
+    RETURNING {RESERVATION_COLUMNS}, (SELECT owner_id FROM previous)
+"""
+SELECT_RESERVATION: Final = (
+    f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE {SCOPE_KEY_WHERE}"
+)
+RELEASE_RESERVATION: Final = f"DELETE FROM reservations WHERE {SCOPE_KEY_WHERE} AND owner_id = %s"
+SELECT_EXPIRED_CANDIDATES: Final = f"""
+    SELECT org, project, domain, key, {ENTRY_COLUMNS} FROM cache_entries
+    WHERE last_updated_at < %s
+    ORDER BY last_updated_at, org, project, domain, key
+    LIMIT %s
+"""
+DELETE_UPDATED_BEFORE: Final = """
+    WITH doomed AS (
+        SELECT org, project, domain, key FROM cache_entries
+        WHERE last_updated_at < %s
+        ORDER BY last_updated_at, org, project, domain, key
+        LIMIT %s
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM cache_entries AS e
+    USING doomed AS d
+    WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain
+      AND e.key = d.key AND e.last_updated_at < %s
+    RETURNING e.org, e.project, e.domain, e.key,
+        e.output_uri, e.output_literals, e.source_identifier, e.key_map,
+        e.created_at, e.last_updated_at
+"""
+STATS_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+STATS_BY_SCOPE: Final = """
+    SELECT org, project, domain, count(*),
+           coalesce(sum(octet_length(output_literals)), 0), count(output_uri)
+    FROM cache_entries
+    GROUP BY org, project, domain
+    ORDER BY org, project, domain
+"""
+STATS_ACTIVE_RESERVATIONS: Final = "SELECT count(*) FROM reservations WHERE expires_at > %s"
+
+
+# --- values in ------------------------------------------------------------------------------
+
+
+def aware(value: datetime, field: str) -> datetime:
+    """Return ``value`` unchanged; it must be timezone-aware (naive ones are ambiguous)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgumentError("must be a timezone-aware datetime", field=field)
+    return value
+
+
+def scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
+    return (scope.org, scope.project, scope.domain, key)
+
+
+def entry_values(row: EntryRow) -> Params:
+    """The six non-key columns of ``row``, in :data:`ENTRY_COLUMNS` order."""
+    return (
+        row.output_uri,
+        row.output_literals,
+        row.source_identifier,
+        Jsonb(row.key_map),
+        aware(row.created_at, "created_at"),
+        aware(row.last_updated_at, "last_updated_at"),
+    )
+
+
+def write_entry_params(row: EntryRow, keep_created_at: bool) -> tuple[Params, Params, Params]:
+    """Parameters of :data:`SELECT_ENTRY_FOR_UPDATE`, :data:`INSERT_ENTRY` and
+    :data:`UPDATE_ENTRY` for writing ``row``.
+    """
+    key_params = scope_key(row.scope, row.key)
+    values = entry_values(row)
+    output_uri, output_literals, source_identifier, key_map, created_at, updated_at = values
+    update_params = (
+        output_uri,
+        output_literals,
+        source_identifier,
+        key_map,
+        keep_created_at,
+        created_at,
+        updated_at,
+        *key_params,
+    )
+    return key_params, (*key_params, *values), update_params
+
+
+def create_cutoff(replace_if_updated_before: datetime | None) -> datetime | None:
+    if replace_if_updated_before is None:
+        return None
+    return aware(replace_if_updated_before, "replace_if_updated_before")
+
+
+def may_replace(existing: EntryRow, *, cutoff: datetime | None, overwrite: bool) -> bool:
+    """Whether a write (create-only with ``cutoff``, or ``overwrite``) replaces ``existing``."""
+    return overwrite or (cutoff is not None and existing.last_updated_at < cutoff)
+
+
+def delete_if_unchanged_params(row: EntryRow) -> Params:
+    return (
+        *scope_key(row.scope, row.key),
+        row.output_uri,
+        row.output_literals,
+        aware(row.last_updated_at, "last_updated_at"),
+    )
+
+
+def acquire_params(row: ReservationRow, now: datetime) -> Params:
+    key_params = scope_key(row.scope, row.key)
+    return (
+        *key_params,
+        *key_params,
+        row.owner_id,
+        row.heartbeat_interval // _MICROSECOND,
+        aware(row.expires_at, "expires_at"),
+        aware(now, "now"),
+    )
+
+
+def release_params(scope: Scope, key: str, owner_id: str) -> Params:
+    return (*scope_key(scope, key), owner_id)
+
+
+def check_limit(limit: int) -> None:
+    if limit < 0:
+        raise InvalidArgumentError("must not be negative", field="limit")
+
+
+def list_entries_query(
+    entry_filter: EntryFilter, limit: int, after: EntryCursor | None
+) -> tuple[str, Params]:
+    """The listing statement and its parameters (keyset pagination, newest first)."""
+    check_limit(limit)
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("org", entry_filter.org),
+        ("project", entry_filter.project),
+        ("domain", entry_filter.domain),
+    ):
+        if value is not None:
+            conditions.append(f"{column} = %s")
+            params.append(value)
+    if entry_filter.key_prefix:
+        # starts_with, not LIKE: % and _ in the prefix are literal. The range bound lets
+        # the primary key seek to the prefix.
+        conditions.append("key >= %s AND starts_with(key, %s)")
+        params.extend([entry_filter.key_prefix] * 2)
+    if after is not None:
+        cursor_at = aware(after.last_updated_at, "after.last_updated_at")
+        # The first bound lets the newest-first index seek; the second breaks ties.
+        conditions.append(
+            "last_updated_at <= %s AND (last_updated_at < %s "
+            "OR (org, project, domain, key) > (%s, %s, %s, %s))"
+        )
+        params.extend([cursor_at, cursor_at, *scope_key(after.scope, after.key)])
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = f"""
+        SELECT org, project, domain, key, {ENTRY_COLUMNS} FROM cache_entries
+        {where}
+        ORDER BY last_updated_at DESC, org, project, domain, key
+        LIMIT %s
+    """
+    return sql, (*params, limit)
+
+
+def delete_updated_before_query(
+    cutoff: datetime, limit: int, *, dry_run: bool
+) -> tuple[str, Params]:
+    """The garbage-collection statement (or its dry-run select) and its parameters."""
+    check_limit(limit)
+    cutoff = aware(cutoff, "cutoff")
+    if dry_run:
+        return SELECT_EXPIRED_CANDIDATES, (cutoff, limit)
+    return DELETE_UPDATED_BEFORE, (cutoff, limit, cutoff)
+
+
+# --- rows out -------------------------------------------------------------------------------
+
+
+def utc(value: datetime) -> datetime:
+    """Return a loaded ``timestamptz`` as an aware UTC datetime (sessions run in UTC)."""
+    if value.utcoffset() == timedelta(0):
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)  # pragma: no cover - the session time zone is UTC
+
+
+def _decode_key_map(value: Any) -> dict[str, str]:
+    decoded = json.loads(value) if isinstance(value, str | bytes) else value
+    if not isinstance(decoded, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
+    ):
+        raise InternalError("stored key_map is not a JSON object of strings")
+    return decoded
+
+
+def entry_from_row(scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
+    output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
+    return EntryRow(
+        scope=scope,
+        key=key,
+        output_uri=output_uri,
+        output_literals=None if output_literals is None else bytes(output_literals),
+        source_identifier=bytes(source_identifier),
+        key_map=_decode_key_map(key_map),
+        created_at=utc(created_at),
+        last_updated_at=utc(last_updated_at),
+    )
+
+
+def scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
+    """Build an entry from ``org, project, domain, key`` followed by the entry columns."""
+    org, project, domain, key = row[:4]
+    return entry_from_row(Scope(org, project, domain), key, row[4:])
+
+
+def reservation_from_row(scope: Scope, key: str, row: Sequence[Any]) -> ReservationRow:
+    owner_id, heartbeat_us, expires_at = row
+    return ReservationRow(
+        scope=scope,
+        key=key,
+        owner_id=owner_id,
+        heartbeat_interval=timedelta(microseconds=heartbeat_us),
+        expires_at=utc(expires_at),
+    )
+
+
+def granted_reservation(row: ReservationRow, granted: Sequence[Any]) -> ReservationRow:
+    """Decode :data:`ACQUIRE_RESERVATION`'s returned row, noting a takeover."""
+    result = reservation_from_row(row.scope, row.key, granted[:-1])
+    previous_owner = granted[-1]
+    if previous_owner is not None and previous_owner != row.owner_id:
+        result = replace(result, taken_over_from=previous_owner)
+    return result
+
+
+def sorted_deleted(rows: Sequence[Sequence[Any]]) -> list[EntryRow]:
+    """Decode garbage-collected rows, oldest first (ties by scope, then key)."""
+    entries = [scoped_entry_from_row(row) for row in rows]
+    # RETURNING has no order; Python's str order is the "C" collation's code point order.
+    entries.sort(key=lambda e: (e.last_updated_at, *scope_key(e.scope, e.key)))
+    return entries
+
+
+def catalog_stats(groups: Sequence[Sequence[Any]], active: Sequence[Any] | None) -> CatalogStats:
+    """Build the totals from :data:`STATS_BY_SCOPE` and :data:`STATS_ACTIVE_RESERVATIONS`."""
+    by_scope = tuple(
+        ProjectStats(scope=Scope(org, project, domain), entries=int(count), inline_bytes=int(size))
+        for org, project, domain, count, size, _ in groups
+    )
+    return CatalogStats(
+        entries=sum(group.entries for group in by_scope),
+        inline_bytes=sum(group.inline_bytes for group in by_scope),
+        blob_entries=sum(int(group[5]) for group in groups),
+        active_reservations=0 if active is None else int(active[0]),
+        by_scope=by_scope,
+    )
+
+
+def pool_stats_from(stats: Mapping[str, int]) -> PoolStats:
+    """Translate a psycopg_pool ``get_stats()`` mapping."""
+    return PoolStats(
+        size=stats.get("pool_size", 0),
+        available=stats.get("pool_available", 0),
+        waiting=stats.get("requests_waiting", 0),
+    )
+
+
+# --- settings and errors --------------------------------------------------------------------
+
+
+def check_pool_options(min_size: int, max_size: int, pool_timeout: float) -> None:
+    if min_size < 0 or max_size < max(min_size, 1):
+        raise InvalidArgumentError(
+            f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}",
+            field="max_size",
+        )
+    if not (math.isfinite(pool_timeout) and pool_timeout > 0):
+        raise InvalidArgumentError("must be a positive number of seconds", field="pool_timeout")
+
+
+def statement_timeout_setting(statement_timeout: float | None) -> str | None:
+    if statement_timeout is None:
+        return None
+    if not (math.isfinite(statement_timeout) and statement_timeout > 0):
+        raise InvalidArgumentError(
+            "must be a positive number of seconds", field="statement_timeout"
+        )
+    return f"{max(1, round(statement_timeout * 1000))}ms"
+
+
+def connect_timeout_setting(connect_timeout: float) -> int:
+    if not (math.isfinite(connect_timeout) and connect_timeout > 0):
+        raise InvalidArgumentError("must be a positive number of seconds", field="connect_timeout")
+    # libpq takes whole seconds.
+    return max(1, math.ceil(connect_timeout))
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Re-raise psycopg errors as taskcache errors, keeping the cause chained.
+
+    Operational errors (connection failures, server shutdown, pool timeouts, statement
+    timeouts, serialisation failures) may succeed on retry: UnavailableError. Values
+    PostgreSQL cannot store (a NUL character in text): InvalidArgumentError. Anything
+    else: InternalError.
+    """
+    try:
+        yield
+    except PoolClosed as error:
+        raise UnavailableError("the postgres repository is closed") from error
+    except PoolTimeout as error:
+        raise UnavailableError(f"no postgres connection available: {error}") from error
+    except psycopg.OperationalError as error:
+        raise UnavailableError(f"postgres database unavailable: {error}") from error
+    except psycopg.DataError as error:
+        raise InvalidArgumentError(f"value rejected by postgres: {error}") from error
+    except psycopg.Error as error:
+        raise InternalError(f"postgres error: {error}") from error
