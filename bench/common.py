@@ -17,7 +17,7 @@ LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL", "connect": "Connect", "g
 @dataclass(frozen=True)
 class Tier:
     """How big each benchmark runs. ``full`` is ``make bench``; ``quick`` ``make bench-quick``;
-    ``smoke`` only proves the harness works (the test suite runs it).
+    ``smoke`` only proves the harness works (a fast check while editing bench/).
     """
 
     name: str

@@ -2,7 +2,7 @@
 
     python -m bench            # full (make bench), <= 15 min on 2 cores
     python -m bench --quick    # everything small (make bench-quick), < 2 min
-    python -m bench --smoke    # proves the harness only (the test suite), < 1 min
+    python -m bench --smoke    # proves the harness only, < 1 min (the test suite runs --quick)
 
 Everything listens and connects on 127.0.0.1 only; every load loop is bounded in time.
 """

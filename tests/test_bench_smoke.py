@@ -1,8 +1,8 @@
 """The benchmark harness (``python -m bench``, issue #4) runs end to end.
 
-Runs the ``--smoke`` tier once, writing to a temporary folder (never to docs/). No timing is
-asserted: the smoke tier only proves that every measure runs and that the results are well
-formed, with every id present.
+Runs the ``--quick`` tier once, as the issue asks, writing to a temporary folder (never to
+docs/). No timing is asserted: the run only proves that every measure runs and that the
+results are well formed, with every id present.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def _number_or_none(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-@pytest.mark.timeout(240)
-def test_bench_smoke_writes_well_formed_results(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_bench_quick_writes_well_formed_results(tmp_path: Path) -> None:
     results_path = tmp_path / "results.json"
     docs_path = tmp_path / "benchmarks.md"
     completed = subprocess.run(
@@ -57,7 +57,7 @@ def test_bench_smoke_writes_well_formed_results(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "bench",
-            "--smoke",
+            "--quick",
             "--results",
             str(results_path),
             "--docs",
@@ -66,7 +66,7 @@ def test_bench_smoke_writes_well_formed_results(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=540,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-6000:]
