@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from bench.common import LABELS, Result, Tier, percentile, progress
@@ -310,8 +309,3 @@ def _run_postgres(tier: Tier, admin: str) -> list[Result]:
             return list(measure("postgres", managers, tier, switch))
         finally:
             repository.close()
-
-
-def profile_target(tier: Tier) -> Callable[[], Any]:  # pragma: no cover - diagnostics only
-    """Not profiled automatically (I/O bound)."""
-    raise NotImplementedError

@@ -142,6 +142,7 @@ def aware(value: datetime, field: str) -> datetime:
 
 
 def scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
+    """Return the primary-key parameters (org, project, domain, key)."""
     return (scope.org, scope.project, scope.domain, key)
 
 
@@ -178,6 +179,7 @@ def write_entry_params(row: EntryRow, keep_created_at: bool) -> tuple[Params, Pa
 
 
 def create_cutoff(replace_if_updated_before: datetime | None) -> datetime | None:
+    """Return the aware replacement cutoff of a create, or None (never replace)."""
     if replace_if_updated_before is None:
         return None
     return aware(replace_if_updated_before, "replace_if_updated_before")
@@ -189,6 +191,7 @@ def may_replace(existing: EntryRow, *, cutoff: datetime | None, overwrite: bool)
 
 
 def delete_if_unchanged_params(row: EntryRow) -> Params:
+    """Return the parameters of the delete-if-unchanged statement for ``row``."""
     return (
         *scope_key(row.scope, row.key),
         row.output_uri,
@@ -198,6 +201,7 @@ def delete_if_unchanged_params(row: EntryRow) -> Params:
 
 
 def acquire_params(row: ReservationRow, now: datetime) -> Params:
+    """Return the parameters of the reservation upsert for ``row`` at ``now``."""
     key_params = scope_key(row.scope, row.key)
     return (
         *key_params,
@@ -210,10 +214,12 @@ def acquire_params(row: ReservationRow, now: datetime) -> Params:
 
 
 def release_params(scope: Scope, key: str, owner_id: str) -> Params:
+    """Return the parameters of the owner-only reservation delete."""
     return (*scope_key(scope, key), owner_id)
 
 
 def check_limit(limit: int) -> None:
+    """Raise InvalidArgumentError (field ``limit``) for a negative page size."""
     if limit < 0:
         raise InvalidArgumentError("must not be negative", field="limit")
 
@@ -287,6 +293,7 @@ def _decode_key_map(value: Any) -> dict[str, str]:
 
 
 def entry_from_row(scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
+    """Decode a ``cache_entries`` row (without its key columns) into an EntryRow."""
     output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
     return EntryRow(
         scope=scope,
@@ -307,6 +314,7 @@ def scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
 
 
 def reservation_from_row(scope: Scope, key: str, row: Sequence[Any]) -> ReservationRow:
+    """Decode a ``reservations`` row (without its key columns) into a ReservationRow."""
     owner_id, heartbeat_us, expires_at = row
     return ReservationRow(
         scope=scope,
@@ -362,6 +370,7 @@ def pool_stats_from(stats: Mapping[str, int]) -> PoolStats:
 
 
 def check_pool_options(min_size: int, max_size: int, pool_timeout: float) -> None:
+    """Raise InvalidArgumentError naming the first invalid pool option."""
     if min_size < 0 or max_size < max(min_size, 1):
         raise InvalidArgumentError(
             f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}",
@@ -372,6 +381,7 @@ def check_pool_options(min_size: int, max_size: int, pool_timeout: float) -> Non
 
 
 def statement_timeout_setting(statement_timeout: float | None) -> str | None:
+    """Return the ``statement_timeout`` session value in ms, or None to leave it unset."""
     if statement_timeout is None:
         return None
     if not (math.isfinite(statement_timeout) and statement_timeout > 0):
@@ -382,6 +392,7 @@ def statement_timeout_setting(statement_timeout: float | None) -> str | None:
 
 
 def connect_timeout_setting(connect_timeout: float) -> int:
+    """Return libpq's whole-second ``connect_timeout`` (at least 1)."""
     if not (math.isfinite(connect_timeout) and connect_timeout > 0):
         raise InvalidArgumentError("must be a positive number of seconds", field="connect_timeout")
     # libpq takes whole seconds.

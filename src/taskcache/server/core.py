@@ -44,7 +44,9 @@ async def run_in_executor(
 class ServiceManager(Protocol):
     """The manager calls the core awaits (:class:`~taskcache.manager.AsyncCacheManager`'s)."""
 
-    async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow: ...
+    async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
+        """See :meth:`CacheManager.get`."""
+        ...
 
     async def put(
         self,
@@ -54,15 +56,23 @@ class ServiceManager(Protocol):
         *,
         overwrite: bool = False,
         max_age: timedelta | None = None,
-    ) -> PutResult: ...
+    ) -> PutResult:
+        """See :meth:`CacheManager.put`."""
+        ...
 
-    async def delete(self, scope: Scope, key: str) -> EntryRow: ...
+    async def delete(self, scope: Scope, key: str) -> EntryRow:
+        """See :meth:`CacheManager.delete`."""
+        ...
 
     async def get_or_extend_reservation(
         self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
-    ) -> ReservationRow: ...
+    ) -> ReservationRow:
+        """See :meth:`CacheManager.get_or_extend_reservation`."""
+        ...
 
-    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None: ...
+    async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None:
+        """See :meth:`CacheManager.release_reservation`."""
+        ...
 
 
 class ThreadedManager:
@@ -78,6 +88,7 @@ class ThreadedManager:
         return await run_in_executor(self._executor, function, *args, **kwargs)
 
     async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
+        """Run :meth:`CacheManager.get` on the executor."""
         return await self._run(self.manager.get, scope, key, max_age)
 
     async def put(
@@ -89,21 +100,25 @@ class ThreadedManager:
         overwrite: bool = False,
         max_age: timedelta | None = None,
     ) -> PutResult:
+        """Run :meth:`CacheManager.put` on the executor."""
         return await self._run(
             self.manager.put, scope, key, entry, overwrite=overwrite, max_age=max_age
         )
 
     async def delete(self, scope: Scope, key: str) -> EntryRow:
+        """Run :meth:`CacheManager.delete` on the executor."""
         return await self._run(self.manager.delete, scope, key)
 
     async def get_or_extend_reservation(
         self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
     ) -> ReservationRow:
+        """Run :meth:`CacheManager.get_or_extend_reservation` on the executor."""
         return await self._run(
             self.manager.get_or_extend_reservation, scope, key, owner_id, heartbeat_interval
         )
 
     async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> None:
+        """Run :meth:`CacheManager.release_reservation` on the executor."""
         await self._run(self.manager.release_reservation, scope, key, owner_id)
 
 
