@@ -54,6 +54,7 @@ def _serve_help(name: str) -> str:
 @click.option("--log-level", default=None, help=_serve_help("log_level"))
 @click.option("--log-format", default=None, help=_serve_help("log_format"))
 @click.option("--otlp-endpoint", default=None, help=_serve_help("otlp_endpoint"))
+@click.option("--shutdown-grace", default=None, help=_serve_help("shutdown_grace"))
 def serve_command(
     host: str | None,
     port: int | None,
@@ -68,6 +69,7 @@ def serve_command(
     log_level: str | None,
     log_format: str | None,
     otlp_endpoint: str | None,
+    shutdown_grace: str | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
@@ -89,6 +91,7 @@ def serve_command(
         "log_level": log_level,
         "log_format": log_format,
         "otlp_endpoint": otlp_endpoint,
+        "shutdown_grace": shutdown_grace,
     }
     try:
         settings = load_settings(flags, config_file=config_file)

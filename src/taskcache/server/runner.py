@@ -45,7 +45,6 @@ from taskcache.storage import BlobStore
 
 logger = logging.getLogger("taskcache.server")
 
-SHUTDOWN_GRACE_SECONDS: Final = 10.0
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 _BACKLOG: Final = 2048
 
@@ -110,7 +109,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
     Shutdown stops accepting new calls, gives in-flight ones up to
-    :data:`SHUTDOWN_GRACE_SECONDS`, then closes the repository. Raises InvalidArgumentError for
+    ``settings.shutdown_grace`` seconds, then closes the repository. Raises InvalidArgumentError for
     a bad database setting, UnavailableError if the database or a port cannot be opened.
     ``core_type`` builds the service core (a subclass with canned answers lets benchmarks
     measure the transport stack alone); ``taskcache serve`` always uses the real one.
@@ -202,7 +201,7 @@ async def _serve(
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         )
     )
 
@@ -217,7 +216,7 @@ async def _serve(
             await monitor.mark_shutting_down()
             http.should_exit = True
             # Both listeners stop accepting at once and drain in parallel.
-            await asyncio.gather(grpc_server.stop(SHUTDOWN_GRACE_SECONDS), http_task)
+            await asyncio.gather(grpc_server.stop(settings.shutdown_grace), http_task)
     finally:
         await monitor.mark_shutting_down()  # idempotent; covers a failed start
         http_socket.close()
@@ -253,7 +252,7 @@ async def _run_until_stopped(
         await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop_wait.cancel()
-    logger.info("shutting down: draining in-flight calls (up to %.0f s)", SHUTDOWN_GRACE_SECONDS)
+    logger.info("shutting down: draining in-flight calls (up to %.1f s)", settings.shutdown_grace)
 
 
 def run_server(settings: Settings) -> None:

@@ -50,6 +50,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "console"
     otlp_endpoint: str | None = None
+    shutdown_grace: float = 10.0
 
 
 # One help line per option, shared by ``taskcache serve --help`` and error messages.
@@ -71,6 +72,8 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "max_message_bytes": "Largest request or response message, in bytes, on both transports.",
     "log_level": "One of DEBUG, INFO, WARNING, ERROR, CRITICAL.",
     "log_format": "console (human-readable) or json (one object per line).",
+    "shutdown_grace": "On SIGTERM/SIGINT, how long in-flight calls may finish before the "
+    "server stops, in seconds (suffixes ms, s, m, h accepted).",
     "otlp_endpoint": "OTLP/gRPC collector to export one trace span per request to (e.g. "
     "http://otel-collector:4317). Unset: tracing is off.",
 }
@@ -182,6 +185,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "log_level": _log_level,
     "log_format": _log_format,
     "otlp_endpoint": _optional_text,
+    "shutdown_grace": _seconds,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
