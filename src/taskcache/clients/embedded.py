@@ -13,8 +13,14 @@ from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
 from taskcache.clients.base import Client
-from taskcache.clients.payload import Outputs, Payload, prepare_payload, read_payload
-from taskcache.errors import CacheError, InternalError, NotFoundError
+from taskcache.clients.payload import (
+    Outputs,
+    Payload,
+    abandon_put,
+    prepare_payload,
+    read_payload,
+)
+from taskcache.errors import NotFoundError
 from taskcache.manager import CacheManager, NewEntry, PutResult
 from taskcache.model import (
     Entry,
@@ -30,7 +36,6 @@ from taskcache.provenance import (
     hit_status,
     key_map_for,
     populated_status,
-    put_failure_status,
 )
 from taskcache.repositories.base import Scope
 from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
@@ -127,15 +132,8 @@ class EmbeddedClient:
             result = self.manager.put(
                 self._scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
             )
-        except CacheError as error:
-            self._discard_blob(payload.written_uri if payload is not None else None)
-            error.status = put_failure_status(key.identifier)
-            raise
         except Exception as error:
-            self._discard_blob(payload.written_uri if payload is not None else None)
-            raise InternalError(
-                f"put failed: {error}", status=put_failure_status(key.identifier)
-            ) from error
+            abandon_put(key, payload, self.blobs, error)
         self._discard_replaced(result)
         return populated_status(key.identifier, metadata)
 

@@ -7,12 +7,14 @@ behave the same embedded and remote.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from flyteidl2.core import literals_pb2
 
-from taskcache.errors import InternalError, NotFoundError
-from taskcache.model import LiteralMap
+from taskcache.errors import CacheError, InternalError, NotFoundError
+from taskcache.model import Key, LiteralMap
 from taskcache.outputs import OutputReader, decode_literal_map
+from taskcache.provenance import put_failure_status
 from taskcache.storage import BlobStore, read_blob
 
 Outputs = LiteralMap | OutputReader
@@ -67,3 +69,18 @@ def read_payload(
     if not output_uri:
         raise InternalError(f"entry {key!r} has neither outputs nor an output URI")
     return decode_literal_map(read_blob(output_uri), source=output_uri)
+
+
+def abandon_put(key: Key, payload: Payload | None, blobs: BlobStore, error: Exception) -> NoReturn:
+    """Undo a failed put and raise its error with the CACHE_PUT_FAILURE status.
+
+    Deletes the blob written for ``payload`` (if any), then re-raises ``error`` when it is a
+    CacheError, else an InternalError caused by it.
+    """
+    if payload is not None and payload.written_uri is not None:
+        blobs.delete(payload.written_uri)
+    status = put_failure_status(key.identifier)
+    if isinstance(error, CacheError):
+        error.status = status
+        raise error
+    raise InternalError(f"put failed: {error}", status=status) from error

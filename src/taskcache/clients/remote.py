@@ -18,9 +18,15 @@ from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
 
 from taskcache import hashing
 from taskcache.clients import transports
-from taskcache.clients.payload import Outputs, Payload, prepare_payload, read_payload
+from taskcache.clients.payload import (
+    Outputs,
+    Payload,
+    abandon_put,
+    prepare_payload,
+    read_payload,
+)
 from taskcache.clients.transports import Rpc
-from taskcache.errors import CacheError, InternalError, NotFoundError
+from taskcache.errors import NotFoundError
 from taskcache.manager import is_stale, utc_now, validate_owner
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
@@ -29,7 +35,6 @@ from taskcache.provenance import (
     hit_status,
     key_map_for,
     populated_status,
-    put_failure_status,
 )
 from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.storage import BlobStore
@@ -166,17 +171,6 @@ class _RemoteRules:
             identifier=self.identifier(key),
         )
 
-    def discard_blob(self, payload: Payload | None) -> None:
-        if payload is not None and payload.written_uri is not None:
-            self.blobs.delete(payload.written_uri)
-
-
-def _failed_put(key: Key, error: Exception) -> CacheError:
-    if isinstance(error, CacheError):
-        error.status = put_failure_status(key.identifier)
-        return error
-    return InternalError(f"put failed: {error}", status=put_failure_status(key.identifier))
-
 
 class RemoteClient:
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
@@ -225,8 +219,7 @@ class RemoteClient:
             request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
             self._transport.send(transports.PUT, request)
         except Exception as error:
-            self._rules.discard_blob(payload)
-            raise _failed_put(key, error) from error
+            abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key) -> None:
@@ -317,8 +310,7 @@ class AsyncRemoteClient:
             request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
             await self._transport.send(transports.PUT, request)
         except Exception as error:
-            self._rules.discard_blob(payload)
-            raise _failed_put(key, error) from error
+            abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key) -> None:
