@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from typing import Final
 
 from flyteidl2.cacheservice import cacheservice_pb2
+from google.protobuf.message import Message
 
 from bench.literals import kib_output, task_identifier
 from taskcache.repositories.base import EntryRow, Scope
-from taskcache.server.core import CacheServiceCore, _get_response
+from taskcache.rpcs import GET
 from taskcache.server.logs import configure_logging
 from taskcache.server.runner import serve
+from taskcache.server.service import CacheService, Headers, get_response
 from taskcache.server.settings import Settings
 
 CANNED_AT: Final = datetime(2024, 5, 17, 12, 0, 0, 123456, tzinfo=UTC)
@@ -37,37 +39,34 @@ def canned_response() -> cacheservice_pb2.GetCacheResponse:
         created_at=CANNED_AT,
         last_updated_at=CANNED_AT,
     )
-    return _get_response(row)
+    return get_response(row)
 
 
 _CANNED: Final = canned_response()
 
 
-class CannedCore(CacheServiceCore):
+class CannedCore(CacheService):
     """A service core whose Get returns :data:`_CANNED` at once (hits are still counted)."""
 
-    async def get(
-        self, scope: Scope, request: cacheservice_pb2.GetCacheRequest
-    ) -> cacheservice_pb2.GetCacheResponse:
+    async def get(self, request: Message, headers: Headers) -> Message:
         self._metrics.hits.inc()
-        return _CANNED
+        return self._dialect.wrap(GET, _CANNED)
 
 
 def _canned() -> cacheservice_pb2.GetCacheResponse:
     return _CANNED
 
 
-class CannedHopCore(CacheServiceCore):
+class CannedHopCore(CacheService):
     """Diagnostics only (``--thread-hop``): the canned answer, fetched through the server's
     thread pool like a real Get, to separate the hop's cost from the database's.
     """
 
-    async def get(
-        self, scope: Scope, request: cacheservice_pb2.GetCacheRequest
-    ) -> cacheservice_pb2.GetCacheResponse:
-        response = await self._run(_canned)
+    async def get(self, request: Message, headers: Headers) -> Message:
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self._backend.executor, _canned)
         self._metrics.hits.inc()
-        return response
+        return self._dialect.wrap(GET, response)
 
 
 def main() -> None:
@@ -88,7 +87,7 @@ def main() -> None:
         log_level="WARNING",
     )
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings, core_type=CannedHopCore if options.thread_hop else CannedCore))
+    asyncio.run(serve(settings, service_type=CannedHopCore if options.thread_hop else CannedCore))
 
 
 if __name__ == "__main__":

@@ -63,13 +63,19 @@ def p1() -> None:
 def core() -> None:
     from flyteidl2.cacheservice import cacheservice_pb2  # noqa: PLC0415
 
-    from taskcache.manager import CacheManager, NewEntry  # noqa: PLC0415
+    from taskcache.manager import AsyncCacheManager, CacheManager, NewEntry  # noqa: PLC0415
     from taskcache.repositories.base import Scope  # noqa: PLC0415
     from taskcache.repositories.sqlite import SqliteRepository  # noqa: PLC0415
-    from taskcache.server.core import CacheServiceCore, _get_response  # noqa: PLC0415
+    from taskcache.repositories.threaded import ThreadedRepository  # noqa: PLC0415
     from taskcache.server.metrics import ServerMetrics  # noqa: PLC0415
+    from taskcache.server.service import (  # noqa: PLC0415
+        Backend,
+        CacheService,
+        UnscopedDialect,
+        get_response,
+    )
 
-    scope = Scope("bench", "taskcache", "development")
+    scope = Scope()  # the unscoped API's scope, which the service below reads
     with tempfile.TemporaryDirectory() as folder:
         repository = SqliteRepository(Path(folder) / "c.db")
         manager = CacheManager(repository)
@@ -82,7 +88,7 @@ def core() -> None:
             )
             manager.put(scope, f"k{index}", entry, overwrite=True)
         requests = [cacheservice_pb2.GetCacheRequest(key=f"k{i}") for i in range(16)]
-        canned = _get_response(manager.get(scope, "k0"))
+        canned = get_response(manager.get(scope, "k0"))
 
         async def measure(label: str, call: Callable[[int], Awaitable[Any]]) -> None:
             stop = time.perf_counter() + 3.0
@@ -101,21 +107,21 @@ def core() -> None:
             print(f"{label:34} {rate:7.0f} Gets/s, {cpu_per_get:4.0f} us CPU/Get")
 
         for threads in (8, 1):
-            service = CacheServiceCore(
-                manager, executor=ThreadPoolExecutor(threads), metrics=ServerMetrics()
-            )
+            executor = ThreadPoolExecutor(threads)
+            threaded = AsyncCacheManager(ThreadedRepository(repository, executor))
+            service = CacheService(Backend(threaded, ServerMetrics(), executor), UnscopedDialect())
 
-            async def hop(index: int, service: CacheServiceCore = service) -> Any:
-                return await service._run(lambda: canned)
+            async def hop(index: int, executor: ThreadPoolExecutor = executor) -> Any:
+                return await asyncio.get_running_loop().run_in_executor(executor, lambda: canned)
 
-            async def real(index: int, service: CacheServiceCore = service) -> Any:
-                return await service.get(scope, requests[index])
+            async def real(index: int, service: CacheService = service) -> Any:
+                return await service.get(requests[index], {})
 
             asyncio.run(measure(f"thread hop only, pool {threads}", hop))
-            asyncio.run(measure(f"CacheServiceCore.get, pool {threads}", real))
+            asyncio.run(measure(f"CacheService.get, pool {threads}", real))
 
         async def inline(index: int) -> Any:
-            return _get_response(manager.get(scope, f"k{index}"))
+            return get_response(manager.get(scope, f"k{index}"))
 
         asyncio.run(measure("manager.get + response, inline", inline))
         repository.close()

@@ -1,14 +1,16 @@
-"""AsyncCacheManager on the asynchronous PostgreSQL repository.
+"""AsyncCacheManager on both asynchronous repositories the server uses.
 
 The rules themselves are shared with CacheManager (``test_manager.py`` checks them in depth);
 these tests check that the async manager applies each of them, through real awaited calls on
-``AsyncPostgresRepository``. Each test runs its coroutines on a private event loop.
+SQLite behind :class:`ThreadedRepository` (runs everywhere) and on ``AsyncPostgresRepository``.
+Each test runs its coroutines on a private event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -17,6 +19,8 @@ import pytest
 
 from taskcache.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from taskcache.manager import AsyncCacheManager
+from taskcache.repositories.sqlite import SqliteRepository
+from taskcache.repositories.threaded import ThreadedRepository
 from test_manager import MAX_HEARTBEAT, MULTIPLIER, SCOPE, START, US, FakeClock, new_entry
 
 _T = TypeVar("_T")
@@ -32,14 +36,21 @@ class Harness:
         return self.loop.run_until_complete(coroutine)
 
 
-@pytest.fixture
-def harness(clean_postgres: str) -> Iterator[Harness]:
+def _open(backend: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> Any:
+    if backend == "sqlite":
+        executor = ThreadPoolExecutor(max_workers=2)
+        request.addfinalizer(executor.shutdown)
+        return ThreadedRepository(SqliteRepository(None), executor)
     from taskcache.repositories.postgres_async import AsyncPostgresRepository
 
+    url = request.getfixturevalue("clean_postgres")
+    return loop.run_until_complete(AsyncPostgresRepository.open(url, min_size=1, max_size=4))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     loop = asyncio.new_event_loop()
-    repository = loop.run_until_complete(
-        AsyncPostgresRepository.open(clean_postgres, min_size=1, max_size=4)
-    )
+    repository = _open(request.param, request, loop)
     clock = FakeClock()
     manager = AsyncCacheManager(
         repository,
@@ -137,9 +148,19 @@ def test_delete_and_discard_dangling(harness: Harness) -> None:
     assert run(manager.delete(SCOPE, "key")) == stored
     with pytest.raises(NotFoundError):
         run(manager.delete(SCOPE, "key"))
-    stored = run(manager.put(SCOPE, "key", new_entry())).stored
-    assert run(manager.discard_dangling(stored))
-    assert not run(manager.discard_dangling(stored))
+    stored = run(manager.put(SCOPE, "key", new_entry(literals=None))).stored
+    assert stored.output_uri is not None
+    discard = manager.discard_dangling(SCOPE, "key", stored.output_uri, stored.last_updated_at)
+    assert run(discard)
+    with pytest.raises(NotFoundError):
+        run(manager.get(SCOPE, "key"))
+    stored = run(manager.put(SCOPE, "key", new_entry(literals=None))).stored
+    harness.clock.advance(US)
+    rewritten = run(manager.put(SCOPE, "key", new_entry(literals=None), overwrite=True)).stored
+    assert stored.output_uri is not None
+    stale = manager.discard_dangling(SCOPE, "key", stored.output_uri, stored.last_updated_at)
+    assert not run(stale)
+    assert run(manager.get(SCOPE, "key")) == rewritten
 
 
 def test_reservations(harness: Harness) -> None:

@@ -48,7 +48,9 @@ from taskcache import (
     ReservationStatus,
     UriOutputReader,
     hashing,
+    rpcs,
 )
+from taskcache.rpcs import Rpc
 
 pytestmark = pytest.mark.slow
 
@@ -458,6 +460,66 @@ def test_dangling_blob_is_a_miss_then_put_repopulates(catalog: Catalog, keys: Ke
     entry = client.get(keys())
     assert entry.status.cache_status is CacheStatus.CACHE_HIT
     assert entry.outputs.read() == int_map(o0=2)
+
+
+class RePutBeforeDelete:
+    """A transport that lets another worker re-put the entry just before a Delete is sent:
+    the race a remote client's dangling-entry repair must survive.
+    """
+
+    def __init__(self, inner: Any, re_put: Callable[[], object]) -> None:
+        self.inner = inner
+        self.re_put = re_put
+        self.deletes = 0
+
+    def send(self, rpc: Rpc, request: Any, headers: Any = None) -> Any:
+        if rpc == rpcs.DELETE:
+            self.deletes += 1
+            self.re_put()
+        return self.inner.send(rpc, request, headers)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_remote_repair_spares_an_entry_re_put_after_the_get(
+    remote_catalog: Catalog, keys: Keys
+) -> None:
+    client = remote_catalog(inline_max_bytes=0)
+    other = remote_catalog(inline_max_bytes=0)
+    client.put(keys(), int_map(o0=1))
+    uri = client.get(keys()).outputs.uri
+    assert uri is not None
+    remove_blob(uri)
+    racer = RePutBeforeDelete(
+        client._transport,  # type: ignore[attr-defined]
+        lambda: other.update(keys(), int_map(o0=2)),
+    )
+    client._transport = racer  # type: ignore[attr-defined]
+
+    with pytest.raises(NotFoundError):
+        client.get(keys())
+
+    assert racer.deletes == 1  # the repair was attempted, and refused by the service
+    assert other.get(keys()).outputs.read() == int_map(o0=2)
+
+
+def test_remote_repair_deletes_the_unchanged_dangling_entry(
+    remote_catalog: Catalog, keys: Keys
+) -> None:
+    async def scenario() -> None:
+        async with remote_catalog.open_async(inline_max_bytes=0) as client:
+            await client.put(keys(), int_map(o0=1))
+            uri = (await client.get(keys())).outputs.uri
+            assert uri is not None
+            remove_blob(uri)
+            with pytest.raises(NotFoundError):
+                await client.get(keys())
+            # Gone, not merely unreadable: a create-only put succeeds.
+            await client.put(keys(), int_map(o0=3))
+            assert (await client.get(keys())).outputs.read() == int_map(o0=3)
+
+    asyncio.run(scenario())
 
 
 # --- max age, delete ---------------------------------------------------------------------

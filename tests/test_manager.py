@@ -21,7 +21,7 @@ from taskcache.errors import (
     NotFoundError,
 )
 from taskcache.manager import CacheManager, NewEntry, PutResult
-from taskcache.repositories.base import Repository, ReservationRow, Scope
+from taskcache.repositories.base import EntryRow, Repository, ReservationRow, Scope
 from taskcache.repositories.sqlite import SqliteRepository
 
 SCOPE = Scope("org", "project", "domain")
@@ -258,9 +258,14 @@ def test_delete(manager: CacheManager) -> None:
         manager.delete(SCOPE, "key")
 
 
+def _discard(manager: CacheManager, row: EntryRow) -> bool:
+    assert row.output_uri is not None
+    return manager.discard_dangling(row.scope, row.key, row.output_uri, row.last_updated_at)
+
+
 def test_discard_dangling_removes_unchanged_row(manager: CacheManager) -> None:
-    stored = manager.put(SCOPE, "key", new_entry()).stored
-    assert manager.discard_dangling(stored) is True
+    stored = manager.put(SCOPE, "key", new_entry(literals=None)).stored
+    assert _discard(manager, stored) is True
     with pytest.raises(NotFoundError):
         manager.get(SCOPE, "key")
 
@@ -268,12 +273,31 @@ def test_discard_dangling_removes_unchanged_row(manager: CacheManager) -> None:
 def test_discard_dangling_spares_row_rewritten_meanwhile(
     manager: CacheManager, clock: FakeClock
 ) -> None:
-    seen = manager.put(SCOPE, "key", new_entry()).stored
+    seen = manager.put(SCOPE, "key", new_entry(literals=None)).stored
     clock.advance(US)
     # Same outputs, later write: only last_updated_at tells them apart.
-    rewritten = manager.put(SCOPE, "key", new_entry(), overwrite=True).stored
-    assert manager.discard_dangling(seen) is False
+    rewritten = manager.put(SCOPE, "key", new_entry(literals=None), overwrite=True).stored
+    assert _discard(manager, seen) is False
     assert manager.get(SCOPE, "key") == rewritten
+
+
+def test_discard_dangling_spares_an_entry_with_other_outputs(manager: CacheManager) -> None:
+    seen = manager.put(SCOPE, "key", new_entry(literals=None)).stored
+    manager.delete(SCOPE, "key")
+    # Re-put at the very same instant, but with other outputs: not the version seen.
+    other = manager.put(SCOPE, "key", new_entry(uri="s3://bucket/other.pb", literals=None)).stored
+    assert other.last_updated_at == seen.last_updated_at
+    assert _discard(manager, seen) is False
+    assert manager.get(SCOPE, "key") == other
+
+
+def test_discard_dangling_validates(manager: CacheManager) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        manager.discard_dangling(SCOPE, "key", "", START)
+    assert caught.value.field == "output_uri"
+    with pytest.raises(InvalidArgumentError) as caught:
+        manager.discard_dangling(SCOPE, "", "s3://b/o.pb", START)
+    assert caught.value.field == "key"
 
 
 # --- reservations --------------------------------------------------------------------------

@@ -460,24 +460,24 @@ class TlsCacheServer:
         self.port = 0
 
     async def _start(self) -> None:
-        from taskcache.manager import CacheManager
+        from taskcache.manager import AsyncCacheManager
         from taskcache.repositories.sqlite import SqliteRepository
-        from taskcache.server.apis import SCOPED_SERVICE, ScopedApi
-        from taskcache.server.calls import CallRunner
-        from taskcache.server.core import CacheServiceCore
+        from taskcache.repositories.threaded import ThreadedRepository
+        from taskcache.rpcs import SCOPED_SERVICE
+        from taskcache.server.calls import CallObserver
         from taskcache.server.grpc_server import build_grpc_server
         from taskcache.server.health import HealthMonitor
         from taskcache.server.metrics import ServerMetrics
+        from taskcache.server.service import Backend, CacheService, ScopedDialect
 
         self._repository = SqliteRepository(None)
+        repository = ThreadedRepository(self._repository, self._executor)
         metrics = ServerMetrics()
-        core = CacheServiceCore(
-            CacheManager(self._repository), executor=self._executor, metrics=metrics
-        )
+        backend = Backend(AsyncCacheManager(repository), metrics, self._executor)
         self._server = build_grpc_server(
-            {SCOPED_SERVICE: ScopedApi(core)},
-            CallRunner(metrics),
-            HealthMonitor(self._repository, metrics),
+            {SCOPED_SERVICE: CacheService(backend, ScopedDialect())},
+            CallObserver(metrics),
+            HealthMonitor(repository, metrics),
             max_message_bytes=4 * 1024 * 1024,
         )
         credentials = grpc.ssl_server_credentials(

@@ -97,6 +97,27 @@ class _CachePolicy:
         return row
 
     @staticmethod
+    def _dangling_row(
+        scope: Scope, key: str, output_uri: str, last_updated_at: datetime
+    ) -> EntryRow:
+        """The row a conditional delete compares with: the repository matches its outputs
+        (this URI, no inline literals) and ``last_updated_at``, nothing else.
+        """
+        validate_key(key)
+        if not output_uri:
+            raise InvalidArgumentError("must not be empty", field="output_uri")
+        return EntryRow(
+            scope=scope,
+            key=key,
+            output_uri=output_uri,
+            output_literals=None,
+            source_identifier=b"",
+            key_map={},
+            created_at=last_updated_at,
+            last_updated_at=last_updated_at,
+        )
+
+    @staticmethod
     def _check_deleted(row: EntryRow | None, key: str) -> EntryRow:
         if row is None:
             raise NotFoundError(f"no cache entry for key {key!r}")
@@ -240,9 +261,16 @@ class CacheManager(_CachePolicy):
         validate_key(key)
         return self._check_deleted(self.repository.delete_entry(scope, key), key)
 
-    def discard_dangling(self, row: EntryRow) -> bool:
-        """Remove ``row`` whose outputs vanished, unless it was rewritten meanwhile."""
-        return self.repository.delete_entry_if_unchanged(row)
+    def discard_dangling(
+        self, scope: Scope, key: str, output_uri: str, last_updated_at: datetime
+    ) -> bool:
+        """Delete the entry whose outputs at ``output_uri`` vanished, only if it is still that
+        version (same URI, same ``last_updated_at``): a worker may have re-put it meanwhile.
+        Returns whether it was deleted.
+        """
+        return self.repository.delete_entry_if_unchanged(
+            self._dangling_row(scope, key, output_uri, last_updated_at)
+        )
 
     def get_or_extend_reservation(
         self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta
@@ -313,9 +341,13 @@ class AsyncCacheManager(_CachePolicy):
         validate_key(key)
         return self._check_deleted(await self.repository.delete_entry(scope, key), key)
 
-    async def discard_dangling(self, row: EntryRow) -> bool:
+    async def discard_dangling(
+        self, scope: Scope, key: str, output_uri: str, last_updated_at: datetime
+    ) -> bool:
         """See :meth:`CacheManager.discard_dangling`."""
-        return await self.repository.delete_entry_if_unchanged(row)
+        return await self.repository.delete_entry_if_unchanged(
+            self._dangling_row(scope, key, output_uri, last_updated_at)
+        )
 
     async def get_or_extend_reservation(
         self, scope: Scope, key: str, owner_id: str, heartbeat_interval: timedelta

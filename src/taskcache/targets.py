@@ -32,6 +32,7 @@ from taskcache.reservation_cache import DEFAULT_MAX_OWNERS
 from taskcache.storage import BlobStore
 
 if TYPE_CHECKING:
+    from taskcache.clients.remote import RemoteRules
     from taskcache.clients.transports import RemoteOptions
 
 HOME_ENVIRONMENT_VARIABLE = "TASKCACHE_HOME"
@@ -207,8 +208,16 @@ def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> 
         raise
 
 
-def _remote_storage(options: _Options) -> str:
-    return options.storage or str(default_home() / BLOBS_FOLDER_NAME)
+def _remote_rules(options: _Options) -> RemoteRules:
+    from taskcache.clients.remote import RemoteRules  # noqa: PLC0415
+
+    return RemoteRules(
+        BlobStore(options.storage or str(default_home() / BLOBS_FOLDER_NAME)),
+        scope=options.scope,
+        max_cache_age=options.max_cache_age,
+        inline_max_bytes=options.inline_max_bytes,
+        reservation_cache_size=options.reservation_cache_size,
+    )
 
 
 def _remote_options(options: _Options) -> RemoteOptions:
@@ -255,15 +264,7 @@ def open_catalog(
         return _open_embedded(target, resolved)
     from taskcache.clients.remote import open_remote  # noqa: PLC0415
 
-    return open_remote(
-        url,
-        storage=_remote_storage(resolved),
-        options=_remote_options(resolved),
-        scope=resolved.scope,
-        max_cache_age=resolved.max_cache_age,
-        inline_max_bytes=resolved.inline_max_bytes,
-        reservation_cache_size=resolved.reservation_cache_size,
-    )
+    return open_remote(url, _remote_options(resolved), _remote_rules(resolved))
 
 
 def open_async_catalog(
@@ -276,12 +277,4 @@ def open_async_catalog(
         return AsyncEmbeddedClient(_open_embedded(target, resolved))
     from taskcache.clients.remote import open_remote_async  # noqa: PLC0415
 
-    return open_remote_async(
-        url,
-        storage=_remote_storage(resolved),
-        options=_remote_options(resolved),
-        scope=resolved.scope,
-        max_cache_age=resolved.max_cache_age,
-        inline_max_bytes=resolved.inline_max_bytes,
-        reservation_cache_size=resolved.reservation_cache_size,
-    )
+    return open_remote_async(url, _remote_options(resolved), _remote_rules(resolved))

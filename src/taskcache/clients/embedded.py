@@ -91,7 +91,10 @@ class EmbeddedClient:
         try:
             outputs = read_payload(row.output_literals, row.output_uri, key=cache_key)
         except NotFoundError as error:
-            self.manager.discard_dangling(row)
+            if row.output_uri is not None:
+                self.manager.discard_dangling(
+                    row.scope, cache_key, row.output_uri, row.last_updated_at
+                )
             raise NotFoundError(
                 f"outputs of entry {cache_key!r} vanished from {row.output_uri}; "
                 "the entry was discarded"

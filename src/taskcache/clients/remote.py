@@ -11,12 +11,12 @@ import contextlib
 import threading
 from datetime import UTC, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Self
 
 from flyteidl2.cacheservice import cacheservice_pb2 as base
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
 
-from taskcache import hashing
+from taskcache import hashing, rpcs
 from taskcache.clients import transports
 from taskcache.clients.payload import (
     Outputs,
@@ -25,8 +25,8 @@ from taskcache.clients.payload import (
     prepare_payload,
     read_payload,
 )
-from taskcache.clients.transports import Rpc
-from taskcache.errors import NotFoundError
+from taskcache.clients.transports import AsyncTransport, SyncTransport
+from taskcache.errors import FailedPreconditionError, NotFoundError
 from taskcache.manager import is_stale, utc_now, validate_owner
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
@@ -36,38 +36,19 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
+from taskcache.reservation_cache import ReservationCacheStore
+from taskcache.rpcs import IF_UNCHANGED_HEADER, EntryVersion
 from taskcache.storage import BlobStore
 
 Scope = tuple[str, str, str]
 
 
-class SyncTransport(Protocol):
-    """What :class:`RemoteClient` needs from a transport."""
+class RemoteRules:
+    """The request building and response reading both remote clients share (no I/O).
 
-    def send(self, rpc: Rpc, request: Any) -> Any:
-        """Send one request and return the response."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-class AsyncTransport(Protocol):
-    """What :class:`AsyncRemoteClient` needs from a transport."""
-
-    async def send(self, rpc: Rpc, request: Any) -> Any:
-        """Send one request and return the response."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-class _RemoteRules:
-    """The request building and response reading both remote clients share."""
+    ``blobs`` receives outputs too large to send inline; entries are filed under ``scope``
+    or, if None, the key's own; with ``max_cache_age`` older entries miss.
+    """
 
     def __init__(
         self,
@@ -85,10 +66,12 @@ class _RemoteRules:
         self.reservations = ReservationCacheStore(reservation_cache_size)
 
     def identifier(self, key: Key) -> v2.Identifier:
+        """Return the v2 identifier (scope) a request for ``key`` is filed under."""
         org, project, domain = self.scope if self.scope is not None else key.scope
         return v2.Identifier(org=org, project=project, domain=domain)
 
     def get_request(self, key: Key) -> v2.GetCacheRequest:
+        """Return the Get request for ``key``."""
         return v2.GetCacheRequest(
             base_request=base.GetCacheRequest(key=hashing.cache_key(key)),
             identifier=self.identifier(key),
@@ -101,6 +84,20 @@ class _RemoteRules:
             metadata.last_updated_at.ToDatetime(tzinfo=UTC), utc_now(), self.max_cache_age
         ):
             raise NotFoundError(f"cache entry for key {hashing.cache_key(key)!r} is too old")
+
+    def dangling_version(self, response: base.GetCacheResponse) -> EntryVersion | None:
+        """Return the version of a hit whose blob vanished, for a conditional delete (None if
+        the response has no URI or no update time to compare with).
+        """
+        output = response.output
+        if output.WhichOneof("output") != "output_uri" or not output.metadata.HasField(
+            "last_updated_at"
+        ):
+            return None
+        return EntryVersion(
+            output_uri=output.output_uri,
+            last_updated_at=output.metadata.last_updated_at.ToDatetime(tzinfo=UTC),
+        )
 
     def read_hit(self, key: Key, response: base.GetCacheResponse) -> Entry:
         """Turn a Get response into an Entry; NotFoundError only if its blob vanished."""
@@ -118,6 +115,7 @@ class _RemoteRules:
     def put_request(
         self, key: Key, payload: Payload, metadata: Metadata | None, *, overwrite: bool
     ) -> v2.PutCacheRequest:
+        """Return the Put request storing ``payload`` for ``key`` (overwriting if asked)."""
         cached = base.CachedOutput(
             metadata=base.Metadata(
                 source_identifier=as_identifier(key.identifier),
@@ -144,6 +142,7 @@ class _RemoteRules:
         )
 
     def delete_request(self, key: Key) -> v2.DeleteCacheRequest:
+        """Return the Delete request for ``key``."""
         return v2.DeleteCacheRequest(
             base_request=base.DeleteCacheRequest(key=hashing.cache_key(key)),
             identifier=self.identifier(key),
@@ -152,6 +151,7 @@ class _RemoteRules:
     def reservation_request(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> v2.GetOrExtendReservationRequest:
+        """Return the GetOrExtendReservation request; InvalidArgumentError for an empty owner."""
         validate_owner(owner_id)
         request = v2.GetOrExtendReservationRequest(
             base_request=base.GetOrExtendReservationRequest(
@@ -163,6 +163,7 @@ class _RemoteRules:
         return request
 
     def release_request(self, key: Key, owner_id: str) -> v2.ReleaseReservationRequest:
+        """Return the ReleaseReservation request; InvalidArgumentError for an empty owner."""
         validate_owner(owner_id)
         return v2.ReleaseReservationRequest(
             base_request=base.ReleaseReservationRequest(
@@ -175,7 +176,7 @@ class _RemoteRules:
 class RemoteClient:
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
-    def __init__(self, transport: SyncTransport, rules: _RemoteRules) -> None:
+    def __init__(self, transport: SyncTransport, rules: RemoteRules) -> None:
         self._transport = transport
         self._rules = rules
         self._closed = False
@@ -185,17 +186,24 @@ class RemoteClient:
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
         ``max_cache_age`` and on one whose blob vanished (that entry is deleted).
         """
-        response = self._transport.send(transports.GET, self._rules.get_request(key))
+        response = self._transport.send(rpcs.GET, self._rules.get_request(key))
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
         except NotFoundError:
-            self._forget_dangling(key)
+            self._forget_dangling(key, self._rules.dangling_version(response))
             raise
 
-    def _forget_dangling(self, key: Key) -> None:
-        with contextlib.suppress(NotFoundError):
-            self._transport.send(transports.DELETE, self._rules.delete_request(key))
+    def _forget_dangling(self, key: Key, version: EntryVersion | None) -> None:
+        """Delete the dangling entry only if it is still ``version`` (a worker may have
+        re-put it since the Get): the service compares and deletes in one statement.
+        """
+        if version is None:
+            return
+        with contextlib.suppress(NotFoundError, FailedPreconditionError):
+            self._transport.send(
+                rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
+            )
 
     def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """Create the entry; AlreadyExistsError if a live one exists (errors carry a
@@ -217,28 +225,26 @@ class RemoteClient:
                 cache_key, outputs, self._rules.blobs, self._rules.inline_max_bytes
             )
             request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
-            self._transport.send(transports.PUT, request)
+            self._transport.send(rpcs.PUT, request)
         except Exception as error:
             abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key) -> None:
         """Delete the entry; NotFoundError if absent."""
-        self._transport.send(transports.DELETE, self._rules.delete_request(key))
+        self._transport.send(rpcs.DELETE, self._rules.delete_request(key))
 
     def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response = self._transport.send(transports.GET_OR_EXTEND_RESERVATION, request)
+        response = self._transport.send(rpcs.GET_OR_EXTEND_RESERVATION, request)
         return Reservation.from_proto(response.reservation)
 
     def release_reservation(self, key: Key, owner_id: str) -> None:
         """Release ``owner_id``'s reservation; a no-op if it holds none."""
-        self._transport.send(
-            transports.RELEASE_RESERVATION, self._rules.release_request(key, owner_id)
-        )
+        self._transport.send(rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
 
     def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """Return what this client remembers of ``owner_id``'s last reservation attempt."""
@@ -271,24 +277,29 @@ class RemoteClient:
 class AsyncRemoteClient:
     """The asynchronous twin of :class:`RemoteClient`."""
 
-    def __init__(self, transport: AsyncTransport, rules: _RemoteRules) -> None:
+    def __init__(self, transport: AsyncTransport, rules: RemoteRules) -> None:
         self._transport = transport
         self._rules = rules
         self._closed = False
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
-        response = await self._transport.send(transports.GET, self._rules.get_request(key))
+        response = await self._transport.send(rpcs.GET, self._rules.get_request(key))
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
         except NotFoundError:
-            await self._forget_dangling(key)
+            await self._forget_dangling(key, self._rules.dangling_version(response))
             raise
 
-    async def _forget_dangling(self, key: Key) -> None:
-        with contextlib.suppress(NotFoundError):
-            await self._transport.send(transports.DELETE, self._rules.delete_request(key))
+    async def _forget_dangling(self, key: Key, version: EntryVersion | None) -> None:
+        """See :meth:`RemoteClient._forget_dangling`."""
+        if version is None:
+            return
+        with contextlib.suppress(NotFoundError, FailedPreconditionError):
+            await self._transport.send(
+                rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
+            )
 
     async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """See :meth:`RemoteClient.put`."""
@@ -308,27 +319,27 @@ class AsyncRemoteClient:
                 cache_key, outputs, self._rules.blobs, self._rules.inline_max_bytes
             )
             request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
-            await self._transport.send(transports.PUT, request)
+            await self._transport.send(rpcs.PUT, request)
         except Exception as error:
             abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key) -> None:
         """See :meth:`RemoteClient.delete`."""
-        await self._transport.send(transports.DELETE, self._rules.delete_request(key))
+        await self._transport.send(rpcs.DELETE, self._rules.delete_request(key))
 
     async def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> Reservation:
         """See :meth:`RemoteClient.get_or_extend_reservation`."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response = await self._transport.send(transports.GET_OR_EXTEND_RESERVATION, request)
+        response = await self._transport.send(rpcs.GET_OR_EXTEND_RESERVATION, request)
         return Reservation.from_proto(response.reservation)
 
     async def release_reservation(self, key: Key, owner_id: str) -> None:
         """See :meth:`RemoteClient.release_reservation`."""
         await self._transport.send(
-            transports.RELEASE_RESERVATION, self._rules.release_request(key, owner_id)
+            rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id)
         )
 
     async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
@@ -358,59 +369,23 @@ class AsyncRemoteClient:
         await self.close()
 
 
-def _rules(
-    storage: str,
-    scope: Scope | None,
-    max_cache_age: timedelta | None,
-    inline_max_bytes: int,
-    reservation_cache_size: int,
-) -> _RemoteRules:
-    return _RemoteRules(
-        BlobStore(storage),
-        scope=scope,
-        max_cache_age=max_cache_age,
-        inline_max_bytes=inline_max_bytes,
-        reservation_cache_size=reservation_cache_size,
-    )
+def _if_unchanged(version: EntryVersion) -> dict[str, str]:
+    return {IF_UNCHANGED_HEADER: version.header_value()}
 
 
-def open_remote(
-    url: str,
-    *,
-    storage: str,
-    options: transports.RemoteOptions,
-    scope: Scope | None = None,
-    max_cache_age: timedelta | None = None,
-    inline_max_bytes: int,
-    reservation_cache_size: int = DEFAULT_MAX_OWNERS,
-) -> RemoteClient:
-    """Return a RemoteClient for an ``http(s)://`` (Connect) or ``grpc(s)://`` URL."""
-    transport: SyncTransport = (
-        transports.GrpcTransport(url, options)
-        if url.split("://", 1)[0] in transports.GRPC_SCHEMES
-        else transports.ConnectTransport(url, options)
-    )
-    return RemoteClient(
-        transport, _rules(storage, scope, max_cache_age, inline_max_bytes, reservation_cache_size)
-    )
+def open_remote(url: str, options: transports.RemoteOptions, rules: RemoteRules) -> RemoteClient:
+    """Return a RemoteClient for an ``http(s)://`` (Connect) or ``grpc(s)://`` URL.
+
+    Raises InvalidArgumentError for another URL.
+    """
+    return RemoteClient(transports.open_transport(url, options), rules)
 
 
 def open_remote_async(
-    url: str,
-    *,
-    storage: str,
-    options: transports.RemoteOptions,
-    scope: Scope | None = None,
-    max_cache_age: timedelta | None = None,
-    inline_max_bytes: int,
-    reservation_cache_size: int = DEFAULT_MAX_OWNERS,
+    url: str, options: transports.RemoteOptions, rules: RemoteRules
 ) -> AsyncRemoteClient:
-    """Return an AsyncRemoteClient for an ``http(s)://`` or ``grpc(s)://`` URL."""
-    transport: AsyncTransport = (
-        transports.AsyncGrpcTransport(url, options)
-        if url.split("://", 1)[0] in transports.GRPC_SCHEMES
-        else transports.AsyncConnectTransport(url, options)
-    )
-    return AsyncRemoteClient(
-        transport, _rules(storage, scope, max_cache_age, inline_max_bytes, reservation_cache_size)
-    )
+    """Return an AsyncRemoteClient for an ``http(s)://`` or ``grpc(s)://`` URL.
+
+    Raises InvalidArgumentError for another URL.
+    """
+    return AsyncRemoteClient(transports.open_async_transport(url, options), rules)

@@ -11,10 +11,10 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -31,23 +31,36 @@ from taskcache.errors import (
     UnavailableError,
     error_for_code,
 )
+from taskcache.rpcs import Rpc
 
 Response = TypeVar("Response")
 
 
-@dataclass(frozen=True)
-class Rpc:
-    """One CacheService method: its name on the Connect client and on the gRPC stub."""
+class SyncTransport(Protocol):
+    """What :class:`~taskcache.clients.remote.RemoteClient` needs from a transport."""
 
-    connect_name: str
-    grpc_name: str
+    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Any:
+        """Send one request (with extra ``headers``) and return the response message."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
 
 
-GET = Rpc("get", "Get")
-PUT = Rpc("put", "Put")
-DELETE = Rpc("delete", "Delete")
-GET_OR_EXTEND_RESERVATION = Rpc("get_or_extend_reservation", "GetOrExtendReservation")
-RELEASE_RESERVATION = Rpc("release_reservation", "ReleaseReservation")
+class AsyncTransport(Protocol):
+    """What :class:`~taskcache.clients.remote.AsyncRemoteClient` needs from a transport."""
+
+    async def send(
+        self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """Send one request (with extra ``headers``) and return the response message."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
 
 _RETRYABLE = (UnavailableError, DeadlineExceededError)
 CONNECT_SCHEMES = ("http", "https")
@@ -89,6 +102,10 @@ class RemoteOptions:
 
 def _headers(options: RemoteOptions) -> dict[str, str]:
     return {"authorization": f"Bearer {options.token}"} if options.token else {}
+
+
+def _with(base: dict[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
+    return base if not extra else {**base, **extra}
 
 
 def call_with_retries(call: Callable[[], Response], policy: RetryPolicy) -> Response:
@@ -194,14 +211,15 @@ class ConnectTransport:
         )
         self._headers = _headers(options)
 
-    def send(self, rpc: Rpc, request: Message) -> Any:
+    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Any:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
-        method = getattr(self._client, rpc.connect_name)
+        method = getattr(self._client, rpc.attribute)
+        sent = _with(self._headers, headers)
 
         def attempt() -> Any:
             started = time.monotonic()
             try:
-                return method(request, headers=self._headers)
+                return method(request, headers=sent)
             except ConnectError as error:
                 raise _from_connect(error, started, self._options.timeout) from error
 
@@ -225,15 +243,16 @@ class GrpcTransport:
             else grpc.insecure_channel(target, options=channel_options)
         )
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
-        self._metadata = tuple(_headers(options).items())
+        self._headers = _headers(options)
 
-    def send(self, rpc: Rpc, request: Message) -> Any:
+    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Any:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
-        method = getattr(self._stub, rpc.grpc_name)
+        method = getattr(self._stub, rpc.name)
+        metadata = tuple(_with(self._headers, headers).items())
 
         def attempt() -> Any:
             try:
-                return method(request, timeout=self._options.timeout, metadata=self._metadata)
+                return method(request, timeout=self._options.timeout, metadata=metadata)
             except grpc.RpcError as error:
                 raise _from_grpc(error) from error
 
@@ -261,14 +280,17 @@ class AsyncConnectTransport:
         )
         self._headers = _headers(options)
 
-    async def send(self, rpc: Rpc, request: Message) -> Any:
+    async def send(
+        self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
+    ) -> Any:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
-        method = getattr(self._client, rpc.connect_name)
+        method = getattr(self._client, rpc.attribute)
+        sent = _with(self._headers, headers)
 
         async def attempt() -> Any:
             started = time.monotonic()
             try:
-                return await method(request, headers=self._headers)
+                return await method(request, headers=sent)
             except ConnectError as error:
                 raise _from_connect(error, started, self._options.timeout) from error
 
@@ -292,15 +314,18 @@ class AsyncGrpcTransport:
             else grpc.aio.insecure_channel(target, options=channel_options)
         )
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
-        self._metadata = tuple(_headers(options).items())
+        self._headers = _headers(options)
 
-    async def send(self, rpc: Rpc, request: Message) -> Any:
+    async def send(
+        self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
+    ) -> Any:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
-        method = getattr(self._stub, rpc.grpc_name)
+        method = getattr(self._stub, rpc.name)
+        metadata = tuple(_with(self._headers, headers).items())
 
         async def attempt() -> Any:
             try:
-                return await method(request, timeout=self._options.timeout, metadata=self._metadata)
+                return await method(request, timeout=self._options.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as error:
                 raise _from_grpc(error) from error
 
@@ -309,3 +334,22 @@ class AsyncGrpcTransport:
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()
+
+
+def _is_grpc(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in GRPC_SCHEMES
+
+
+def open_transport(url: str, options: RemoteOptions) -> SyncTransport:
+    """Return the sync transport for ``url``: gRPC for ``grpc(s)://``, else Connect.
+
+    Raises InvalidArgumentError if ``url`` is neither an http(s) nor a grpc(s) URL.
+    """
+    return GrpcTransport(url, options) if _is_grpc(url) else ConnectTransport(url, options)
+
+
+def open_async_transport(url: str, options: RemoteOptions) -> AsyncTransport:
+    """Async twin of :func:`open_transport`."""
+    if _is_grpc(url):
+        return AsyncGrpcTransport(url, options)
+    return AsyncConnectTransport(url, options)

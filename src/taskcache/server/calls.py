@@ -1,12 +1,15 @@
-"""What both transports do around every RPC: time it, count it, and make its error safe to send."""
+"""What both transports do around every RPC: time it, count it, trace it, and make its error
+safe to send. It must not know any RPC's meaning (that is the service core's).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import Final
 
 from taskcache.errors import CacheError, InternalError
 from taskcache.server.metrics import ServerMetrics
@@ -21,73 +24,57 @@ _HIDDEN_CODES: Final = frozenset({"INTERNAL", "UNKNOWN"})
 _TROUBLE_CODES: Final = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
-class CallRunner:
-    """Runs RPC handlers, recording ``taskcache_requests`` and latency per call.
-
-    :meth:`run` returns the handler's response or raises a :class:`CacheError` whose message
-    may be sent to the client as is.
-    """
+class CallObserver:
+    """Records ``taskcache_requests``, latency and (with a tracer) a span per RPC."""
 
     def __init__(self, metrics: ServerMetrics, tracer: RequestTracer | None = None) -> None:
         self._metrics = metrics
         self._tracer = tracer
 
-    async def run(
-        self,
-        transport: str,
-        service: str,
-        method: str,
-        handler: Callable[[Any], Awaitable[Any]],
-        request: Any,
-    ) -> Any:
-        """Return ``await handler(request)``; raise CacheError (unexpected errors become a
-        generic InternalError, their stack trace logged, never sent).
-        """
-        if self._tracer is None:
-            return await self._run(transport, service, method, handler, request)
-        with self._tracer.span(transport, service, method) as span:
-            try:
-                response = await self._run(transport, service, method, handler, request)
-            except CacheError as error:
-                self._tracer.record(span, error.code)
-                raise
-            except BaseException:
-                self._tracer.record(span, "CANCELLED")
-                raise
-            self._tracer.record(span, "OK")
-            return response
+    @contextlib.contextmanager
+    def observe(self, transport: str, service: str, method: str) -> Iterator[None]:
+        """Observe the RPC run inside the ``with`` block.
 
-    async def _run(
-        self,
-        transport: str,
-        service: str,
-        method: str,
-        handler: Callable[[Any], Awaitable[Any]],
-        request: Any,
-    ) -> Any:
+        A CacheError leaves the block as it is, except INTERNAL/UNKNOWN ones, which become a
+        generic InternalError (their message may hold internals; it is logged, never sent);
+        any other exception becomes that generic InternalError too, its traceback logged.
+        """
+        span_context = (
+            self._tracer.span(transport, service, method)
+            if self._tracer is not None
+            else contextlib.nullcontext()
+        )
         started = time.perf_counter()
         code = "OK"
-        try:
-            return await handler(request)
-        except CacheError as error:
-            code = error.code
-            if code in _HIDDEN_CODES:
-                logger.error("%s/%s failed: %s", service, method, error.message, exc_info=True)
+        with span_context as span:
+            try:
+                yield
+            except CacheError as error:
+                code = error.code
+                if code in _HIDDEN_CODES:
+                    logger.error("%s/%s failed: %s", service, method, error.message, exc_info=True)
+                    raise InternalError(GENERIC_INTERNAL_MESSAGE) from error
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as error:
+                code = "INTERNAL"
+                logger.exception("%s/%s failed unexpectedly", service, method)
                 raise InternalError(GENERIC_INTERNAL_MESSAGE) from error
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as error:
-            code = "INTERNAL"
-            logger.exception("%s/%s failed unexpectedly", service, method)
-            raise InternalError(GENERIC_INTERNAL_MESSAGE) from error
-        finally:
-            elapsed = time.perf_counter() - started
-            self._metrics.observe_request(transport, service, method, code, elapsed)
-            if code in _TROUBLE_CODES:
-                logger.warning("%s %s/%s -> %s", transport, service, method, code)
-            elif logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "%s %s/%s -> %s in %.2f ms", transport, service, method, code, elapsed * 1000
-                )
+            finally:
+                elapsed = time.perf_counter() - started
+                self._metrics.observe_request(transport, service, method, code, elapsed)
+                if self._tracer is not None:
+                    self._tracer.record(span, code)
+                if code in _TROUBLE_CODES:
+                    logger.warning("%s %s/%s -> %s", transport, service, method, code)
+                elif logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "%s %s/%s -> %s in %.2f ms",
+                        transport,
+                        service,
+                        method,
+                        code,
+                        elapsed * 1000,
+                    )

@@ -1,5 +1,8 @@
 """The Connect transport: one ASGI app routing to the generated Connect apps, plus
 ``GET /healthz`` and ``GET /metrics``.
+
+It adapts Connect calls to the service core (request headers in, Connect codes out) and
+bounds request bodies; it owns no validation and no cache rules.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 from flyteidl2.cacheservice import cacheservice_connect as unscoped_connect
 from flyteidl2.cacheservice.v2 import cacheservice_connect as scoped_connect
+from google.protobuf.message import Message
 
 from taskcache.errors import CacheError
-from taskcache.server.apis import SCOPED_SERVICE, UNSCOPED_SERVICE, CacheApi
-from taskcache.server.calls import CallRunner
+from taskcache.rpcs import RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
+from taskcache.server.calls import CallObserver
 from taskcache.server.health import HealthMonitor
 from taskcache.server.metrics import METRICS_CONTENT_TYPE, ServerMetrics
+from taskcache.server.service import CacheService
 
 ASGIScope = MutableMapping[str, Any]
 ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -31,11 +36,15 @@ _TRANSPORT: Final = "connect"
 _COMPRESSION_SLACK: Final = 64 * 1024
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 
-# Generated ASGI application classes, by service name.
+# Generated ASGI application classes, by service name (Flyte 1 has no Connect API).
 _GENERATED: Final[Mapping[str, Any]] = {
-    SCOPED_SERVICE: scoped_connect.CacheServiceASGIApplication,
-    UNSCOPED_SERVICE: unscoped_connect.CacheServiceASGIApplication,
+    SCOPED_SERVICE.name: scoped_connect.CacheServiceASGIApplication,
+    UNSCOPED_SERVICE.name: unscoped_connect.CacheServiceASGIApplication,
 }
+
+ConnectHandler = Callable[[Message, RequestContext[Any, Any]], Awaitable[Message]]
+
+CONNECT_SERVICES: Final = (SCOPED_SERVICE, UNSCOPED_SERVICE)
 
 
 def connect_error(error: CacheError) -> ConnectError:
@@ -117,41 +126,30 @@ def _limited(receive: ASGIReceive, scope: ASGIScope, limit: int, reported: int) 
     return receive_within_limit
 
 
-class ConnectCacheService:
-    """Implements a generated Connect ``CacheService`` protocol on top of a :class:`CacheApi`."""
+class _ConnectService:
+    """A generated Connect ``CacheService``: one attribute per RPC of the table, by its
+    snake_case name, each calling the service core's method of the same RPC.
+    """
 
-    def __init__(self, service: str, api: CacheApi, runner: CallRunner) -> None:
-        self._service = service
-        self._api = api
-        self._runner = runner
+    def __init__(self, service: Service, core: CacheService, observer: CallObserver) -> None:
+        for rpc in RPCS:
+            setattr(self, rpc.attribute, _handler(service, rpc, core, observer))
 
-    async def _call(self, method: str, handler: Any, request: Any) -> Any:
+
+def _handler(
+    service: Service, rpc: Rpc, core: CacheService, observer: CallObserver
+) -> ConnectHandler:
+    method = getattr(core, rpc.attribute)
+
+    async def handle(request: Message, ctx: RequestContext[Any, Any]) -> Message:
         try:
-            return await self._runner.run(_TRANSPORT, self._service, method, handler, request)
+            with observer.observe(_TRANSPORT, service.name, rpc.name):
+                response: Message = await method(request, ctx.request_headers())
+                return response
         except CacheError as error:
             raise connect_error(error) from None
 
-    async def get(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        """Serve Get."""
-        return await self._call("Get", self._api.get, request)
-
-    async def put(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        """Serve Put."""
-        return await self._call("Put", self._api.put, request)
-
-    async def delete(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        """Serve Delete."""
-        return await self._call("Delete", self._api.delete, request)
-
-    async def get_or_extend_reservation(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        """Serve GetOrExtendReservation."""
-        return await self._call(
-            "GetOrExtendReservation", self._api.get_or_extend_reservation, request
-        )
-
-    async def release_reservation(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        """Serve ReleaseReservation."""
-        return await self._call("ReleaseReservation", self._api.release_reservation, request)
+    return handle
 
 
 async def _respond(
@@ -180,8 +178,8 @@ class ConnectApp:
 
     def __init__(
         self,
-        apis: Mapping[str, CacheApi],
-        runner: CallRunner,
+        cores: Mapping[Service, CacheService],
+        observer: CallObserver,
         monitor: HealthMonitor,
         metrics: ServerMetrics,
         *,
@@ -192,13 +190,13 @@ class ConnectApp:
         self._max_message_bytes = max_message_bytes
         self._max_body = max_message_bytes + _COMPRESSION_SLACK
         self._routes: list[tuple[str, ASGIApp]] = []
-        for name, api in apis.items():
-            app = _GENERATED[name](
-                ConnectCacheService(name, api, runner),
+        for service, core in cores.items():
+            app = _GENERATED[service.name](
+                _ConnectService(service, core, observer),
                 read_max_bytes=max_message_bytes,
                 compressions=[BoundedGzip(max_message_bytes)],
             )
-            self._routes.append((f"/{name}/", app))
+            self._routes.append((f"/{service.name}/", app))
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         """Handle one ASGI connection scope."""

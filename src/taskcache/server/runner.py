@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Final
@@ -15,20 +15,12 @@ from typing import Any, Final
 import uvicorn
 
 from taskcache.errors import UnavailableError
-from taskcache.manager import AsyncCacheManager, CacheManager
-from taskcache.repositories.base import AsyncRepository, Repository
-from taskcache.server.apis import (
-    FLYTE1_SERVICE,
-    SCOPED_SERVICE,
-    UNSCOPED_SERVICE,
-    CacheApi,
-    Flyte1Api,
-    ScopedApi,
-    UnscopedApi,
-)
-from taskcache.server.calls import CallRunner
-from taskcache.server.connect_app import ConnectApp
-from taskcache.server.core import CacheServiceCore, ServiceManager, ThreadedManager
+from taskcache.manager import AsyncCacheManager
+from taskcache.repositories.base import AsyncRepository
+from taskcache.repositories.threaded import ThreadedRepository
+from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Service
+from taskcache.server.calls import CallObserver
+from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
 from taskcache.server.database import (
     is_postgres,
     open_async_repository,
@@ -39,6 +31,13 @@ from taskcache.server.grpc_server import build_grpc_server
 from taskcache.server.health import HealthMonitor
 from taskcache.server.logs import configure_logging
 from taskcache.server.metrics import ServerMetrics
+from taskcache.server.service import (
+    Backend,
+    CacheService,
+    Flyte1Dialect,
+    ScopedDialect,
+    UnscopedDialect,
+)
 from taskcache.server.settings import Settings
 from taskcache.server.tracing import configure_tracing
 from taskcache.storage import BlobStore
@@ -104,14 +103,14 @@ async def serve(
     settings: Settings,
     *,
     stop: asyncio.Event | None = None,
-    core_type: type[CacheServiceCore] = CacheServiceCore,
+    service_type: type[CacheService] = CacheService,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
     Shutdown stops accepting new calls, gives in-flight ones up to
     ``settings.shutdown_grace`` seconds, then closes the repository. Raises InvalidArgumentError for
     a bad database setting, UnavailableError if the database or a port cannot be opened.
-    ``core_type`` builds the service core (a subclass with canned answers lets benchmarks
+    ``service_type`` builds the service cores (a subclass with canned answers lets benchmarks
     measure the transport stack alone); ``taskcache serve`` always uses the real one.
     """
     loop = asyncio.get_running_loop()
@@ -119,77 +118,78 @@ async def serve(
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_event.set)
     try:
-        options: dict[str, Any] = {
-            "max_reservation_heartbeat": timedelta(seconds=settings.max_reservation_heartbeat),
-            "heartbeat_grace_multiplier": settings.heartbeat_grace_multiplier,
-        }
-        repository: Repository | AsyncRepository
-        manager: ServiceManager
-        close: Callable[[], Awaitable[None]]
         # Runs SQLite calls and blob deletions.
         executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
         try:
-            if is_postgres(settings.database):
-                # psycopg's async API, awaited on this loop (``pool_size`` connections).
-                async_repository = await open_async_repository(
-                    settings.database, pool_size=settings.pool_size
-                )
-                repository, close = async_repository, async_repository.close
-                manager = AsyncCacheManager(async_repository, **options)
-            else:
-                sync_repository = await asyncio.to_thread(
-                    open_repository, settings.database, pool_size=settings.pool_size
-                )
-                repository, close = sync_repository, _closer(sync_repository)
-                manager = ThreadedManager(CacheManager(sync_repository, **options), executor)
+            repository = await _open_repository(settings, executor)
         except BaseException:
             executor.shutdown(wait=False)
             raise
         try:
-            await _serve(settings, repository, manager, executor, stop_event, core_type)
+            manager = AsyncCacheManager(
+                repository,
+                max_reservation_heartbeat=timedelta(seconds=settings.max_reservation_heartbeat),
+                heartbeat_grace_multiplier=settings.heartbeat_grace_multiplier,
+            )
+            await _serve(
+                settings,
+                Backend(manager, ServerMetrics(), executor, _blobs(settings)),
+                stop_event,
+                service_type,
+            )
         finally:
             executor.shutdown(wait=True)
-            await close()
+            await repository.close()
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     logger.info("taskcache server stopped")
 
 
-def _closer(repository: Repository) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
-        repository.close()
+async def _open_repository(settings: Settings, executor: ThreadPoolExecutor) -> AsyncRepository:
+    """PostgreSQL through psycopg's async API on this loop; SQLite on ``executor``'s threads."""
+    if is_postgres(settings.database):
+        return await open_async_repository(settings.database, pool_size=settings.pool_size)
+    repository = await asyncio.to_thread(
+        open_repository, settings.database, pool_size=settings.pool_size
+    )
+    return ThreadedRepository(repository, executor)
 
-    return close
+
+def _blobs(settings: Settings) -> BlobStore | None:
+    return BlobStore(settings.storage) if settings.storage else None
 
 
 async def _serve(
     settings: Settings,
-    repository: Repository | AsyncRepository,
-    manager: ServiceManager,
-    executor: ThreadPoolExecutor,
+    backend: Backend,
     stop: asyncio.Event,
-    core_type: type[CacheServiceCore],
+    service_type: type[CacheService],
 ) -> None:
-    blobs = BlobStore(settings.storage) if settings.storage else None
-    metrics = ServerMetrics()
+    metrics = backend.metrics
+    repository = backend.manager.repository
     metrics.watch_pool(repository.pool_stats)
-    core = core_type(manager, executor=executor, metrics=metrics, blobs=blobs)
+    cores: dict[Service, CacheService] = {
+        SCOPED_SERVICE: service_type(backend, ScopedDialect()),
+        UNSCOPED_SERVICE: service_type(backend, UnscopedDialect()),
+        FLYTE1_SERVICE: service_type(backend, Flyte1Dialect()),
+    }
     tracer = configure_tracing(settings.otlp_endpoint)
-    runner = CallRunner(metrics, tracer)
+    observer = CallObserver(metrics, tracer)
     monitor = HealthMonitor(repository, metrics)
-    scoped, unscoped = ScopedApi(core), UnscopedApi(core)
-    connect_apis: dict[str, CacheApi] = {SCOPED_SERVICE: scoped, UNSCOPED_SERVICE: unscoped}
-    grpc_apis: dict[str, CacheApi] = {**connect_apis, FLYTE1_SERVICE: Flyte1Api(core)}
 
     grpc_server = build_grpc_server(
-        grpc_apis, runner, monitor, max_message_bytes=settings.max_message_bytes
+        cores, observer, monitor, max_message_bytes=settings.max_message_bytes
     )
     grpc_port = _add_grpc_port(grpc_server, settings.host, settings.grpc_port)
     http_socket = _bind_http(settings.host, settings.port)
     http_port: int = http_socket.getsockname()[1]
     app = ConnectApp(
-        connect_apis, runner, monitor, metrics, max_message_bytes=settings.max_message_bytes
+        {service: cores[service] for service in CONNECT_SERVICES},
+        observer,
+        monitor,
+        metrics,
+        max_message_bytes=settings.max_message_bytes,
     )
     http = _UvicornServer(
         uvicorn.Config(

@@ -1,0 +1,317 @@
+"""The service core: one class that serves the five cache RPCs of any of the three APIs.
+
+A :class:`CacheService` reads a request through its :class:`Dialect` (where the scope comes
+from, how the API's messages map onto flyteidl2's base messages), validates what the manager
+does not, calls the :class:`~taskcache.manager.AsyncCacheManager` and builds the response.
+Transports call it directly; it calls the manager directly — no layer in between. It knows
+nothing of gRPC or Connect, and it decides no cache policy (that is the manager's).
+
+Errors are :class:`~taskcache.errors.CacheError` subclasses; the transports map them to
+status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Protocol
+
+from flyteidl2.cacheservice import cacheservice_pb2
+from google.protobuf.message import DecodeError, Message
+
+from taskcache.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from taskcache.manager import AsyncCacheManager, NewEntry
+from taskcache.repositories.base import EntryRow, Scope
+from taskcache.rpcs import (
+    DELETE,
+    FLYTE1_SERVICE,
+    GET,
+    GET_OR_EXTEND_RESERVATION,
+    IF_UNCHANGED_HEADER,
+    PUT,
+    RELEASE_RESERVATION,
+    UNSCOPED_SERVICE,
+    EntryVersion,
+    Rpc,
+)
+from taskcache.server.metrics import ServerMetrics
+from taskcache.server.scope import UNSCOPED, request_scope
+from taskcache.storage import BlobStore
+
+logger = logging.getLogger(__name__)
+
+Headers = Mapping[str, str]
+
+
+class Dialect(Protocol):
+    """How one API's messages map onto flyteidl2's base cache messages and a scope."""
+
+    def unwrap(self, rpc: Rpc, request: Message) -> tuple[Scope, Message]:
+        """Return the scope of ``request`` and its flyteidl2 base request; InvalidArgumentError
+        naming the field if the scope is malformed.
+        """
+        ...
+
+    def wrap(self, rpc: Rpc, response: Message) -> Message:
+        """Return the flyteidl2 base ``response`` as this API's response message."""
+        ...
+
+
+class ScopedDialect:
+    """``flyteidl2.cacheservice.v2``: the scope is the validated ``identifier``; the base
+    request is ``base_request``; responses are the base ones.
+    """
+
+    def unwrap(self, rpc: Rpc, request: Message) -> tuple[Scope, Message]:
+        """Return the identifier's scope and ``request.base_request``."""
+        base: Message = request.base_request  # type: ignore[attr-defined]
+        return request_scope(request), base
+
+    def wrap(self, rpc: Rpc, response: Message) -> Message:
+        """Return ``response`` itself (v2 answers with the base responses)."""
+        return response
+
+
+class UnscopedDialect:
+    """``flyteidl2.cacheservice``: base messages under the empty scope."""
+
+    def unwrap(self, rpc: Rpc, request: Message) -> tuple[Scope, Message]:
+        """Return the empty scope and ``request`` itself."""
+        return UNSCOPED, request
+
+    def wrap(self, rpc: Rpc, response: Message) -> Message:
+        """Return ``response`` itself."""
+        return response
+
+
+class Flyte1Dialect:
+    """``flyteidl.cacheservice`` (Flyte 1), under the empty scope. Its messages are
+    wire-identical to flyteidl2's except ``PutCacheRequest.overwrite``, a plain bool.
+    """
+
+    def unwrap(self, rpc: Rpc, request: Message) -> tuple[Scope, Message]:
+        """Return the empty scope and ``request`` re-read as the flyteidl2 base request."""
+        if rpc == PUT:
+            return UNSCOPED, _flyte1_put(request)
+        return UNSCOPED, _convert(request, UNSCOPED_SERVICE.request_type(rpc))
+
+    def wrap(self, rpc: Rpc, response: Message) -> Message:
+        """Return ``response`` re-read as the Flyte 1 response."""
+        return _convert(response, FLYTE1_SERVICE.response_type(rpc))
+
+
+def _convert(message: Message, target: type[Message]) -> Message:
+    """Re-read ``message`` as the wire-identical ``target`` type (unknown fields survive)."""
+    return target.FromString(message.SerializeToString())
+
+
+def _flyte1_put(request: Message) -> cacheservice_pb2.PutCacheRequest:
+    base = cacheservice_pb2.PutCacheRequest(key=request.key)  # type: ignore[attr-defined]
+    if request.HasField("output"):
+        base.output.MergeFromString(request.output.SerializeToString())  # type: ignore[attr-defined]
+    base.overwrite.overwrite = request.overwrite  # type: ignore[attr-defined]
+    return base
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What every API's service core shares: the manager, the server's metrics, the storage
+    root (None: ``delete_blob`` is ignored) and the thread pool blob deletions run on.
+    """
+
+    manager: AsyncCacheManager
+    metrics: ServerMetrics
+    executor: Executor
+    blobs: BlobStore | None = None
+
+
+class CacheService:
+    """Serves the five cache RPCs of one API over ``backend``'s manager.
+
+    Each method takes the API's request message and the request's headers (lower-case names)
+    and returns the API's response message; it raises CacheError subclasses.
+    """
+
+    def __init__(self, backend: Backend, dialect: Dialect) -> None:
+        self._backend = backend
+        self._manager = backend.manager
+        self._metrics = backend.metrics
+        self._dialect = dialect
+
+    async def get(self, request: Message, headers: Headers) -> Message:
+        """Return the entry as a GetCacheResponse; NotFoundError on a miss."""
+        scope, base = self._dialect.unwrap(GET, request)
+        try:
+            row = await self._manager.get(scope, base.key)  # type: ignore[attr-defined]
+        except NotFoundError:
+            self._metrics.misses.inc()
+            raise
+        self._metrics.hits.inc()
+        return self._dialect.wrap(GET, get_response(row))
+
+    async def put(self, request: Message, headers: Headers) -> Message:
+        """Store the request's output; AlreadyExistsError if a live entry exists and the
+        request neither overwrites nor finds it older than ``overwrite.max_age``. With
+        ``overwrite.delete_blob`` the replaced entry's blob is deleted if the storage root
+        owns it.
+        """
+        scope, base = self._dialect.unwrap(PUT, request)
+        put: cacheservice_pb2.PutCacheRequest = base
+        entry = _new_entry(put.output)
+        options = put.overwrite
+        max_age = options.max_age.ToTimedelta() if options.HasField("max_age") else None
+        try:
+            result = await self._manager.put(
+                scope, put.key, entry, overwrite=options.overwrite, max_age=max_age
+            )
+        except AlreadyExistsError:
+            self._metrics.put_conflicts.inc()
+            raise
+        self._metrics.puts.inc()
+        replaced = result.replaced
+        if (
+            options.delete_blob
+            and replaced is not None
+            and replaced.output_uri
+            # Re-putting the same URI must not delete the blob the new entry points at.
+            and replaced.output_uri != result.stored.output_uri
+        ):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self._backend.executor, self._delete_replaced_blob, replaced.output_uri
+            )
+        return self._dialect.wrap(PUT, cacheservice_pb2.PutCacheResponse())
+
+    def _delete_replaced_blob(self, uri: str) -> None:
+        """Delete ``uri`` if it lies under the storage root; failures are logged, not raised
+        (the put already succeeded).
+        """
+        blobs = self._backend.blobs
+        if blobs is None:
+            logger.debug("delete_blob ignored for %s: no storage root configured", uri)
+            return
+        try:
+            owned = blobs.owns(uri)
+        except Exception:  # an unknown fsspec protocol or malformed URI is simply not ours
+            owned = False
+        if not owned:
+            logger.info("delete_blob ignored for %s: outside storage root %s", uri, blobs.root)
+            return
+        try:
+            blobs.delete(uri)
+        except Exception:
+            logger.warning("could not delete replaced blob %s", uri, exc_info=True)
+
+    async def delete(self, request: Message, headers: Headers) -> Message:
+        """Delete the entry (never its blob); NotFoundError if there was none.
+
+        With the :data:`IF_UNCHANGED_HEADER` header, delete only that version of the entry:
+        FailedPreconditionError if the entry has changed since.
+        """
+        scope, base = self._dialect.unwrap(DELETE, request)
+        key: str = base.key  # type: ignore[attr-defined]
+        condition = headers.get(IF_UNCHANGED_HEADER)
+        if condition is None:
+            await self._manager.delete(scope, key)
+        else:
+            version = EntryVersion.from_header(condition)
+            deleted = await self._manager.discard_dangling(
+                scope, key, version.output_uri, version.last_updated_at
+            )
+            if not deleted:
+                raise FailedPreconditionError(
+                    f"entry {key!r} is absent or changed since {version.last_updated_at}"
+                )
+        return self._dialect.wrap(DELETE, cacheservice_pb2.DeleteCacheResponse())
+
+    async def get_or_extend_reservation(self, request: Message, headers: Headers) -> Message:
+        """Grant or extend the caller's reservation, or return the current holder's."""
+        scope, base = self._dialect.unwrap(GET_OR_EXTEND_RESERVATION, request)
+        wanted: cacheservice_pb2.GetOrExtendReservationRequest = base
+        row = await self._manager.get_or_extend_reservation(
+            scope, wanted.key, wanted.owner_id, wanted.heartbeat_interval.ToTimedelta()
+        )
+        if row.owner_id != wanted.owner_id:
+            outcome = "contended"
+        elif row.taken_over_from is not None:
+            outcome = "taken_over"
+        else:
+            outcome = "granted"
+        self._metrics.reservations.labels(outcome=outcome).inc()
+        response = cacheservice_pb2.GetOrExtendReservationResponse()
+        reservation = response.reservation
+        reservation.key = wanted.key
+        reservation.owner_id = row.owner_id
+        reservation.heartbeat_interval.FromTimedelta(row.heartbeat_interval)
+        reservation.expires_at.FromDatetime(row.expires_at)
+        return self._dialect.wrap(GET_OR_EXTEND_RESERVATION, response)
+
+    async def release_reservation(self, request: Message, headers: Headers) -> Message:
+        """Release the caller's reservation; absent or foreign ones are left alone."""
+        scope, base = self._dialect.unwrap(RELEASE_RESERVATION, request)
+        release: cacheservice_pb2.ReleaseReservationRequest = base
+        await self._manager.release_reservation(scope, release.key, release.owner_id)
+        return self._dialect.wrap(
+            RELEASE_RESERVATION, cacheservice_pb2.ReleaseReservationResponse()
+        )
+
+
+def _new_entry(output: cacheservice_pb2.CachedOutput) -> NewEntry:
+    """Translate a CachedOutput into the manager's NewEntry (outputs checked by the manager)."""
+    which = output.WhichOneof("output")
+    output_uri: str | None = None
+    output_literals: bytes | None = None
+    if which == "output_uri":
+        if not output.output_uri:
+            raise InvalidArgumentError("must not be empty", field="output.output_uri")
+        output_uri = output.output_uri
+    elif which == "output_literals":
+        output_literals = output.output_literals.SerializeToString()
+    metadata = output.metadata
+    source = (
+        metadata.source_identifier.SerializeToString()
+        if metadata.HasField("source_identifier")
+        else b""
+    )
+    created_at = (
+        metadata.created_at.ToDatetime(tzinfo=UTC) if metadata.HasField("created_at") else None
+    )
+    return NewEntry(
+        output_uri=output_uri,
+        output_literals=output_literals,
+        source_identifier=source,
+        key_map=dict(metadata.key_map.values),
+        created_at=created_at,
+    )
+
+
+def get_response(row: EntryRow) -> cacheservice_pb2.GetCacheResponse:
+    """Return the GetCacheResponse serving ``row``; InternalError if its stored bytes do not
+    decode.
+    """
+    response = cacheservice_pb2.GetCacheResponse()
+    output = response.output
+    metadata = output.metadata
+    try:
+        if row.output_literals is not None:
+            output.output_literals.ParseFromString(row.output_literals)
+        elif row.output_uri is not None:
+            output.output_uri = row.output_uri
+        if row.source_identifier:
+            metadata.source_identifier.ParseFromString(row.source_identifier)
+    except DecodeError as error:
+        raise InternalError(f"stored entry {row.key!r} cannot be decoded: {error}") from error
+    metadata.key_map.values.update(row.key_map)
+    metadata.created_at.FromDatetime(row.created_at)
+    metadata.last_updated_at.FromDatetime(row.last_updated_at)
+    return response
