@@ -248,7 +248,7 @@ class AsyncEmbeddedClient:
         self._client.update_reservation_cache(owner_id, entry)
 
     async def close(self) -> None:
-        """Close the underlying client. Idempotent."""
+        """See :meth:`EmbeddedClient.close` (the wrapped client's)."""
         await asyncio.to_thread(self._client.close)
 
     async def __aenter__(self) -> Self:

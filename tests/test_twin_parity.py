@@ -1,0 +1,179 @@
+"""Sync/async twins stay in step: same public names, same signatures modulo ``async``, and
+every async method's docstring either states the contract or points at its sync twin's.
+
+The twins are hand-written (the async ones are thin: the shared rules live in one place each —
+``_CachePolicy``, ``RemoteRules``, ``payload``); this test is what keeps them from drifting.
+Behaviour tests run both twins (``test_behaviour_suite.py``, ``test_async_manager.py``,
+``test_remote_client.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from taskcache import open as open_catalog
+from taskcache import open_async as open_async_catalog
+from taskcache.clients import transports
+from taskcache.clients.base import AsyncClient, Client
+from taskcache.clients.embedded import AsyncEmbeddedClient, EmbeddedClient
+from taskcache.clients.remote import (
+    AsyncRemoteClient,
+    RemoteClient,
+    open_remote,
+    open_remote_async,
+)
+from taskcache.manager import AsyncCacheManager, CacheManager
+from taskcache.repositories.base import AsyncRepository, Repository
+from taskcache.repositories.postgres import PostgresRepository
+from taskcache.repositories.postgres_async import AsyncPostgresRepository
+from taskcache.repositories.sqlite import SqliteRepository
+from taskcache.repositories.threaded import ThreadedRepository
+
+# (sync, async): the public surfaces must match one to one.
+TWINS: list[tuple[type, type]] = [
+    (Client, AsyncClient),
+    (Repository, AsyncRepository),
+    (transports.SyncTransport, transports.AsyncTransport),
+    (EmbeddedClient, AsyncEmbeddedClient),
+    (RemoteClient, AsyncRemoteClient),
+    (CacheManager, AsyncCacheManager),
+    (transports.ConnectTransport, transports.AsyncConnectTransport),
+    (transports.GrpcTransport, transports.AsyncGrpcTransport),
+]
+
+# (implementation, protocol): every method of the protocol, with the protocol's signature.
+IMPLEMENTATIONS: list[tuple[type, type]] = [
+    (EmbeddedClient, Client),
+    (RemoteClient, Client),
+    (AsyncEmbeddedClient, AsyncClient),
+    (AsyncRemoteClient, AsyncClient),
+    (SqliteRepository, Repository),
+    (PostgresRepository, Repository),
+    (ThreadedRepository, AsyncRepository),
+    (AsyncPostgresRepository, AsyncRepository),
+    (transports.ConnectTransport, transports.SyncTransport),
+    (transports.GrpcTransport, transports.SyncTransport),
+    (transports.AsyncConnectTransport, transports.AsyncTransport),
+    (transports.AsyncGrpcTransport, transports.AsyncTransport),
+]
+
+# Functions that come in pairs.
+FUNCTION_TWINS: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
+    (open_catalog, open_async_catalog),
+    (open_remote, open_remote_async),
+    (transports.open_transport, transports.open_async_transport),
+]
+
+# Names that differ between twins by design.
+_CONTEXT_SYNC = {"__enter__": "__aenter__", "__exit__": "__aexit__"}
+
+
+def _public(cls: type) -> dict[str, Callable[..., Any]]:
+    """Public methods defined on ``cls`` or its bases (not ``object``), plus context methods."""
+    found: dict[str, Callable[..., Any]] = {}
+    for name in dir(cls):
+        if name.startswith("_") and name not in (*_CONTEXT_SYNC, *_CONTEXT_SYNC.values()):
+            continue
+        value = inspect.getattr_static(cls, name)
+        if isinstance(value, staticmethod | classmethod):
+            value = value.__func__
+        if inspect.isfunction(value) and getattr(object, name, None) is not value:
+            found[name] = value
+    return found
+
+
+def _shape(function: Callable[..., Any]) -> list[tuple[str, Any, Any, Any]]:
+    signature = inspect.signature(function)
+    shape = [
+        (name, parameter.kind, parameter.default, parameter.annotation)
+        for name, parameter in signature.parameters.items()
+        if name != "self"
+    ]
+    shape.append(("->", None, None, signature.return_annotation))
+    return shape
+
+
+def _async_name(name: str) -> str:
+    return _CONTEXT_SYNC.get(name, name)
+
+
+@pytest.mark.parametrize(("sync", "async_"), TWINS, ids=lambda cls: cls.__name__)
+def test_twins_have_the_same_public_methods(sync: type, async_: type) -> None:
+    sync_names = {_async_name(name) for name in _public(sync)}
+    assert sync_names == set(_public(async_))
+
+
+@pytest.mark.parametrize(("sync", "async_"), TWINS, ids=lambda cls: cls.__name__)
+def test_twin_methods_have_the_same_signatures_modulo_async(sync: type, async_: type) -> None:
+    async_methods = _public(async_)
+    for name, method in _public(sync).items():
+        twin = async_methods[_async_name(name)]
+        assert not inspect.iscoroutinefunction(method), f"{sync.__name__}.{name} is async"
+        if twin is method:
+            continue  # one shared implementation (a pure policy method): nothing can drift
+        if name in _CONTEXT_SYNC:
+            assert inspect.iscoroutinefunction(twin), f"{async_.__name__}.{twin.__name__}"
+            continue
+        expects_coroutine = name != "pool_stats"  # counters, no I/O: synchronous on both
+        assert inspect.iscoroutinefunction(twin) is expects_coroutine, f"{async_.__name__}.{name}"
+        assert _shape(method) == _shape(twin), f"{sync.__name__}.{name} vs {async_.__name__}"
+
+
+@pytest.mark.parametrize(("sync", "async_"), TWINS, ids=lambda cls: cls.__name__)
+def test_async_docstrings_state_or_point_at_the_sync_contract(sync: type, async_: type) -> None:
+    for name, twin in _public(async_).items():
+        if name in _CONTEXT_SYNC.values():
+            continue
+        sync_doc = inspect.getdoc(_public(sync)[name]) or ""
+        doc = inspect.getdoc(twin) or ""
+        assert sync_doc, f"{sync.__name__}.{name} has no docstring"
+        assert doc, f"{async_.__name__}.{name} has no docstring"
+        assert doc == sync_doc or f".{name}`" in doc, (
+            f"{async_.__name__}.{name}: neither the contract nor a pointer to the sync twin's"
+        )
+
+
+@pytest.mark.parametrize(
+    ("implementation", "protocol"), IMPLEMENTATIONS, ids=lambda cls: cls.__name__
+)
+def test_implementations_match_their_protocol(implementation: type, protocol: type) -> None:
+    methods = _public(implementation)
+    for name, declared in _public(protocol).items():
+        assert name in methods, f"{implementation.__name__} lacks {name}"
+        method = methods[name]
+        assert inspect.iscoroutinefunction(method) == inspect.iscoroutinefunction(declared), name
+        if name in (*_CONTEXT_SYNC, *_CONTEXT_SYNC.values()):
+            continue
+        parameters = [shape[:2] for shape in _shape(method)]
+        assert parameters == [shape[:2] for shape in _shape(declared)], (
+            f"{implementation.__name__}.{name} does not take {protocol.__name__}'s parameters"
+        )
+
+
+@pytest.mark.parametrize(("sync", "async_"), FUNCTION_TWINS, ids=lambda f: f.__name__)
+def test_function_twins_take_the_same_parameters(
+    sync: Callable[..., Any], async_: Callable[..., Any]
+) -> None:
+    assert not inspect.iscoroutinefunction(sync)
+    sync_parameters = [shape[:3] for shape in _shape(sync)][:-1]
+    async_parameters = [shape[:3] for shape in _shape(async_)][:-1]
+    assert sync_parameters == async_parameters
+
+
+def test_the_check_notices_a_drifted_twin() -> None:
+    class Sync:
+        def get(self, key: str, timeout: float = 1.0) -> int:
+            """Return it."""
+            return 0
+
+    class Async:
+        async def get(self, key: str) -> int:
+            """See :meth:`Sync.get`."""
+            return 0
+
+    assert _shape(Sync.get) != _shape(Async.get)
+    assert set(_public(Sync)) == {"get"}
