@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from taskcache.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from taskcache.repositories.base import (
@@ -24,6 +25,7 @@ from taskcache.repositories.base import (
 )
 
 Clock = Callable[[], datetime]
+_Repository = TypeVar("_Repository", bound=Repository | AsyncRepository)
 
 MAX_KEY_LENGTH = 1024
 DEFAULT_MAX_RESERVATION_HEARTBEAT = timedelta(seconds=10)
@@ -54,18 +56,19 @@ class PutResult:
     replaced: EntryRow | None
 
 
-class _CachePolicy:
+class _CachePolicy(Generic[_Repository]):
     """The rules shared by :class:`CacheManager` and :class:`AsyncCacheManager`.
 
     Pure decisions only, no I/O: the managers validate and plan with these methods, make one
-    repository call, and interpret its answer with them. ``max_reservation_heartbeat`` caps
-    the heartbeat a caller may ask for; ``heartbeat_grace_multiplier`` sets how many
+    call on ``repository``, and interpret its answer with them. ``max_reservation_heartbeat``
+    caps the heartbeat a caller may ask for; ``heartbeat_grace_multiplier`` sets how many
     heartbeats a reservation outlives its last extension. ``clock`` returns aware UTC
-    datetimes (injectable for tests).
+    datetimes (injectable for tests). Raises InvalidArgumentError for a bad option.
     """
 
     def __init__(
         self,
+        repository: _Repository,
         *,
         clock: Clock = utc_now,
         max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
@@ -77,6 +80,7 @@ class _CachePolicy:
             raise InvalidArgumentError(
                 "must be a positive finite number", field="heartbeat_grace_multiplier"
             )
+        self.repository = repository
         self.clock = clock
         self.max_reservation_heartbeat = max_reservation_heartbeat
         self.heartbeat_grace_multiplier = heartbeat_grace_multiplier
@@ -199,28 +203,13 @@ class _CachePolicy:
         validate_owner(owner_id)
 
 
-class CacheManager(_CachePolicy):
+class CacheManager(_CachePolicy[Repository]):
     """Applies the catalog's rules on top of a :class:`Repository`.
 
     ``max_reservation_heartbeat`` caps the heartbeat a caller may ask for;
     ``heartbeat_grace_multiplier`` sets how many heartbeats a reservation outlives its last
     extension. ``clock`` returns aware UTC datetimes (injectable for tests).
     """
-
-    def __init__(
-        self,
-        repository: Repository,
-        *,
-        clock: Clock = utc_now,
-        max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
-        heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
-    ) -> None:
-        super().__init__(
-            clock=clock,
-            max_reservation_heartbeat=max_reservation_heartbeat,
-            heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-        )
-        self.repository = repository
 
     def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
         """Return the entry for ``key``.
@@ -290,27 +279,12 @@ class CacheManager(_CachePolicy):
         self.repository.release_reservation(scope, key, owner_id)
 
 
-class AsyncCacheManager(_CachePolicy):
+class AsyncCacheManager(_CachePolicy[AsyncRepository]):
     """:class:`CacheManager`'s rules on top of an :class:`AsyncRepository`, as coroutines.
 
     Same options and methods as :class:`CacheManager` (see there); every rule comes from the
     shared policy, only the repository calls are awaited.
     """
-
-    def __init__(
-        self,
-        repository: AsyncRepository,
-        *,
-        clock: Clock = utc_now,
-        max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
-        heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
-    ) -> None:
-        super().__init__(
-            clock=clock,
-            max_reservation_heartbeat=max_reservation_heartbeat,
-            heartbeat_grace_multiplier=heartbeat_grace_multiplier,
-        )
-        self.repository = repository
 
     async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
         """See :meth:`CacheManager.get`."""

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from datetime import timedelta
-from types import TracebackType
-from typing import Self
 
 from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
 from taskcache.clients.base import Client
-from taskcache.clients.payload import (
-    Outputs,
-    Payload,
-    abandon_put,
-    prepare_payload,
-    read_payload,
-)
+from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.errors import NotFoundError
+from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
 from taskcache.model import (
     Entry,
@@ -44,7 +36,7 @@ from taskcache.storage import BlobStore
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 
 
-class EmbeddedClient:
+class EmbeddedClient(Closeable):
     """A :class:`~taskcache.Client` that runs the cache manager in this process.
 
     Outputs up to ``inline_max_bytes`` serialized are stored in the catalog itself (0 means
@@ -73,8 +65,6 @@ class EmbeddedClient:
         self.scope = scope
         self._reservations = ReservationCacheStore(reservation_cache_size)
         self._on_close = on_close
-        self._closed = False
-        self._close_lock = threading.Lock()
 
     def _scope(self, key: Key) -> Scope:
         org, project, domain = self.scope if self.scope is not None else key.scope
@@ -120,10 +110,7 @@ class EmbeddedClient:
     def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
     ) -> Status:
-        payload: Payload | None = None
-        try:
-            cache_key = hashing.cache_key(key)
-            payload = prepare_payload(cache_key, outputs, self.blobs, self.inline_max_bytes)
+        with staged_put(key, outputs, self.blobs, self.inline_max_bytes) as (cache_key, payload):
             entry = NewEntry(
                 output_uri=payload.output_uri,
                 output_literals=payload.output_literals,
@@ -135,8 +122,6 @@ class EmbeddedClient:
             result = self.manager.put(
                 self._scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
             )
-        except Exception as error:
-            abandon_put(key, payload, self.blobs, error)
         self._discard_replaced(result)
         return populated_status(key.identifier, metadata)
 
@@ -183,29 +168,13 @@ class EmbeddedClient:
         """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first)."""
         self._reservations.put(owner_id, entry)
 
-    def close(self) -> None:
-        """Close the catalog's connections. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
+    def _release(self) -> None:
         self.manager.repository.close()
         if self._on_close is not None:
             self._on_close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncEmbeddedClient:
+class AsyncEmbeddedClient(AsyncCloseable):
     """The asynchronous twin of :class:`EmbeddedClient`; blocking work runs in worker threads."""
 
     def __init__(self, client: Client) -> None:
@@ -247,17 +216,5 @@ class AsyncEmbeddedClient:
         """See :meth:`EmbeddedClient.update_reservation_cache` (in memory; no thread hop)."""
         self._client.update_reservation_cache(owner_id, entry)
 
-    async def close(self) -> None:
-        """See :meth:`EmbeddedClient.close` (the wrapped client's)."""
+    async def _release(self) -> None:
         await asyncio.to_thread(self._client.close)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -6,11 +6,13 @@ behave the same embedded and remote.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
 
 from flyteidl2.core import literals_pb2
 
+from taskcache import hashing
 from taskcache.errors import CacheError, InternalError, NotFoundError
 from taskcache.model import Key, LiteralMap
 from taskcache.outputs import OutputReader, decode_literal_map
@@ -71,16 +73,27 @@ def read_payload(
     return decode_literal_map(read_blob(output_uri), source=output_uri)
 
 
-def abandon_put(key: Key, payload: Payload | None, blobs: BlobStore, error: Exception) -> NoReturn:
-    """Undo a failed put and raise its error with the CACHE_PUT_FAILURE status.
+@contextmanager
+def staged_put(
+    key: Key, outputs: Outputs, blobs: BlobStore, inline_max_bytes: int
+) -> Iterator[tuple[str, Payload]]:
+    """Yield ``key``'s cache key and the :class:`Payload` of ``outputs`` (see
+    :func:`prepare_payload`) for the ``with`` block to store.
 
-    Deletes the blob written for ``payload`` (if any), then re-raises ``error`` when it is a
-    CacheError, else an InternalError caused by it.
+    If hashing, staging or the block fails, the blob written for the payload (if any) is
+    deleted and the error is raised with the CACHE_PUT_FAILURE status: a CacheError as it is,
+    any other exception as an InternalError caused by it.
     """
-    if payload is not None and payload.written_uri is not None:
-        blobs.delete(payload.written_uri)
-    status = put_failure_status(key.identifier)
-    if isinstance(error, CacheError):
-        error.status = status
-        raise error
-    raise InternalError(f"put failed: {error}", status=status) from error
+    payload: Payload | None = None
+    try:
+        cache_key = hashing.cache_key(key)
+        payload = prepare_payload(cache_key, outputs, blobs, inline_max_bytes)
+        yield cache_key, payload
+    except Exception as error:
+        if payload is not None and payload.written_uri is not None:
+            blobs.delete(payload.written_uri)
+        status = put_failure_status(key.identifier)
+        if isinstance(error, CacheError):
+            error.status = status
+            raise
+        raise InternalError(f"put failed: {error}", status=status) from error

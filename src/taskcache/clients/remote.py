@@ -8,25 +8,17 @@ building and response reading are shared by the sync and async clients; only the
 from __future__ import annotations
 
 import contextlib
-import threading
 from datetime import UTC, timedelta
-from types import TracebackType
-from typing import Self
 
 from flyteidl2.cacheservice import cacheservice_pb2 as base
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.payload import (
-    Outputs,
-    Payload,
-    abandon_put,
-    prepare_payload,
-    read_payload,
-)
+from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.transports import AsyncTransport, SyncTransport
 from taskcache.errors import FailedPreconditionError, NotFoundError
+from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import is_stale, utc_now, validate_owner
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
@@ -173,14 +165,12 @@ class RemoteRules:
         )
 
 
-class RemoteClient:
+class RemoteClient(Closeable):
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
     def __init__(self, transport: SyncTransport, rules: RemoteRules) -> None:
         self._transport = transport
         self._rules = rules
-        self._closed = False
-        self._lock = threading.Lock()
 
     def get(self, key: Key) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
@@ -218,16 +208,10 @@ class RemoteClient:
     def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
     ) -> Status:
-        payload: Payload | None = None
-        try:
-            cache_key = hashing.cache_key(key)
-            payload = prepare_payload(
-                cache_key, outputs, self._rules.blobs, self._rules.inline_max_bytes
-            )
-            request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
+        rules = self._rules
+        with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
+            request = rules.put_request(key, payload, metadata, overwrite=overwrite)
             self._transport.send(rpcs.PUT, request)
-        except Exception as error:
-            abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key) -> None:
@@ -254,33 +238,16 @@ class RemoteClient:
         """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first)."""
         self._rules.reservations.put(owner_id, entry)
 
-    def close(self) -> None:
-        """Close the connection. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+    def _release(self) -> None:
         self._transport.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncRemoteClient:
+class AsyncRemoteClient(AsyncCloseable):
     """The asynchronous twin of :class:`RemoteClient`."""
 
     def __init__(self, transport: AsyncTransport, rules: RemoteRules) -> None:
         self._transport = transport
         self._rules = rules
-        self._closed = False
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
@@ -312,16 +279,10 @@ class AsyncRemoteClient:
     async def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
     ) -> Status:
-        payload: Payload | None = None
-        try:
-            cache_key = hashing.cache_key(key)
-            payload = prepare_payload(
-                cache_key, outputs, self._rules.blobs, self._rules.inline_max_bytes
-            )
-            request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
+        rules = self._rules
+        with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
+            request = rules.put_request(key, payload, metadata, overwrite=overwrite)
             await self._transport.send(rpcs.PUT, request)
-        except Exception as error:
-            abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key) -> None:
@@ -350,23 +311,8 @@ class AsyncRemoteClient:
         """See :meth:`RemoteClient.update_reservation_cache`."""
         self._rules.reservations.put(owner_id, entry)
 
-    async def close(self) -> None:
-        """Close the connection. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _release(self) -> None:
         await self._transport.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _if_unchanged(version: EntryVersion) -> dict[str, str]:

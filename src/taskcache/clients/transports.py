@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -175,8 +176,7 @@ def _grpc_target(url: str) -> tuple[str, bool]:
 
 
 def _grpc_credentials(options: RemoteOptions) -> grpc.ChannelCredentials:
-    root = Path(options.ca_file).read_bytes() if options.ca_file else None
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    return grpc.ssl_channel_credentials(root_certificates=_ca(options))
 
 
 # gRPC's own reconnect backoff grows to 120 s: after a short server outage the channel would
@@ -194,20 +194,34 @@ def _grpc_channel_options(options: RemoteOptions) -> list[tuple[str, Any]]:
     ]
 
 
+def _ca(options: RemoteOptions) -> bytes | None:
+    return Path(options.ca_file).read_bytes() if options.ca_file else None
+
+
+def _connect_options(options: RemoteOptions) -> dict[str, Any]:
+    return {"timeout_ms": _timeout_ms(options), "read_max_bytes": options.max_message_bytes}
+
+
+def _grpc_channel(url: str, options: RemoteOptions, channels: ModuleType) -> Any:
+    """Open a channel to a ``grpc(s)://`` URL with ``channels`` (``grpc`` or ``grpc.aio``)."""
+    target, secure = _grpc_target(url)
+    channel_options = _grpc_channel_options(options)
+    if secure:
+        return channels.secure_channel(target, _grpc_credentials(options), options=channel_options)
+    return channels.insecure_channel(target, options=channel_options)
+
+
 class ConnectTransport:
     """Sync Connect transport over HTTP(S) with the generated ``CacheServiceClientSync``."""
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._options = options
-        ca = Path(options.ca_file).read_bytes() if options.ca_file else None
+        ca = _ca(options)
         http = pyqwest.SyncClient(
             pyqwest.SyncHTTPTransport(tls_ca_cert=ca, tls_include_system_certs=ca is None)
         )
         self._client = cacheservice_connect.CacheServiceClientSync(
-            _connect_address(url),
-            timeout_ms=_timeout_ms(options),
-            read_max_bytes=options.max_message_bytes,
-            http_client=http,
+            _connect_address(url), **_connect_options(options), http_client=http
         )
         self._headers = _headers(options)
 
@@ -235,13 +249,7 @@ class GrpcTransport:
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._options = options
-        target, secure = _grpc_target(url)
-        channel_options = _grpc_channel_options(options)
-        self._channel = (
-            grpc.secure_channel(target, _grpc_credentials(options), options=channel_options)
-            if secure
-            else grpc.insecure_channel(target, options=channel_options)
-        )
+        self._channel = _grpc_channel(url, options, grpc)
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
         self._headers = _headers(options)
 
@@ -268,15 +276,12 @@ class AsyncConnectTransport:
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._options = options
-        ca = Path(options.ca_file).read_bytes() if options.ca_file else None
+        ca = _ca(options)
         http = pyqwest.Client(
             pyqwest.HTTPTransport(tls_ca_cert=ca, tls_include_system_certs=ca is None)
         )
         self._client = cacheservice_connect.CacheServiceClient(
-            _connect_address(url),
-            timeout_ms=_timeout_ms(options),
-            read_max_bytes=options.max_message_bytes,
-            http_client=http,
+            _connect_address(url), **_connect_options(options), http_client=http
         )
         self._headers = _headers(options)
 
@@ -306,13 +311,7 @@ class AsyncGrpcTransport:
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._options = options
-        target, secure = _grpc_target(url)
-        channel_options = _grpc_channel_options(options)
-        self._channel = (
-            grpc.aio.secure_channel(target, _grpc_credentials(options), options=channel_options)
-            if secure
-            else grpc.aio.insecure_channel(target, options=channel_options)
-        )
+        self._channel = _grpc_channel(url, options, grpc.aio)
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
         self._headers = _headers(options)
 

@@ -8,12 +8,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
+from google.protobuf.message import Message
+
 from taskcache.errors import CacheError, InternalError
+from taskcache.rpcs import RPCS, Rpc, Service
 from taskcache.server.metrics import ServerMetrics
+from taskcache.server.service import CacheService, Headers
 from taskcache.server.tracing import RequestTracer
+
+RpcCall = Callable[[Message, Headers], Awaitable[Message]]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +84,25 @@ class CallObserver:
                         code,
                         elapsed * 1000,
                     )
+
+
+def observed_calls(
+    transport: str, service: Service, core: CacheService, observer: CallObserver
+) -> dict[Rpc, RpcCall]:
+    """Return, for every RPC of the table, ``core``'s method for it wrapped in
+    :meth:`CallObserver.observe`: what a transport's handler awaits with the request and its
+    headers. It raises CacheError with a message safe to send.
+    """
+    return {rpc: _observed(transport, service, rpc, core, observer) for rpc in RPCS}
+
+
+def _observed(
+    transport: str, service: Service, rpc: Rpc, core: CacheService, observer: CallObserver
+) -> RpcCall:
+    method: RpcCall = getattr(core, rpc.attribute)
+
+    async def call(request: Message, headers: Headers) -> Message:
+        with observer.observe(transport, service.name, rpc.name):
+            return await method(request, headers)
+
+    return call

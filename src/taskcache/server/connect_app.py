@@ -20,8 +20,8 @@ from flyteidl2.cacheservice.v2 import cacheservice_connect as scoped_connect
 from google.protobuf.message import Message
 
 from taskcache.errors import CacheError
-from taskcache.rpcs import RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.calls import CallObserver
+from taskcache.rpcs import SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
+from taskcache.server.calls import CallObserver, RpcCall, observed_calls
 from taskcache.server.health import HealthMonitor
 from taskcache.server.metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from taskcache.server.service import CacheService
@@ -127,25 +127,17 @@ def _limited(receive: ASGIReceive, scope: ASGIScope, limit: int, reported: int) 
 
 
 class _ConnectService:
-    """A generated Connect ``CacheService``: one attribute per RPC of the table, by its
-    snake_case name, each calling the service core's method of the same RPC.
-    """
+    """A generated Connect ``CacheService``: one attribute per RPC, by its snake_case name."""
 
-    def __init__(self, service: Service, core: CacheService, observer: CallObserver) -> None:
-        for rpc in RPCS:
-            setattr(self, rpc.attribute, _handler(service, rpc, core, observer))
+    def __init__(self, calls: Mapping[Rpc, RpcCall]) -> None:
+        for rpc, call in calls.items():
+            setattr(self, rpc.attribute, _connect_handler(call))
 
 
-def _handler(
-    service: Service, rpc: Rpc, core: CacheService, observer: CallObserver
-) -> ConnectHandler:
-    method = getattr(core, rpc.attribute)
-
+def _connect_handler(call: RpcCall) -> ConnectHandler:
     async def handle(request: Message, ctx: RequestContext[Any, Any]) -> Message:
         try:
-            with observer.observe(_TRANSPORT, service.name, rpc.name):
-                response: Message = await method(request, ctx.request_headers())
-                return response
+            return await call(request, ctx.request_headers())
         except CacheError as error:
             raise connect_error(error) from None
 
@@ -192,7 +184,7 @@ class ConnectApp:
         self._routes: list[tuple[str, ASGIApp]] = []
         for service, core in cores.items():
             app = _GENERATED[service.name](
-                _ConnectService(service, core, observer),
+                _ConnectService(observed_calls(_TRANSPORT, service, core, observer)),
                 read_max_bytes=max_message_bytes,
                 compressions=[BoundedGzip(max_message_bytes)],
             )

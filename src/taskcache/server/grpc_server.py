@@ -19,8 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskcache.errors import CacheError
-from taskcache.rpcs import FLYTE1_SERVICE, RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.calls import CallObserver
+from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
+from taskcache.server.calls import CallObserver, RpcCall, observed_calls
 from taskcache.server.health import HealthMonitor
 from taskcache.server.service import CacheService
 
@@ -43,28 +43,19 @@ def grpc_status(error: CacheError) -> grpc.StatusCode:
 
 
 class _Servicer:
-    """A generated ``CacheServiceServicer``: one attribute per RPC of the table, by its
-    protobuf name, each calling the service core's method of the same RPC.
-    """
+    """A generated ``CacheServiceServicer``: one attribute per RPC, by its protobuf name."""
 
-    def __init__(self, service: Service, core: CacheService, observer: CallObserver) -> None:
-        for rpc in RPCS:
-            setattr(self, rpc.name, _handler(service, rpc, core, observer))
+    def __init__(self, calls: Mapping[Rpc, RpcCall]) -> None:
+        for rpc, call in calls.items():
+            setattr(self, rpc.name, _grpc_handler(call))
 
 
-def _handler(service: Service, rpc: Rpc, core: CacheService, observer: CallObserver) -> GrpcHandler:
-    method = getattr(core, rpc.attribute)
-
+def _grpc_handler(call: RpcCall) -> GrpcHandler:
     async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
-        headers = {
-            name: value
-            for name, value in context.invocation_metadata() or ()
-            if isinstance(value, str)
-        }
+        metadata = context.invocation_metadata() or ()
+        headers = {name: value for name, value in metadata if isinstance(value, str)}
         try:
-            with observer.observe(_TRANSPORT, service.name, rpc.name):
-                response: Message = await method(request, headers)
-                return response
+            return await call(request, headers)
         except CacheError as error:
             await context.abort(grpc_status(error), error.message)
             raise  # abort() always raises; this only keeps the control flow explicit
@@ -92,9 +83,8 @@ def build_grpc_server(
         ]
     )
     for service, core in cores.items():
-        _GENERATED[service.name].add_CacheServiceServicer_to_server(
-            _Servicer(service, core, observer), server
-        )
+        calls = observed_calls(_TRANSPORT, service, core, observer)
+        _GENERATED[service.name].add_CacheServiceServicer_to_server(_Servicer(calls), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
