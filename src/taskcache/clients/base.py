@@ -6,19 +6,13 @@ Every client (embedded or remote) satisfies :class:`Client`; its async twin sati
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
 from taskcache.clients.payload import Outputs
-from taskcache.model import (
-    Entry,
-    Key,
-    Metadata,
-    Reservation,
-    ReservationCache,
-    Status,
-)
+from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 
 
 class Client(Protocol):
@@ -121,3 +115,27 @@ class AsyncClient(Protocol):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None: ...
+
+
+class Writes(ABC):
+    """``put`` and ``update`` of a synchronous client, both one ``_write``: create-only or
+    overwriting.
+    """
+
+    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+        """Create the entry for ``key``; return CACHE_POPULATED.
+
+        Raises AlreadyExistsError if a live entry exists; every error carries ``.status`` =
+        CACHE_PUT_FAILURE.
+        """
+        return self._write(key, outputs, metadata, overwrite=False)
+
+    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+        """Create or overwrite the entry for ``key``; errors carry a CACHE_PUT_FAILURE status."""
+        return self._write(key, outputs, metadata, overwrite=True)
+
+    @abstractmethod
+    def _write(
+        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+    ) -> Status:
+        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``)."""

@@ -9,19 +9,12 @@ from datetime import timedelta
 from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
-from taskcache.clients.base import Client
+from taskcache.clients.base import Client, Writes
 from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.errors import NotFoundError
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
-from taskcache.model import (
-    Entry,
-    Key,
-    Metadata,
-    Reservation,
-    ReservationCache,
-    Status,
-)
+from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
 from taskcache.provenance import (
     as_identifier,
@@ -36,7 +29,7 @@ from taskcache.storage import BlobStore
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 
 
-class EmbeddedClient(Closeable):
+class EmbeddedClient(Writes, Closeable):
     """A :class:`~taskcache.Client` that runs the cache manager in this process.
 
     Outputs up to ``inline_max_bytes`` serialized are stored in the catalog itself (0 means
@@ -94,18 +87,6 @@ class EmbeddedClient(Closeable):
             outputs=InMemoryOutputReader(outputs, uri=row.output_uri),
             status=hit_status(source_identifier, row.key_map),
         )
-
-    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create the entry for ``key``.
-
-        Returns CACHE_POPULATED. Raises AlreadyExistsError if a live entry exists, and any
-        error with ``.status`` = CACHE_PUT_FAILURE.
-        """
-        return self._write(key, outputs, metadata, overwrite=False)
-
-    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create or overwrite the entry for ``key``; errors carry a CACHE_PUT_FAILURE status."""
-        return self._write(key, outputs, metadata, overwrite=True)
 
     def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool

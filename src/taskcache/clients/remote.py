@@ -15,6 +15,7 @@ from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
+from taskcache.clients.base import Writes
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.transports import AsyncTransport, SyncTransport
 from taskcache.errors import FailedPreconditionError, NotFoundError
@@ -165,7 +166,7 @@ class RemoteRules:
         )
 
 
-class RemoteClient(Closeable):
+class RemoteClient(Writes, Closeable):
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
     def __init__(self, transport: SyncTransport, rules: RemoteRules) -> None:
@@ -194,16 +195,6 @@ class RemoteClient(Closeable):
             self._transport.send(
                 rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
             )
-
-    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create the entry; AlreadyExistsError if a live one exists (errors carry a
-        CACHE_PUT_FAILURE status).
-        """
-        return self._write(key, outputs, metadata, overwrite=False)
-
-    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create or overwrite the entry (errors carry a CACHE_PUT_FAILURE status)."""
-        return self._write(key, outputs, metadata, overwrite=True)
 
     def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool

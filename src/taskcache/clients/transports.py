@@ -198,8 +198,22 @@ def _ca(options: RemoteOptions) -> bytes | None:
     return Path(options.ca_file).read_bytes() if options.ca_file else None
 
 
-def _connect_options(options: RemoteOptions) -> dict[str, Any]:
-    return {"timeout_ms": _timeout_ms(options), "read_max_bytes": options.max_message_bytes}
+def _connect_client(
+    url: str,
+    options: RemoteOptions,
+    client_type: Callable[..., Any],
+    http_client: Callable[[dict[str, Any]], Any],
+) -> Any:
+    """Build a generated Connect client (``client_type``) on the HTTP client that
+    ``http_client`` makes from the TLS settings (the CA file, else the system's roots).
+    """
+    ca = _ca(options)
+    return client_type(
+        _connect_address(url),
+        timeout_ms=_timeout_ms(options),
+        read_max_bytes=options.max_message_bytes,
+        http_client=http_client({"tls_ca_cert": ca, "tls_include_system_certs": ca is None}),
+    )
 
 
 def _grpc_channel(url: str, options: RemoteOptions, channels: ModuleType) -> Any:
@@ -216,12 +230,11 @@ class ConnectTransport:
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._options = options
-        ca = _ca(options)
-        http = pyqwest.SyncClient(
-            pyqwest.SyncHTTPTransport(tls_ca_cert=ca, tls_include_system_certs=ca is None)
-        )
-        self._client = cacheservice_connect.CacheServiceClientSync(
-            _connect_address(url), **_connect_options(options), http_client=http
+        self._client = _connect_client(
+            url,
+            options,
+            cacheservice_connect.CacheServiceClientSync,
+            lambda ca: pyqwest.SyncClient(pyqwest.SyncHTTPTransport(**ca)),
         )
         self._headers = _headers(options)
 
@@ -276,12 +289,11 @@ class AsyncConnectTransport:
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._options = options
-        ca = _ca(options)
-        http = pyqwest.Client(
-            pyqwest.HTTPTransport(tls_ca_cert=ca, tls_include_system_certs=ca is None)
-        )
-        self._client = cacheservice_connect.CacheServiceClient(
-            _connect_address(url), **_connect_options(options), http_client=http
+        self._client = _connect_client(
+            url,
+            options,
+            cacheservice_connect.CacheServiceClient,
+            lambda ca: pyqwest.Client(pyqwest.HTTPTransport(**ca)),
         )
         self._headers = _headers(options)
 
