@@ -28,7 +28,7 @@ from taskcache.manager import (
 )
 from taskcache.repositories.base import Repository
 from taskcache.repositories.sqlite import SqliteRepository
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS
+from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def _remote_rules(options: _Options) -> RemoteRules:
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,
-        reservation_cache_size=options.reservation_cache_size,
+        reservations=ReservationCacheStore(options.reservation_cache_size),
     )
 
 

@@ -8,6 +8,7 @@ building and response reading are shared by the sync and async clients; only the
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from flyteidl2.cacheservice import cacheservice_pb2 as base
@@ -36,27 +37,20 @@ from taskcache.storage import BlobStore
 Scope = tuple[str, str, str]
 
 
+@dataclass(frozen=True)
 class RemoteRules:
     """The request building and response reading both remote clients share (no I/O).
 
     ``blobs`` receives outputs too large to send inline; entries are filed under ``scope``
-    or, if None, the key's own; with ``max_cache_age`` older entries miss.
+    or, if None, the key's own; with ``max_cache_age`` older entries miss; ``reservations``
+    remembers the client's reservation attempts.
     """
 
-    def __init__(
-        self,
-        blobs: BlobStore,
-        *,
-        scope: Scope | None,
-        max_cache_age: timedelta | None,
-        inline_max_bytes: int,
-        reservation_cache_size: int,
-    ) -> None:
-        self.blobs = blobs
-        self.scope = scope
-        self.max_cache_age = max_cache_age
-        self.inline_max_bytes = inline_max_bytes
-        self.reservations = ReservationCacheStore(reservation_cache_size)
+    blobs: BlobStore
+    scope: Scope | None
+    max_cache_age: timedelta | None
+    inline_max_bytes: int
+    reservations: ReservationCacheStore
 
     def identifier(self, key: Key) -> v2.Identifier:
         """Return the v2 identifier (scope) a request for ``key`` is filed under."""

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from types import SimpleNamespace
 from typing import Final
 
 from google.protobuf.message import Message
@@ -106,3 +107,14 @@ def _observed(
             return await method(request, headers)
 
     return call
+
+
+def servicer(
+    calls: Mapping[Rpc, RpcCall],
+    name: Callable[[Rpc], str],
+    handler: Callable[[RpcCall], Callable[..., Awaitable[Message]]],
+) -> SimpleNamespace:
+    """Return the object a generated server registers: for every RPC, the attribute
+    ``name(rpc)`` holding ``handler(call)`` (the transport's adapter around the call).
+    """
+    return SimpleNamespace(**{name(rpc): handler(call) for rpc, call in calls.items()})

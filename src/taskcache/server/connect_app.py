@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from taskcache.errors import CacheError
 from taskcache.rpcs import SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.calls import CallObserver, RpcCall, observed_calls
+from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
 from taskcache.server.health import HealthMonitor
 from taskcache.server.metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from taskcache.server.service import CacheService
@@ -126,15 +126,13 @@ def _limited(receive: ASGIReceive, scope: ASGIScope, limit: int, reported: int) 
     return receive_within_limit
 
 
-class _ConnectService:
-    """A generated Connect ``CacheService``: one attribute per RPC, by its snake_case name."""
-
-    def __init__(self, calls: Mapping[Rpc, RpcCall]) -> None:
-        for rpc, call in calls.items():
-            setattr(self, rpc.attribute, _connect_handler(call))
+def _connect_name(rpc: Rpc) -> str:
+    return rpc.attribute
 
 
 def _connect_handler(call: RpcCall) -> ConnectHandler:
+    """Adapt ``call`` to a generated Connect service method: headers in, Connect codes out."""
+
     async def handle(request: Message, ctx: RequestContext[Any, Any]) -> Message:
         try:
             return await call(request, ctx.request_headers())
@@ -184,7 +182,11 @@ class ConnectApp:
         self._routes: list[tuple[str, ASGIApp]] = []
         for service, core in cores.items():
             app = _GENERATED[service.name](
-                _ConnectService(observed_calls(_TRANSPORT, service, core, observer)),
+                servicer(
+                    observed_calls(_TRANSPORT, service, core, observer),
+                    _connect_name,
+                    _connect_handler,
+                ),
                 read_max_bytes=max_message_bytes,
                 compressions=[BoundedGzip(max_message_bytes)],
             )

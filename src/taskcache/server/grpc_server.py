@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from taskcache.errors import CacheError
 from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.calls import CallObserver, RpcCall, observed_calls
+from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
 from taskcache.server.health import HealthMonitor
 from taskcache.server.service import CacheService
 
@@ -42,15 +42,13 @@ def grpc_status(error: CacheError) -> grpc.StatusCode:
     return status
 
 
-class _Servicer:
-    """A generated ``CacheServiceServicer``: one attribute per RPC, by its protobuf name."""
-
-    def __init__(self, calls: Mapping[Rpc, RpcCall]) -> None:
-        for rpc, call in calls.items():
-            setattr(self, rpc.name, _grpc_handler(call))
+def _grpc_name(rpc: Rpc) -> str:
+    return rpc.name
 
 
 def _grpc_handler(call: RpcCall) -> GrpcHandler:
+    """Adapt ``call`` to a generated servicer method: metadata in, status codes out."""
+
     async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
         metadata = context.invocation_metadata() or ()
         headers = {name: value for name, value in metadata if isinstance(value, str)}
@@ -84,7 +82,8 @@ def build_grpc_server(
     )
     for service, core in cores.items():
         calls = observed_calls(_TRANSPORT, service, core, observer)
-        _GENERATED[service.name].add_CacheServiceServicer_to_server(_Servicer(calls), server)
+        servicer_object = servicer(calls, _grpc_name, _grpc_handler)
+        _GENERATED[service.name].add_CacheServiceServicer_to_server(servicer_object, server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
