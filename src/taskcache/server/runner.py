@@ -17,6 +17,13 @@ import uvicorn
 from taskcache.errors import UnavailableError
 from taskcache.manager import AsyncCacheManager, CacheManager
 from taskcache.repositories.base import AsyncRepository, Repository
+from taskcache.resolver import (
+    LocationKind,
+    open_async_repository,
+    open_repository,
+    redact,
+    resolve_database,
+)
 from taskcache.server.apis import (
     FLYTE1_SERVICE,
     SCOPED_SERVICE,
@@ -29,12 +36,6 @@ from taskcache.server.apis import (
 from taskcache.server.calls import CallRunner
 from taskcache.server.connect_app import ConnectApp
 from taskcache.server.core import CacheServiceCore, ServiceManager, ThreadedManager
-from taskcache.server.database import (
-    is_postgres,
-    open_async_repository,
-    open_repository,
-    redact,
-)
 from taskcache.server.grpc_server import build_grpc_server
 from taskcache.server.health import HealthMonitor
 from taskcache.server.logs import configure_logging
@@ -129,7 +130,7 @@ async def serve(
         # Runs SQLite calls and blob deletions.
         executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
         try:
-            if is_postgres(settings.database):
+            if resolve_database(settings.database).kind is LocationKind.POSTGRES:
                 # psycopg's async API, awaited on this loop (``pool_size`` connections).
                 async_repository = await open_async_repository(
                     settings.database, pool_size=settings.pool_size
