@@ -177,9 +177,10 @@ def _host_port_hint(text: str, *, services: bool) -> str:
         if services
         else ""
     )
+    database = text if "/" in text else f"{text}/DBNAME"
     return (
         f"{text!r} looks like host:port without a scheme; write {service}"
-        f"postgresql://{text} for a PostgreSQL database, or ./{text} for a folder of that name"
+        f"postgresql://{database} for a PostgreSQL database, or ./{text} for a folder of that name"
     )
 
 
