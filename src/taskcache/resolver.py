@@ -19,7 +19,7 @@ Accepted forms (scheme names are case-insensitive):
 
 Refused, always with :class:`~taskcache.errors.InvalidArgumentError`: an empty or blank
 string, an unknown scheme, ``host:port`` without a scheme (it would otherwise become a folder
-of that name), and a ``sqlite://`` URL naming no file.
+of that name; ``./host:port`` still names one), and a ``sqlite://`` URL naming no file.
 
 This module parses and opens; it must not validate client options, build clients or managers,
 or touch the filesystem while resolving (only opening a SQLite repository creates its folder).
@@ -271,7 +271,8 @@ async def open_async_repository(
         except ImportError as error:
             raise _missing_postgres(error, field) from error
         return await AsyncPostgresRepository.open(location.address, max_size=pool_size)
-    # SQLite has no asynchronous repository: callers run open_repository's on threads.
+    # SQLite (a file or memory://) has no asynchronous repository yet: callers such as the
+    # server run open_repository's synchronous one on worker threads.
     raise InvalidArgumentError(
         f"{location.address!r} has no asynchronous repository (only PostgreSQL has)", field=field
     )
