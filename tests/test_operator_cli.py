@@ -591,7 +591,7 @@ def test_key_imports_no_operator_or_server_code() -> None:
         "from taskcache.cli import main\n"
         "main(['key', '--project', 'p', '--domain', 'd', '--name', 'n'], standalone_mode=False)\n"
         "heavy = ['rich', 'psycopg', 'uvicorn', 'taskcache.operations', 'taskcache.cli.operate',\n"
-        "         'taskcache.cli.serve', 'taskcache.server.database', 'taskcache.server.runner']\n"
+        "         'taskcache.cli.serve', 'taskcache.server.settings', 'taskcache.server.runner']\n"
         "print('LOADED', [name for name in heavy if name in sys.modules])\n"
     )
     completed = subprocess.run(

@@ -400,13 +400,14 @@ def test_open_with_a_postgres_url(clean_postgres: str, tmp_path: Path) -> None:
 def test_postgres_target_blobs_default_to_the_home_folder(
     clean_postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from taskcache.targets import _local_catalog
+    from taskcache.resolver import open_repository, resolve
 
     monkeypatch.setenv("TASKCACHE_HOME", str(tmp_path / "home"))
-    repository, blobs = _local_catalog(clean_postgres)
+    location = resolve(clean_postgres)
+    assert location.blob_root == str(tmp_path / "home" / "blobs")
+    repository = open_repository(location)
     try:
         assert isinstance(repository, PostgresRepository)
-        assert blobs == str(tmp_path / "home" / "blobs")
     finally:
         repository.close()
 

@@ -16,6 +16,7 @@ from typing import Final
 from flyteidl2.core import identifier_pb2, literals_pb2
 from google.protobuf.message import DecodeError
 
+from taskcache import resolver
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from taskcache.outputs import decode_literal_map
 from taskcache.provenance import source_execution
@@ -407,36 +408,13 @@ def catalog_stats(repository: Repository, now: datetime) -> CatalogStats:
     return repository.stats(now)
 
 
-_POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
-
-
 def migrate_database(database: str) -> int:
     """Create or upgrade the schema of ``database`` (any ``--database`` value); return the
     schema version it is at afterwards.
 
-    PostgreSQL goes through :func:`taskcache.repositories.postgres.migrate` (one connection,
-    under an advisory lock); SQLite catalogs migrate whenever they are opened. Idempotent.
-    Raises InvalidArgumentError for an unusable value (or PostgreSQL without psycopg),
-    UnavailableError if the database cannot be reached, InternalError if its schema is newer
-    than this taskcache.
+    The same as :func:`taskcache.resolver.migrate`: PostgreSQL migrates under an advisory
+    lock, SQLite catalogs whenever they are opened. Idempotent. Raises InvalidArgumentError
+    for an unusable value (or PostgreSQL without psycopg), UnavailableError if the database
+    cannot be reached, InternalError if its schema is newer than this taskcache.
     """
-    # Imported here: the server package and its database module are only needed now.
-    from taskcache.server.database import open_repository  # noqa: PLC0415
-
-    text = database.strip()
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in _POSTGRES_SCHEMES:
-        try:
-            from taskcache.repositories.postgres import migrate  # noqa: PLC0415
-        except ImportError as error:
-            raise InvalidArgumentError(
-                f"PostgreSQL support is not available ({error}); install 'taskcache[postgres]'",
-                field="database",
-            ) from error
-        return migrate(text)
-    from taskcache.repositories.sqlite import SCHEMA_VERSION  # noqa: PLC0415
-
-    # Opening validates the value the way `serve` does and applies any missing migration;
-    # had the file been at another version afterwards, opening would have raised.
-    open_repository(text).close()
-    return SCHEMA_VERSION
+    return resolver.migrate(database)

@@ -1,16 +1,16 @@
-"""``taskcache.open``: turn a target (a folder, ``sqlite:///…``, ``memory://``,
-``postgresql://…``, ``http(s)://…``, ``grpc(s)://…``) into a client."""
+"""``taskcache.open``/``open_async``: validate the options and build the client.
+
+Which catalog or service a target names is decided by :mod:`taskcache.resolver` alone; this
+module only builds an embedded client on the repository it opens, or a remote client for a
+service URL.
+"""
 
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
-
-import platformdirs
 
 from taskcache.clients.base import AsyncClient, Client
 from taskcache.clients.embedded import (
@@ -26,29 +26,13 @@ from taskcache.manager import (
     Clock,
     utc_now,
 )
-from taskcache.repositories.base import Repository
-from taskcache.repositories.sqlite import SqliteRepository
 from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
+from taskcache.resolver import Location, open_repository, resolve
 from taskcache.storage import BlobStore
 
 if TYPE_CHECKING:
     from taskcache.clients.remote import RemoteRules
     from taskcache.clients.transports import RemoteOptions
-
-HOME_ENVIRONMENT_VARIABLE = "TASKCACHE_HOME"
-DATABASE_FILE_NAME = "catalog.db"
-BLOBS_FOLDER_NAME = "blobs"
-_SQLITE_PREFIX = "sqlite://"
-_MEMORY_TARGET = "memory://"
-_DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-def default_home() -> Path:
-    """Return the embedded catalog's folder: ``$TASKCACHE_HOME``, else the user data dir."""
-    configured = os.environ.get(HOME_ENVIRONMENT_VARIABLE)
-    if configured:
-        return Path(configured).expanduser()
-    return Path(platformdirs.user_data_dir("taskcache"))
 
 
 def _duration(value: timedelta | float, field: str) -> timedelta:
@@ -56,58 +40,6 @@ def _duration(value: timedelta | float, field: str) -> timedelta:
     if delta < timedelta(0):
         raise InvalidArgumentError("must not be negative", field=field)
     return delta
-
-
-def _local_catalog(target: str | os.PathLike[str] | None) -> tuple[Repository, str]:
-    """Return the repository for a local target and its default blob root."""
-    if target is None:
-        home = default_home()
-        return SqliteRepository(home / DATABASE_FILE_NAME), str(home / BLOBS_FOLDER_NAME)
-    text = os.fspath(target)
-    if text == _MEMORY_TARGET:
-        return SqliteRepository(None), f"memory://taskcache-{uuid.uuid4().hex}"
-    if text.startswith(_SQLITE_PREFIX):
-        location = text.removeprefix(_SQLITE_PREFIX)
-        # sqlite:///abs/path and sqlite:////abs/path both name /abs/path.
-        database = Path("/" + location.lstrip("/") if location.startswith("/") else location)
-        if not database.name:
-            raise InvalidArgumentError("names no database file", field="target")
-        return SqliteRepository(database), str(database.parent / BLOBS_FOLDER_NAME)
-    if text.startswith(("postgresql://", "postgres://")):
-        # Imported here so that taskcache works without the postgres extra installed.
-        try:
-            from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
-        except ImportError as error:
-            raise InvalidArgumentError(
-                "names a PostgreSQL database, but psycopg is not installed; "
-                "install it with: pip install 'taskcache[postgres]'",
-                field="target",
-            ) from error
-        # Blobs cannot live in the database: they default to the home folder's blobs/, and
-        # callers normally pass storage=.
-        return PostgresRepository(text), str(default_home() / BLOBS_FOLDER_NAME)
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise InvalidArgumentError(
-            f"unsupported scheme {scheme!r}; use a folder, sqlite:///path.db, "
-            "postgresql://... or memory://",
-            field="target",
-        )
-    path = Path(text).expanduser()
-    if path.suffix in _DATABASE_SUFFIXES:
-        return SqliteRepository(path), str(path.parent / BLOBS_FOLDER_NAME)
-    return SqliteRepository(path / DATABASE_FILE_NAME), str(path / BLOBS_FOLDER_NAME)
-
-
-# Remote clients pull in grpc and connectrpc; they are imported only for a remote target.
-_REMOTE_SCHEMES = ("http", "https", "grpc", "grpcs")
-
-
-def _remote_url(target: str | os.PathLike[str] | None) -> str | None:
-    if target is None:
-        return None
-    text = os.fspath(target)
-    return text if text.split("://", 1)[0] in _REMOTE_SCHEMES and "://" in text else None
 
 
 @dataclass(frozen=True)
@@ -185,8 +117,8 @@ def _options(given: OpenOptions) -> _Options:
     )
 
 
-def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> EmbeddedClient:
-    repository, default_storage = _local_catalog(target)
+def _open_embedded(location: Location, options: _Options) -> EmbeddedClient:
+    repository = open_repository(location, field="target")
     try:
         manager = CacheManager(
             repository,
@@ -194,7 +126,7 @@ def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> 
             max_reservation_heartbeat=options.max_reservation_heartbeat,
             heartbeat_grace_multiplier=options.heartbeat_grace_multiplier,
         )
-        blobs = BlobStore(options.storage or default_storage)
+        blobs = BlobStore(options.storage or location.blob_root)
         return EmbeddedClient(
             manager,
             blobs,
@@ -208,11 +140,11 @@ def _open_embedded(target: str | os.PathLike[str] | None, options: _Options) -> 
         raise
 
 
-def _remote_rules(options: _Options) -> RemoteRules:
+def _remote_rules(options: _Options, location: Location) -> RemoteRules:
     from taskcache.clients.remote import RemoteRules  # noqa: PLC0415
 
     return RemoteRules(
-        BlobStore(options.storage or str(default_home() / BLOBS_FOLDER_NAME)),
+        BlobStore(options.storage or location.blob_root),
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,
@@ -236,7 +168,7 @@ def open_catalog(
 ) -> Client:
     """Open a catalog and return a :class:`~taskcache.Client`.
 
-    ``target``:
+    ``target`` (parsed by :func:`taskcache.resolver.resolve`, schemes case-insensitive):
 
     - None: the default embedded catalog (``$TASKCACHE_HOME`` or the platform data dir,
       holding ``catalog.db`` and ``blobs/``); a folder or ``*.db`` path;
@@ -246,6 +178,8 @@ def open_catalog(
       of ``taskcache serve``. ``timeout`` (seconds per call), ``max_retries`` (on Unavailable
       and DeadlineExceeded, with exponential backoff and jitter), ``ca_file`` (TLS),
       ``token`` (bearer) and ``scope`` ((org, project, domain); default: the key's) apply.
+
+    An empty string, an unknown scheme and ``host:port`` without a scheme are refused.
 
     Options (:class:`OpenOptions`): ``storage`` is the fsspec URL large outputs are written
     under (default: ``blobs/`` beside the database, or in the default home);
@@ -259,12 +193,14 @@ def open_catalog(
     be opened.
     """
     resolved = _options(options)
-    url = _remote_url(target)
-    if url is None:
-        return _open_embedded(target, resolved)
+    location = resolve(target)
+    if not location.is_service:
+        return _open_embedded(location, resolved)
     from taskcache.clients.remote import open_remote  # noqa: PLC0415
 
-    return open_remote(url, _remote_options(resolved), _remote_rules(resolved))
+    return open_remote(
+        location.address, _remote_options(resolved), _remote_rules(resolved, location)
+    )
 
 
 def open_async_catalog(
@@ -272,9 +208,11 @@ def open_async_catalog(
 ) -> AsyncClient:
     """Like :func:`open_catalog`, returning the :class:`~taskcache.AsyncClient` twin."""
     resolved = _options(options)
-    url = _remote_url(target)
-    if url is None:
-        return AsyncEmbeddedClient(_open_embedded(target, resolved))
+    location = resolve(target)
+    if not location.is_service:
+        return AsyncEmbeddedClient(_open_embedded(location, resolved))
     from taskcache.clients.remote import open_remote_async  # noqa: PLC0415
 
-    return open_remote_async(url, _remote_options(resolved), _remote_rules(resolved))
+    return open_remote_async(
+        location.address, _remote_options(resolved), _remote_rules(resolved, location)
+    )

@@ -22,7 +22,7 @@ from taskcache.cli import render
 from taskcache.errors import CacheError, InvalidArgumentError, NotFoundError
 from taskcache.manager import utc_now
 from taskcache.repositories.base import EntryFilter, Repository, Scope
-from taskcache.server.database import open_repository, redact
+from taskcache.resolver import open_repository, redact
 from taskcache.server.settings import (
     CONFIG_ENVIRONMENT_VARIABLE,
     OPTION_HELP,

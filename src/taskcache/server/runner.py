@@ -16,17 +16,10 @@ import uvicorn
 
 from taskcache.errors import UnavailableError
 from taskcache.manager import AsyncCacheManager
-from taskcache.repositories.base import AsyncRepository
-from taskcache.repositories.threaded import ThreadedRepository
+from taskcache.resolver import open_async_repository, redact
 from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Service
 from taskcache.server.calls import CallObserver
 from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
-from taskcache.server.database import (
-    is_postgres,
-    open_async_repository,
-    open_repository,
-    redact,
-)
 from taskcache.server.grpc_server import build_grpc_server
 from taskcache.server.health import HealthMonitor
 from taskcache.server.logs import configure_logging
@@ -121,7 +114,9 @@ async def serve(
         # Runs SQLite calls and blob deletions.
         executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
         try:
-            repository = await _open_repository(settings, executor)
+            repository = await open_async_repository(
+                settings.database, executor=executor, pool_size=settings.pool_size
+            )
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -144,16 +139,6 @@ async def serve(
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     logger.info("taskcache server stopped")
-
-
-async def _open_repository(settings: Settings, executor: ThreadPoolExecutor) -> AsyncRepository:
-    """PostgreSQL through psycopg's async API on this loop; SQLite on ``executor``'s threads."""
-    if is_postgres(settings.database):
-        return await open_async_repository(settings.database, pool_size=settings.pool_size)
-    repository = await asyncio.to_thread(
-        open_repository, settings.database, pool_size=settings.pool_size
-    )
-    return ThreadedRepository(repository, executor)
 
 
 def _blobs(settings: Settings) -> BlobStore | None:

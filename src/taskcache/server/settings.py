@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from taskcache.errors import InvalidArgumentError
-from taskcache.targets import BLOBS_FOLDER_NAME, HOME_ENVIRONMENT_VARIABLE, default_home
+from taskcache.home import BLOBS_FOLDER_NAME, default_home
+from taskcache.resolver import DATABASE_FORMS, resolve_database
 
 ENVIRONMENT_PREFIX: Final = "TASKCACHE_"
 CONFIG_ENVIRONMENT_VARIABLE: Final = "TASKCACHE_CONFIG"
@@ -32,10 +33,11 @@ def _default_database() -> str:
 class Settings:
     """Everything ``taskcache serve`` needs; build it with :func:`load_settings`.
 
-    ``database``: a folder (holding ``catalog.db``), a ``*.db`` path, ``sqlite:///path.db``,
-    ``memory://`` or ``postgresql://…``. ``storage``: the blob root under which
-    ``delete_blob`` may delete replaced outputs; None means the server never deletes blobs.
-    Durations are seconds.
+    ``database``: what :func:`taskcache.resolver.resolve_database` accepts (a folder holding
+    ``catalog.db``, a ``*.db`` path, ``sqlite:///path.db``, ``memory://`` or
+    ``postgresql://…``); :func:`load_settings` refuses anything else. ``storage``: the blob
+    root under which ``delete_blob`` may delete replaced outputs; None means the server never
+    deletes blobs. Durations are seconds.
     """
 
     host: str = "127.0.0.1"
@@ -58,8 +60,7 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "host": "Address both listeners bind to.",
     "port": "Port of the Connect (HTTP/1.1) listener, which also serves /healthz and /metrics.",
     "grpc_port": "Port of the gRPC listener.",
-    "database": "Catalog database: a folder (holding catalog.db), a *.db file, "
-    "sqlite:///abs/path.db, memory://, or postgresql://user@host/db.",
+    "database": f"Catalog database: {DATABASE_FORMS}.",
     "storage": "Blob root (folder or fsspec URL). Put requests with delete_blob delete a replaced "
     "entry's output only if it lies under this root. Default: <home>/blobs when --database is "
     "not given, otherwise none (never delete). An empty value disables it.",
@@ -153,6 +154,13 @@ def _non_empty_text(value: Any, name: str) -> str:
     return text
 
 
+def _database(value: Any, name: str) -> str:
+    """Return the database text, refused here (as the resolver refuses it) if unusable."""
+    text = _text(value, name).strip()
+    resolve_database(text, field=name)
+    return text
+
+
 def _optional_text(value: Any, name: str) -> str | None:
     text = _text(value, name).strip()
     return text or None
@@ -176,7 +184,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "host": _non_empty_text,
     "port": _port,
     "grpc_port": _port,
-    "database": _non_empty_text,
+    "database": _database,
     "storage": _optional_text,
     "max_reservation_heartbeat": _seconds,
     "heartbeat_grace_multiplier": _positive_float,
@@ -267,8 +275,7 @@ def load_settings(
     merged.update(given_flags)
     values = {name: _PARSERS[name](value, name) for name, value in merged.items()}
     if "database" not in values:
-        home = env.get(HOME_ENVIRONMENT_VARIABLE)
-        values["database"] = str(Path(home).expanduser() if home else default_home())
+        values["database"] = str(default_home(env))
     settings = replace(Settings(), **values)
     if "database" not in merged and "storage" not in merged:
         # The embedded default catalog keeps its blobs beside the database; only then is a
