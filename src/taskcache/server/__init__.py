@@ -1,16 +1,19 @@
 """``taskcache serve``: the cache service Flyte's own clients talk to.
 
-Modules, one concept each:
+An RPC crosses three layers: a transport adapter (``grpc_server`` or ``connect_app``, with
+``calls`` observing it), the service core (``service.CacheService``) and the manager
+(:class:`~taskcache.manager.AsyncCacheManager`). Modules, one concept each:
 
 * ``settings``: the :class:`Settings` dataclass and its sources (flags, env, config file).
-* ``database``: ``--database`` value to Repository.
 * ``scope``: the scope of a request (protovalidate on v2 identifiers).
-* ``core``: transport-neutral service core (validation, manager calls, response protos).
-* ``apis``: the scoped v2, unscoped flyteidl2 and Flyte 1 APIs over the core.
-* ``calls``: per-RPC metrics and error sanitising shared by both transports.
+* ``service``: the service core, one class for the three APIs, each read through a dialect.
+* ``calls``: per-RPC metrics, tracing and error sanitising shared by both transports.
 * ``grpc_server`` / ``connect_app``: the gRPC and Connect (ASGI) transports.
-* ``health``, ``metrics``, ``logs``: operations.
+* ``health``, ``metrics``, ``logs``, ``tracing``: operations.
 * ``runner``: both listeners in one asyncio loop, graceful shutdown.
+
+Which database is opened is :mod:`taskcache.resolver`'s decision; the RPC table is
+:mod:`taskcache.rpcs`.
 
 This package imports grpc, uvicorn and prometheus_client (the ``server`` extra) only when
 :func:`run_server` is first used.
