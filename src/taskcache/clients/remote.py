@@ -171,7 +171,9 @@ class RemoteClient(Writes, Closeable):
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
         ``max_cache_age`` and on one whose blob vanished (that entry is deleted).
         """
-        response = self._transport.send(rpcs.GET, self._rules.get_request(key))
+        response: base.GetCacheResponse = self._transport.send(
+            rpcs.GET, self._rules.get_request(key)
+        )
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
@@ -208,7 +210,9 @@ class RemoteClient(Writes, Closeable):
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response = self._transport.send(rpcs.GET_OR_EXTEND_RESERVATION, request)
+        response: base.GetOrExtendReservationResponse = self._transport.send(
+            rpcs.GET_OR_EXTEND_RESERVATION, request
+        )
         return Reservation.from_proto(response.reservation)
 
     def release_reservation(self, key: Key, owner_id: str) -> None:
@@ -236,7 +240,9 @@ class AsyncRemoteClient(AsyncCloseable):
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
-        response = await self._transport.send(rpcs.GET, self._rules.get_request(key))
+        response: base.GetCacheResponse = await self._transport.send(
+            rpcs.GET, self._rules.get_request(key)
+        )
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
@@ -279,7 +285,9 @@ class AsyncRemoteClient(AsyncCloseable):
     ) -> Reservation:
         """See :meth:`RemoteClient.get_or_extend_reservation`."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response = await self._transport.send(rpcs.GET_OR_EXTEND_RESERVATION, request)
+        response: base.GetOrExtendReservationResponse = await self._transport.send(
+            rpcs.GET_OR_EXTEND_RESERVATION, request
+        )
         return Reservation.from_proto(response.reservation)
 
     async def release_reservation(self, key: Key, owner_id: str) -> None:

@@ -40,7 +40,7 @@ Response = TypeVar("Response")
 class SyncTransport(Protocol):
     """What :class:`~taskcache.clients.remote.RemoteClient` needs from a transport."""
 
-    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Any:
+    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Message:
         """Send one request (with extra ``headers``) and return the response message."""
         ...
 
@@ -54,7 +54,7 @@ class AsyncTransport(Protocol):
 
     async def send(
         self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
-    ) -> Any:
+    ) -> Message:
         """Send one request (with extra ``headers``) and return the response message."""
         ...
 
@@ -238,15 +238,16 @@ class ConnectTransport:
         )
         self._headers = _headers(options)
 
-    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Any:
+    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Message:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
         method = getattr(self._client, rpc.attribute)
         sent = _with(self._headers, headers)
 
-        def attempt() -> Any:
+        def attempt() -> Message:
             started = time.monotonic()
             try:
-                return method(request, headers=sent)
+                response: Message = method(request, headers=sent)
+                return response
             except ConnectError as error:
                 raise _from_connect(error, started, self._options.timeout) from error
 
@@ -266,14 +267,17 @@ class GrpcTransport:
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
         self._headers = _headers(options)
 
-    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Any:
+    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Message:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
         method = getattr(self._stub, rpc.name)
         metadata = tuple(_with(self._headers, headers).items())
 
-        def attempt() -> Any:
+        def attempt() -> Message:
             try:
-                return method(request, timeout=self._options.timeout, metadata=metadata)
+                response: Message = method(
+                    request, timeout=self._options.timeout, metadata=metadata
+                )
+                return response
             except grpc.RpcError as error:
                 raise _from_grpc(error) from error
 
@@ -299,15 +303,16 @@ class AsyncConnectTransport:
 
     async def send(
         self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
-    ) -> Any:
+    ) -> Message:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
         method = getattr(self._client, rpc.attribute)
         sent = _with(self._headers, headers)
 
-        async def attempt() -> Any:
+        async def attempt() -> Message:
             started = time.monotonic()
             try:
-                return await method(request, headers=sent)
+                response: Message = await method(request, headers=sent)
+                return response
             except ConnectError as error:
                 raise _from_connect(error, started, self._options.timeout) from error
 
@@ -329,14 +334,17 @@ class AsyncGrpcTransport:
 
     async def send(
         self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
-    ) -> Any:
+    ) -> Message:
         """Send ``request`` to ``rpc`` (with retries) and return the response message."""
         method = getattr(self._stub, rpc.name)
         metadata = tuple(_with(self._headers, headers).items())
 
-        async def attempt() -> Any:
+        async def attempt() -> Message:
             try:
-                return await method(request, timeout=self._options.timeout, metadata=metadata)
+                response: Message = await method(
+                    request, timeout=self._options.timeout, metadata=metadata
+                )
+                return response
             except grpc.aio.AioRpcError as error:
                 raise _from_grpc(error) from error
 

@@ -10,8 +10,9 @@ import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 
+import grpc
 import uvicorn
 
 from taskcache.errors import UnavailableError
@@ -80,7 +81,7 @@ def _bind_http(host: str, port: int) -> socket.socket:
         ) from error
 
 
-def _add_grpc_port(server: Any, host: str, port: int) -> int:
+def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int:
     try:
         bound: int = server.add_insecure_port(_host_port(host, port))
     except RuntimeError as error:

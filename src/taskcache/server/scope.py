@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import protovalidate
+from flyteidl2.cacheservice.v2 import cacheservice_pb2 as scoped_pb2
+from google.protobuf.message import Message
 
 from taskcache.errors import InvalidArgumentError
 from taskcache.repositories.base import Scope
@@ -16,7 +18,7 @@ _SCOPE_FIELDS: Final = ("org", "project", "domain")
 _validator = protovalidate.Validator()
 
 
-def request_scope(request: Any) -> Scope:
+def request_scope(request: Message) -> Scope:
     """Return the Scope of a ``flyteidl2.cacheservice.v2`` request.
 
     Applies the message's protovalidate rules (``identifier`` required, each of org, project
@@ -25,15 +27,16 @@ def request_scope(request: Any) -> Scope:
     """
     # Validate a probe holding only the identifier: the rules live there, and walking
     # base_request would cost ~40 ms per MB of output literals for nothing.
-    probe = type(request)()
-    if request.HasField("identifier"):
-        probe.identifier.CopyFrom(request.identifier)
+    scoped: scoped_pb2.GetCacheRequest = request  # every v2 request has this identifier
+    probe = type(scoped)()
+    if scoped.HasField("identifier"):
+        probe.identifier.CopyFrom(scoped.identifier)
     violations = _validator.collect_violations(probe)
     if violations:
         raise _invalid(violations)
-    if not request.HasField("identifier"):
+    if not scoped.HasField("identifier"):
         raise InvalidArgumentError("value is required", field="identifier")
-    identifier = request.identifier
+    identifier = scoped.identifier
     for name in _SCOPE_FIELDS:
         if not getattr(identifier, name):
             raise InvalidArgumentError("must not be empty", field=f"identifier.{name}")

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Protocol
 
+from flyteidl.cacheservice import cacheservice_pb2 as flyte1_pb2
 from flyteidl2.cacheservice import cacheservice_pb2
+from flyteidl2.cacheservice.v2 import cacheservice_pb2 as scoped_pb2
 from google.protobuf.message import DecodeError, Message
 
 from taskcache.errors import (
@@ -74,7 +76,8 @@ class ScopedDialect:
 
     def unwrap(self, rpc: Rpc, request: Message) -> tuple[Scope, Message]:
         """Return the identifier's scope and ``request.base_request``."""
-        base: Message = request.base_request  # type: ignore[attr-defined]
+        scoped: scoped_pb2.GetCacheRequest = request  # every v2 request has base_request
+        base: Message = scoped.base_request
         return request_scope(request), base
 
     def wrap(self, rpc: Rpc, response: Message) -> Message:
@@ -116,10 +119,11 @@ def _convert(message: Message, target: type[Message]) -> Message:
 
 
 def _flyte1_put(request: Message) -> cacheservice_pb2.PutCacheRequest:
-    base = cacheservice_pb2.PutCacheRequest(key=request.key)  # type: ignore[attr-defined]
-    if request.HasField("output"):
-        base.output.MergeFromString(request.output.SerializeToString())  # type: ignore[attr-defined]
-    base.overwrite.overwrite = request.overwrite  # type: ignore[attr-defined]
+    flyte1: flyte1_pb2.PutCacheRequest = request
+    base = cacheservice_pb2.PutCacheRequest(key=flyte1.key)
+    if flyte1.HasField("output"):
+        base.output.MergeFromString(flyte1.output.SerializeToString())
+    base.overwrite.overwrite = flyte1.overwrite
     return base
 
 
@@ -151,8 +155,9 @@ class CacheService:
     async def get(self, request: Message, headers: Headers) -> Message:
         """Return the entry as a GetCacheResponse; NotFoundError on a miss."""
         scope, base = self._dialect.unwrap(GET, request)
+        get: cacheservice_pb2.GetCacheRequest = base
         try:
-            row = await self._manager.get(scope, base.key)  # type: ignore[attr-defined]
+            row = await self._manager.get(scope, get.key)
         except NotFoundError:
             self._metrics.misses.inc()
             raise
@@ -219,7 +224,8 @@ class CacheService:
         FailedPreconditionError if the entry has changed since.
         """
         scope, base = self._dialect.unwrap(DELETE, request)
-        key: str = base.key  # type: ignore[attr-defined]
+        delete: cacheservice_pb2.DeleteCacheRequest = base
+        key: str = delete.key
         condition = headers.get(IF_UNCHANGED_HEADER)
         if condition is None:
             await self._manager.delete(scope, key)
