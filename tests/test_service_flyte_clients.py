@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server_process import ServerProcess, http_get, running_server
 from taskcache.errors import InvalidArgumentError
+from taskcache.rpcs import IF_UNCHANGED_HEADER, EntryVersion
 from taskcache.server.settings import Settings, load_settings
 
 pytestmark = pytest.mark.slow
@@ -72,14 +73,17 @@ class Remote:
     transport: str
     target: Any
 
-    def __call__(self, method: str, request: Any) -> Any:
+    def __call__(self, method: str, request: Any, headers: dict[str, str] | None = None) -> Any:
         if self.transport == "connect":
             try:
-                return getattr(self.target, method)(request)
+                return getattr(self.target, method)(request, headers=headers)
             except ConnectError as error:
                 raise RemoteError(error.code.name, error.message) from error
+        metadata = tuple((headers or {}).items())
         try:
-            return getattr(self.target, _GRPC_METHODS[method])(request, timeout=10)
+            return getattr(self.target, _GRPC_METHODS[method])(
+                request, timeout=10, metadata=metadata
+            )
         except grpc.RpcError as error:
             raise RemoteError(error.code().name, error.details() or "") from error
 
@@ -333,6 +337,39 @@ def test_delete_then_not_found(v2: Remote, key: str) -> None:
     error = expect_error("NOT_FOUND", lambda: v2("get", get(key)))
     assert key in error.message
     expect_error("NOT_FOUND", lambda: v2("delete", delete(key)))
+
+
+def test_delete_if_unchanged_deletes_only_the_version_seen(v2: Remote, key: str) -> None:
+    v2("put", put(key, output(uri="s3://bucket/run1/outputs.pb")))
+    seen = v2("get", get(key)).output
+    version = EntryVersion(
+        output_uri=seen.output_uri,
+        last_updated_at=seen.metadata.last_updated_at.ToDatetime(tzinfo=UTC),
+    )
+    for other in (
+        EntryVersion(version.output_uri, version.last_updated_at - timedelta(microseconds=1)),
+        EntryVersion("s3://bucket/run2/outputs.pb", version.last_updated_at),
+    ):
+        condition = {IF_UNCHANGED_HEADER: other.header_value()}
+        expect_error("FAILED_PRECONDITION", lambda c=condition: v2("delete", delete(key), c))
+        assert v2("get", get(key)).output == seen  # a mismatch deletes nothing
+
+    v2("delete", delete(key), {IF_UNCHANGED_HEADER: version.header_value()})
+    expect_error("NOT_FOUND", lambda: v2("get", get(key)))
+    gone = {IF_UNCHANGED_HEADER: version.header_value()}
+    expect_error("FAILED_PRECONDITION", lambda: v2("delete", delete(key), gone))
+
+
+@pytest.mark.parametrize(
+    "value", ["", "garbage", "12;", ";s3://b/o", "-5;s3://b/o", "9" * 30 + ";x"]
+)
+def test_malformed_delete_condition_is_invalid_argument(v2: Remote, key: str, value: str) -> None:
+    v2("put", put(key, output(uri="s3://bucket/outputs.pb")))
+    error = expect_error(
+        "INVALID_ARGUMENT", lambda: v2("delete", delete(key), {IF_UNCHANGED_HEADER: value})
+    )
+    assert IF_UNCHANGED_HEADER in error.message
+    v2("get", get(key))  # still there
 
 
 def test_get_of_a_missing_key_is_not_found(v2: Remote, key: str) -> None:
