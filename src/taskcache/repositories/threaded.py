@@ -80,8 +80,10 @@ class ThreadedRepository:
         return self.repository.pool_stats()
 
     async def ping(self) -> None:
-        """See :meth:`Repository.ping`."""
-        await self._run(self.repository.ping)
+        """See :meth:`Repository.ping` (on the default executor, not ``executor``)."""
+        # Health checks must not queue behind requests: a saturated pool would make a healthy
+        # database look down.
+        await asyncio.to_thread(self.repository.ping)
 
     async def close(self) -> None:
         """Close the wrapped repository. Idempotent."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from taskcache.repositories.base import AsyncRepository, Repository
+from taskcache.repositories.base import AsyncRepository
 from taskcache.server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -23,8 +22,6 @@ HealthListener = Callable[[bool], Awaitable[None]]
 class HealthMonitor:
     """Pings ``repository`` on demand and every ``interval`` seconds in the background.
 
-    A synchronous repository's ping runs in a worker thread, an asynchronous one's is awaited.
-
     Listeners (e.g. the gRPC health service) hear each change; the ``taskcache_database_up``
     gauge follows every check. After :meth:`mark_shutting_down` the server reports unhealthy
     so load balancers stop sending work while in-flight calls drain.
@@ -32,7 +29,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        repository: Repository | AsyncRepository,
+        repository: AsyncRepository,
         metrics: ServerMetrics,
         *,
         interval: float = DEFAULT_CHECK_INTERVAL,
@@ -59,7 +56,7 @@ class HealthMonitor:
     async def check(self) -> bool:
         """Ping the repository now; return whether the server should be considered healthy."""
         try:
-            await asyncio.wait_for(self._ping(), self._ping_timeout)
+            await asyncio.wait_for(self._repository.ping(), self._ping_timeout)
             up = True
         except TimeoutError:
             if self._serving is not False:
@@ -72,15 +69,6 @@ class HealthMonitor:
         self._metrics.database_up.set(1 if up else 0)
         await self._publish(up)
         return self.serving
-
-    async def _ping(self) -> None:
-        ping = self._repository.ping
-        if inspect.iscoroutinefunction(ping):
-            await ping()
-        else:
-            # The default executor, not the request pool: a saturated pool must not make a
-            # healthy database look down.
-            await asyncio.to_thread(ping)
 
     async def _publish(self, up: bool) -> None:
         previous, self._serving = self._serving, up
