@@ -19,17 +19,15 @@ from taskcache.errors import (
     UnavailableError,
 )
 from taskcache.model import (
-    CacheStatus,
     Entry,
     InputReader,
     Key,
     Metadata,
     Reservation,
     ReservationCache,
-    ReservationStatus,
-    Status,
 )
 from taskcache.outputs import InMemoryOutputReader, OutputReader, UriOutputReader
+from taskcache.status import CacheStatus, ReservationStatus, Status
 from taskcache.targets import open_async_catalog as open_async
 from taskcache.targets import open_catalog as open
 
