@@ -1,4 +1,4 @@
-"""A :class:`~taskcache.repositories.base.Repository` backed by SQLite.
+"""An :class:`~taskcache.repositories.base.OperatorRepository` backed by SQLite.
 
 One file serves any number of threads and processes: every policy decision is a single
 statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write lock serialises them.

@@ -11,7 +11,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from taskcache.errors import InvalidArgumentError
-from taskcache.repositories.base import AsyncRepository, Repository
+from taskcache.repositories.base import AsyncRepository, OperatorRepository
 from taskcache.repositories.sqlite import SqliteRepository
 from taskcache.targets import DATABASE_FILE_NAME
 
@@ -21,7 +21,7 @@ _POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 _DATABASE_SUFFIXES: Final = (".db", ".sqlite", ".sqlite3")
 
 
-def open_repository(database: str, *, pool_size: int = 10) -> Repository:
+def open_repository(database: str, *, pool_size: int = 10) -> OperatorRepository:
     """Return the repository for ``database``.
 
     Accepts a folder (its ``catalog.db``), a ``*.db``/``*.sqlite`` path, ``sqlite:///path.db``,
@@ -89,7 +89,7 @@ async def open_async_repository(database: str, *, pool_size: int = 10) -> AsyncR
     return await AsyncPostgresRepository.open(text, max_size=pool_size)
 
 
-def _open_postgres(url: str, pool_size: int) -> Repository:
+def _open_postgres(url: str, pool_size: int) -> OperatorRepository:
     # Imported lazily: psycopg is an optional extra and SQLite users never need it.
     try:
         from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
