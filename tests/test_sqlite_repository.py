@@ -5,9 +5,14 @@ The behaviour every backend shares is in ``test_repository_contract.py``.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
 import sqlite3
 import threading
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -218,3 +223,124 @@ def test_processes_opening_a_new_file_together_migrate_once(tmp_path: Path) -> N
     assert outcomes == ["ok"] * 8
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --- fork safety ---------------------------------------------------------------------------
+
+FORKS = ["os.fork", "multiprocessing"]
+MARK = "parent_connection"
+
+
+def _connection(repository: SqliteRepository) -> sqlite3.Connection:
+    """This thread's connection of ``repository`` (opened on first use)."""
+    with repository._session() as conn:
+        return conn
+
+
+def _is_marked(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` is the SQLite connection :func:`_mark` ran on (TEMP tables are private
+    to one connection).
+    """
+    query = "SELECT count(*) FROM sqlite_temp_master WHERE name = ?"
+    return bool(conn.execute(query, (MARK,)).fetchone()[0])
+
+
+def _run_forked(how: str, check: Callable[[], None]) -> int | None:
+    """Run ``check`` in a child forked by ``how``; return the child's exit code."""
+    if how == "multiprocessing":
+        process = multiprocessing.get_context("fork").Process(target=check)
+        process.start()
+        process.join(timeout=60)
+        return process.exitcode
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            check()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture
+def inherited(tmp_path: Path) -> Iterator[tuple[SqliteRepository, list[weakref.ref[Any]]]]:
+    """A file repository used by this thread and by a second, still running thread.
+
+    Yields the repository and weak references to both threads' connections (weak, so that
+    only the repository keeps them alive across a fork).
+    """
+    repository = SqliteRepository(tmp_path / "cache.db")
+    repository.create_entry(entry("parent"), None)
+    _connection(repository).execute(f"CREATE TEMP TABLE {MARK} (x)")
+    connections = [weakref.ref(_connection(repository))]
+    opened, stop = threading.Event(), threading.Event()
+
+    def hold_a_connection() -> None:
+        connections.append(weakref.ref(_connection(repository)))
+        opened.set()
+        stop.wait()
+
+    thread = threading.Thread(target=hold_a_connection)
+    thread.start()
+    opened.wait()
+    try:
+        yield repository, connections
+    finally:
+        stop.set()
+        thread.join()
+        repository.close()
+
+
+@pytest.mark.parametrize("how", FORKS)
+def test_forked_child_opens_its_own_connection_and_abandons_the_parents(
+    inherited: tuple[SqliteRepository, list[weakref.ref[Any]]], how: str
+) -> None:
+    repository, connections = inherited
+
+    def child() -> None:
+        assert repository.get_entry(SCOPE, "parent") == entry("parent")
+        own = _connection(repository)
+        assert all(own is not ref() for ref in connections)
+        assert not _is_marked(own)
+        assert repository.create_entry(entry("child"), None).written
+        repository.close()
+        with pytest.raises(UnavailableError):
+            repository.get_entry(SCOPE, "parent")
+        # Neither the fork nor close() closed what the child inherited: both connections
+        # still exist and answer (in_transaction raises on a closed connection). A dropped
+        # connection sits in a reference cycle, so collect to free whatever was dropped.
+        gc.collect()
+        for ref in connections:
+            conn = ref()
+            assert conn is not None
+            assert conn.in_transaction is False
+
+    assert _run_forked(how, child) == 0
+    assert repository.get_entry(SCOPE, "child") == entry("child")
+    assert _is_marked(_connection(repository))  # still the parent's own connection
+    assert repository.create_entry(entry("after"), None).written
+    listed = repository.list_entries(EntryFilter(), 10)
+    assert sorted(row.key for row in listed) == ["after", "child", "parent"]
+
+
+@pytest.mark.parametrize("how", FORKS)
+def test_forked_child_cannot_use_an_in_memory_repository(how: str) -> None:
+    with SqliteRepository(None) as repository:
+        repository.create_entry(entry("parent"), None)
+        memory = weakref.ref(_connection(repository))
+
+        def child() -> None:
+            with pytest.raises(UnavailableError, match="forked child"):
+                repository.get_entry(SCOPE, "parent")
+            repository.close()
+            gc.collect()
+            conn = memory()
+            assert conn is not None
+            assert conn.in_transaction is False
+
+        assert _run_forked(how, child) == 0
+        assert repository.get_entry(SCOPE, "parent") == entry("parent")

@@ -3,10 +3,14 @@
 One file serves any number of threads and processes: every policy decision is a single
 statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write lock serialises them.
 Times are stored as integer microseconds since the Unix epoch (UTC) so they round-trip exactly.
+
+A repository survives ``os.fork()``: the child opens connections of its own and never
+touches (not even closes) the ones it inherited; see :func:`_after_fork_in_child`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sqlite3
@@ -233,6 +237,50 @@ def _check_limit(limit: int) -> None:
         raise InvalidArgumentError("must not be negative", field="limit")
 
 
+# Fork safety. SQLite forbids using a connection in a child process that was opened in the
+# parent, and closing one there is no better: the child's copy believes it holds the parent's
+# file locks (POSIX locks are not inherited) and may be mid-transaction, so its close can roll
+# back, checkpoint or delete the WAL under the parent's feet. A child therefore abandons every
+# inherited connection and opens its own (diskcache reconnects after fork for the same reason).
+_REPOSITORIES: weakref.WeakSet[SqliteRepository] = weakref.WeakSet()
+# Strong references to every open connection, held only while a fork is in progress.
+_HELD_ACROSS_FORK: list[sqlite3.Connection] = []
+
+
+def _before_fork() -> None:
+    """Hold every open connection, so none is closed in the child before it is abandoned.
+
+    The child frees the state of the parent's other threads as it starts, thread-locals
+    included; without these references their connections would be deallocated, and a
+    deallocated sqlite3 connection closes itself.
+    """
+    for repository in list(_REPOSITORIES):
+        _HELD_ACROSS_FORK.extend(repository._open_connections())
+
+
+def _after_fork_in_parent() -> None:
+    """Drop the references :func:`_before_fork` took; the parent's connections are its own."""
+    _HELD_ACROSS_FORK.clear()
+
+
+def _after_fork_in_child() -> None:
+    """Abandon every inherited connection and let each repository reconnect on first use."""
+    for conn in _HELD_ACROSS_FORK:
+        # Leak one reference on purpose, so nothing in the child ever deallocates (and so
+        # closes) the connection: not the thread-local it lived in, not interpreter exit.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    _HELD_ACROSS_FORK.clear()
+    for repository in list(_REPOSITORIES):
+        repository._forget_inherited_connections()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
 class SqliteRepository:
     """Entries and reservations in a SQLite database.
 
@@ -240,6 +288,12 @@ class SqliteRepository:
     lock-guarded connection. A file path (parent directories are created) gets one WAL-mode
     connection per thread, so threads and processes may share the file. ``busy_timeout`` is
     how many seconds a write waits for another writer's lock before UnavailableError.
+
+    After ``os.fork()`` a file repository keeps working in both processes: the child opens
+    its own connections on first use, and its ``close()`` closes only those. An in-memory
+    database cannot be shared across processes, and a private copy would silently lose the
+    child's writes, so in a forked child an in-memory repository raises UnavailableError on
+    every call (``close()`` is a no-op there).
 
     Raises UnavailableError if the database cannot be opened, InternalError if its schema is
     newer than this code or the SQLite library is too old.
@@ -253,6 +307,7 @@ class SqliteRepository:
             )
         self._busy_timeout = busy_timeout
         self._closed = False
+        self._closed_message = "the sqlite repository is closed"
         # Guards the in-memory connection for a whole operation, and the connection registry.
         self._lock = threading.RLock()
         self._local = threading.local()
@@ -270,6 +325,7 @@ class SqliteRepository:
                     f"cannot create the directory for {path}: {error}"
                 ) from error
             self._path = os.fspath(path)
+        _REPOSITORIES.add(self)
         try:
             with self._session() as conn:
                 _migrate(conn)
@@ -302,7 +358,35 @@ class SqliteRepository:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise UnavailableError("the sqlite repository is closed")
+            raise UnavailableError(self._closed_message)
+
+    def _open_connections(self) -> list[_Connection]:
+        """Return every connection this object has open (for :func:`_before_fork`)."""
+        with self._lock:
+            if self._closed:
+                return []
+            connections = list(self._connections)
+        if self._memory is not None:
+            connections.append(self._memory)
+        return connections
+
+    def _forget_inherited_connections(self) -> None:
+        """In a forked child: drop every inherited connection without closing it.
+
+        A file repository starts over with no connections; an in-memory one becomes unusable.
+        """
+        # The parent's other threads may have held the lock at the fork; they do not exist here.
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._connections = weakref.WeakSet()
+        if self._memory is not None:
+            self._memory = None
+            if not self._closed:
+                self._closed = True
+                self._closed_message = (
+                    "an in-memory sqlite repository cannot be used in a forked child process; "
+                    "open a repository on a database file to share a catalog across processes"
+                )
 
     @contextmanager
     def _session(self) -> Iterator[sqlite3.Connection]:
