@@ -18,6 +18,7 @@ from taskcache.clients.embedded import (
     AsyncEmbeddedClient,
     EmbeddedClient,
 )
+from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS
 from taskcache.errors import InvalidArgumentError
 from taskcache.manager import (
     DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
@@ -28,7 +29,6 @@ from taskcache.manager import (
 )
 from taskcache.repositories.base import Repository
 from taskcache.repositories.sqlite import SqliteRepository
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS
 from taskcache.storage import BlobStore
 
 if TYPE_CHECKING:

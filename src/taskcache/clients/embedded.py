@@ -20,7 +20,8 @@ from taskcache.clients.payload import (
     prepare_payload,
     read_payload,
 )
-from taskcache.errors import NotFoundError
+from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
+from taskcache.errors import InvalidArgumentError, NotFoundError
 from taskcache.manager import CacheManager, NewEntry, PutResult
 from taskcache.model import (
     Entry,
@@ -38,7 +39,6 @@ from taskcache.provenance import (
     populated_status,
 )
 from taskcache.repositories.base import Scope
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.storage import BlobStore
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
@@ -65,7 +65,7 @@ class EmbeddedClient:
         on_close: Callable[[], None] | None = None,
     ) -> None:
         if inline_max_bytes < 0:
-            raise ValueError("inline_max_bytes must be >= 0")
+            raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
         self.manager = manager
         self.blobs = blobs
         self.max_cache_age = max_cache_age

@@ -25,6 +25,7 @@ from taskcache.clients.payload import (
     prepare_payload,
     read_payload,
 )
+from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.clients.transports import Rpc
 from taskcache.errors import NotFoundError
 from taskcache.manager import is_stale, utc_now, validate_owner
@@ -36,7 +37,6 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.storage import BlobStore
 
 Scope = tuple[str, str, str]
