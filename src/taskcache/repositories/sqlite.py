@@ -4,13 +4,12 @@ One file serves any number of threads and processes: every policy decision is a 
 statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write lock serialises them.
 Times are stored as integer microseconds since the Unix epoch (UTC) so they round-trip exactly.
 
-A repository survives ``os.fork()``: the child opens connections of its own and never
-touches (not even closes) the ones it inherited; see :func:`_after_fork_in_child`.
+A repository survives ``os.fork()``: the child closes the connections it inherited and opens
+its own; see the notes above :func:`_before_fork`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sqlite3
@@ -238,40 +237,41 @@ def _check_limit(limit: int) -> None:
 
 
 # Fork safety. SQLite forbids using a connection in a child process that was opened in the
-# parent, and closing one there is no better: the child's copy believes it holds the parent's
-# file locks (POSIX locks are not inherited) and may be mid-transaction, so its close can roll
-# back, checkpoint or delete the WAL under the parent's feet. A child therefore abandons every
-# inherited connection and opens its own (diskcache reconnects after fork for the same reason).
+# parent, so a forked child opens connections of its own (diskcache reconnects after fork for
+# the same reason). It must also close the inherited ones: SQLite keeps lock bookkeeping per
+# process, and while an inherited connection stays open the child's new connections believe
+# they share its locks, which only the parent holds (POSIX locks are not inherited); the
+# parent's last close then deletes the WAL the child is still writing to, and the child's
+# later commits are lost. Closing is safe only for an idle connection, though: closing one
+# inside a transaction or a statement rolls back in the WAL index both processes share and
+# corrupts the parent's transaction (or hangs on a mutex a vanished thread held). So a fork
+# waits until no connection is in use, and the child then closes every inherited one: idle,
+# it rolls nothing back, and its checkpoint-on-close needs an exclusive lock that the
+# parent's open connections deny.
 _REPOSITORIES: weakref.WeakSet[SqliteRepository] = weakref.WeakSet()
-# Strong references to every open connection, held only while a fork is in progress.
-_HELD_ACROSS_FORK: list[sqlite3.Connection] = []
+# The repositories paused by the fork in progress (so the parent resumes exactly those).
+_PAUSED: list[SqliteRepository] = []
 
 
 def _before_fork() -> None:
-    """Hold every open connection, so none is closed in the child before it is abandoned.
-
-    The child frees the state of the parent's other threads as it starts, thread-locals
-    included; without these references their connections would be deallocated, and a
-    deallocated sqlite3 connection closes itself.
-    """
-    for repository in list(_REPOSITORIES):
-        _HELD_ACROSS_FORK.extend(repository._open_connections())
+    """Pause every repository until its connections are idle (see above)."""
+    _PAUSED.extend(_REPOSITORIES)
+    for repository in _PAUSED:
+        repository._pause_for_fork()
 
 
 def _after_fork_in_parent() -> None:
-    """Drop the references :func:`_before_fork` took; the parent's connections are its own."""
-    _HELD_ACROSS_FORK.clear()
+    """Let the parent's paused repositories work again."""
+    for repository in _PAUSED:
+        repository._resume_after_fork()
+    _PAUSED.clear()
 
 
 def _after_fork_in_child() -> None:
-    """Abandon every inherited connection and let each repository reconnect on first use."""
-    for conn in _HELD_ACROSS_FORK:
-        # Leak one reference on purpose, so nothing in the child ever deallocates (and so
-        # closes) the connection: not the thread-local it lived in, not interpreter exit.
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
-    _HELD_ACROSS_FORK.clear()
-    for repository in list(_REPOSITORIES):
-        repository._forget_inherited_connections()
+    """Close every inherited connection; each repository reconnects on first use."""
+    for repository in _PAUSED:
+        repository._reset_in_child()
+    _PAUSED.clear()
 
 
 os.register_at_fork(
@@ -289,11 +289,11 @@ class SqliteRepository:
     connection per thread, so threads and processes may share the file. ``busy_timeout`` is
     how many seconds a write waits for another writer's lock before UnavailableError.
 
-    After ``os.fork()`` a file repository keeps working in both processes: the child opens
-    its own connections on first use, and its ``close()`` closes only those. An in-memory
-    database cannot be shared across processes, and a private copy would silently lose the
-    child's writes, so in a forked child an in-memory repository raises UnavailableError on
-    every call (``close()`` is a no-op there).
+    After ``os.fork()`` a file repository keeps working in both processes: the fork waits
+    for calls in flight to finish, the child closes the connections it inherited (the
+    parent's stay open) and opens its own on first use. An in-memory database cannot be
+    shared across processes, and a private copy would silently lose the child's writes, so
+    in a forked child an in-memory repository raises UnavailableError on every call.
 
     Raises UnavailableError if the database cannot be opened, InternalError if its schema is
     newer than this code or the SQLite library is too old.
@@ -310,6 +310,10 @@ class SqliteRepository:
         self._closed_message = "the sqlite repository is closed"
         # Guards the in-memory connection for a whole operation, and the connection registry.
         self._lock = threading.RLock()
+        # File sessions in progress, and whether a fork waits for them to end (see _session).
+        self._sessions = threading.Condition(threading.Lock())
+        self._in_use = 0
+        self._forking = False
         self._local = threading.local()
         # Weak, so a finished thread's connection is closed when its thread-local goes away.
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -360,26 +364,37 @@ class SqliteRepository:
         if self._closed:
             raise UnavailableError(self._closed_message)
 
-    def _open_connections(self) -> list[_Connection]:
-        """Return every connection this object has open (for :func:`_before_fork`)."""
-        with self._lock:
-            if self._closed:
-                return []
-            connections = list(self._connections)
-        if self._memory is not None:
-            connections.append(self._memory)
-        return connections
+    def _pause_for_fork(self) -> None:
+        """Wait until no connection is in use, and keep it so until the fork is done."""
+        with self._sessions:
+            self._forking = True
+            while self._in_use:
+                self._sessions.wait()
+        # Held across the fork: no in-memory operation or close() runs meanwhile.
+        self._lock.acquire()
 
-    def _forget_inherited_connections(self) -> None:
-        """In a forked child: drop every inherited connection without closing it.
+    def _resume_after_fork(self) -> None:
+        """In the parent, after a fork: let calls proceed again."""
+        self._lock.release()
+        with self._sessions:
+            self._forking = False
+            self._sessions.notify_all()
 
-        A file repository starts over with no connections; an in-memory one becomes unusable.
+    def _reset_in_child(self) -> None:
+        """In a forked child: close every inherited (idle) connection and start over.
+
+        A file repository opens new connections on first use; an in-memory one is unusable.
         """
-        # The parent's other threads may have held the lock at the fork; they do not exist here.
+        # Fresh locks: the parent's threads that could have waited on these do not exist here.
         self._lock = threading.RLock()
+        self._sessions = threading.Condition(threading.Lock())
+        self._in_use = 0
+        self._forking = False
         self._local = threading.local()
+        inherited = list(self._connections)
         self._connections = weakref.WeakSet()
         if self._memory is not None:
+            inherited.append(self._memory)
             self._memory = None
             if not self._closed:
                 self._closed = True
@@ -387,6 +402,8 @@ class SqliteRepository:
                     "an in-memory sqlite repository cannot be used in a forked child process; "
                     "open a repository on a database file to share a catalog across processes"
                 )
+        for conn in inherited:
+            conn.close()
 
     @contextmanager
     def _session(self) -> Iterator[sqlite3.Connection]:
@@ -398,21 +415,32 @@ class SqliteRepository:
                     yield self._memory
             return
         self._ensure_open()
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            assert self._path is not None
-            conn = self._connect(self._path)
-            with self._lock:
-                # close() may have run while this thread was connecting.
-                try:
-                    self._ensure_open()
-                except UnavailableError:
-                    conn.close()
-                    raise
-                self._connections.add(conn)
-            self._local.conn = conn
-        with _translate_errors():
-            yield conn
+        # Counted, so that a fork can wait until no connection is in use (see _before_fork).
+        with self._sessions:
+            while self._forking:
+                self._sessions.wait()
+            self._in_use += 1
+        try:
+            conn: _Connection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                assert self._path is not None
+                conn = self._connect(self._path)
+                with self._lock:
+                    # close() may have run while this thread was connecting.
+                    try:
+                        self._ensure_open()
+                    except UnavailableError:
+                        conn.close()
+                        raise
+                    self._connections.add(conn)
+                self._local.conn = conn
+            with _translate_errors():
+                yield conn
+        finally:
+            with self._sessions:
+                self._in_use -= 1
+                if not self._in_use:
+                    self._sessions.notify_all()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -719,8 +747,9 @@ class SqliteRepository:
             self._connections.clear()
             if self._memory is not None:
                 connections.append(self._memory)
-        for conn in connections:
-            conn.close()
+            # Under the lock, so that a fork never copies a connection half closed.
+            for conn in connections:
+                conn.close()
 
     def __enter__(self) -> SqliteRepository:
         return self
