@@ -14,8 +14,8 @@ from typing import Any
 
 import taskcache
 from bench.servers import REPOSITORY_ROOT
+from taskcache.clients.reservation_cache import ReservationCacheStore
 from taskcache.model import ReservationCache, ReservationStatus
-from taskcache.reservation_cache import ReservationCacheStore
 
 OWNER_ID_LENGTH = 40  # e.g. "<execution name>-n0-0-<attempt>"
 

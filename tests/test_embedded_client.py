@@ -932,3 +932,17 @@ def test_empty_owner_is_invalid(client: Client, call: Callable[[Client], object]
     with pytest.raises(InvalidArgumentError) as raised:
         call(client)
     assert raised.value.field == "owner_id"
+
+
+def test_constructing_with_negative_inline_max_bytes_is_invalid(tmp_path: Path) -> None:
+    from taskcache.clients.embedded import EmbeddedClient
+    from taskcache.manager import CacheManager
+    from taskcache.repositories.sqlite import SqliteRepository
+    from taskcache.storage import BlobStore
+
+    with SqliteRepository(None) as repository:
+        manager, blobs = CacheManager(repository), BlobStore(str(tmp_path))
+        with pytest.raises(InvalidArgumentError) as raised:
+            EmbeddedClient(manager, blobs, inline_max_bytes=-1)
+        assert raised.value.field == "inline_max_bytes"
+        EmbeddedClient(manager, blobs, inline_max_bytes=0).close()

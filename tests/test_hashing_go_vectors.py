@@ -14,7 +14,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, st
 from google.protobuf.message import Message
 
 from taskcache.errors import InvalidArgumentError
-from taskcache.hashing import compute_hash, pbhash_via_json
+from taskcache.hashing import compute_hash
+from taskcache.hashing.jsonpb import pbhash_via_json
 
 _VECTORS_FILE = Path(__file__).parent / "data" / "hash_vectors.json"
 _DATA: dict[str, Any] = json.loads(_VECTORS_FILE.read_text())

@@ -27,8 +27,8 @@ from taskcache.hashing import (
     hash_identifier_except_version,
     hash_literal_map,
     interface_signature_hash,
-    pbhash_via_json,
 )
+from taskcache.hashing.jsonpb import pbhash_via_json
 from taskcache.model import Key
 
 EMPTY_HASH = "GKw-c0PwFokMUQ6T-TUmEWnZ4_VlQ2Qpgw-vCTT0-OQ"

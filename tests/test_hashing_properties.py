@@ -61,9 +61,8 @@ from taskcache.hashing import (
     datacatalog_artifact_tag,
     hash_literal_map,
     interface_signature_hash,
-    marshal_jsonpb,
-    pbhash_via_json,
 )
+from taskcache.hashing.jsonpb import marshal_jsonpb, pbhash_via_json
 from taskcache.hashing.jsonpb_rules import float32_as_json_double
 from taskcache.hashing.objecthash import (
     EMPTY_DICT_HASH,

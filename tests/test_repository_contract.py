@@ -4,7 +4,8 @@ Each test runs on an in-memory SQLite database, a SQLite file and a PostgreSQL d
 last both through the synchronous ``PostgresRepository`` and through the asynchronous
 ``AsyncPostgresRepository`` (behind :class:`SyncAdapter`, which runs each coroutine on a
 private event loop); see ``tests/conftest.py`` (skipped loudly without a server, failed under
-``CI=true``).
+``CI=true``). The operator queries (``OperatorRepository``) are checked on every backend but
+the asynchronous one, which implements only the hot path.
 Backend-specific behaviour lives in ``test_sqlite_repository.py`` and
 ``test_postgres_repository.py``.
 """
@@ -29,6 +30,7 @@ from taskcache.repositories.base import (
     EntryCursor,
     EntryFilter,
     EntryRow,
+    OperatorRepository,
     ProjectStats,
     Repository,
     ReservationRow,
@@ -78,6 +80,10 @@ def reservation(
 
 
 BACKENDS = ["sqlite-memory", "sqlite-file", "postgres", "postgres-async"]
+# The asynchronous repository serves requests only: it is no OperatorRepository.
+OPERATOR_BACKENDS = ["sqlite-memory", "sqlite-file", "postgres"]
+# Runs a test on the backends that implement the operator queries (overrides repo's params).
+operator_backends = pytest.mark.parametrize("repo", OPERATOR_BACKENDS, indirect=True)
 
 
 class SyncAdapter:
@@ -333,10 +339,7 @@ def test_release_foreign_or_absent_is_noop(repo: Repository) -> None:
 # --- time, encoding, lifecycle --------------------------------------------------------------
 
 
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
+round_trip_examples = given(
     moment=st.datetimes(
         min_value=datetime(1, 1, 2),
         max_value=datetime(9999, 12, 30),
@@ -344,9 +347,13 @@ def test_release_foreign_or_absent_is_noop(repo: Repository) -> None:
     ),
     heartbeat=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3650)),
 )
-def test_timestamps_round_trip_to_the_microsecond(
-    repo: Repository, moment: datetime, heartbeat: timedelta
-) -> None:
+round_trip_settings = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _store_moment(repo: Repository, moment: datetime, heartbeat: timedelta) -> EntryRow:
+    """Store an entry and a reservation at ``moment``; check and return the stored entry."""
     # One repository serves every example: start each from an empty key.
     repo.delete_entry(SCOPE, "key")
     repo.release_reservation(SCOPE, "key", "a")
@@ -360,7 +367,25 @@ def test_timestamps_round_trip_to_the_microsecond(
     got = repo.acquire_reservation(wanted, moment - timedelta(days=1))
     assert got == wanted
     assert got.expires_at.utcoffset() == timedelta(0)
-    assert repo.get_reservation(SCOPE, "key") == wanted
+    return stored
+
+
+@round_trip_settings
+@round_trip_examples
+def test_timestamps_round_trip_to_the_microsecond(
+    repo: Repository, moment: datetime, heartbeat: timedelta
+) -> None:
+    _store_moment(repo, moment, heartbeat)
+
+
+@operator_backends
+@round_trip_settings
+@round_trip_examples
+def test_operator_queries_round_trip_timestamps(
+    repo: OperatorRepository, moment: datetime, heartbeat: timedelta
+) -> None:
+    stored = _store_moment(repo, moment, heartbeat)
+    assert repo.get_reservation(SCOPE, "key") == reservation("a", moment, heartbeat=heartbeat)
     assert repo.list_entries(EntryFilter(), 10, EntryCursor(moment, SCOPE, "kex")) == [stored]
 
 
@@ -384,11 +409,13 @@ def test_ping_and_close(repo: Repository) -> None:
 # --- operator methods: get_reservation ------------------------------------------------------
 
 
-def test_get_reservation_absent_is_none(repo: Repository) -> None:
+@operator_backends
+def test_get_reservation_absent_is_none(repo: OperatorRepository) -> None:
     assert repo.get_reservation(SCOPE, "key") is None
 
 
-def test_get_reservation_returns_expired_and_unexpired_rows(repo: Repository) -> None:
+@operator_backends
+def test_get_reservation_returns_expired_and_unexpired_rows(repo: OperatorRepository) -> None:
     held = reservation("a", T0 + timedelta(seconds=15), heartbeat=timedelta(seconds=3))
     repo.acquire_reservation(held, T0)
     assert repo.get_reservation(SCOPE, "key") == held
@@ -438,7 +465,10 @@ def _catalog() -> list[EntryRow]:
     return rows
 
 
-def test_list_entries_runs_newest_first_with_ties_by_scope_then_key(repo: Repository) -> None:
+@operator_backends
+def test_list_entries_runs_newest_first_with_ties_by_scope_then_key(
+    repo: OperatorRepository,
+) -> None:
     rows = _catalog()
     _store(repo, rows)
     listed = repo.list_entries(EntryFilter(), 100)
@@ -448,13 +478,15 @@ def test_list_entries_runs_newest_first_with_ties_by_scope_then_key(repo: Reposi
     assert repo.list_entries(EntryFilter(), 0) == []
 
 
-def test_list_entries_empty_catalog(repo: Repository) -> None:
+@operator_backends
+def test_list_entries_empty_catalog(repo: OperatorRepository) -> None:
     assert repo.list_entries(EntryFilter(), 10) == []
     assert repo.list_entries(EntryFilter(org="org"), 10, _cursor(entry())) == []
 
 
+@operator_backends
 @pytest.mark.parametrize("page_size", [1, 2, 5])
-def test_list_entries_pages_cover_everything_once(repo: Repository, page_size: int) -> None:
+def test_list_entries_pages_cover_everything_once(repo: OperatorRepository, page_size: int) -> None:
     rows = _catalog()
     # Same timestamp, same scope, keys differing only after a shared prefix.
     rows += [entry(f"tie-{i}", last_updated_at=T0 + timedelta(seconds=2)) for i in range(4)]
@@ -469,7 +501,8 @@ def test_list_entries_pages_cover_everything_once(repo: Repository, page_size: i
     assert all(len(page) == page_size for page in pages[:-1])
 
 
-def test_list_entries_cursor_is_exclusive_and_need_not_exist(repo: Repository) -> None:
+@operator_backends
+def test_list_entries_cursor_is_exclusive_and_need_not_exist(repo: OperatorRepository) -> None:
     rows = [entry(f"k{i}", last_updated_at=T0) for i in range(3)]
     _store(repo, rows)
     assert repo.list_entries(EntryFilter(), 10, _cursor(rows[0])) == rows[1:]
@@ -479,7 +512,8 @@ def test_list_entries_cursor_is_exclusive_and_need_not_exist(repo: Repository) -
     assert repo.list_entries(EntryFilter(), 10, EntryCursor(T0, SCOPE, "k2")) == []
 
 
-def test_list_entries_filters(repo: Repository) -> None:
+@operator_backends
+def test_list_entries_filters(repo: OperatorRepository) -> None:
     rows = _catalog()
     _store(repo, rows)
 
@@ -516,7 +550,8 @@ def test_list_entries_filters(repo: Repository) -> None:
             assert repo.list_entries(entry_filter, 100, after) == expected[1:], entry_filter
 
 
-def test_list_entries_key_prefix_is_literal_and_case_sensitive(repo: Repository) -> None:
+@operator_backends
+def test_list_entries_key_prefix_is_literal_and_case_sensitive(repo: OperatorRepository) -> None:
     keys = ["a%b", "axb", "a_b", "a\\b", "A%b", "a%", "ab", "é1", "é", "e1"]
     _store(repo, [entry(key) for key in keys])
     for prefix in ["a%", "a_", "a\\", "A", "a", "é", "e", "zz"]:
@@ -524,7 +559,8 @@ def test_list_entries_key_prefix_is_literal_and_case_sensitive(repo: Repository)
         assert listed == {key for key in keys if key.startswith(prefix)}, prefix
 
 
-def test_list_entries_rejects_bad_arguments(repo: Repository) -> None:
+@operator_backends
+def test_list_entries_rejects_bad_arguments(repo: OperatorRepository) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         repo.list_entries(EntryFilter(), -1)
     assert caught.value.field == "limit"
@@ -536,7 +572,10 @@ def test_list_entries_rejects_bad_arguments(repo: Repository) -> None:
 # --- operator methods: delete_entries_updated_before ---------------------------------------
 
 
-def test_delete_entries_updated_before_oldest_first_strictly_before(repo: Repository) -> None:
+@operator_backends
+def test_delete_entries_updated_before_oldest_first_strictly_before(
+    repo: OperatorRepository,
+) -> None:
     rows = [
         entry("newest", last_updated_at=T0 + timedelta(hours=1)),
         entry("at-cutoff", last_updated_at=T0),
@@ -562,7 +601,10 @@ def test_delete_entries_updated_before_oldest_first_strictly_before(repo: Reposi
     assert repo.list_entries(EntryFilter(), 100) == [rows[0], rows[1]]
 
 
-def test_delete_entries_updated_before_limit_zero_and_bad_arguments(repo: Repository) -> None:
+@operator_backends
+def test_delete_entries_updated_before_limit_zero_and_bad_arguments(
+    repo: OperatorRepository,
+) -> None:
     _store(repo, [entry(last_updated_at=T0 - timedelta(days=1))])
     assert repo.delete_entries_updated_before(T0, 0) == []
     assert repo.get_entry(SCOPE, "key") is not None
@@ -578,13 +620,15 @@ def test_delete_entries_updated_before_limit_zero_and_bad_arguments(repo: Reposi
 # --- operator methods: stats ----------------------------------------------------------------
 
 
-def test_stats_of_an_empty_catalog(repo: Repository) -> None:
+@operator_backends
+def test_stats_of_an_empty_catalog(repo: OperatorRepository) -> None:
     assert repo.stats(T0) == CatalogStats(
         entries=0, inline_bytes=0, blob_entries=0, active_reservations=0, by_scope=()
     )
 
 
-def test_stats_figures(repo: Repository) -> None:
+@operator_backends
+def test_stats_figures(repo: OperatorRepository) -> None:
     prod = Scope("org", "project", "prod")
     _store(
         repo,

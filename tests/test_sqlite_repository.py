@@ -6,8 +6,12 @@ The behaviour every backend shares is in ``test_repository_contract.py``.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -218,3 +222,173 @@ def test_processes_opening_a_new_file_together_migrate_once(tmp_path: Path) -> N
     assert outcomes == ["ok"] * 8
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --- fork safety ---------------------------------------------------------------------------
+
+FORKS = ["os.fork", "multiprocessing"]
+MARK = "parent_connection"
+
+
+def _connection(repository: SqliteRepository) -> sqlite3.Connection:
+    """This thread's connection of ``repository`` (opened on first use)."""
+    with repository._session() as conn:
+        return conn
+
+
+def _is_marked(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` is the SQLite connection :func:`_mark` ran on (TEMP tables are private
+    to one connection).
+    """
+    query = "SELECT count(*) FROM sqlite_temp_master WHERE name = ?"
+    return bool(conn.execute(query, (MARK,)).fetchone()[0])
+
+
+def _run_forked(how: str, check: Callable[[], None]) -> int | None:
+    """Run ``check`` in a child forked by ``how``; return the child's exit code."""
+    if how == "multiprocessing":
+        process = multiprocessing.get_context("fork").Process(target=check)
+        process.start()
+        process.join(timeout=60)
+        return process.exitcode
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            check()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[tuple[SqliteRepository, list[sqlite3.Connection]]]:
+    """A file repository used by this thread and by a second, still running thread.
+
+    Yields the repository and both threads' connections; this thread's is marked.
+    """
+    repository = SqliteRepository(tmp_path / "cache.db")
+    repository.create_entry(entry("parent"), None)
+    _connection(repository).execute(f"CREATE TEMP TABLE {MARK} (x)")
+    connections = [_connection(repository)]
+    opened, stop = threading.Event(), threading.Event()
+
+    def hold_a_connection() -> None:
+        connections.append(_connection(repository))
+        opened.set()
+        stop.wait()
+
+    thread = threading.Thread(target=hold_a_connection)
+    thread.start()
+    opened.wait()
+    try:
+        yield repository, connections
+    finally:
+        stop.set()
+        thread.join()
+        repository.close()
+
+
+@pytest.mark.parametrize("how", FORKS)
+def test_forked_child_closes_inherited_connections_and_opens_its_own(
+    shared: tuple[SqliteRepository, list[sqlite3.Connection]], how: str
+) -> None:
+    repository, inherited = shared
+
+    def child() -> None:
+        for conn in inherited:
+            with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+                conn.execute("SELECT 1")
+        assert repository.get_entry(SCOPE, "parent") == entry("parent")
+        own = _connection(repository)
+        assert all(own is not conn for conn in inherited)
+        assert not _is_marked(own)
+        assert repository.create_entry(entry("child"), None).written
+        repository.close()
+
+    assert _run_forked(how, child) == 0
+    # The child's closes left the parent's connections and the WAL alone.
+    assert Path(f"{repository.path}-wal").exists()
+    assert _is_marked(_connection(repository))
+    assert repository.get_entry(SCOPE, "child") == entry("child")
+    assert repository.create_entry(entry("after"), None).written
+    listed = repository.list_entries(EntryFilter(), 10)
+    assert sorted(row.key for row in listed) == ["after", "child", "parent"]
+
+
+def test_child_writes_survive_the_parent_closing_first(tmp_path: Path) -> None:
+    # A child that kept an inherited connection open would write without locks of its own;
+    # the parent's last close would then delete the WAL and lose the child's later commit.
+    path = tmp_path / "cache.db"
+    repository = SqliteRepository(path)
+    repository.create_entry(entry("parent"), None)
+    context = multiprocessing.get_context("fork")
+    written, parent_closed = context.Event(), context.Event()
+
+    def child() -> None:
+        repository.create_entry(entry("child-1"), None)
+        written.set()
+        assert parent_closed.wait(timeout=30)
+        repository.create_entry(entry("child-2"), None)
+        repository.close()
+
+    process = context.Process(target=child)
+    process.start()
+    assert written.wait(timeout=30)
+    repository.close()
+    parent_closed.set()
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    with SqliteRepository(path) as reopened:
+        listed = reopened.list_entries(EntryFilter(), 10)
+    assert sorted(row.key for row in listed) == ["child-1", "child-2", "parent"]
+
+
+def test_fork_waits_for_calls_in_flight(tmp_path: Path) -> None:
+    # Closing a connection in the child mid-transaction would roll back in the WAL index the
+    # parent shares; so the fork waits until the other thread's transaction has committed.
+    repository = SqliteRepository(tmp_path / "cache.db")
+    inside = threading.Event()
+
+    def slow_write() -> None:
+        with repository._transaction() as conn:
+            conn.execute("INSERT INTO reservations VALUES ('o', 'p', 'd', 'k', 'w', 1, 1)")
+            inside.set()
+            time.sleep(0.5)
+
+    writer = threading.Thread(target=slow_write)
+    writer.start()
+    assert inside.wait(timeout=30)
+    forking_at = time.monotonic()
+
+    def child() -> None:
+        assert time.monotonic() - forking_at >= 0.3  # the fork waited for the commit
+        assert repository.create_entry(entry("child"), None).written
+        repository.close()
+
+    exit_code = _run_forked("os.fork", child)
+    writer.join()
+    assert exit_code == 0
+    assert repository.get_entry(SCOPE, "child") == entry("child")
+    with repository._session() as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT owner_id FROM reservations").fetchall() == [("w",)]
+    repository.close()
+
+
+@pytest.mark.parametrize("how", FORKS)
+def test_forked_child_cannot_use_an_in_memory_repository(how: str) -> None:
+    with SqliteRepository(None) as repository:
+        repository.create_entry(entry("parent"), None)
+
+        def child() -> None:
+            with pytest.raises(UnavailableError, match="forked child"):
+                repository.get_entry(SCOPE, "parent")
+            repository.close()
+
+        assert _run_forked(how, child) == 0
+        assert repository.get_entry(SCOPE, "parent") == entry("parent")

@@ -3,11 +3,16 @@
 ``taskcache.open()`` returns a :class:`Client` with Flyte's catalog methods (get, put, update,
 get_or_extend_reservation, release_reservation, get_reservation_cache,
 update_reservation_cache) plus delete; ``taskcache.open_async()`` its async twin.
+
+The names exported here are what users construct (keys, metadata, output readers), receive
+(entries, statuses, reservations), catch (every error a client raises) or type against (the
+:class:`Client` and :class:`AsyncClient` protocols). Clients come only from :func:`open` and
+:func:`open_async`: the classes behind them (embedded, Connect, gRPC) need parts that are not
+public and are not exported. Cache keys are computed by :mod:`taskcache.hashing`.
 """
 
 from taskcache._version import __version__
 from taskcache.clients.base import AsyncClient, Client
-from taskcache.clients.embedded import AsyncEmbeddedClient, EmbeddedClient
 from taskcache.errors import (
     AlreadyExistsError,
     CacheError,
@@ -16,32 +21,29 @@ from taskcache.errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     UnavailableError,
 )
 from taskcache.model import (
-    CacheStatus,
     Entry,
     InputReader,
     Key,
     Metadata,
     Reservation,
     ReservationCache,
-    ReservationStatus,
-    Status,
 )
 from taskcache.outputs import InMemoryOutputReader, OutputReader, UriOutputReader
+from taskcache.status import CacheStatus, ReservationStatus, Status
 from taskcache.targets import open_async_catalog as open_async
 from taskcache.targets import open_catalog as open
 
 __all__ = [
     "AlreadyExistsError",
     "AsyncClient",
-    "AsyncEmbeddedClient",
     "CacheError",
     "CacheStatus",
     "Client",
     "DeadlineExceededError",
-    "EmbeddedClient",
     "Entry",
     "FailedPreconditionError",
     "InMemoryOutputReader",
@@ -52,6 +54,7 @@ __all__ = [
     "Metadata",
     "NotFoundError",
     "OutputReader",
+    "PermissionDeniedError",
     "Reservation",
     "ReservationCache",
     "ReservationStatus",

@@ -1,12 +1,12 @@
-"""The value types of the catalog: keys, metadata, statuses, entries and reservations.
+"""The value types of the catalog: keys, metadata, entries and reservations.
 
-Protobuf messages come from ``flyteidl2`` (primary) and ``flyteidl`` (accepted where a key is
-built); nothing here re-declares them.
+The status types (:class:`CacheStatus`, :class:`ReservationStatus`, :class:`Status`) live in
+:mod:`taskcache.status` and are re-exported here. Protobuf messages come from ``flyteidl2``
+(primary) and ``flyteidl`` (accepted where a key is built); nothing here re-declares them.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +16,7 @@ from flyteidl.core import identifier_pb2 as identifier_pb2_v1
 from flyteidl.core import interface_pb2 as interface_pb2_v1
 from flyteidl.core import literals_pb2 as literals_pb2_v1
 from flyteidl2.cacheservice import cacheservice_pb2
-from flyteidl2.core import catalog_pb2, identifier_pb2, interface_pb2, literals_pb2
+from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 from google.protobuf.message import Message
 
 from taskcache.errors import (
@@ -29,6 +29,7 @@ from taskcache.errors import (
     NotFoundError,
     UnavailableError,
 )
+from taskcache.status import CacheStatus, ReservationStatus, Status
 
 if TYPE_CHECKING:
     from taskcache.outputs import OutputReader
@@ -56,29 +57,6 @@ __all__ = [
 TaskIdentifier: TypeAlias = identifier_pb2.Identifier | identifier_pb2_v1.Identifier
 TypedInterface: TypeAlias = interface_pb2.TypedInterface | interface_pb2_v1.TypedInterface
 LiteralMap: TypeAlias = literals_pb2.LiteralMap | literals_pb2_v1.LiteralMap
-
-
-class CacheStatus(enum.IntEnum):
-    """Outcome of a catalog call; names and values of ``flyteidl2.core.CatalogCacheStatus``."""
-
-    CACHE_DISABLED = catalog_pb2.CACHE_DISABLED
-    CACHE_MISS = catalog_pb2.CACHE_MISS
-    CACHE_HIT = catalog_pb2.CACHE_HIT
-    CACHE_POPULATED = catalog_pb2.CACHE_POPULATED
-    CACHE_LOOKUP_FAILURE = catalog_pb2.CACHE_LOOKUP_FAILURE
-    CACHE_PUT_FAILURE = catalog_pb2.CACHE_PUT_FAILURE
-    CACHE_SKIPPED = catalog_pb2.CACHE_SKIPPED
-    CACHE_EVICTED = catalog_pb2.CACHE_EVICTED
-
-
-class ReservationStatus(enum.IntEnum):
-    """Names and values of ``flyteidl2.core.CatalogReservation.Status``."""
-
-    RESERVATION_DISABLED = catalog_pb2.CatalogReservation.RESERVATION_DISABLED
-    RESERVATION_ACQUIRED = catalog_pb2.CatalogReservation.RESERVATION_ACQUIRED
-    RESERVATION_EXISTS = catalog_pb2.CatalogReservation.RESERVATION_EXISTS
-    RESERVATION_RELEASED = catalog_pb2.CatalogReservation.RESERVATION_RELEASED
-    RESERVATION_FAILURE = catalog_pb2.CatalogReservation.RESERVATION_FAILURE
 
 
 @runtime_checkable
@@ -148,14 +126,6 @@ class Metadata:
     node_execution_id: identifier_pb2.NodeExecutionIdentifier | None = None
     task_execution_id: identifier_pb2.TaskExecutionIdentifier | None = None
     created_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Status:
-    """Result status of a get or put: a :class:`CacheStatus` and Flyte's CatalogMetadata."""
-
-    cache_status: CacheStatus
-    metadata: catalog_pb2.CatalogMetadata | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Catalog maintenance for operators: list, show, delete, garbage-collect, stats, migrate.
 
-Plain functions over a :class:`~taskcache.repositories.base.Repository` (and, where blobs are
-involved, a :class:`~taskcache.storage.BlobStore`); the ``taskcache`` operator commands are a
-thin layer over them, and scripts may call them directly. Times are aware UTC datetimes.
+Plain functions over an :class:`~taskcache.repositories.base.OperatorRepository` (a
+:class:`~taskcache.repositories.base.Repository` with the operator queries; ``delete_entry``
+needs only the latter) and, where blobs are involved, a :class:`~taskcache.storage.BlobStore`.
+The ``taskcache`` operator commands are a thin layer over them, and scripts may call them
+directly. Times are aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from taskcache.repositories.base import (
     EntryCursor,
     EntryFilter,
     EntryRow,
+    OperatorRepository,
     Repository,
     ReservationRow,
     Scope,
@@ -108,7 +111,7 @@ def _check_positive(value: int, field: str) -> None:
 
 
 def list_page(
-    repository: Repository,
+    repository: OperatorRepository,
     entry_filter: EntryFilter,
     limit: int = DEFAULT_PAGE_SIZE,
     after: EntryCursor | None = None,
@@ -127,7 +130,7 @@ def list_page(
 
 
 def iter_pages(
-    repository: Repository, entry_filter: EntryFilter, page_size: int = DEFAULT_PAGE_SIZE
+    repository: OperatorRepository, entry_filter: EntryFilter, page_size: int = DEFAULT_PAGE_SIZE
 ) -> Iterator[Page]:
     """Yield every page of the listing, newest first, fetching one page at a time.
 
@@ -185,7 +188,9 @@ def describe_scope(scope: Scope) -> str:
     return "/".join((scope.org, scope.project, scope.domain))
 
 
-def describe_entry(repository: Repository, scope: Scope, key: str, now: datetime) -> EntryDetails:
+def describe_entry(
+    repository: OperatorRepository, scope: Scope, key: str, now: datetime
+) -> EntryDetails:
     """Return the entry ``key`` in ``scope`` with its outputs, provenance and reservation.
 
     Undecodable stored bytes are reported in ``problems`` rather than raised, so an operator
@@ -292,7 +297,7 @@ GcProgress = Callable[[GcSummary], None]
 
 
 def gc(
-    repository: Repository,
+    repository: OperatorRepository,
     blobs: BlobStore | None,
     older_than: timedelta,
     now: datetime,
@@ -337,7 +342,7 @@ def gc(
 
 
 def _deleted_batches(
-    repository: Repository, cutoff: datetime, batch_size: int
+    repository: OperatorRepository, cutoff: datetime, batch_size: int
 ) -> Iterator[list[EntryRow]]:
     """Delete and yield batches until none is left."""
     while True:
@@ -350,7 +355,7 @@ def _deleted_batches(
 
 
 def _dry_run_batches(
-    repository: Repository, cutoff: datetime, batch_size: int
+    repository: OperatorRepository, cutoff: datetime, batch_size: int
 ) -> Iterator[list[EntryRow]]:
     """Yield the rows updated before ``cutoff`` page by page, deleting nothing."""
     # delete_entries_updated_before(dry_run=True) always returns the same oldest batch, so
@@ -401,7 +406,7 @@ def _tally(
 # --- stats and schema -----------------------------------------------------------------------------
 
 
-def catalog_stats(repository: Repository, now: datetime) -> CatalogStats:
+def catalog_stats(repository: OperatorRepository, now: datetime) -> CatalogStats:
     """Return the catalog's totals, reservations counting as active while unexpired at
     ``now``. Raises store errors as the repository does.
     """

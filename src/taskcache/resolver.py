@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from taskcache.errors import InvalidArgumentError
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
-from taskcache.repositories.base import AsyncRepository, Repository
+from taskcache.repositories.base import AsyncRepository, OperatorRepository
 from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
 from taskcache.repositories.threaded import ThreadedRepository
 
@@ -230,7 +230,7 @@ def open_repository(
     *,
     pool_size: int = 10,
     field: str = "database",
-) -> Repository:
+) -> OperatorRepository:
     """Open and return the synchronous repository of ``database`` (its schema migrated).
 
     ``database`` is a :class:`Location` or anything :func:`resolve_database` takes.

@@ -18,6 +18,7 @@ from taskcache.clients.embedded import (
     AsyncEmbeddedClient,
     EmbeddedClient,
 )
+from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.errors import InvalidArgumentError
 from taskcache.manager import (
     DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
@@ -26,7 +27,6 @@ from taskcache.manager import (
     Clock,
     utc_now,
 )
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.resolver import Location, open_repository, resolve
 from taskcache.storage import BlobStore
 

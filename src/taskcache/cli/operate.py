@@ -21,7 +21,7 @@ from taskcache import operations
 from taskcache.cli import render
 from taskcache.errors import CacheError, InvalidArgumentError, NotFoundError
 from taskcache.manager import utc_now
-from taskcache.repositories.base import EntryFilter, Repository, Scope
+from taskcache.repositories.base import EntryFilter, OperatorRepository, Scope
 from taskcache.resolver import open_repository, redact
 from taskcache.server.settings import (
     CONFIG_ENVIRONMENT_VARIABLE,
@@ -91,7 +91,7 @@ def _settings(
 
 
 @contextmanager
-def _catalog(settings: Settings) -> Iterator[Repository]:
+def _catalog(settings: Settings) -> Iterator[OperatorRepository]:
     """Yield the repository of ``settings.database``; close it afterwards.
 
     Taskcache errors become click errors: a bad ``--database`` a usage error (exit 2),
@@ -420,7 +420,7 @@ def gc_command(
 
 
 def _run_gc(
-    repository: Repository,
+    repository: OperatorRepository,
     blobs: BlobStore | None,
     older_than: timedelta,
     now: datetime,

@@ -11,7 +11,8 @@ from flyteidl2.core import identifier_pb2
 from taskcache import hashing
 from taskcache.clients.base import Client, Writes
 from taskcache.clients.payload import Outputs, read_payload, staged_put
-from taskcache.errors import NotFoundError
+from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
+from taskcache.errors import InvalidArgumentError, NotFoundError
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
@@ -23,7 +24,6 @@ from taskcache.provenance import (
     populated_status,
 )
 from taskcache.repositories.base import Scope
-from taskcache.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.storage import BlobStore
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
@@ -50,7 +50,7 @@ class EmbeddedClient(Writes, Closeable):
         on_close: Callable[[], None] | None = None,
     ) -> None:
         if inline_max_bytes < 0:
-            raise ValueError("inline_max_bytes must be >= 0")
+            raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
         self.manager = manager
         self.blobs = blobs
         self.max_cache_age = max_cache_age

@@ -18,6 +18,7 @@ from taskcache import hashing, rpcs
 from taskcache.clients import transports
 from taskcache.clients.base import Writes
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
+from taskcache.clients.reservation_cache import ReservationCacheStore
 from taskcache.clients.transports import AsyncTransport, SyncTransport
 from taskcache.errors import FailedPreconditionError, NotFoundError
 from taskcache.lifecycle import AsyncCloseable, Closeable
@@ -30,7 +31,6 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.reservation_cache import ReservationCacheStore
 from taskcache.rpcs import IF_UNCHANGED_HEADER, EntryVersion
 from taskcache.storage import BlobStore
 

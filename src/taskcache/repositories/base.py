@@ -1,5 +1,15 @@
 """The persistence contract: rows in, rows out, every policy decision one atomic statement.
 
+Two protocols, so a backend implements only what its callers need:
+
+* :class:`Repository` (and its coroutine twin :class:`AsyncRepository`) is the hot path the
+  cache manager serves requests from: read, write and delete one entry, take and release a
+  reservation, plus health and pool figures.
+* :class:`OperatorRepository` adds the operator queries :mod:`taskcache.operations` runs
+  (listings, bulk deletion by age, totals, reading a reservation). The SQLite and
+  synchronous PostgreSQL repositories implement it; the server's asynchronous PostgreSQL
+  repository does not.
+
 Repositories never decide policy; the manager tells them the condition (a cutoff, an owner,
 "now") and they apply it atomically. Times are timezone-aware UTC datetimes with microsecond
 precision.
@@ -115,7 +125,10 @@ class CatalogStats:
 
 
 class Repository(Protocol):
-    """Row storage for entries and reservations. Every method is atomic on its own."""
+    """Row storage for entries and reservations: what serving requests needs.
+
+    Every method is atomic on its own.
+    """
 
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None."""
@@ -161,6 +174,26 @@ class Repository(Protocol):
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
         ...
 
+    def pool_stats(self) -> PoolStats | None:
+        """Return connection-pool figures, or None for a repository without a pool."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ``UnavailableError`` if the store does not answer."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+class OperatorRepository(Repository, Protocol):
+    """A :class:`Repository` that also answers the operator queries of
+    :mod:`taskcache.operations` (``taskcache ls``, ``show``, ``gc``, ``stats``).
+
+    Each query is atomic on its own, like the hot-path methods.
+    """
+
     def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
         """Return the reservation row on ``key`` (expired or not), or None."""
         ...
@@ -183,18 +216,6 @@ class Repository(Protocol):
 
     def stats(self, now: datetime) -> CatalogStats:
         """Return catalog totals; reservations count as active while ``expires_at > now``."""
-        ...
-
-    def pool_stats(self) -> PoolStats | None:
-        """Return connection-pool figures, or None for a repository without a pool."""
-        ...
-
-    def ping(self) -> None:
-        """Raise ``UnavailableError`` if the store does not answer."""
-        ...
-
-    def close(self) -> None:
-        """Release connections. Idempotent."""
         ...
 
 
@@ -233,26 +254,6 @@ class AsyncRepository(Protocol):
 
     async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """See :meth:`Repository.release_reservation`."""
-        ...
-
-    async def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
-        """See :meth:`Repository.get_reservation`."""
-        ...
-
-    async def list_entries(
-        self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
-    ) -> list[EntryRow]:
-        """See :meth:`Repository.list_entries`."""
-        ...
-
-    async def delete_entries_updated_before(
-        self, cutoff: datetime, limit: int, *, dry_run: bool = False
-    ) -> list[EntryRow]:
-        """See :meth:`Repository.delete_entries_updated_before`."""
-        ...
-
-    async def stats(self, now: datetime) -> CatalogStats:
-        """See :meth:`Repository.stats`."""
         ...
 
     def pool_stats(self) -> PoolStats | None:

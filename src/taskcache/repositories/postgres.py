@@ -1,4 +1,4 @@
-"""A :class:`~taskcache.repositories.base.Repository` backed by PostgreSQL (psycopg 3).
+"""An :class:`~taskcache.repositories.base.OperatorRepository` backed by PostgreSQL (psycopg 3).
 
 Any number of threads, processes and replicas may share one database: every policy decision
 is a single statement or one short transaction that locks the row it decides on, so

@@ -1,6 +1,11 @@
 """An :class:`~taskcache.repositories.base.AsyncRepository` on PostgreSQL (psycopg 3's
 async API): what the server awaits directly on its event loop.
 
+It implements the hot path only; the operator queries
+(:class:`~taskcache.repositories.base.OperatorRepository`) run on the synchronous
+:class:`~taskcache.repositories.postgres.PostgresRepository`, which ``taskcache ls``, ``gc``
+and the other operator commands open.
+
 The statements, their parameters, the row decoding and the error mapping are
 :mod:`taskcache.repositories.postgres_sql`'s, shared with the synchronous
 :class:`~taskcache.repositories.postgres.PostgresRepository`; so are the retry loops' rules
@@ -25,10 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from taskcache.errors import UnavailableError
 from taskcache.repositories import postgres_sql as sql
 from taskcache.repositories.base import (
-    CatalogStats,
     CreateOutcome,
-    EntryCursor,
-    EntryFilter,
     EntryRow,
     PoolStats,
     ReservationRow,
@@ -229,42 +231,6 @@ class AsyncPostgresRepository:
         async with self._connection() as conn:
             cursor = await conn.execute(sql.RELEASE_RESERVATION, params)
             return cursor.rowcount > 0
-
-    async def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
-        """See :meth:`Repository.get_reservation`."""
-        async with self._connection() as conn:
-            cursor = await conn.execute(sql.SELECT_RESERVATION, sql.scope_key(scope, key))
-            found = await cursor.fetchone()
-        return None if found is None else sql.reservation_from_row(scope, key, found)
-
-    async def list_entries(
-        self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
-    ) -> list[EntryRow]:
-        """See :meth:`Repository.list_entries`."""
-        query, params = sql.list_entries_query(entry_filter, limit, after)
-        async with self._connection() as conn:
-            cursor = await conn.execute(query, params)
-            rows = await cursor.fetchall()
-        return [sql.scoped_entry_from_row(row) for row in rows]
-
-    async def delete_entries_updated_before(
-        self, cutoff: datetime, limit: int, *, dry_run: bool = False
-    ) -> list[EntryRow]:
-        """See :meth:`Repository.delete_entries_updated_before`."""
-        query, params = sql.delete_updated_before_query(cutoff, limit, dry_run=dry_run)
-        async with self._connection() as conn:
-            cursor = await conn.execute(query, params)
-            rows = await cursor.fetchall()
-        return sql.sorted_deleted(rows)
-
-    async def stats(self, now: datetime) -> CatalogStats:
-        """See :meth:`Repository.stats` (one read snapshot)."""
-        now = sql.aware(now, "now")
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(sql.STATS_SNAPSHOT)
-            groups = await (await conn.execute(sql.STATS_BY_SCOPE)).fetchall()
-            active = await (await conn.execute(sql.STATS_ACTIVE_RESERVATIONS, (now,))).fetchone()
-        return sql.catalog_stats(groups, active)
 
     def pool_stats(self) -> PoolStats | None:
         """Return the pool's open, idle and waiting figures (no I/O)."""

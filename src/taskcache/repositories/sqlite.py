@@ -1,8 +1,11 @@
-"""A :class:`~taskcache.repositories.base.Repository` backed by SQLite.
+"""An :class:`~taskcache.repositories.base.OperatorRepository` backed by SQLite.
 
 One file serves any number of threads and processes: every policy decision is a single
 statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write lock serialises them.
 Times are stored as integer microseconds since the Unix epoch (UTC) so they round-trip exactly.
+
+A repository survives ``os.fork()``: the child closes the connections it inherited and opens
+its own; see the notes above :func:`_before_fork`.
 """
 
 from __future__ import annotations
@@ -233,6 +236,51 @@ def _check_limit(limit: int) -> None:
         raise InvalidArgumentError("must not be negative", field="limit")
 
 
+# Fork safety. SQLite forbids using a connection in a child process that was opened in the
+# parent, so a forked child opens connections of its own (diskcache reconnects after fork for
+# the same reason). It must also close the inherited ones: SQLite keeps lock bookkeeping per
+# process, and while an inherited connection stays open the child's new connections believe
+# they share its locks, which only the parent holds (POSIX locks are not inherited); the
+# parent's last close then deletes the WAL the child is still writing to, and the child's
+# later commits are lost. Closing is safe only for an idle connection, though: closing one
+# inside a transaction or a statement rolls back in the WAL index both processes share and
+# corrupts the parent's transaction (or hangs on a mutex a vanished thread held). So a fork
+# waits until no connection is in use, and the child then closes every inherited one: idle,
+# it rolls nothing back, and its checkpoint-on-close needs an exclusive lock that the
+# parent's open connections deny.
+_REPOSITORIES: weakref.WeakSet[SqliteRepository] = weakref.WeakSet()
+# The repositories paused by the fork in progress (so the parent resumes exactly those).
+_PAUSED: list[SqliteRepository] = []
+
+
+def _before_fork() -> None:
+    """Pause every repository until its connections are idle (see above)."""
+    _PAUSED.extend(_REPOSITORIES)
+    for repository in _PAUSED:
+        repository._pause_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    """Let the parent's paused repositories work again."""
+    for repository in _PAUSED:
+        repository._resume_after_fork()
+    _PAUSED.clear()
+
+
+def _after_fork_in_child() -> None:
+    """Close every inherited connection; each repository reconnects on first use."""
+    for repository in _PAUSED:
+        repository._reset_in_child()
+    _PAUSED.clear()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
 class SqliteRepository:
     """Entries and reservations in a SQLite database.
 
@@ -240,6 +288,12 @@ class SqliteRepository:
     lock-guarded connection. A file path (parent directories are created) gets one WAL-mode
     connection per thread, so threads and processes may share the file. ``busy_timeout`` is
     how many seconds a write waits for another writer's lock before UnavailableError.
+
+    After ``os.fork()`` a file repository keeps working in both processes: the fork waits
+    for calls in flight to finish, the child closes the connections it inherited (the
+    parent's stay open) and opens its own on first use. An in-memory database cannot be
+    shared across processes, and a private copy would silently lose the child's writes, so
+    in a forked child an in-memory repository raises UnavailableError on every call.
 
     Raises UnavailableError if the database cannot be opened, InternalError if its schema is
     newer than this code or the SQLite library is too old.
@@ -253,8 +307,13 @@ class SqliteRepository:
             )
         self._busy_timeout = busy_timeout
         self._closed = False
+        self._closed_message = "the sqlite repository is closed"
         # Guards the in-memory connection for a whole operation, and the connection registry.
         self._lock = threading.RLock()
+        # File sessions in progress, and whether a fork waits for them to end (see _session).
+        self._sessions = threading.Condition(threading.Lock())
+        self._in_use = 0
+        self._forking = False
         self._local = threading.local()
         # Weak, so a finished thread's connection is closed when its thread-local goes away.
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -270,6 +329,7 @@ class SqliteRepository:
                     f"cannot create the directory for {path}: {error}"
                 ) from error
             self._path = os.fspath(path)
+        _REPOSITORIES.add(self)
         try:
             with self._session() as conn:
                 _migrate(conn)
@@ -302,7 +362,48 @@ class SqliteRepository:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise UnavailableError("the sqlite repository is closed")
+            raise UnavailableError(self._closed_message)
+
+    def _pause_for_fork(self) -> None:
+        """Wait until no connection is in use, and keep it so until the fork is done."""
+        with self._sessions:
+            self._forking = True
+            while self._in_use:
+                self._sessions.wait()
+        # Held across the fork: no in-memory operation or close() runs meanwhile.
+        self._lock.acquire()
+
+    def _resume_after_fork(self) -> None:
+        """In the parent, after a fork: let calls proceed again."""
+        self._lock.release()
+        with self._sessions:
+            self._forking = False
+            self._sessions.notify_all()
+
+    def _reset_in_child(self) -> None:
+        """In a forked child: close every inherited (idle) connection and start over.
+
+        A file repository opens new connections on first use; an in-memory one is unusable.
+        """
+        # Fresh locks: the parent's threads that could have waited on these do not exist here.
+        self._lock = threading.RLock()
+        self._sessions = threading.Condition(threading.Lock())
+        self._in_use = 0
+        self._forking = False
+        self._local = threading.local()
+        inherited = list(self._connections)
+        self._connections = weakref.WeakSet()
+        if self._memory is not None:
+            inherited.append(self._memory)
+            self._memory = None
+            if not self._closed:
+                self._closed = True
+                self._closed_message = (
+                    "an in-memory sqlite repository cannot be used in a forked child process; "
+                    "open a repository on a database file to share a catalog across processes"
+                )
+        for conn in inherited:
+            conn.close()
 
     @contextmanager
     def _session(self) -> Iterator[sqlite3.Connection]:
@@ -314,21 +415,32 @@ class SqliteRepository:
                     yield self._memory
             return
         self._ensure_open()
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            assert self._path is not None
-            conn = self._connect(self._path)
-            with self._lock:
-                # close() may have run while this thread was connecting.
-                try:
-                    self._ensure_open()
-                except UnavailableError:
-                    conn.close()
-                    raise
-                self._connections.add(conn)
-            self._local.conn = conn
-        with _translate_errors():
-            yield conn
+        # Counted, so that a fork can wait until no connection is in use (see _before_fork).
+        with self._sessions:
+            while self._forking:
+                self._sessions.wait()
+            self._in_use += 1
+        try:
+            conn: _Connection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                assert self._path is not None
+                conn = self._connect(self._path)
+                with self._lock:
+                    # close() may have run while this thread was connecting.
+                    try:
+                        self._ensure_open()
+                    except UnavailableError:
+                        conn.close()
+                        raise
+                    self._connections.add(conn)
+                self._local.conn = conn
+            with _translate_errors():
+                yield conn
+        finally:
+            with self._sessions:
+                self._in_use -= 1
+                if not self._in_use:
+                    self._sessions.notify_all()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -635,8 +747,9 @@ class SqliteRepository:
             self._connections.clear()
             if self._memory is not None:
                 connections.append(self._memory)
-        for conn in connections:
-            conn.close()
+            # Under the lock, so that a fork never copies a connection half closed.
+            for conn in connections:
+                conn.close()
 
     def __enter__(self) -> SqliteRepository:
         return self

@@ -1,4 +1,9 @@
-"""The client-side reservation cache: per owner, thread-safe, O(1), bounded (LRU)."""
+"""The client-side reservation cache: per owner, thread-safe, O(1), bounded (LRU).
+
+It owns what a client remembers of each owner's last reservation attempt (Flyte's
+``get_reservation_cache``/``update_reservation_cache``), in this process's memory only. It
+must not talk to a catalog or a repository: the reservations themselves live in the catalog.
+"""
 
 from __future__ import annotations
 
