@@ -37,6 +37,8 @@ from taskcache.repositories.base import (
     ReservationRow,
     Scope,
 )
+from taskcache.repositories.listing import list_entries_query
+from taskcache.repositories.migrations import pending
 from taskcache.repositories.postgres_sql import (
     connect_timeout_setting as _connect_timeout_setting,
 )
@@ -136,13 +138,7 @@ def _migrate(conn: Connection) -> int:
             )
             """
         )
-        version = _read_schema_version(conn)
-        if version > SCHEMA_VERSION:
-            raise InternalError(
-                f"database schema version {version} is newer than this taskcache "
-                f"supports ({SCHEMA_VERSION})"
-            )
-        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+        for target, statements in pending(MIGRATIONS, _read_schema_version(conn)):
             for statement in statements:
                 conn.execute(statement)
             conn.execute(f"INSERT INTO {SCHEMA_VERSION_TABLE} (version) VALUES (%s)", (target,))
@@ -385,7 +381,9 @@ class PostgresRepository:
         Keyset pagination: pass the last row of a page as ``after`` for the next page.
         Raises InvalidArgumentError for a negative ``limit`` or a naive cursor time.
         """
-        query, params = sql.list_entries_query(entry_filter, limit, after)
+        query, params = list_entries_query(
+            sql.LISTING, sql.ENTRY_COLUMNS, entry_filter, limit, after
+        )
         with self._connection() as conn:
             rows = conn.execute(query, params).fetchall()
         return [sql.scoped_entry_from_row(row) for row in rows]

@@ -23,14 +23,13 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
 from taskcache.repositories.base import (
     CatalogStats,
-    EntryCursor,
-    EntryFilter,
     EntryRow,
     PoolStats,
     ProjectStats,
     ReservationRow,
     Scope,
 )
+from taskcache.repositories.listing import ListingDialect, check_limit
 
 Params = tuple[Any, ...]
 
@@ -218,48 +217,14 @@ def release_params(scope: Scope, key: str, owner_id: str) -> Params:
     return (*scope_key(scope, key), owner_id)
 
 
-def check_limit(limit: int) -> None:
-    """Raise InvalidArgumentError (field ``limit``) for a negative page size."""
-    if limit < 0:
-        raise InvalidArgumentError("must not be negative", field="limit")
-
-
-def list_entries_query(
-    entry_filter: EntryFilter, limit: int, after: EntryCursor | None
-) -> tuple[str, Params]:
-    """The listing statement and its parameters (keyset pagination, newest first)."""
-    check_limit(limit)
-    conditions: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("org", entry_filter.org),
-        ("project", entry_filter.project),
-        ("domain", entry_filter.domain),
-    ):
-        if value is not None:
-            conditions.append(f"{column} = %s")
-            params.append(value)
-    if entry_filter.key_prefix:
-        # starts_with, not LIKE: % and _ in the prefix are literal. The range bound lets
-        # the primary key seek to the prefix.
-        conditions.append("key >= %s AND starts_with(key, %s)")
-        params.extend([entry_filter.key_prefix] * 2)
-    if after is not None:
-        cursor_at = aware(after.last_updated_at, "after.last_updated_at")
-        # The first bound lets the newest-first index seek; the second breaks ties.
-        conditions.append(
-            "last_updated_at <= %s AND (last_updated_at < %s "
-            "OR (org, project, domain, key) > (%s, %s, %s, %s))"
-        )
-        params.extend([cursor_at, cursor_at, *scope_key(after.scope, after.key)])
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"""
-        SELECT org, project, domain, key, {ENTRY_COLUMNS} FROM cache_entries
-        {where}
-        ORDER BY last_updated_at DESC, org, project, domain, key
-        LIMIT %s
-    """
-    return sql, (*params, limit)
+# starts_with, not LIKE: % and _ in the prefix are literal. The range bound lets the primary
+# key seek to the prefix.
+LISTING = ListingDialect(
+    marker="%s",
+    prefix_condition="key >= ? AND starts_with(key, ?)",
+    prefix_arity=2,
+    encode_time=aware,
+)
 
 
 def delete_updated_before_query(

@@ -35,6 +35,8 @@ from taskcache.repositories.base import (
     ReservationRow,
     Scope,
 )
+from taskcache.repositories.listing import ListingDialect, check_limit, list_entries_query
+from taskcache.repositories.migrations import pending
 
 __all__ = ["SCHEMA_VERSION", "SqliteRepository"]
 
@@ -231,9 +233,14 @@ def _scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
     return _entry_from_row(Scope(org, project, domain), key, row[4:])
 
 
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise InvalidArgumentError("must not be negative", field="limit")
+# substr, not LIKE: LIKE ignores ASCII case and treats % and _ as wildcards. The range bound
+# lets an index on the key seek to the prefix.
+_LISTING: Final = ListingDialect(
+    marker="?",
+    prefix_condition="key >= ? AND substr(key, 1, length(?)) = ?",
+    prefix_arity=3,
+    encode_time=_to_us,
+)
 
 
 # Fork safety. SQLite forbids using a connection in a child process that was opened in the
@@ -624,41 +631,9 @@ class SqliteRepository:
         Keyset pagination: pass the last row of a page as ``after`` for the next page.
         Raises InvalidArgumentError for a negative ``limit`` or a naive cursor time.
         """
-        _check_limit(limit)
-        conditions: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("org", entry_filter.org),
-            ("project", entry_filter.project),
-            ("domain", entry_filter.domain),
-        ):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                params.append(value)
-        if entry_filter.key_prefix:
-            # substr, not LIKE: LIKE ignores ASCII case and treats % and _ as wildcards.
-            # The range bound lets an index on the key seek to the prefix.
-            conditions.append("key >= ? AND substr(key, 1, length(?)) = ?")
-            params.extend([entry_filter.key_prefix] * 3)
-        if after is not None:
-            cursor_us = _to_us(after.last_updated_at, "after.last_updated_at")
-            # The first bound lets the newest-first index seek; the second breaks ties.
-            conditions.append(
-                "last_updated_at <= ? AND (last_updated_at < ? "
-                "OR (org, project, domain, key) > (?, ?, ?, ?))"
-            )
-            params.extend([cursor_us, cursor_us, *_scope_key(after.scope, after.key)])
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        statement, params = list_entries_query(_LISTING, _ENTRY_COLUMNS, entry_filter, limit, after)
         with self._session() as conn:
-            rows = conn.execute(
-                f"""
-                SELECT org, project, domain, key, {_ENTRY_COLUMNS} FROM cache_entries
-                {where}
-                ORDER BY last_updated_at DESC, org, project, domain, key
-                LIMIT ?
-                """,
-                (*params, limit),
-            ).fetchall()
+            rows = conn.execute(statement, params).fetchall()
         return [_scoped_entry_from_row(row) for row in rows]
 
     def delete_entries_updated_before(
@@ -669,7 +644,7 @@ class SqliteRepository:
 
         Selection and deletion are one ``BEGIN IMMEDIATE`` transaction.
         """
-        _check_limit(limit)
+        check_limit(limit)
         cutoff_us = _to_us(cutoff, "cutoff")
         select = f"""
             SELECT org, project, domain, key, {_ENTRY_COLUMNS} FROM cache_entries
@@ -767,12 +742,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise InternalError(
-                f"database schema version {version} is newer than this taskcache "
-                f"supports ({SCHEMA_VERSION})"
-            )
-        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+        for target, statements in pending(MIGRATIONS, version):
             for statement in statements:
                 conn.execute(statement)
             # PRAGMA does not take bound parameters; target is our own int.
