@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Final
+from typing import Final, Unpack
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -192,44 +192,21 @@ class PostgresRepository:
     """
 
     def __init__(
-        self,
-        url: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        connect_timeout: float = 5.0,
-        statement_timeout: float | None = 30.0,
-        migrate: bool = True,
-        pool_timeout: float = 10.0,
+        self, url: str, *, migrate: bool = True, **options: Unpack[sql.PoolOptions]
     ) -> None:
-        sql.check_pool_options(min_size, max_size, pool_timeout)
-        timeout_setting = sql.statement_timeout_setting(statement_timeout)
-        connect_setting = _connect_timeout_setting(connect_timeout)
+        settings = sql.PoolSettings.of(options)
         # Schema first, on a direct connection: an unreachable database fails fast, and no
         # pool (with its background threads) is left behind.
-        _prepare_schema(url, connect_setting, migrate=migrate)
-        self._pool_timeout = pool_timeout
+        _prepare_schema(url, settings.connect_timeout, migrate=migrate)
+        self._pool_timeout = settings.pool_timeout
         self._closed = False
         self._lock = threading.Lock()
 
         def configure(conn: Connection) -> None:
-            _configure_session(conn, timeout_setting)
+            _configure_session(conn, settings.statement_timeout)
 
         self._pool: ConnectionPool[Connection] = ConnectionPool(
-            url,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": connect_setting,
-            },
-            min_size=min_size,
-            max_size=max_size,
-            configure=configure,
-            timeout=pool_timeout,
-            # A background reconnection gives up after this long; the next call that waits
-            # for a connection starts a fresh attempt at once, without the backoff delay.
-            reconnect_timeout=pool_timeout,
-            name="taskcache",
-            open=False,
+            url, configure=configure, **settings.pool_arguments("taskcache")
         )
         with _translate_errors():
             self._pool.open(wait=False)

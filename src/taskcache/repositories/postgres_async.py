@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Unpack
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -51,64 +52,31 @@ class AsyncPostgresRepository:
     :class:`~taskcache.repositories.postgres.PostgresRepository`.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        connect_timeout: float = 5.0,
-        statement_timeout: float | None = 30.0,
-        pool_timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, url: str, **options: Unpack[sql.PoolOptions]) -> None:
         """Validate the options and build the (not yet open) pool; see :meth:`open`."""
-        sql.check_pool_options(min_size, max_size, pool_timeout)
-        timeout_setting = sql.statement_timeout_setting(statement_timeout)
-        self._connect_timeout = sql.connect_timeout_setting(connect_timeout)
+        settings = sql.PoolSettings.of(options)
+        self._connect_timeout = settings.connect_timeout
         self._url = url
-        self._pool_timeout = pool_timeout
+        self._pool_timeout = settings.pool_timeout
         self._closed = False
 
         async def configure(conn: AsyncConnection) -> None:
-            await conn.execute(sql.CONFIGURE_SESSION, (timeout_setting,))
+            await conn.execute(sql.CONFIGURE_SESSION, (settings.statement_timeout,))
 
         self._pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
-            url,
-            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
-            min_size=min_size,
-            max_size=max_size,
-            configure=configure,
-            timeout=pool_timeout,
-            reconnect_timeout=pool_timeout,
-            name="taskcache-async",
-            open=False,
+            url, configure=configure, **settings.pool_arguments("taskcache-async")
         )
 
     @classmethod
     async def open(
-        cls,
-        url: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        connect_timeout: float = 5.0,
-        statement_timeout: float | None = 30.0,
-        pool_timeout: float = 10.0,
-        migrate: bool = True,
+        cls, url: str, *, migrate: bool = True, **options: Unpack[sql.PoolOptions]
     ) -> AsyncPostgresRepository:
         """Prepare the schema (migrate, or check it is current) and open the pool.
 
         Raises UnavailableError if the database cannot be reached, InternalError if its
         schema is newer than this code (or, without ``migrate``, older).
         """
-        repository = cls(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-            pool_timeout=pool_timeout,
-        )
+        repository = cls(url, **options)
         # The synchronous migration code, on a direct connection in a worker thread: an
         # unreachable database fails fast, before any pool task starts.
         await asyncio.to_thread(_prepare_schema, url, repository._connect_timeout, migrate=migrate)

@@ -12,9 +12,9 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -332,6 +332,58 @@ def pool_stats_from(stats: Mapping[str, int]) -> PoolStats:
 
 
 # --- settings and errors --------------------------------------------------------------------
+
+
+class PoolOptions(TypedDict, total=False):
+    """Connection options of both PostgreSQL repositories (see ``PostgresRepository``)."""
+
+    min_size: int
+    max_size: int
+    connect_timeout: float
+    statement_timeout: float | None
+    pool_timeout: float
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """:class:`PoolOptions`, defaulted and validated: libpq's whole-second connect timeout,
+    the session's ``statement_timeout`` value (None: the server's), the pool's bounds.
+    """
+
+    min_size: int
+    max_size: int
+    connect_timeout: int
+    statement_timeout: str | None
+    pool_timeout: float
+
+    @classmethod
+    def of(cls, options: PoolOptions) -> PoolSettings:
+        """Return the settings for ``options``; InvalidArgumentError naming a bad option."""
+        min_size = options.get("min_size", 1)
+        max_size = options.get("max_size", 10)
+        pool_timeout = options.get("pool_timeout", 10.0)
+        check_pool_options(min_size, max_size, pool_timeout)
+        return cls(
+            min_size=min_size,
+            max_size=max_size,
+            connect_timeout=connect_timeout_setting(options.get("connect_timeout", 5.0)),
+            statement_timeout=statement_timeout_setting(options.get("statement_timeout", 30.0)),
+            pool_timeout=pool_timeout,
+        )
+
+    def pool_arguments(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of ``ConnectionPool``/``AsyncConnectionPool`` (not yet open)."""
+        return {
+            "kwargs": {"autocommit": True, "connect_timeout": self.connect_timeout},
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "timeout": self.pool_timeout,
+            # A background reconnection gives up after this long; the next call that waits
+            # for a connection starts a fresh attempt at once, without the backoff delay.
+            "reconnect_timeout": self.pool_timeout,
+            "name": name,
+            "open": False,
+        }
 
 
 def check_pool_options(min_size: int, max_size: int, pool_timeout: float) -> None:
