@@ -19,39 +19,22 @@ from flyteidl2.cacheservice import cacheservice_pb2
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 from google.protobuf.message import Message
 
-from taskcache.errors import (
-    AlreadyExistsError,
-    CacheError,
-    DeadlineExceededError,
-    FailedPreconditionError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    UnavailableError,
-)
+from taskcache.errors import InvalidArgumentError
 from taskcache.status import CacheStatus, ReservationStatus, Status
 
 if TYPE_CHECKING:
     from taskcache.outputs import OutputReader
 
 __all__ = [
-    "AlreadyExistsError",
-    "CacheError",
     "CacheStatus",
-    "DeadlineExceededError",
     "Entry",
-    "FailedPreconditionError",
     "InputReader",
-    "InternalError",
-    "InvalidArgumentError",
     "Key",
     "Metadata",
-    "NotFoundError",
     "Reservation",
     "ReservationCache",
     "ReservationStatus",
     "Status",
-    "UnavailableError",
 ]
 
 TaskIdentifier: TypeAlias = identifier_pb2.Identifier | identifier_pb2_v1.Identifier

@@ -151,6 +151,13 @@ def migrate_command(database: str | None, config_file: str | None) -> None:
     click.echo(f"{redact(settings.database)}: schema version {version}")
 
 
+def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
+    """A positive whole-number option with a shown default."""
+    return click.option(
+        name, type=click.IntRange(min=1), default=default, show_default=True, help=help_text
+    )
+
+
 # --- ls -------------------------------------------------------------------------------------------
 
 
@@ -158,12 +165,10 @@ def migrate_command(database: str | None, config_file: str | None) -> None:
 @_database_options
 @_scope_options(filtering=True)
 @click.option("--prefix", "key_prefix", default=None, help="Only keys starting with this.")
-@click.option(
+@_count_option(
     "--limit",
-    type=click.IntRange(min=1),
-    default=operations.DEFAULT_PAGE_SIZE,
-    show_default=True,
-    help="Entries to list; with --all, how many to fetch at a time.",
+    operations.DEFAULT_PAGE_SIZE,
+    "Entries to list; with --all, how many to fetch at a time.",
 )
 @click.option("--all", "all_pages", is_flag=True, help="List every entry, page by page.")
 @_json_option
@@ -369,13 +374,7 @@ class DurationType(_DurationParamType):
 )
 @_database_options
 @click.option("--storage", default=None, help=_STORAGE_HELP)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=operations.DEFAULT_GC_BATCH_SIZE,
-    show_default=True,
-    help="Entries deleted per transaction.",
-)
+@_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
 @_json_option
 def gc_command(
     older_than: timedelta,

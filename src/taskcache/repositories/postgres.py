@@ -352,11 +352,8 @@ class PostgresRepository:
     def list_entries(
         self, entry_filter: EntryFilter, limit: int, after: EntryCursor | None = None
     ) -> list[EntryRow]:
-        """Return up to ``limit`` entries matching ``entry_filter``, newest update first,
-        strictly after ``after`` (ties broken by scope, then key, ascending).
-
-        Keyset pagination: pass the last row of a page as ``after`` for the next page.
-        Raises InvalidArgumentError for a negative ``limit`` or a naive cursor time.
+        """See :meth:`OperatorRepository.list_entries` (keyset pagination on the
+        newest-first index; InvalidArgumentError for a negative ``limit``).
         """
         query, params = list_entries_query(
             sql.LISTING, sql.ENTRY_COLUMNS, entry_filter, limit, after

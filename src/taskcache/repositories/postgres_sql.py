@@ -30,6 +30,7 @@ from taskcache.repositories.base import (
     Scope,
 )
 from taskcache.repositories.listing import ListingDialect, check_limit
+from taskcache.repositories.rows import RowDecoder
 
 Params = tuple[Any, ...]
 
@@ -257,37 +258,10 @@ def _decode_key_map(value: Any) -> dict[str, str]:
     return decoded
 
 
-def entry_from_row(scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
-    """Decode a ``cache_entries`` row (without its key columns) into an EntryRow."""
-    output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
-    return EntryRow(
-        scope=scope,
-        key=key,
-        output_uri=output_uri,
-        output_literals=None if output_literals is None else bytes(output_literals),
-        source_identifier=bytes(source_identifier),
-        key_map=_decode_key_map(key_map),
-        created_at=utc(created_at),
-        last_updated_at=utc(last_updated_at),
-    )
-
-
-def scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
-    """Build an entry from ``org, project, domain, key`` followed by the entry columns."""
-    org, project, domain, key = row[:4]
-    return entry_from_row(Scope(org, project, domain), key, row[4:])
-
-
-def reservation_from_row(scope: Scope, key: str, row: Sequence[Any]) -> ReservationRow:
-    """Decode a ``reservations`` row (without its key columns) into a ReservationRow."""
-    owner_id, heartbeat_us, expires_at = row
-    return ReservationRow(
-        scope=scope,
-        key=key,
-        owner_id=owner_id,
-        heartbeat_interval=timedelta(microseconds=heartbeat_us),
-        expires_at=utc(expires_at),
-    )
+ROWS: Final = RowDecoder(time=utc, key_map=_decode_key_map)
+entry_from_row = ROWS.entry
+scoped_entry_from_row = ROWS.scoped_entry
+reservation_from_row = ROWS.reservation
 
 
 def granted_reservation(row: ReservationRow, granted: Sequence[Any]) -> ReservationRow:

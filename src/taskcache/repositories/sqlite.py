@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +37,7 @@ from taskcache.repositories.base import (
 )
 from taskcache.repositories.listing import ListingDialect, check_limit, list_entries_query
 from taskcache.repositories.migrations import pending
+from taskcache.repositories.rows import RowDecoder
 
 __all__ = ["SCHEMA_VERSION", "SqliteRepository"]
 
@@ -190,20 +191,6 @@ def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
     return (scope.org, scope.project, scope.domain, key)
 
 
-def _entry_from_row(scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
-    output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
-    return EntryRow(
-        scope=scope,
-        key=key,
-        output_uri=output_uri,
-        output_literals=None if output_literals is None else bytes(output_literals),
-        source_identifier=bytes(source_identifier),
-        key_map=_decode_key_map(key_map),
-        created_at=_from_us(created_at),
-        last_updated_at=_from_us(last_updated_at),
-    )
-
-
 def _entry_params(row: EntryRow) -> tuple[Any, ...]:
     return (
         *_scope_key(row.scope, row.key),
@@ -216,21 +203,10 @@ def _entry_params(row: EntryRow) -> tuple[Any, ...]:
     )
 
 
-def _reservation_from_row(scope: Scope, key: str, row: Sequence[Any]) -> ReservationRow:
-    owner_id, heartbeat_us, expires_at = row
-    return ReservationRow(
-        scope=scope,
-        key=key,
-        owner_id=owner_id,
-        heartbeat_interval=timedelta(microseconds=heartbeat_us),
-        expires_at=_from_us(expires_at),
-    )
-
-
-def _scoped_entry_from_row(row: Sequence[Any]) -> EntryRow:
-    """Build an entry from ``org, project, domain, key`` followed by the entry columns."""
-    org, project, domain, key = row[:4]
-    return _entry_from_row(Scope(org, project, domain), key, row[4:])
+_ROWS: Final = RowDecoder(time=_from_us, key_map=_decode_key_map)
+_entry_from_row = _ROWS.entry
+_scoped_entry_from_row = _ROWS.scoped_entry
+_reservation_from_row = _ROWS.reservation
 
 
 # substr, not LIKE: LIKE ignores ASCII case and treats % and _ as wildcards. The range bound
