@@ -9,11 +9,12 @@ stdout, progress and prompts to stderr.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -72,6 +73,18 @@ def _scope_options(*, filtering: bool) -> Callable[[F], F]:
         return function
 
     return decorate
+
+
+def _entry_scope(function: F) -> F:
+    """Add ``--org``, ``--project`` and ``--domain`` naming one scope (each part defaulting to
+    empty, the unscoped Flyte 1 scope), passed to ``function`` as one ``scope`` argument.
+    """
+
+    @functools.wraps(function)
+    def with_scope(*args: Any, org: str, project: str, domain: str, **kwargs: Any) -> Any:
+        return function(*args, scope=Scope(org, project, domain), **kwargs)
+
+    return _scope_options(filtering=False)(cast(F, with_scope))
 
 
 def _json_option(function: F) -> F:
@@ -250,22 +263,15 @@ def _missing(error: NotFoundError, scope: Scope) -> click.ClickException:
 @click.command("show")
 @click.argument("key")
 @_database_options
-@_scope_options(filtering=False)
+@_entry_scope
 @_json_option
 def show_command(
-    key: str,
-    database: str | None,
-    config_file: str | None,
-    org: str,
-    project: str,
-    domain: str,
-    as_json: bool,
+    key: str, database: str | None, config_file: str | None, scope: Scope, as_json: bool
 ) -> None:
     """Show one entry in full: outputs, provenance and any reservation on its key.
 
     Exits 1 if there is no such entry.
     """
-    scope = Scope(org, project, domain)
     settings = _settings(database, config_file)
     now = utc_now()
     with _catalog(settings) as repository:
@@ -285,7 +291,7 @@ def show_command(
 @click.command("delete")
 @click.argument("key")
 @_database_options
-@_scope_options(filtering=False)
+@_entry_scope
 @click.option(
     "--delete-blob",
     is_flag=True,
@@ -295,17 +301,14 @@ def show_command(
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_command(
     key: str,
-    database: str | None,
-    config_file: str | None,
-    org: str,
-    project: str,
-    domain: str,
     delete_blob: bool,
     storage: str | None,
     assume_yes: bool,
+    database: str | None,
+    config_file: str | None,
+    scope: Scope,
 ) -> None:
     """Delete one entry (asks first unless --yes). Exits 1 if there is no such entry."""
-    scope = Scope(org, project, domain)
     settings = _settings(database, config_file, storage)
     blobs = _blob_store(settings, "--delete-blob") if delete_blob else None
     with _catalog(settings) as repository:

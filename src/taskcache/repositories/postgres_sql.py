@@ -30,7 +30,7 @@ from taskcache.repositories.base import (
     Scope,
 )
 from taskcache.repositories.listing import ListingDialect, check_limit
-from taskcache.repositories.rows import RowDecoder
+from taskcache.repositories.rows import RowCodec
 
 Params = tuple[Any, ...]
 
@@ -146,18 +146,6 @@ def scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
     return (scope.org, scope.project, scope.domain, key)
 
 
-def entry_values(row: EntryRow) -> Params:
-    """The six non-key columns of ``row``, in :data:`ENTRY_COLUMNS` order."""
-    return (
-        row.output_uri,
-        row.output_literals,
-        row.source_identifier,
-        Jsonb(row.key_map),
-        aware(row.created_at, "created_at"),
-        aware(row.last_updated_at, "last_updated_at"),
-    )
-
-
 def write_entry_params(row: EntryRow, keep_created_at: bool) -> tuple[Params, Params, Params]:
     """Parameters of :data:`SELECT_ENTRY_FOR_UPDATE`, :data:`INSERT_ENTRY` and
     :data:`UPDATE_ENTRY` for writing ``row``.
@@ -258,7 +246,8 @@ def _decode_key_map(value: Any) -> dict[str, str]:
     return decoded
 
 
-ROWS: Final = RowDecoder(time=utc, key_map=_decode_key_map)
+ROWS: Final = RowCodec(time=utc, key_map=_decode_key_map, encode_time=aware, encode_key_map=Jsonb)
+entry_values = ROWS.values
 entry_from_row = ROWS.entry
 scoped_entry_from_row = ROWS.scoped_entry
 reservation_from_row = ROWS.reservation

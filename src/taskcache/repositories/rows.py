@@ -1,4 +1,4 @@
-"""``cache_entries`` and ``reservations`` rows into
+"""``cache_entries`` and ``reservations`` rows to and from
 :class:`~taskcache.repositories.base.EntryRow` and
 :class:`~taskcache.repositories.base.ReservationRow`, one way for both SQL backends: the column
 order lives here, the backend supplies how it decodes times and the key map. It must not run
@@ -16,14 +16,28 @@ from taskcache.repositories.base import EntryRow, ReservationRow, Scope
 
 
 @dataclass(frozen=True)
-class RowDecoder:
-    """Decodes rows whose entry columns are ``output_uri, output_literals, source_identifier,
-    key_map, created_at, last_updated_at``, with the backend's ``time`` and ``key_map``
-    decoders (which raise InternalError for a corrupt value).
+class RowCodec:
+    """Encodes and decodes the entry columns ``output_uri, output_literals,
+    source_identifier, key_map, created_at, last_updated_at`` with the backend's codecs:
+    ``time``/``key_map`` decode (InternalError for a corrupt value), ``encode_time`` (given
+    the field name; InvalidArgumentError for a naive datetime) and ``encode_key_map`` encode.
     """
 
     time: Callable[[Any], datetime]
     key_map: Callable[[Any], dict[str, str]]
+    encode_time: Callable[[datetime, str], Any]
+    encode_key_map: Callable[[dict[str, str]], Any]
+
+    def values(self, row: EntryRow) -> tuple[Any, ...]:
+        """Return the entry columns of ``row``, encoded, in the order above."""
+        return (
+            row.output_uri,
+            row.output_literals,
+            row.source_identifier,
+            self.encode_key_map(row.key_map),
+            self.encode_time(row.created_at, "created_at"),
+            self.encode_time(row.last_updated_at, "last_updated_at"),
+        )
 
     def entry(self, scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
         """Return the entry ``key`` of ``scope`` from its entry columns."""

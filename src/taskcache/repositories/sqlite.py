@@ -37,7 +37,7 @@ from taskcache.repositories.base import (
 )
 from taskcache.repositories.listing import ListingDialect, check_limit, list_entries_query
 from taskcache.repositories.migrations import pending
-from taskcache.repositories.rows import RowDecoder
+from taskcache.repositories.rows import RowCodec
 
 __all__ = ["SCHEMA_VERSION", "SqliteRepository"]
 
@@ -192,18 +192,12 @@ def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
 
 
 def _entry_params(row: EntryRow) -> tuple[Any, ...]:
-    return (
-        *_scope_key(row.scope, row.key),
-        row.output_uri,
-        row.output_literals,
-        row.source_identifier,
-        _encode_key_map(row.key_map),
-        _to_us(row.created_at, "created_at"),
-        _to_us(row.last_updated_at, "last_updated_at"),
-    )
+    return (*_scope_key(row.scope, row.key), *_ROWS.values(row))
 
 
-_ROWS: Final = RowDecoder(time=_from_us, key_map=_decode_key_map)
+_ROWS: Final = RowCodec(
+    time=_from_us, key_map=_decode_key_map, encode_time=_to_us, encode_key_map=_encode_key_map
+)
 _entry_from_row = _ROWS.entry
 _scoped_entry_from_row = _ROWS.scoped_entry
 _reservation_from_row = _ROWS.reservation
