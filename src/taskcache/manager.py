@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar, Unpack
 
 from taskcache.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from taskcache.repositories.base import (
@@ -46,6 +46,15 @@ class NewEntry:
     source_identifier: bytes
     key_map: dict[str, str]
     created_at: datetime | None = None
+
+
+class PutOptions(TypedDict, total=False):
+    """How a put treats an existing entry: ``overwrite`` replaces any (default False);
+    otherwise ``max_age`` lets a create replace one last updated longer ago than that.
+    """
+
+    overwrite: bool
+    max_age: timedelta | None
 
 
 @dataclass(frozen=True)
@@ -221,23 +230,17 @@ class CacheManager(_CachePolicy[Repository]):
         return self._check_hit(self.repository.get_entry(scope, key), key, max_age)
 
     def put(
-        self,
-        scope: Scope,
-        key: str,
-        entry: NewEntry,
-        *,
-        overwrite: bool = False,
-        max_age: timedelta | None = None,
+        self, scope: Scope, key: str, entry: NewEntry, **options: Unpack[PutOptions]
     ) -> PutResult:
-        """Store ``entry`` under ``key``.
+        """Store ``entry`` under ``key`` (options: :class:`PutOptions`).
 
         Without ``overwrite``: raises AlreadyExistsError if an entry exists that is not older
         than ``max_age`` (any existing entry when ``max_age`` is None); the check and the write
         are atomic. With ``overwrite``: replaces any entry, keeping its ``created_at`` unless
         ``entry.created_at`` is set. ``last_updated_at`` is always now.
         """
-        row, cutoff = self._plan_put(scope, key, entry, max_age)
-        if overwrite:
+        row, cutoff = self._plan_put(scope, key, entry, options.get("max_age"))
+        if options.get("overwrite", False):
             replaced = self.repository.overwrite_entry(
                 row, keep_created_at=self._keep_created_at(entry)
             )
@@ -292,17 +295,11 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
         return self._check_hit(await self.repository.get_entry(scope, key), key, max_age)
 
     async def put(
-        self,
-        scope: Scope,
-        key: str,
-        entry: NewEntry,
-        *,
-        overwrite: bool = False,
-        max_age: timedelta | None = None,
+        self, scope: Scope, key: str, entry: NewEntry, **options: Unpack[PutOptions]
     ) -> PutResult:
         """See :meth:`CacheManager.put`."""
-        row, cutoff = self._plan_put(scope, key, entry, max_age)
-        if overwrite:
+        row, cutoff = self._plan_put(scope, key, entry, options.get("max_age"))
+        if options.get("overwrite", False):
             replaced = await self.repository.overwrite_entry(
                 row, keep_created_at=self._keep_created_at(entry)
             )
