@@ -9,6 +9,8 @@ The names exported here are what users construct (keys, metadata, output readers
 :class:`Client` and :class:`AsyncClient` protocols). Clients come only from :func:`open` and
 :func:`open_async`: the classes behind them (embedded, Connect, gRPC) need parts that are not
 public and are not exported. Cache keys are computed by :mod:`taskcache.hashing`.
+
+It defines nothing itself: it hands on what users catch, construct or call.
 """
 
 from taskcache._version import __version__

@@ -1,4 +1,7 @@
-"""``python -m taskcache`` runs the command line."""
+"""``python -m taskcache`` runs the command line.
+
+It holds no logic of its own.
+"""
 
 from taskcache.cli import main
 

@@ -1,4 +1,7 @@
-"""The errors every taskcache client raises, each tied to a gRPC status code name."""
+"""The errors every taskcache client raises, each tied to a gRPC status code name.
+
+It must not import the rest of taskcache beyond :mod:`taskcache.status`.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Every client (embedded or behind the service) calls a :class:`CacheManager` (or,
 server's PostgreSQL path, an :class:`AsyncCacheManager`: the same rules, awaited); repositories
 only apply the conditions it hands them. Both managers take every decision from one shared
 policy (:class:`_CachePolicy`) and differ only in how they call the repository.
+
+It must not do I/O beyond one repository call per decision, nor know transports, blobs or target
+strings.
 """
 
 from __future__ import annotations

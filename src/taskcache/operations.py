@@ -5,6 +5,8 @@ Plain functions over an :class:`~taskcache.repositories.base.OperatorRepository`
 needs only the latter) and, where blobs are involved, a :class:`~taskcache.storage.BlobStore`.
 The ``taskcache`` operator commands are a thin layer over them, and scripts may call them
 directly. Times are aware UTC datetimes.
+
+It must not parse target strings (:mod:`taskcache.resolver` does) nor print (the CLI does).
 """
 
 from __future__ import annotations

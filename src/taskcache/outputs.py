@@ -1,4 +1,7 @@
-"""Output readers: how a task's outputs reach the catalog and come back out of it."""
+"""Output readers: how a task's outputs reach the catalog and come back out of it.
+
+It must not know about catalogs, keys or policy.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Provenance of entries: the key map stored with an entry and the CatalogMetadata rebuilt
 from it, following Flyte's cache-service client.
+
+It stores and fetches nothing.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A :class:`BlobStore` owns one root URL (a local folder, ``memory://…``, ``s3://…``, …). It
 writes each blob once under a fresh name, atomically, and only ever deletes blobs under its
 own root.
+
+Paths and bytes only: it must not know about entries, keys or policy.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Which catalog or service a target names is decided by :mod:`taskcache.resolver` alone; this
 module only builds an embedded client on the repository it opens, or a remote client for a
 service URL.
+
+It must not parse target strings (:mod:`taskcache.resolver` does) nor decide policy.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 This module owns the demo scenario (two workers, one reservation) and its command. It must
 use only the public API (``taskcache.open``, ``taskcache.Key``, the :class:`~taskcache.Client`
 methods), so that it shows what a user would write.
+
+It uses only the public API; it never opens a repository itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``taskcache key``: print a task's cache key and Flyte 1 datacatalog identity."""
+"""``taskcache key``: print a task's cache key and Flyte 1 datacatalog identity.
+
+It computes keys with :mod:`taskcache.hashing` only and opens no catalog.
+"""
 
 from __future__ import annotations
 

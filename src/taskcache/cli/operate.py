@@ -5,6 +5,9 @@ default the embedded catalog under ``$TASKCACHE_HOME``; ``TASKCACHE_DATABASE``,
 ``TASKCACHE_STORAGE`` and ``TASKCACHE_CONFIG`` apply as they do to serve) and calls
 :mod:`taskcache.operations`. ``--json`` prints one JSON document on stdout; tables go to
 stdout, progress and prompts to stderr.
+
+The commands parse flags and render; the work is :mod:`taskcache.operations`'s and which
+database they open is :mod:`taskcache.resolver`'s decision.
 """
 
 from __future__ import annotations

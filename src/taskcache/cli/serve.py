@@ -1,4 +1,8 @@
-"""``taskcache serve``: run the cache service (Connect and gRPC listeners)."""
+"""``taskcache serve``: run the cache service (Connect and gRPC listeners).
+
+It turns flags into :class:`~taskcache.server.Settings` and starts the runner; it builds no
+server parts itself.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Every client (embedded or remote) satisfies :class:`Client`; its async twin satisfies
 :class:`AsyncClient` with the same method names as coroutines.
+
+Protocols and the shared put/update of sync clients only: no I/O here.
 """
 
 from __future__ import annotations

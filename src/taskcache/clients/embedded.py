@@ -1,4 +1,7 @@
-"""The embedded catalog client: the manager in-process, on a local repository and blob store."""
+"""The embedded catalog client: the manager in-process, on a local repository and blob store.
+
+It must not decide policy: every put, overwrite and ownership rule is the manager's.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Shared by every client so the inline threshold, by-reference storage and blob read-back
 behave the same embedded and remote.
+
+It must not talk to a catalog: clients store what it prepares.
 """
 
 from __future__ import annotations

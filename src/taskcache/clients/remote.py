@@ -3,6 +3,8 @@
 The key is computed here (Flyte-identical hashing); outputs go inline when small or are
 written to this client's storage and sent by URI; hits are read back through fsspec. Request
 building and response reading are shared by the sync and async clients; only the I/O differs.
+
+The service's manager decides policy, never this client; the wire is the transports' business.
 """
 
 from __future__ import annotations

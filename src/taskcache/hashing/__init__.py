@@ -4,6 +4,8 @@
 cache-service keys and Flyte 1 datacatalog identities from it. The JSON reference route
 (:mod:`taskcache.hashing.jsonpb`), which the tests hold ``compute_hash`` equal to, is not part
 of this package's interface.
+
+It must not depend on clients, repositories or the server.
 """
 
 from taskcache.hashing.keys import (

@@ -3,6 +3,8 @@
 This is the reference implementation of Flyte's ``pbhash`` (marshal, then objecthash the JSON).
 :mod:`taskcache.hashing.direct` computes the same hashes without building text; property tests
 hold the two equal.
+
+The reference route (tests check the direct route against it); no I/O.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 These reproduce what Go writes, including where Python's ``json_format`` differs or refuses:
 timestamps outside years 0001-9999, 0/3/6/9 fractional digits, float32 values printed with
 their shortest float32 text, and map keys printed with ``fmt.Sprint``.
+
+Rules only: it walks no messages and hashes nothing.
 """
 
 from __future__ import annotations

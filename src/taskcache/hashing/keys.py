@@ -3,6 +3,8 @@ from them (Flyte 2 cache-service key; Flyte 1 datacatalog dataset version and ar
 
 Every function accepts ``flyteidl2`` and ``flyteidl`` messages alike and returns text
 byte-identical to Flyte's Go code.
+
+No I/O: it must not know where keys are stored.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Every node hashes to ``sha256(tag || payload)``: ``u`` strings (UTF-8 bytes), ``
 (always IEEE doubles, in objecthash's normalized binary form), ``b`` booleans, ``n`` null,
 ``l`` lists (concatenated element hashes), ``d`` dicts (``key hash || value hash`` pairs sorted
 by key hash). The helpers below are shared by the JSON route and the direct message walk.
+
+It knows nothing of protobuf or Flyte.
 """
 
 from __future__ import annotations

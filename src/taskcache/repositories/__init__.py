@@ -1,1 +1,4 @@
-"""Persistence: repositories for entries and reservations."""
+"""Persistence: repositories for entries and reservations.
+
+Repositories apply the conditions the manager hands them; they must not decide policy.
+"""

@@ -13,6 +13,8 @@ and the reconnect behaviour (a connection is checked before each use; a broken o
 discarded and the next tried at once). Only the execution differs: ``psycopg.AsyncConnection``
 from a ``psycopg_pool.AsyncConnectionPool``. The schema is prepared by the synchronous
 module's migration code, run once in a worker thread by :meth:`AsyncPostgresRepository.open`.
+
+It must not carry operator queries: the synchronous repository serves those.
 """
 
 from __future__ import annotations

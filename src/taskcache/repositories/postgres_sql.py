@@ -4,6 +4,8 @@
 :mod:`taskcache.repositories.postgres_async` (``psycopg.AsyncConnection`` from an
 ``AsyncConnectionPool``) run exactly these statements with exactly these parameters and
 decode the answers with these functions; only the execution (blocking or awaited) differs.
+
+It must not open connections or run statements.
 """
 
 from __future__ import annotations

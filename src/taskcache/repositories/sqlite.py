@@ -6,6 +6,8 @@ Times are stored as integer microseconds since the Unix epoch (UTC) so they roun
 
 A repository survives ``os.fork()``: the child closes the connections it inherited and opens
 its own; see the notes above :func:`_before_fork`.
+
+Rows only: it must not decide policy.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Which database is opened is :mod:`taskcache.resolver`'s decision; the RPC table 
 
 This package imports grpc, uvicorn and prometheus_client (the ``server`` extra) only when
 :func:`run_server` is first used.
+
+The server must not decide cache policy (the manager does) nor parse database strings (the
+resolver does).
 """
 
 from __future__ import annotations

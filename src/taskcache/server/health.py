@@ -1,4 +1,7 @@
-"""Repository health: one monitor pings the database and tells every listener the result."""
+"""Repository health: one monitor pings the database and tells every listener the result.
+
+It must not change what the server answers beyond health.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Process logging for the server: console lines or one JSON object per line, on stderr."""
+"""Process logging for the server: console lines or one JSON object per line, on stderr.
+
+It configures logging and nothing else.
+"""
 
 from __future__ import annotations
 

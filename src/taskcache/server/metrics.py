@@ -1,4 +1,7 @@
-"""Prometheus metrics of one server, in a registry of its own (not the process-global one)."""
+"""Prometheus metrics of one server, in a registry of its own (not the process-global one).
+
+It counts what it is told; it must not inspect requests.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Run both listeners (Connect over uvicorn, gRPC over ``grpc.aio``) in one asyncio loop."""
+"""Run both listeners (Connect over uvicorn, gRPC over ``grpc.aio``) in one asyncio loop.
+
+It wires the parts together and owns their lifetimes; it must not handle an RPC itself.
+"""
 
 from __future__ import annotations
 

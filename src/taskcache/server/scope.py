@@ -1,4 +1,7 @@
-"""The scope a request is filed under: ``identifier`` of v2 requests, empty for unscoped APIs."""
+"""The scope a request is filed under: ``identifier`` of v2 requests, empty for unscoped APIs.
+
+It must not read the rest of the request.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Server settings: one dataclass, filled from flags > ``TASKCACHE_*`` variables > a config
 file > defaults.
+
+It must not open databases or sockets: it only reads and validates values.
 """
 
 from __future__ import annotations
