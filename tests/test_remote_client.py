@@ -45,6 +45,7 @@ from flyteidl2.cacheservice.v2 import cacheservice_pb2_grpc as scoped_grpc
 import server_process
 import taskcache
 from builders import int_map, make_key
+from ci_policy import skip_or_fail
 from server_process import ServerProcess, free_port
 from taskcache import (
     CacheStatus,
@@ -414,7 +415,10 @@ class Certificate:
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("NO OPENSSL: the TLS tests need the openssl CLI to make a certificate")
+        skip_or_fail(
+            "NO OPENSSL: the TLS tests need the openssl CLI to make a certificate; "
+            "install it (Debian/Ubuntu: apt-get install openssl; macOS: brew install openssl)"
+        )
     folder = tmp_path_factory.mktemp("tls")
     made = Certificate(folder / "cert.pem", folder / "key.pem")
     subprocess.run(
