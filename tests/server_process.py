@@ -198,6 +198,21 @@ class ServerProcess:
             self._close_log()
         return self.returncode
 
+    def send_stop_signal(self) -> None:
+        """Send SIGTERM and return at once (a shutdown test watches what happens next)."""
+        assert self._process is not None, "server not started"
+        self._process.send_signal(signal.SIGTERM)
+
+    def is_running(self, within: float = 0.0) -> bool:
+        """True if the process is still running after waiting up to ``within`` s for an exit."""
+        if self._process is None:
+            return False
+        try:
+            self._process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+
     def stop_and_check(self) -> None:
         """Stop the server and assert it exited 0 (the message carries its log)."""
         code = self.stop()
