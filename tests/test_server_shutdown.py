@@ -6,18 +6,16 @@ for up to ``--shutdown-grace`` seconds, then exits 0 whether or not they did.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import taskcache
 from builders import int_map, make_key
+from locked_postgres import HANG_GUARD, entries_locked, wait_for_a_blocked_call
 from server_process import ServerProcess
 from taskcache import CacheError, CacheStatus, UnavailableError
 from taskcache.errors import InvalidArgumentError
@@ -61,30 +59,6 @@ def _target(server: ServerProcess, transport: str) -> str:
     return server.http_url if transport == "connect" else f"grpc://{server.grpc_target}"
 
 
-@contextlib.contextmanager
-def _entries_locked(url: str) -> Iterator[psycopg.Connection]:
-    """Hold ACCESS EXCLUSIVE on cache_entries until the caller commits (or the block ends)."""
-    with psycopg.connect(url, connect_timeout=5) as conn:
-        conn.execute("LOCK TABLE cache_entries IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield conn
-        finally:
-            conn.rollback()
-
-
-def _wait_for_a_blocked_call(url: str) -> None:
-    """Return once a session of the server waits on the test's lock (so the call is in flight)."""
-    query = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = time.monotonic() + HANG_GUARD
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        while conn.execute(query).fetchone() != (1,):
-            assert time.monotonic() < deadline, "the call never reached the database"
-            time.sleep(0.02)
-
-
 def _wait_until_refused(target: str, storage: Path) -> None:
     """Return once a new client's call is refused (the listener is closed)."""
     deadline = time.monotonic() + HANG_GUARD
@@ -98,10 +72,6 @@ def _wait_until_refused(target: str, storage: Path) -> None:
                 return
         assert time.monotonic() < deadline, "the server kept accepting calls after SIGTERM"
         time.sleep(0.02)
-
-
-# Generous bounds that only catch a hang, never a slow machine.
-HANG_GUARD = 20.0
 
 
 def _server(tmp_path: Path, database: str, grace: str) -> ServerProcess:
@@ -122,11 +92,11 @@ def test_sigterm_drains_an_in_flight_call_and_refuses_new_ones(
     with _server(tmp_path, clean_postgres, "60") as server, ThreadPoolExecutor(1) as pool:
         target = _target(server, transport)
         with (
-            _entries_locked(clean_postgres) as lock,
+            entries_locked(clean_postgres) as lock,
             taskcache.open(target, storage=str(storage), max_retries=0) as client,
         ):
             in_flight = pool.submit(client.put, key, int_map(o0=1))
-            _wait_for_a_blocked_call(clean_postgres)
+            wait_for_a_blocked_call(clean_postgres)
 
             server.send_stop_signal()
             _wait_until_refused(target, storage)
@@ -152,13 +122,13 @@ def test_sigterm_stops_waiting_for_a_call_after_the_grace(
     storage = tmp_path / "blobs"
     with _server(tmp_path, clean_postgres, "1s") as server, ThreadPoolExecutor(1) as pool:
         with (
-            _entries_locked(clean_postgres),
+            entries_locked(clean_postgres),
             taskcache.open(
                 _target(server, transport), storage=str(storage), max_retries=0
             ) as client,
         ):
             in_flight = pool.submit(client.put, make_key(name="tests.abandoned"), int_map(o0=1))
-            _wait_for_a_blocked_call(clean_postgres)
+            wait_for_a_blocked_call(clean_postgres)
 
             server.send_stop_signal()
             # The lock is held throughout: the process can only exit by giving up on the call
