@@ -258,27 +258,21 @@ def test_unavailable_calls_are_retried_until_one_succeeds(
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_retries_stop_at_max_retries(
-    stub_servers: StubServers, stub: Stub, scheme: str, retry_delays: list[float]
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str, retry_delays: list[float]
 ) -> None:
     stub.reset(unavailable=5, outputs=int_map(o0=7))
-    with (
-        taskcache.open(stub_servers.target(scheme), storage="/nonexistent", max_retries=1) as c,
-        pytest.raises(UnavailableError, match="stub: call 2 refused"),
-    ):
-        c.get(make_key())
+    with pytest.raises(UnavailableError, match="stub: call 2 refused"):
+        get_once(stub_servers.target(scheme), mode, storage="/nonexistent", max_retries=1)
     assert stub.calls == 2
     assert len(retry_delays) == 1
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_other_errors_are_not_retried(
-    stub_servers: StubServers, stub: Stub, scheme: str, retry_delays: list[float]
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str, retry_delays: list[float]
 ) -> None:
-    with (
-        taskcache.open(stub_servers.target(scheme), storage="/nonexistent") as client,
-        pytest.raises(NotFoundError, match="stub: no entry"),
-    ):
-        client.get(make_key())
+    with pytest.raises(NotFoundError, match="stub: no entry"):
+        get_once(stub_servers.target(scheme), mode, storage="/nonexistent")
     assert stub.calls == 1
     assert retry_delays == []
 
@@ -310,14 +304,11 @@ def test_timeout_raises_deadline_exceeded(
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_deadline_exceeded_is_retried(
-    black_hole: int, scheme: str, retry_delays: list[float], tmp_path: Path
+    black_hole: int, scheme: str, mode: str, retry_delays: list[float], tmp_path: Path
 ) -> None:
     target = f"{scheme}://127.0.0.1:{black_hole}"
-    with (
-        taskcache.open(target, storage=str(tmp_path), timeout=0.05, max_retries=2) as client,
-        pytest.raises(DeadlineExceededError),
-    ):
-        client.get(make_key())
+    with pytest.raises(DeadlineExceededError):
+        get_once(target, mode, storage=str(tmp_path), timeout=0.05, max_retries=2)
     assert len(retry_delays) == 2
 
 
