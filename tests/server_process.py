@@ -108,6 +108,12 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The running server's process id."""
+        assert self._process is not None, "server not started"
+        return self._process.pid
+
+    @property
     def grpc_target(self) -> str:
         """``host:port`` of the gRPC listener."""
         return f"127.0.0.1:{self.grpc_port}"
