@@ -354,19 +354,21 @@ def test_miss_is_not_found(catalog: Catalog, keys: Keys) -> None:
         catalog().get(keys())
 
 
-def test_put_then_hit_returns_outputs_and_provenance(catalog: Catalog, keys: Keys) -> None:
+def test_put_then_hit_returns_outputs_and_provenance(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
     key = keys(3)
     source = task_execution_id(key)
     outputs = int_map(o0=9, o1=-4)
 
-    status = catalog().put(key, outputs, Metadata(task_execution_id=source))
+    status = catalog.twin(twin).put(key, outputs, Metadata(task_execution_id=source))
 
     assert status.cache_status is CacheStatus.CACHE_POPULATED
     assert status.metadata is not None
     assert status.metadata.dataset_id == key.identifier
     assert status.metadata.source_task_execution == source
 
-    entry = catalog().get(keys(3))  # another client, a fresh but equal key
+    entry = catalog.twin(twin).get(keys(3))  # another client, a fresh but equal key
     assert entry.status.cache_status is CacheStatus.CACHE_HIT
     assert entry.outputs.read() == outputs
     assert entry.outputs.exists()
@@ -375,10 +377,12 @@ def test_put_then_hit_returns_outputs_and_provenance(catalog: Catalog, keys: Key
     assert metadata.dataset_id == key.identifier
     assert metadata.source_task_execution == source  # rebuilt from the stored key map
     with pytest.raises(NotFoundError):
-        catalog().get(keys(4))
+        catalog.twin(twin).get(keys(4))
 
 
-def test_hit_rebuilds_the_source_from_a_node_execution(catalog: Catalog, keys: Keys) -> None:
+def test_hit_rebuilds_the_source_from_a_node_execution(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
     key = keys()
     node = identifier_pb2.NodeExecutionIdentifier(
         node_id="n9",
@@ -386,7 +390,7 @@ def test_hit_rebuilds_the_source_from_a_node_execution(catalog: Catalog, keys: K
             project="ep", domain="ed", name="run-1", org="eo"
         ),
     )
-    client = catalog()
+    client = catalog.twin(twin)
     client.put(key, int_map(o0=1), Metadata(node_execution_id=node))
 
     metadata = client.get(key).status.metadata
@@ -425,13 +429,19 @@ def test_second_put_is_already_exists_with_put_failure_status(catalog: Catalog, 
     assert client.get(keys()).outputs.read() == int_map(o0=1)
 
 
-def test_update_overwrites_and_creates(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_update_overwrites_and_creates(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
     client.put(keys(1), int_map(o0=1))
 
-    overwritten = client.update(keys(1), int_map(o0=2))
+    source = task_execution_id(keys(1))
+    overwritten = client.update(keys(1), int_map(o0=2), Metadata(task_execution_id=source))
     assert overwritten.cache_status is CacheStatus.CACHE_POPULATED
-    assert client.get(keys(1)).outputs.read() == int_map(o0=2)
+    assert overwritten.metadata is not None
+    assert overwritten.metadata.source_task_execution == source
+    hit = client.get(keys(1))
+    assert hit.outputs.read() == int_map(o0=2)
+    assert hit.status.metadata is not None
+    assert hit.status.metadata.source_task_execution == source  # the update's provenance
 
     created = client.update(keys(2), int_map(o0=3))
     assert created.cache_status is CacheStatus.CACHE_POPULATED
