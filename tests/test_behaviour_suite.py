@@ -418,12 +418,14 @@ def test_hit_without_metadata_falls_back_to_unknown_source(catalog: Catalog, key
     assert (execution.org, execution.project, execution.domain) == key.scope
 
 
-def test_second_put_is_already_exists_with_put_failure_status(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_second_put_is_already_exists_with_put_failure_status(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    client = catalog.twin(twin)
     client.put(keys(), int_map(o0=1))
 
     with pytest.raises(AlreadyExistsError) as raised:
-        catalog().put(keys(), int_map(o0=2))
+        catalog.twin(twin).put(keys(), int_map(o0=2))
 
     assert_put_failure(raised.value, keys())
     assert client.get(keys()).outputs.read() == int_map(o0=1)
@@ -557,8 +559,8 @@ def test_max_cache_age_misses_old_entries_and_put_replaces_them(
         aging.put(keys(), int_map(o0=4))  # the fresh entry is live
 
 
-def test_delete_then_not_found(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_delete_then_not_found(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
     client.put(keys(1), int_map(o0=1))
     client.put(keys(2), int_map(o0=2))
 
@@ -575,8 +577,10 @@ def test_delete_then_not_found(catalog: Catalog, keys: Keys) -> None:
 # --- reservations ------------------------------------------------------------------------
 
 
-def test_reservation_acquire_contend_extend_release(catalog: Catalog, keys: Keys) -> None:
-    client, other = catalog(), catalog()
+def test_reservation_acquire_contend_extend_release(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    client, other = catalog.twin(twin), catalog.twin(twin)
     heartbeat = MAX_HEARTBEAT  # A holds it for 90 s: B's calls can only see it held
 
     held = client.get_or_extend_reservation(keys(), "A", heartbeat)
@@ -605,16 +609,16 @@ def test_reservation_acquire_contend_extend_release(catalog: Catalog, keys: Keys
     assert client.get_or_extend_reservation(keys(), "A", heartbeat).owner_id == "A"
 
 
-def test_reservations_are_per_key(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_reservations_are_per_key(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
     client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=2))
     other = client.get_or_extend_reservation(keys(2), "B", timedelta(seconds=2))
     assert other.owner_id == "B"
     assert other.key == hashing.cache_key(keys(2))
 
 
-def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
 
     before = datetime.now(UTC)
     clamped = client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=60))
@@ -723,8 +727,10 @@ Call = Callable[[Client, Key], object]
 
 
 @pytest.mark.parametrize("call", CALLS)
-def test_empty_or_overlong_key_is_invalid(catalog: Catalog, keys: Keys, call: Call) -> None:
-    client = catalog()
+def test_empty_or_overlong_key_is_invalid(
+    catalog: Catalog, keys: Keys, call: Call, twin: str
+) -> None:
+    client = catalog.twin(twin)
     for cache_key in ("", "k" * 1025):
         with pytest.raises(InvalidArgumentError) as raised:
             call(client, _with_cache_key(keys, cache_key))
@@ -735,10 +741,12 @@ def test_empty_or_overlong_key_is_invalid(catalog: Catalog, keys: Keys, call: Ca
 
 
 @pytest.mark.parametrize("call", [CALLS[1], CALLS[2]])
-def test_invalid_put_carries_put_failure_status(catalog: Catalog, keys: Keys, call: Call) -> None:
+def test_invalid_put_carries_put_failure_status(
+    catalog: Catalog, keys: Keys, call: Call, twin: str
+) -> None:
     key = _with_cache_key(keys, "")
     with pytest.raises(InvalidArgumentError) as raised:
-        call(catalog(), key)
+        call(catalog.twin(twin), key)
     assert_put_failure(raised.value, key)
 
 
@@ -749,9 +757,9 @@ def test_invalid_put_carries_put_failure_status(catalog: Catalog, keys: Keys, ca
         pytest.param(lambda c, k: c.release_reservation(k, ""), id="release"),
     ],
 )
-def test_empty_owner_is_invalid(catalog: Catalog, keys: Keys, call: Call) -> None:
+def test_empty_owner_is_invalid(catalog: Catalog, keys: Keys, call: Call, twin: str) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
-        call(catalog(), keys())
+        call(catalog.twin(twin), keys())
     assert raised.value.field == "owner_id"
 
 
