@@ -15,8 +15,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from flyteidl.cacheservice import cacheservice_pb2 as flyte1_pb2
+from flyteidl.cacheservice import cacheservice_pb2_grpc as flyte1_grpc
+from flyteidl2.cacheservice import cacheservice_pb2 as base_pb2
+from flyteidl2.cacheservice import cacheservice_pb2_grpc as unscoped_grpc
 
 import taskcache
 from builders import FakeClock, int_map, make_key
@@ -28,6 +34,8 @@ from taskcache import AlreadyExistsError, Key, NotFoundError
 pytestmark = pytest.mark.slow
 
 SCOPED = "flyteidl2.cacheservice.v2.CacheService"  # the service the public clients call
+UNSCOPED = "flyteidl2.cacheservice.CacheService"
+FLYTE1 = "flyteidl.cacheservice.CacheService"
 HEARTBEAT = timedelta(seconds=30)
 POOL_SIZE = 3
 
@@ -104,6 +112,32 @@ def test_counters_increase_by_exactly_the_traffic(
     # Every request observed once in the latency histogram too.
     histogram = {"transport": transport, "service": SCOPED, "method": "Get"}
     assert after.increase(before, "taskcache_request_duration_seconds_count", **histogram) == 3
+
+
+@pytest.mark.parametrize(
+    ("service", "stub", "request_type"),
+    [
+        (UNSCOPED, unscoped_grpc.CacheServiceStub, base_pb2.GetCacheRequest),
+        (FLYTE1, flyte1_grpc.CacheServiceStub, flyte1_pb2.GetCacheRequest),
+    ],
+    ids=["unscoped", "flyte1"],
+)
+def test_requests_are_counted_under_the_service_called(
+    server: ServerProcess, service: str, stub: Any, request_type: Any
+) -> None:
+    before = scrape(server.http_url)
+    with (
+        grpc.insecure_channel(server.grpc_target) as channel,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        stub(channel).Get(request_type(key=f"metrics-{uuid.uuid4().hex}"), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+    after = scrape(server.http_url)
+
+    labels = {"transport": "grpc", "method": "Get", "code": "NOT_FOUND"}
+    assert after.increase(before, "taskcache_requests_total", service=service, **labels) == 1
+    assert after.increase(before, "taskcache_requests_total", service=SCOPED, **labels) == 0
+    assert after.increase(before, "taskcache_cache_misses_total") == 1
 
 
 def _total_requests(metrics: Scrape, transport: str) -> float:
