@@ -28,14 +28,16 @@ def entries_locked(url: str) -> Iterator[psycopg.Connection]:
             conn.rollback()
 
 
-def wait_for_a_blocked_call(url: str) -> None:
-    """Return once a session of the server waits on the test's lock (so the call is in flight)."""
+def wait_for_blocked_calls(url: str, count: int = 1) -> None:
+    """Return once ``count`` sessions wait on the test's lock (so that many calls are in
+    flight inside the server).
+    """
     query = (
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     deadline = time.monotonic() + HANG_GUARD
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        while conn.execute(query).fetchone() != (1,):
-            assert time.monotonic() < deadline, "the call never reached the database"
+        while conn.execute(query).fetchone() != (count,):
+            assert time.monotonic() < deadline, f"{count} call(s) never reached the database"
             time.sleep(0.02)

@@ -9,6 +9,7 @@ the default (long) heartbeat.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from flyteidl2.cacheservice import cacheservice_pb2_grpc as unscoped_grpc
 
 import taskcache
 from builders import FakeClock, int_map, make_key
-from locked_postgres import HANG_GUARD, entries_locked, wait_for_a_blocked_call
+from locked_postgres import HANG_GUARD, entries_locked, wait_for_blocked_calls
 from scrape import Scrape, scrape
 from server_process import ServerProcess, running_server
 from taskcache import AlreadyExistsError, Key, NotFoundError
@@ -152,7 +153,7 @@ def test_database_gauge_is_up(server: ServerProcess) -> None:
     assert scrape(server.http_url).value("taskcache_database_up") == 1
 
 
-def test_pool_gauges_show_a_connection_held_by_a_call(
+def test_pool_gauges_follow_connections_held_by_calls(
     server: ServerProcess, postgres_url: str, tmp_path: Path
 ) -> None:
     def pool(metrics: Scrape) -> tuple[float, float, float]:
@@ -168,20 +169,36 @@ def test_pool_gauges_show_a_connection_held_by_a_call(
     assert waiting == 0
 
     storage = str(tmp_path / "blobs")
-    # A Put blocked on the test's table lock holds one pooled connection until released.
-    with (
-        ThreadPoolExecutor(1) as threads,
-        taskcache.open(server.http_url, storage=storage, max_retries=0) as client,
-        entries_locked(postgres_url) as lock,
-    ):
-        blocked = threads.submit(client.put, _key("pool"), int_map(o0=1))
-        wait_for_a_blocked_call(postgres_url)
+    with contextlib.ExitStack() as stack:
+        threads = stack.enter_context(ThreadPoolExecutor(POOL_SIZE + 1))
+        clients = [
+            stack.enter_context(taskcache.open(server.http_url, storage=storage, max_retries=0))
+            for _ in range(POOL_SIZE + 1)
+        ]
+        lock = stack.enter_context(entries_locked(postgres_url))
+        # A Put blocked on the test's table lock holds one pooled connection until released.
+        blocked = [threads.submit(clients[0].put, _key("pool"), int_map(o0=1))]
+        wait_for_blocked_calls(postgres_url, 1)
         size, idle, waiting = pool(scrape(server.http_url))
         assert 1 <= size <= POOL_SIZE
         assert idle <= size - 1  # the blocked call's connection is not idle
         assert waiting == 0
+
+        # As many more: the pool is exhausted and the last call waits for a connection.
+        for client in clients[1:]:
+            blocked.append(threads.submit(client.put, _key("pool"), int_map(o0=1)))
+        wait_for_blocked_calls(postgres_url, POOL_SIZE)
+        deadline = time.monotonic() + HANG_GUARD
+        while (exhausted := pool(scrape(server.http_url)))[2] == 0:
+            assert time.monotonic() < deadline, f"no call ever waited for a connection: {exhausted}"
+            time.sleep(0.05)
+        size, idle, waiting = exhausted
+        assert (size, idle) == (POOL_SIZE, 0)
+        assert waiting >= 1
+
         lock.commit()
-        blocked.result(timeout=HANG_GUARD)
+        for call in blocked:
+            call.result(timeout=HANG_GUARD)
     # The connection goes back to the pool (polled: it is returned just after the answer).
     deadline = time.monotonic() + HANG_GUARD
     while True:

@@ -15,7 +15,7 @@ import pytest
 
 import taskcache
 from builders import int_map, make_key
-from locked_postgres import HANG_GUARD, entries_locked, wait_for_a_blocked_call
+from locked_postgres import HANG_GUARD, entries_locked, wait_for_blocked_calls
 from server_process import ServerProcess
 from taskcache import CacheError, CacheStatus, UnavailableError
 from taskcache.errors import InvalidArgumentError
@@ -100,7 +100,7 @@ def test_sigterm_drains_an_in_flight_call_and_refuses_new_ones(
             taskcache.open(target, storage=str(storage), max_retries=0) as client,
         ):
             in_flight = pool.submit(client.put, key, int_map(o0=1))
-            wait_for_a_blocked_call(clean_postgres)
+            wait_for_blocked_calls(clean_postgres)
 
             server.send_stop_signal()
             _wait_until_refused(target, storage)
@@ -132,7 +132,7 @@ def test_sigterm_stops_waiting_for_a_call_after_the_grace(
             ) as client,
         ):
             in_flight = pool.submit(client.put, make_key(name="tests.abandoned"), int_map(o0=1))
-            wait_for_a_blocked_call(clean_postgres)
+            wait_for_blocked_calls(clean_postgres)
 
             server.send_stop_signal()
             # The lock is held throughout: the process can only exit by giving up on the call
