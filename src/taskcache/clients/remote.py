@@ -26,7 +26,7 @@ from taskcache.clients.payload import (
     read_payload,
 )
 from taskcache.clients.transports import Rpc
-from taskcache.errors import NotFoundError
+from taskcache.errors import NotFoundError, UnavailableError
 from taskcache.manager import is_stale, utc_now, validate_owner
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
@@ -181,11 +181,18 @@ class RemoteClient:
         self._closed = False
         self._lock = threading.Lock()
 
+    def _send(self, rpc: Rpc, request: Any) -> Any:
+        # A closed transport would raise its own error type (gRPC) or quietly reconnect
+        # (Connect); every client refuses calls once closed, with a CacheError.
+        if self._closed:
+            raise UnavailableError("the client is closed")
+        return self._transport.send(rpc, request)
+
     def get(self, key: Key) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
         ``max_cache_age`` and on one whose blob vanished (that entry is deleted).
         """
-        response = self._transport.send(transports.GET, self._rules.get_request(key))
+        response = self._send(transports.GET, self._rules.get_request(key))
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
@@ -195,7 +202,7 @@ class RemoteClient:
 
     def _forget_dangling(self, key: Key) -> None:
         with contextlib.suppress(NotFoundError):
-            self._transport.send(transports.DELETE, self._rules.delete_request(key))
+            self._send(transports.DELETE, self._rules.delete_request(key))
 
     def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """Create the entry; AlreadyExistsError if a live one exists (errors carry a
@@ -217,28 +224,26 @@ class RemoteClient:
                 cache_key, outputs, self._rules.blobs, self._rules.inline_max_bytes
             )
             request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
-            self._transport.send(transports.PUT, request)
+            self._send(transports.PUT, request)
         except Exception as error:
             abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key) -> None:
         """Delete the entry; NotFoundError if absent."""
-        self._transport.send(transports.DELETE, self._rules.delete_request(key))
+        self._send(transports.DELETE, self._rules.delete_request(key))
 
     def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response = self._transport.send(transports.GET_OR_EXTEND_RESERVATION, request)
+        response = self._send(transports.GET_OR_EXTEND_RESERVATION, request)
         return Reservation.from_proto(response.reservation)
 
     def release_reservation(self, key: Key, owner_id: str) -> None:
         """Release ``owner_id``'s reservation; a no-op if it holds none."""
-        self._transport.send(
-            transports.RELEASE_RESERVATION, self._rules.release_request(key, owner_id)
-        )
+        self._send(transports.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
 
     def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """Return what this client remembers of ``owner_id``'s last reservation attempt."""
@@ -276,9 +281,15 @@ class AsyncRemoteClient:
         self._rules = rules
         self._closed = False
 
+    async def _send(self, rpc: Rpc, request: Any) -> Any:
+        # See RemoteClient._send.
+        if self._closed:
+            raise UnavailableError("the client is closed")
+        return await self._transport.send(rpc, request)
+
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
-        response = await self._transport.send(transports.GET, self._rules.get_request(key))
+        response = await self._send(transports.GET, self._rules.get_request(key))
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
@@ -288,7 +299,7 @@ class AsyncRemoteClient:
 
     async def _forget_dangling(self, key: Key) -> None:
         with contextlib.suppress(NotFoundError):
-            await self._transport.send(transports.DELETE, self._rules.delete_request(key))
+            await self._send(transports.DELETE, self._rules.delete_request(key))
 
     async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """See :meth:`RemoteClient.put`."""
@@ -308,28 +319,26 @@ class AsyncRemoteClient:
                 cache_key, outputs, self._rules.blobs, self._rules.inline_max_bytes
             )
             request = self._rules.put_request(key, payload, metadata, overwrite=overwrite)
-            await self._transport.send(transports.PUT, request)
+            await self._send(transports.PUT, request)
         except Exception as error:
             abandon_put(key, payload, self._rules.blobs, error)
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key) -> None:
         """See :meth:`RemoteClient.delete`."""
-        await self._transport.send(transports.DELETE, self._rules.delete_request(key))
+        await self._send(transports.DELETE, self._rules.delete_request(key))
 
     async def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> Reservation:
         """See :meth:`RemoteClient.get_or_extend_reservation`."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response = await self._transport.send(transports.GET_OR_EXTEND_RESERVATION, request)
+        response = await self._send(transports.GET_OR_EXTEND_RESERVATION, request)
         return Reservation.from_proto(response.reservation)
 
     async def release_reservation(self, key: Key, owner_id: str) -> None:
         """See :meth:`RemoteClient.release_reservation`."""
-        await self._transport.send(
-            transports.RELEASE_RESERVATION, self._rules.release_request(key, owner_id)
-        )
+        await self._send(transports.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
 
     async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """See :meth:`RemoteClient.get_reservation_cache`."""
