@@ -6,7 +6,6 @@ tests are skipped, loudly; with ``CI=true`` they fail instead.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
+from ci_policy import skip_or_fail
 from postgres import (
     ENV_URL,
     PostgresNotFoundError,
@@ -31,12 +31,9 @@ if TYPE_CHECKING:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "postgres_restart: stops and starts a PostgreSQL server (skipped when it cannot)",
+        "postgres_restart: stops and starts a PostgreSQL server (skipped when it cannot; "
+        "failed under CI=true)",
     )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def _no_postgres(reason: str) -> NoReturn:
@@ -44,9 +41,7 @@ def _no_postgres(reason: str) -> NoReturn:
         f"PostgreSQL tests cannot run: {reason}. Set {ENV_URL}=postgresql://user@host:port/db, "
         "run a server on 127.0.0.1:5432 (user postgres, trust auth), or install initdb/pg_ctl."
     )
-    if _in_ci():
-        pytest.fail(f"CI=true and no PostgreSQL: {message}", pytrace=False)
-    pytest.skip(f"NO POSTGRESQL: {message}")
+    skip_or_fail(f"NO POSTGRESQL: {message}")
 
 
 @pytest.fixture(scope="session")
@@ -123,8 +118,8 @@ def restartable_postgres(request: pytest.FixtureRequest) -> Iterator[Restartable
 
     A private throwaway cluster when initdb is available (stopping the machine's shared
     server would break anything else using it); otherwise the session's server if it is
-    private (pg_ctl) or the machine's own (pg_ctlcluster). Skipped, never failed, when
-    neither is possible (e.g. ``$TASKCACHE_TEST_POSTGRES_URL`` points elsewhere).
+    private (pg_ctl) or the machine's own (pg_ctlcluster). Skipped when neither is possible
+    (e.g. ``$TASKCACHE_TEST_POSTGRES_URL`` points elsewhere); failed instead under ``CI=true``.
     """
     from taskcache.repositories.postgres import migrate
 
@@ -145,7 +140,7 @@ def restartable_postgres(request: pytest.FixtureRequest) -> Iterator[Restartable
                 lambda: restart_system_cluster("start"),
             )
         else:
-            pytest.skip(f"cannot restart a PostgreSQL server from this test: {error}")
+            skip_or_fail(f"CANNOT RESTART POSTGRESQL from this test: {error}")
         try:
             yield restartable
         finally:

@@ -108,6 +108,12 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The running server's process id."""
+        assert self._process is not None, "server not started"
+        return self._process.pid
+
+    @property
     def grpc_target(self) -> str:
         """``host:port`` of the gRPC listener."""
         return f"127.0.0.1:{self.grpc_port}"
@@ -197,6 +203,21 @@ class ServerProcess:
             self._process = None
             self._close_log()
         return self.returncode
+
+    def send_stop_signal(self) -> None:
+        """Send SIGTERM and return at once (a shutdown test watches what happens next)."""
+        assert self._process is not None, "server not started"
+        self._process.send_signal(signal.SIGTERM)
+
+    def is_running(self, within: float = 0.0) -> bool:
+        """True if the process is still running after waiting up to ``within`` s for an exit."""
+        if self._process is None:
+            return False
+        try:
+            self._process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
 
     def stop_and_check(self) -> None:
         """Stop the server and assert it exited 0 (the message carries its log)."""

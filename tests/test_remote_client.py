@@ -45,6 +45,7 @@ from flyteidl2.cacheservice.v2 import cacheservice_pb2_grpc as scoped_grpc
 import server_process
 import taskcache
 from builders import int_map, make_key
+from ci_policy import skip_or_fail
 from server_process import ServerProcess, free_port
 from taskcache import (
     CacheStatus,
@@ -137,6 +138,8 @@ class GrpcStub(scoped_grpc.CacheServiceServicer):  # type: ignore[misc]
 
     def Get(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         headers = {name: str(value) for name, value in context.invocation_metadata()}
+        # gRPC keeps the deadline out of the metadata; record what is left of it instead.
+        headers["grpc-time-remaining"] = str(context.time_remaining())
         code, answer = self._stub.get(headers)
         if code != "OK":
             context.abort(getattr(grpc.StatusCode, code), answer)
@@ -257,27 +260,21 @@ def test_unavailable_calls_are_retried_until_one_succeeds(
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_retries_stop_at_max_retries(
-    stub_servers: StubServers, stub: Stub, scheme: str, retry_delays: list[float]
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str, retry_delays: list[float]
 ) -> None:
     stub.reset(unavailable=5, outputs=int_map(o0=7))
-    with (
-        taskcache.open(stub_servers.target(scheme), storage="/nonexistent", max_retries=1) as c,
-        pytest.raises(UnavailableError, match="stub: call 2 refused"),
-    ):
-        c.get(make_key())
+    with pytest.raises(UnavailableError, match="stub: call 2 refused"):
+        get_once(stub_servers.target(scheme), mode, storage="/nonexistent", max_retries=1)
     assert stub.calls == 2
     assert len(retry_delays) == 1
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_other_errors_are_not_retried(
-    stub_servers: StubServers, stub: Stub, scheme: str, retry_delays: list[float]
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str, retry_delays: list[float]
 ) -> None:
-    with (
-        taskcache.open(stub_servers.target(scheme), storage="/nonexistent") as client,
-        pytest.raises(NotFoundError, match="stub: no entry"),
-    ):
-        client.get(make_key())
+    with pytest.raises(NotFoundError, match="stub: no entry"):
+        get_once(stub_servers.target(scheme), mode, storage="/nonexistent")
     assert stub.calls == 1
     assert retry_delays == []
 
@@ -300,23 +297,34 @@ def test_retry_policy_backs_off_exponentially_with_full_jitter() -> None:
 def test_timeout_raises_deadline_exceeded(
     black_hole: int, scheme: str, mode: str, timeout: float, tmp_path: Path
 ) -> None:
+    # The black hole never answers: only a deadline can end the call.
     target = f"{scheme}://127.0.0.1:{black_hole}"
-    started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         get_once(target, mode, storage=str(tmp_path), timeout=timeout, max_retries=0)
-    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_timeout_option_is_the_calls_deadline(
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str
+) -> None:
+    # The deadline the server receives is the option's, not the 30 s default.
+    with pytest.raises(NotFoundError):
+        get_once(stub_servers.target(scheme), mode, storage="/nonexistent", timeout=7)
+
+    (headers,) = stub.headers
+    if scheme == "http":
+        assert headers["connect-timeout-ms"] == "7000"
+    else:
+        assert 0 < float(headers["grpc-time-remaining"]) <= 7
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_deadline_exceeded_is_retried(
-    black_hole: int, scheme: str, retry_delays: list[float], tmp_path: Path
+    black_hole: int, scheme: str, mode: str, retry_delays: list[float], tmp_path: Path
 ) -> None:
     target = f"{scheme}://127.0.0.1:{black_hole}"
-    with (
-        taskcache.open(target, storage=str(tmp_path), timeout=0.05, max_retries=2) as client,
-        pytest.raises(DeadlineExceededError),
-    ):
-        client.get(make_key())
+    with pytest.raises(DeadlineExceededError):
+        get_once(target, mode, storage=str(tmp_path), timeout=0.05, max_retries=2)
     assert len(retry_delays) == 2
 
 
@@ -339,8 +347,8 @@ def test_token_is_sent_as_a_bearer_authorization_header(
 
 # --- a server restarted on the same ports ------------------------------------------------
 
-OUTAGE_SECONDS = 6.0  # long enough for gRPC's default reconnect backoff to pass 1.5 s
-RECOVERY_SECONDS = 1.5  # the fixed reconnect backoff tops out at 1 s (+20 % jitter)
+OUTAGE_CALLS = 3  # failed calls per client while the server is down
+RECOVERY_GUARD = 15.0  # only catches a client that never recovers, never a slow one
 
 
 def test_clients_recover_when_the_server_restarts_on_the_same_ports(
@@ -372,33 +380,30 @@ def test_clients_recover_when_the_server_restarts_on_the_same_ports(
             assert client.get(key).outputs.read() == int_map(o0=1)
 
         server.stop_and_check()
-        down_since = time.monotonic()
-        while time.monotonic() - down_since < OUTAGE_SECONDS:
+        for _ in range(OUTAGE_CALLS):
             for client in clients.values():
                 with pytest.raises(UnavailableError):
                     client.get(key)
-            time.sleep(0.05)
 
         ports = (server.port, server.grpc_port)
         monkeypatch.setattr(server_process, "_two_free_ports", lambda: ports)
         server.start()
         assert (server.port, server.grpc_port) == ports
 
-        recovered: dict[str, float] = {}
+        # The same client objects answer again: Connect on the next call, gRPC once its
+        # reconnect backoff lets it try. (How soon is not asserted: that would be a timing
+        # limit; the guard only stops a client that never recovers.)
         for name, client in clients.items():
             restarted = time.monotonic()
             while True:
                 try:
                     entry = client.get(key)
                 except UnavailableError:
-                    assert time.monotonic() - restarted < 15, f"{name} never recovered"
+                    assert time.monotonic() - restarted < RECOVERY_GUARD, f"{name} never recovered"
                     time.sleep(0.02)
                     continue
-                recovered[name] = time.monotonic() - restarted
                 assert entry.outputs.read() == int_map(o0=1)
                 break
-        # Connect reconnects on the next call; gRPC after its (bounded) reconnect backoff.
-        assert all(seconds < RECOVERY_SECONDS for seconds in recovered.values()), recovered
 
 
 # --- TLS ---------------------------------------------------------------------------------
@@ -414,7 +419,10 @@ class Certificate:
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("NO OPENSSL: the TLS tests need the openssl CLI to make a certificate")
+        skip_or_fail(
+            "NO OPENSSL: the TLS tests need the openssl CLI to make a certificate; "
+            "install it (Debian/Ubuntu: apt-get install openssl; macOS: brew install openssl)"
+        )
     folder = tmp_path_factory.mktemp("tls")
     made = Certificate(folder / "cert.pem", folder / "key.pem")
     subprocess.run(

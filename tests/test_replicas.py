@@ -8,7 +8,6 @@ server on a private throwaway cluster (``tests/postgres.py``), never the shared 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ import pytest
 
 import taskcache
 from builders import int_map, make_key
+from ci_policy import skip_or_fail
 from postgres import PostgresNotFoundError, PrivateCluster, start_private_cluster
 from server_process import http_get, running_server
 from taskcache import AlreadyExistsError, CacheStatus, Client, Key, NotFoundError, UnavailableError
@@ -161,10 +161,7 @@ def private_cluster() -> Iterator[PrivateCluster]:
     try:
         cluster = start_private_cluster()
     except (PostgresNotFoundError, OSError) as error:
-        message = f"NO PRIVATE POSTGRESQL CLUSTER (initdb/pg_ctl): {error}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
+        skip_or_fail(f"NO PRIVATE POSTGRESQL CLUSTER (initdb/pg_ctl): {error}")
     try:
         yield cluster
     finally:

@@ -10,11 +10,13 @@ The service's manager decides policy, never this client; the wire is the transpo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from flyteidl2.cacheservice import cacheservice_pb2 as base
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
+from google.protobuf.message import Message
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
@@ -22,7 +24,7 @@ from taskcache.clients.base import Writes
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
 from taskcache.clients.transports import AsyncTransport, SyncTransport
-from taskcache.errors import FailedPreconditionError, NotFoundError
+from taskcache.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import is_stale, utc_now, validate_owner
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
@@ -173,9 +175,7 @@ class RemoteClient(Writes, Closeable):
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
         ``max_cache_age`` and on one whose blob vanished (that entry is deleted).
         """
-        response: base.GetCacheResponse = self._transport.send(
-            rpcs.GET, self._rules.get_request(key)
-        )
+        response: base.GetCacheResponse = self._send(rpcs.GET, self._rules.get_request(key))
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
@@ -190,9 +190,7 @@ class RemoteClient(Writes, Closeable):
         if version is None:
             return
         with contextlib.suppress(NotFoundError, FailedPreconditionError):
-            self._transport.send(
-                rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
-            )
+            self._send(rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version))
 
     def _write(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
@@ -200,26 +198,26 @@ class RemoteClient(Writes, Closeable):
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            self._transport.send(rpcs.PUT, request)
+            self._send(rpcs.PUT, request)
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key) -> None:
         """Delete the entry; NotFoundError if absent."""
-        self._transport.send(rpcs.DELETE, self._rules.delete_request(key))
+        self._send(rpcs.DELETE, self._rules.delete_request(key))
 
     def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response: base.GetOrExtendReservationResponse = self._transport.send(
+        response: base.GetOrExtendReservationResponse = self._send(
             rpcs.GET_OR_EXTEND_RESERVATION, request
         )
         return Reservation.from_proto(response.reservation)
 
     def release_reservation(self, key: Key, owner_id: str) -> None:
         """Release ``owner_id``'s reservation; a no-op if it holds none."""
-        self._transport.send(rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
+        self._send(rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
 
     def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """Return what this client remembers of ``owner_id``'s last reservation attempt."""
@@ -228,6 +226,15 @@ class RemoteClient(Writes, Closeable):
     def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
         """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first)."""
         self._rules.reservations.put(owner_id, entry)
+
+    def _send(
+        self, rpc: rpcs.Rpc, request: Message, headers: Mapping[str, str] | None = None
+    ) -> Message:
+        # A closed transport fails in its own ways (gRPC raises ValueError, Connect quietly
+        # reconnects); a closed client refuses every call the same way.
+        if self.closed:
+            raise UnavailableError("the client is closed")
+        return self._transport.send(rpc, request, headers)
 
     def _release(self) -> None:
         self._transport.close()
@@ -242,9 +249,7 @@ class AsyncRemoteClient(AsyncCloseable):
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
-        response: base.GetCacheResponse = await self._transport.send(
-            rpcs.GET, self._rules.get_request(key)
-        )
+        response: base.GetCacheResponse = await self._send(rpcs.GET, self._rules.get_request(key))
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
@@ -257,7 +262,7 @@ class AsyncRemoteClient(AsyncCloseable):
         if version is None:
             return
         with contextlib.suppress(NotFoundError, FailedPreconditionError):
-            await self._transport.send(
+            await self._send(
                 rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
             )
 
@@ -275,28 +280,26 @@ class AsyncRemoteClient(AsyncCloseable):
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            await self._transport.send(rpcs.PUT, request)
+            await self._send(rpcs.PUT, request)
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key) -> None:
         """See :meth:`RemoteClient.delete`."""
-        await self._transport.send(rpcs.DELETE, self._rules.delete_request(key))
+        await self._send(rpcs.DELETE, self._rules.delete_request(key))
 
     async def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: timedelta
     ) -> Reservation:
         """See :meth:`RemoteClient.get_or_extend_reservation`."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response: base.GetOrExtendReservationResponse = await self._transport.send(
+        response: base.GetOrExtendReservationResponse = await self._send(
             rpcs.GET_OR_EXTEND_RESERVATION, request
         )
         return Reservation.from_proto(response.reservation)
 
     async def release_reservation(self, key: Key, owner_id: str) -> None:
         """See :meth:`RemoteClient.release_reservation`."""
-        await self._transport.send(
-            rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id)
-        )
+        await self._send(rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
 
     async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """See :meth:`RemoteClient.get_reservation_cache`."""
@@ -305,6 +308,13 @@ class AsyncRemoteClient(AsyncCloseable):
     async def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
         """See :meth:`RemoteClient.update_reservation_cache`."""
         self._rules.reservations.put(owner_id, entry)
+
+    async def _send(
+        self, rpc: rpcs.Rpc, request: Message, headers: Mapping[str, str] | None = None
+    ) -> Message:
+        if self.closed:
+            raise UnavailableError("the client is closed")
+        return await self._transport.send(rpc, request, headers)
 
     async def _release(self) -> None:
         await self._transport.close()
