@@ -22,6 +22,7 @@ behind. Tests of options and methods that the async twins implement on their own
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ from taskcache import (
     CacheError,
     CacheStatus,
     Client,
+    DeadlineExceededError,
     InvalidArgumentError,
     Key,
     Metadata,
@@ -935,3 +937,146 @@ def test_deployments_are_what_they_claim(catalog: Catalog) -> None:
             REMOTE_GRPC_POSTGRES: "grpc",
         }[catalog.deployment]
     )
+
+
+# --- get_or_compute ----------------------------------------------------------------------
+
+
+class Counting:
+    """A computation that counts its calls and returns ``o0 = value``."""
+
+    def __init__(self, value: int = 7) -> None:
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> literals_pb2.LiteralMap:
+        self.calls += 1
+        return int_map(o0=self.value)
+
+    async def run_async(self) -> literals_pb2.LiteralMap:
+        return self()
+
+
+def test_get_or_compute_computes_once_then_hits(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    compute = Counting()
+    first = client.get_or_compute(keys(), compute)
+    assert first.status.cache_status is CacheStatus.CACHE_POPULATED
+    assert first.outputs.read() == int_map(o0=7)
+    second = catalog().get_or_compute(keys(), compute)
+    assert second.status.cache_status is CacheStatus.CACHE_HIT
+    assert second.outputs.read() == int_map(o0=7)
+    assert compute.calls == 1
+    # The reservation was released: another owner gets it at once.
+    assert client.get_or_extend_reservation(keys(), "B", MAX_HEARTBEAT).owner_id == "B"
+
+
+def test_async_get_or_compute_computes_once_then_hits(catalog: Catalog, keys: Keys) -> None:
+    compute = Counting()
+
+    async def scenario() -> tuple[Any, Any]:
+        async with catalog.open_async() as client:
+            first = await client.get_or_compute(keys(), compute.run_async)
+            second = await client.get_or_compute(keys(), compute.run_async)
+            held = await client.get_or_extend_reservation(keys(), "B", MAX_HEARTBEAT)
+            assert held.owner_id == "B"
+            return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.status.cache_status is CacheStatus.CACHE_POPULATED
+    assert second.status.cache_status is CacheStatus.CACHE_HIT
+    assert second.outputs.read() == int_map(o0=7)
+    assert compute.calls == 1
+
+
+def test_get_or_compute_never_caches_an_exception(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+
+    def fail() -> literals_pb2.LiteralMap:
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(ZeroDivisionError):
+        client.get_or_compute(keys(), fail)
+    with pytest.raises(NotFoundError):
+        client.get(keys())
+    assert client.get_or_extend_reservation(keys(), "B", MAX_HEARTBEAT).owner_id == "B"
+
+
+def test_get_or_compute_waits_for_the_owner_and_returns_its_entry(
+    catalog: Catalog, keys: Keys
+) -> None:
+    owner, waiter = catalog(), catalog()
+    owner.get_or_extend_reservation(keys(), "owner", MAX_HEARTBEAT)
+    compute = Counting(value=1)
+    result: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: result.append(waiter.get_or_compute(keys(), compute)), daemon=True
+    )
+    thread.start()
+    # The waiter is polling; the owner stores and releases.
+    owner.put(keys(), int_map(o0=99))
+    owner.release_reservation(keys(), "owner")
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert result[0].outputs.read() == int_map(o0=99)
+    assert compute.calls == 0
+
+
+def test_get_or_compute_gives_up_after_wait_timeout(catalog: Catalog, keys: Keys) -> None:
+    catalog().get_or_extend_reservation(keys(), "owner", MAX_HEARTBEAT)
+    compute = Counting()
+    with pytest.raises(DeadlineExceededError, match="owner"):
+        catalog().get_or_compute(keys(), compute, wait_timeout=timedelta(milliseconds=100))
+    assert compute.calls == 0
+
+
+def test_get_or_compute_takes_over_an_expired_reservation(catalog: Catalog, keys: Keys) -> None:
+    # A dead owner's lease, expired an hour ago for everyone else.
+    catalog.aged(timedelta(hours=1)).get_or_extend_reservation(keys(), "dead", timedelta(seconds=1))
+    compute = Counting()
+    entry = catalog().get_or_compute(keys(), compute)
+    assert entry.status.cache_status is CacheStatus.CACHE_POPULATED
+    assert compute.calls == 1
+
+
+def test_get_or_compute_heartbeat_keeps_the_lease_while_computing(
+    catalog: Catalog, keys: Keys
+) -> None:
+    client, other = catalog(), catalog()
+    heartbeat = timedelta(milliseconds=200)  # the lease lasts 600 ms unless extended
+    seen: list[str] = []
+
+    def slow() -> literals_pb2.LiteralMap:
+        for _ in range(4):  # well past one lease
+            time.sleep(heartbeat.total_seconds())
+            seen.append(other.get_or_extend_reservation(keys(), "other", heartbeat).owner_id)
+        return int_map(o0=5)
+
+    client.get_or_compute(keys(), slow, heartbeat=heartbeat, owner_id="computer")
+    assert seen == ["computer"] * 4
+
+
+def test_get_or_compute_without_serialize_keeps_the_stored_winner(
+    catalog: Catalog, keys: Keys
+) -> None:
+    client, rival = catalog(), catalog()
+    # A reservation held elsewhere does not stop an unserialized computation.
+    rival.get_or_extend_reservation(keys(), "rival", MAX_HEARTBEAT)
+
+    def racing() -> literals_pb2.LiteralMap:
+        rival.put(keys(), int_map(o0=1))  # another writer stores first
+        return int_map(o0=2)
+
+    entry = client.get_or_compute(keys(), racing, serialize=False)
+    assert entry.outputs.read() == int_map(o0=1)
+    assert client.get(keys()).outputs.read() == int_map(o0=1)
+
+
+def test_get_or_compute_validates_its_options(catalog: Catalog, keys: Keys) -> None:
+    client = catalog()
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.get_or_compute(keys(), Counting(), heartbeat=timedelta(0))
+    assert caught.value.field == "heartbeat"
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.get_or_compute(keys(), Counting(), wait_timeout=timedelta(seconds=-1))
+    assert caught.value.field == "wait_timeout"

@@ -71,6 +71,14 @@ FUNCTION_TWINS: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
 # Names that differ between twins by design.
 _CONTEXT_SYNC = {"__enter__": "__aenter__", "__exit__": "__aexit__"}
 
+# Parameters whose annotation differs by design: the async twin takes a coroutine function.
+_ASYNC_CALLABLES = {
+    ("get_or_compute", "compute"): (
+        "Callable[[], Outputs]",
+        "Callable[[], Awaitable[Outputs]]",
+    ),
+}
+
 
 def _public(cls: type) -> dict[str, Callable[..., Any]]:
     """Public methods defined on ``cls`` or its bases (not ``object``), plus context methods."""
@@ -89,12 +97,20 @@ def _public(cls: type) -> dict[str, Callable[..., Any]]:
 def _shape(function: Callable[..., Any]) -> list[tuple[str, Any, Any, Any]]:
     signature = inspect.signature(function)
     shape = [
-        (name, parameter.kind, parameter.default, parameter.annotation)
+        (name, parameter.kind, parameter.default, _sync_annotation(function, name, parameter))
         for name, parameter in signature.parameters.items()
         if name != "self"
     ]
     shape.append(("->", None, None, signature.return_annotation))
     return shape
+
+
+def _sync_annotation(function: Callable[..., Any], name: str, parameter: Any) -> Any:
+    """The annotation, with a by-design async difference mapped to its sync form."""
+    expected = _ASYNC_CALLABLES.get((function.__name__, name))
+    if expected is not None and parameter.annotation == expected[1]:
+        return expected[0]
+    return parameter.annotation
 
 
 def _async_name(name: str) -> str:

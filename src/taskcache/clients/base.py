@@ -9,10 +9,14 @@ Protocols and the shared put/update of sync clients only: no I/O here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self, Unpack
 
 from taskcache.clients.payload import Outputs
+
+if TYPE_CHECKING:
+    from taskcache.clients.compute_once import ComputeOptions
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 
 
@@ -47,6 +51,14 @@ class Client(Protocol):
 
     def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """Return the remembered reservation state of ``owner_id``."""
+        ...
+
+    def get_or_compute(
+        self, key: Key, compute: Callable[[], Outputs], **options: Unpack[ComputeOptions]
+    ) -> Entry:
+        """Return the entry, computing it once across workers on a miss (see
+        :mod:`taskcache.clients.compute_once`).
+        """
         ...
 
     def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
@@ -93,6 +105,15 @@ class AsyncClient(Protocol):
 
     async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """Return the remembered reservation state of ``owner_id``."""
+        ...
+
+    async def get_or_compute(
+        self,
+        key: Key,
+        compute: Callable[[], Awaitable[Outputs]],
+        **options: Unpack[ComputeOptions],
+    ) -> Entry:
+        """See :meth:`Client.get_or_compute` (``compute`` is a coroutine function)."""
         ...
 
     async def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:

@@ -13,6 +13,7 @@ from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
 from taskcache.clients.base import Client, Writes
+from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.errors import InvalidArgumentError, NotFoundError
@@ -32,7 +33,7 @@ from taskcache.storage import BlobStore
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 
 
-class EmbeddedClient(Writes, Closeable):
+class EmbeddedClient(Writes, ComputesOnce, Closeable):
     """A :class:`~taskcache.Client` that runs the cache manager in this process.
 
     Outputs up to ``inline_max_bytes`` serialized are stored in the catalog itself (0 means
@@ -158,7 +159,7 @@ class EmbeddedClient(Writes, Closeable):
             self._on_close()
 
 
-class AsyncEmbeddedClient(AsyncCloseable):
+class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
     """The asynchronous twin of :class:`EmbeddedClient`; blocking work runs in worker threads."""
 
     def __init__(self, client: Client) -> None:

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
 from taskcache.clients.base import Writes
+from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
 from taskcache.clients.transports import AsyncTransport, SyncTransport
@@ -164,7 +165,7 @@ class RemoteRules:
         )
 
 
-class RemoteClient(Writes, Closeable):
+class RemoteClient(Writes, ComputesOnce, Closeable):
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
     def __init__(self, transport: SyncTransport, rules: RemoteRules) -> None:
@@ -240,7 +241,7 @@ class RemoteClient(Writes, Closeable):
         self._transport.close()
 
 
-class AsyncRemoteClient(AsyncCloseable):
+class AsyncRemoteClient(AsyncComputesOnce, AsyncCloseable):
     """The asynchronous twin of :class:`RemoteClient`."""
 
     def __init__(self, transport: AsyncTransport, rules: RemoteRules) -> None:
