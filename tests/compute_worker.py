@@ -14,12 +14,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 from flyteidl2.core import literals_pb2
 
 import taskcache
-from builders import int_map, make_identifier, make_interface
+from builders import int_map, make_identifier, make_interface  # beside this script: on sys.path
 
 
 def main() -> None:
