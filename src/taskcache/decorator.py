@@ -1,0 +1,454 @@
+"""``@taskcache.cached``: memoize plain Python functions in a catalog, computing once across
+processes and machines.
+
+A call becomes the Flyte 2 cache key of a task (identifier from the function's module and
+qualified name, typed interface from its signature and type hints, inputs from the bound
+arguments converted by :mod:`taskcache.values`), and the call goes through the client's
+``get_or_compute``: a hit returns the stored value, a miss computes under the key's
+reservation while identical calls wait. This module owns the mapping from a function call to
+a key and from a return value to outputs; it must not decide cache policy (the manager does)
+nor convert values itself (:mod:`taskcache.values` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import inspect
+import os
+import textwrap
+import threading
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final, Generic, ParamSpec, TypeVar, overload
+
+from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
+
+from taskcache import values
+from taskcache.clients.base import AsyncClient, Client
+from taskcache.errors import NotFoundError
+from taskcache.model import Entry, Key
+from taskcache.storage import BlobStore
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+TARGET_ENVIRONMENT_VARIABLE: Final = "TASKCACHE_TARGET"
+SCOPE_ENVIRONMENT_VARIABLES: Final = ("TASKCACHE_ORG", "TASKCACHE_PROJECT", "TASKCACHE_DOMAIN")
+# The scope of a call when neither the options nor the environment name one: non-empty, as a
+# Flyte 2 cache service requires.
+DEFAULT_SCOPE: Final = ("taskcache", "default", "development")
+OUTPUT_NAME: Final = "o0"
+_RECEIVERS: Final = ("self", "cls")
+
+Catalog = Client | AsyncClient | str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class _Options:
+    version: str | None
+    catalog: Catalog
+    ignore: frozenset[str]
+    serialize: bool
+    max_age: timedelta | None
+    heartbeat: timedelta
+    wait_timeout: timedelta | None
+    scope: tuple[str | None, str | None, str | None]
+    name: str | None
+    pickle: bool
+
+
+class _Signature:
+    """How calls of one function become keys: its parameters, hints, identity and version."""
+
+    def __init__(self, function: Callable[..., Any], options: _Options) -> None:
+        self.function = function
+        self.signature = inspect.signature(function)
+        try:
+            self.hints = typing.get_type_hints(function)
+        except (NameError, TypeError):  # unresolvable forward references: type from values
+            self.hints = {}
+        parameters = list(self.signature.parameters)
+        self.receiver = parameters[0] if parameters and parameters[0] in _RECEIVERS else None
+        unknown = options.ignore - set(parameters)
+        if unknown:
+            raise TypeError(
+                f"ignore names no parameter of {function.__qualname__}: {sorted(unknown)}"
+            )
+        self.ignore = options.ignore
+        self.name = options.name or f"{function.__module__}.{function.__qualname__}"
+        self.version = options.version or source_version(function)
+        self.options = options
+        self.return_type: Any = self.hints.get("return", inspect.Signature.empty)
+
+    def identifier(self) -> identifier_pb2.Identifier:
+        org, project, domain = (
+            given or os.environ.get(variable) or default
+            for given, variable, default in zip(
+                self.options.scope, SCOPE_ENVIRONMENT_VARIABLES, DEFAULT_SCOPE, strict=True
+            )
+        )
+        return identifier_pb2.Identifier(
+            resource_type=identifier_pb2.TASK,
+            org=org,
+            project=project,
+            domain=domain,
+            name=self.name,
+            version=self.version,
+        )
+
+    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Key:
+        """Return the key of the call ``function(*args, **kwargs)``; TypeError naming the
+        parameter whose value has no converter, or if the arguments do not bind.
+        """
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        interface = interface_pb2.TypedInterface()
+        inputs = literals_pb2.LiteralMap()
+        for name, given in bound.arguments.items():
+            if name == self.receiver or name in self.ignore:
+                continue
+            kind = self.signature.parameters[name].kind
+            # *args is a list input, like any other sequence.
+            value = list(given) if kind is inspect.Parameter.VAR_POSITIONAL else given
+            python_type = self._input_type(name, kind, value)
+            try:
+                literal = values.to_literal(value, python_type)
+                variable_type = values.literal_type(python_type)
+            except values.NoConverterError as error:
+                raise TypeError(
+                    f"{self.function.__qualname__}: parameter {name!r}: {error}; leave it out "
+                    f"of the key with ignore=[{name!r}] or teach taskcache the type with "
+                    "taskcache.values.register"
+                ) from error
+            inputs.literals[name].CopyFrom(literal)
+            entry = interface.inputs.variables.add()
+            entry.key = name
+            entry.value.type.CopyFrom(variable_type)
+        if self.return_type is not inspect.Signature.empty:
+            with contextlib.suppress(values.NoConverterError):
+                output = interface.outputs.variables.add()
+                output.key = OUTPUT_NAME
+                output.value.type.CopyFrom(values.literal_type(self.return_type))
+        if not interface.inputs.variables:
+            interface.inputs.SetInParent()  # a function without inputs still hashes its map
+        return Key(self.identifier(), self.version, interface, inputs=inputs)
+
+    def _input_type(self, name: str, kind: inspect._ParameterKind, value: Any) -> Any:
+        hint = self.hints.get(name)
+        if hint is None:  # unhinted: typed from the value, as Flyte types an untyped input
+            return values.infer_type(value)
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            return list[hint]  # type: ignore[valid-type]
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            return dict[str, hint]  # type: ignore[valid-type]
+        return hint
+
+    def outputs(self, result: Any, store: BlobStore | None) -> literals_pb2.LiteralMap:
+        """Return ``result`` as the outputs map; TypeError if it has no converter and
+        ``pickle=False``.
+        """
+        python_type = (
+            values.infer_type(result)
+            if self.return_type is inspect.Signature.empty
+            else self.return_type
+        )
+        literal = values.to_literal(
+            result, python_type, store=store, pickle_fallback=self.options.pickle
+        )
+        return literals_pb2.LiteralMap(literals={OUTPUT_NAME: literal})
+
+    def result(self, entry: Entry) -> Any:
+        """Return the Python value stored in ``entry``."""
+        literal = entry.outputs.read().literals[OUTPUT_NAME]
+        python_type = None if self.return_type is inspect.Signature.empty else self.return_type
+        return values.from_literal(literal, python_type)
+
+
+def source_version(function: Callable[..., Any]) -> str:
+    """Return the default cache version of ``function``: a digest of its source text (of its
+    bytecode and constants when the source is unavailable), so that an edit invalidates.
+    """
+    try:
+        text = textwrap.dedent(inspect.getsource(function)).encode()
+    except (OSError, TypeError):
+        code = function.__code__
+        text = code.co_code + repr(code.co_consts).encode()
+    return hashlib.sha256(text).hexdigest()[:32]
+
+
+# --- catalogs, opened lazily and once per process ----------------------------------------------
+
+
+_opened: dict[tuple[object, ...], Client | AsyncClient] = {}
+_opened_lock = threading.Lock()
+
+
+def _target(catalog: Catalog) -> str | os.PathLike[str] | None:
+    if catalog is not None:
+        return catalog  # type: ignore[return-value]  # a target: clients never reach here
+    return os.environ.get(TARGET_ENVIRONMENT_VARIABLE) or None
+
+
+def _sync_client(options: _Options) -> Client:
+    if isinstance(options.catalog, str | os.PathLike) or options.catalog is None:
+        target = _target(options.catalog)
+        # Keyed by process: a forked child must not share its parent's connections.
+        cache_key = (os.getpid(), "sync", target, options.max_age)
+        with _opened_lock:
+            client = _opened.get(cache_key)
+            if client is None:
+                from taskcache.targets import open_catalog  # noqa: PLC0415 - import cycle
+
+                client = open_catalog(target, max_cache_age=options.max_age)
+                _opened[cache_key] = client
+        return client  # type: ignore[return-value]
+    if inspect.iscoroutinefunction(getattr(options.catalog, "get", None)):
+        raise TypeError("catalog: a synchronous function needs a Client, not an AsyncClient")
+    return options.catalog  # type: ignore[return-value]
+
+
+def _async_client(options: _Options) -> AsyncClient:
+    if isinstance(options.catalog, str | os.PathLike) or options.catalog is None:
+        target = _target(options.catalog)
+        # Async transports belong to the event loop they were opened on.
+        loop = asyncio.get_running_loop()
+        cache_key = (os.getpid(), id(loop), "async", target, options.max_age)
+        with _opened_lock:
+            client = _opened.get(cache_key)
+            if client is None:
+                from taskcache.targets import open_async_catalog  # noqa: PLC0415
+
+                client = open_async_catalog(target, max_cache_age=options.max_age)
+                _opened[cache_key] = client
+        return client  # type: ignore[return-value]
+    if not inspect.iscoroutinefunction(getattr(options.catalog, "get", None)):
+        raise TypeError("catalog: an async function needs an AsyncClient, not a Client")
+    return options.catalog  # type: ignore[return-value]
+
+
+def _blobs(client: object) -> BlobStore | None:
+    blobs = getattr(client, "blobs", None)
+    return blobs if isinstance(blobs, BlobStore) else None
+
+
+# --- the decorated functions ------------------------------------------------------------------
+
+
+class CachedFunction(Generic[_P, _R]):
+    """A memoized synchronous function: call it as the original.
+
+    ``cache_key``, ``forget`` and ``lookup`` take the same arguments as the function.
+    """
+
+    def __init__(self, function: Callable[_P, _R], options: _Options) -> None:
+        self._signature = _Signature(function, options)
+        self._options = options
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Return the stored result of this call, computing it once (across processes) on a
+        miss; raises what the function raises (nothing is stored then).
+        """
+        key = self._signature.key(args, kwargs)
+        client = _sync_client(self._options)
+
+        def compute() -> literals_pb2.LiteralMap:
+            result = self._signature.function(*args, **kwargs)
+            return self._signature.outputs(result, _blobs(client))
+
+        entry = client.get_or_compute(
+            key,
+            compute,
+            serialize=self._options.serialize,
+            heartbeat=self._options.heartbeat,
+            wait_timeout=self._options.wait_timeout,
+        )
+        result: _R = self._signature.result(entry)
+        return result
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        # Decorated methods bind like functions; self/cls stays out of the key.
+        return self if instance is None else BoundCachedFunction(self, instance)
+
+    def cache_key(self, *args: _P.args, **kwargs: _P.kwargs) -> str:
+        """Return the cache key of this call (computes nothing, opens no catalog)."""
+        from taskcache.hashing import cache_key  # noqa: PLC0415
+
+        return cache_key(self._signature.key(args, kwargs))
+
+    def forget(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Drop the stored result of this call; nothing happens if there is none."""
+        with contextlib.suppress(NotFoundError):
+            _sync_client(self._options).delete(self._signature.key(args, kwargs))
+
+    def lookup(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Return the stored result of this call without computing; NotFoundError if none."""
+        entry = _sync_client(self._options).get(self._signature.key(args, kwargs))
+        result: _R = self._signature.result(entry)
+        return result
+
+
+class AsyncCachedFunction(Generic[_P, _R]):
+    """A memoized ``async def`` function: await it as the original. ``cache_key`` is plain;
+    ``forget`` and ``lookup`` are coroutines. Nothing here blocks the event loop.
+    """
+
+    def __init__(self, function: Callable[_P, Awaitable[_R]], options: _Options) -> None:
+        self._signature = _Signature(function, options)
+        self._options = options
+        functools.update_wrapper(self, function)
+
+    async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """See :meth:`CachedFunction.__call__` (awaits the function)."""
+        key = await asyncio.to_thread(self._signature.key, args, kwargs)
+        client = _async_client(self._options)
+
+        async def compute() -> literals_pb2.LiteralMap:
+            result = await self._signature.function(*args, **kwargs)
+            return await asyncio.to_thread(self._signature.outputs, result, _blobs(client))
+
+        entry = await client.get_or_compute(
+            key,
+            compute,
+            serialize=self._options.serialize,
+            heartbeat=self._options.heartbeat,
+            wait_timeout=self._options.wait_timeout,
+        )
+        result: _R = await asyncio.to_thread(self._signature.result, entry)
+        return result
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        return self if instance is None else BoundCachedFunction(self, instance)
+
+    def cache_key(self, *args: _P.args, **kwargs: _P.kwargs) -> str:
+        """Return the cache key of this call (computes nothing, opens no catalog)."""
+        from taskcache.hashing import cache_key  # noqa: PLC0415
+
+        return cache_key(self._signature.key(args, kwargs))
+
+    async def forget(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Drop the stored result of this call; nothing happens if there is none."""
+        with contextlib.suppress(NotFoundError):
+            await _async_client(self._options).delete(self._signature.key(args, kwargs))
+
+    async def lookup(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Return the stored result of this call without computing; NotFoundError if none."""
+        entry = await _async_client(self._options).get(self._signature.key(args, kwargs))
+        result: _R = await asyncio.to_thread(self._signature.result, entry)
+        return result
+
+
+class BoundCachedFunction:
+    """A cached method bound to its instance: the call and ``cache_key``/``forget``/``lookup``
+    with the instance as first argument (it takes no part in the key).
+    """
+
+    def __init__(
+        self, cached: CachedFunction[..., Any] | AsyncCachedFunction[..., Any], instance: object
+    ) -> None:
+        self._cached = cached
+        self._instance = instance
+        functools.update_wrapper(self, cached)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the cached method on the bound instance."""
+        return self._cached(self._instance, *args, **kwargs)
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """See :meth:`CachedFunction.cache_key`."""
+        return self._cached.cache_key(self._instance, *args, **kwargs)
+
+    def forget(self, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`CachedFunction.forget` (a coroutine for an async method)."""
+        return self._cached.forget(self._instance, *args, **kwargs)
+
+    def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`CachedFunction.lookup` (a coroutine for an async method)."""
+        return self._cached.lookup(self._instance, *args, **kwargs)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@overload
+def cached(function: Callable[_P, Awaitable[_R]], /) -> AsyncCachedFunction[_P, _R]: ...
+@overload
+def cached(function: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
+@overload
+def cached(
+    function: None = None,
+    /,
+    *,
+    version: str | None = None,
+    catalog: Catalog = None,
+    ignore: Iterable[str] = (),
+    serialize: bool = True,
+    max_age: timedelta | None = None,
+    heartbeat: timedelta = ...,
+    wait_timeout: timedelta | None = None,
+    org: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    name: str | None = None,
+    pickle: bool = True,
+) -> Callable[[_F], Any]: ...
+def cached(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    version: str | None = None,
+    catalog: Catalog = None,
+    ignore: Iterable[str] = (),
+    serialize: bool = True,
+    max_age: timedelta | None = None,
+    heartbeat: timedelta = timedelta(seconds=10),
+    wait_timeout: timedelta | None = None,
+    org: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    name: str | None = None,
+    pickle: bool = True,
+) -> Any:
+    """Memoize a function in a catalog; use bare (``@cached``) or with options.
+
+    Options: ``version`` (the cache version; default: a digest of the function's source, so
+    an edit invalidates); ``catalog`` (a Client/AsyncClient, any target ``taskcache.open``
+    takes, or None: ``$TASKCACHE_TARGET``, else the default embedded catalog — opened
+    lazily, once per process); ``ignore`` (parameter names left out of the key);
+    ``serialize`` (compute once across workers under a reservation; False: every missing
+    caller computes and the first put wins); ``max_age`` (older entries miss; applies when
+    the decorator opens the catalog); ``heartbeat`` (10 s) and ``wait_timeout`` (None) of
+    ``get_or_compute``; ``org``/``project``/``domain`` (default ``$TASKCACHE_ORG`` ... or
+    ``taskcache``/``default``/``development``); ``name`` (default ``module.qualname``);
+    ``pickle`` (store return values with no converter pickled — trusted catalogs only;
+    False makes them a TypeError).
+
+    Returns a :class:`CachedFunction` (an :class:`AsyncCachedFunction` for ``async def``).
+    Raises TypeError at decoration for an ``ignore`` name that is not a parameter, and at a
+    call for an argument with no converter (naming the parameter). Exceptions of the
+    function are never cached; a returned None is.
+    """
+    options = _Options(
+        version=version,
+        catalog=catalog,
+        ignore=frozenset(ignore),
+        serialize=serialize,
+        max_age=max_age,
+        heartbeat=heartbeat,
+        wait_timeout=wait_timeout,
+        scope=(org, project, domain),
+        name=name,
+        pickle=pickle,
+    )
+
+    def decorate(target: Callable[..., Any]) -> Any:
+        if inspect.iscoroutinefunction(target):
+            return AsyncCachedFunction(target, options)
+        return CachedFunction(target, options)
+
+    return decorate if function is None else decorate(function)
