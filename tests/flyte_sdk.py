@@ -1,0 +1,41 @@
+"""The Flyte 2 SDK's own conversion, the reference that ``taskcache.values`` is held equal to."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flyteidl2.core import literals_pb2, types_pb2
+
+from ci_policy import skip_or_fail
+from taskcache.hashing import hash_literal_map
+
+
+def _type_engine() -> Any:
+    try:
+        from flyte.types import TypeEngine
+    except ImportError:
+        skip_or_fail("the Flyte 2 SDK (flyte) is not installed")
+    return TypeEngine
+
+
+def sdk_literal_type(python_type: Any) -> types_pb2.LiteralType:
+    """``TypeEngine.to_literal_type(python_type)``."""
+    result: types_pb2.LiteralType = _type_engine().to_literal_type(python_type)
+    return result
+
+
+def sdk_literal(value: object, python_type: Any) -> literals_pb2.Literal:
+    """``TypeEngine.to_literal(value, python_type, expected)``: async in Flyte 2, so run here.
+
+    No Flyte context is needed for the types compared (none uploads anything).
+    """
+    engine = _type_engine()
+    expected = engine.to_literal_type(python_type)
+    result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
+    return result
+
+
+def key_of(literal: literals_pb2.Literal) -> str:
+    """The Flyte 2 inputs hash of a one-input map holding ``literal``."""
+    return hash_literal_map(literals_pb2.LiteralMap(literals={"x": literal}))
