@@ -226,11 +226,14 @@ def test_an_input_without_converter_names_the_parameter(home: Path) -> None:
     assert taskcache.cached(ignore=["handle"])(use.__wrapped__)(Opaque(), 1) == 1
 
 
-def test_outputs_without_converter_are_pickled_unless_refused(home: Path) -> None:
-    class Box:
-        def __init__(self, content: int) -> None:
-            self.content = content
+class Box:
+    """A type taskcache has no converter for (module level, so pickle can find it)."""
 
+    def __init__(self, content: int) -> None:
+        self.content = content
+
+
+def test_outputs_without_converter_are_pickled_unless_refused(home: Path) -> None:
     @taskcache.cached
     def box(n: int) -> Box:
         return Box(n)

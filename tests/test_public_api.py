@@ -23,7 +23,7 @@ CONSTRUCTED |= {"InMemoryOutputReader", "UriOutputReader"}
 # Values the client methods return.
 RETURNED = {"Entry", "Status", "CacheStatus", "Reservation", "ReservationStatus"}
 # How users get a client, the protocols they type it with, and the version.
-ENTRY_POINTS = {"open", "open_async", "Client", "AsyncClient", "__version__"}
+ENTRY_POINTS = {"open", "open_async", "cached", "values", "Client", "AsyncClient", "__version__"}
 INTENDED = sorted(CAUGHT | CONSTRUCTED | RETURNED | ENTRY_POINTS)
 
 

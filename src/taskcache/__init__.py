@@ -1,8 +1,10 @@
 """taskcache: a memoization catalog for workflow tasks, with Flyte-identical cache keys.
 
-``taskcache.open()`` returns a :class:`Client` with Flyte's catalog methods (get, put, update,
-get_or_extend_reservation, release_reservation, get_reservation_cache,
-update_reservation_cache) plus delete; ``taskcache.open_async()`` its async twin.
+``@taskcache.cached`` memoizes plain Python functions (values converted by
+:mod:`taskcache.values`). ``taskcache.open()`` returns a :class:`Client` with Flyte's catalog
+methods (get, put, update, get_or_extend_reservation, release_reservation,
+get_reservation_cache, update_reservation_cache) plus delete and get_or_compute;
+``taskcache.open_async()`` its async twin.
 
 The names exported here are what users construct (keys, metadata, output readers), receive
 (entries, statuses, reservations), catch (every error a client raises) or type against (the
@@ -13,8 +15,10 @@ public and are not exported. Cache keys are computed by :mod:`taskcache.hashing`
 It defines nothing itself: it hands on what users catch, construct or call.
 """
 
+from taskcache import values
 from taskcache._version import __version__
 from taskcache.clients.base import AsyncClient, Client
+from taskcache.decorator import cached
 from taskcache.errors import (
     AlreadyExistsError,
     CacheError,
@@ -64,6 +68,8 @@ __all__ = [
     "UnavailableError",
     "UriOutputReader",
     "__version__",
+    "cached",
     "open",
     "open_async",
+    "values",
 ]

@@ -31,6 +31,7 @@ from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 from taskcache import values
 from taskcache.clients.base import AsyncClient, Client
 from taskcache.errors import NotFoundError
+from taskcache.home import HOME_ENVIRONMENT_VARIABLE
 from taskcache.model import Entry, Key
 from taskcache.storage import BlobStore
 
@@ -120,20 +121,22 @@ class _Signature:
                 literal = values.to_literal(value, python_type)
                 variable_type = values.literal_type(python_type)
             except values.NoConverterError as error:
+                # The converter's message already names the ways out (register, ignore=).
                 raise TypeError(
-                    f"{self.function.__qualname__}: parameter {name!r}: {error}; leave it out "
-                    f"of the key with ignore=[{name!r}] or teach taskcache the type with "
-                    "taskcache.values.register"
+                    f"{self.function.__qualname__}: parameter {name!r}: {error}"
                 ) from error
             inputs.literals[name].CopyFrom(literal)
             entry = interface.inputs.variables.add()
             entry.key = name
             entry.value.type.CopyFrom(variable_type)
         if self.return_type is not inspect.Signature.empty:
-            with contextlib.suppress(values.NoConverterError):
-                output = interface.outputs.variables.add()
-                output.key = OUTPUT_NAME
-                output.value.type.CopyFrom(values.literal_type(self.return_type))
+            with contextlib.suppress(values.NoConverterError):  # pickle=False: fails at return
+                output = values.interface_variable(
+                    self.return_type, pickle_fallback=self.options.pickle
+                )
+                entry = interface.outputs.variables.add()
+                entry.key = OUTPUT_NAME
+                entry.value.CopyFrom(output)
         if not interface.inputs.variables:
             interface.inputs.SetInParent()  # a function without inputs still hashes its map
         return Key(self.identifier(), self.version, interface, inputs=inputs)
@@ -149,24 +152,31 @@ class _Signature:
         return hint
 
     def outputs(self, result: Any, store: BlobStore | None) -> literals_pb2.LiteralMap:
-        """Return ``result`` as the outputs map; TypeError if it has no converter and
+        """Return ``result`` as the outputs map, converted by the return annotation.
+
+        Without an annotation nothing says how to read the value back, so it is stored
+        pickled (``object`` has no converter). Raises TypeError if no converter handles it and
         ``pickle=False``.
         """
-        python_type = (
-            values.infer_type(result)
-            if self.return_type is inspect.Signature.empty
-            else self.return_type
-        )
+        unhinted = self.return_type is inspect.Signature.empty
+        if unhinted and not self.options.pickle:
+            raise TypeError(
+                f"{self.function.__qualname__}: pickle=False needs a return annotation "
+                "taskcache can convert"
+            )
         literal = values.to_literal(
-            result, python_type, store=store, pickle_fallback=self.options.pickle
+            result,
+            object if unhinted else self.return_type,
+            store=store,
+            pickle_fallback=self.options.pickle,
         )
         return literals_pb2.LiteralMap(literals={OUTPUT_NAME: literal})
 
     def result(self, entry: Entry) -> Any:
         """Return the Python value stored in ``entry``."""
         literal = entry.outputs.read().literals[OUTPUT_NAME]
-        python_type = None if self.return_type is inspect.Signature.empty else self.return_type
-        return values.from_literal(literal, python_type)
+        unhinted = self.return_type is inspect.Signature.empty
+        return values.from_literal(literal, object if unhinted else self.return_type)
 
 
 def source_version(function: Callable[..., Any]) -> str:
@@ -197,8 +207,15 @@ def _target(catalog: Catalog) -> str | os.PathLike[str] | None:
 def _sync_client(options: _Options) -> Client:
     if isinstance(options.catalog, str | os.PathLike) or options.catalog is None:
         target = _target(options.catalog)
-        # Keyed by process: a forked child must not share its parent's connections.
-        cache_key = (os.getpid(), "sync", target, options.max_age)
+        # Keyed by process (a forked child must not share its parent's connections) and by
+        # what the target resolves against.
+        cache_key = (
+            os.getpid(),
+            "sync",
+            target,
+            os.environ.get(HOME_ENVIRONMENT_VARIABLE),
+            options.max_age,
+        )
         with _opened_lock:
             client = _opened.get(cache_key)
             if client is None:
@@ -217,7 +234,13 @@ def _async_client(options: _Options) -> AsyncClient:
         target = _target(options.catalog)
         # Async transports belong to the event loop they were opened on.
         loop = asyncio.get_running_loop()
-        cache_key = (os.getpid(), id(loop), "async", target, options.max_age)
+        cache_key = (
+            os.getpid(),
+            id(loop),
+            target,
+            os.environ.get(HOME_ENVIRONMENT_VARIABLE),
+            options.max_age,
+        )
         with _opened_lock:
             client = _opened.get(cache_key)
             if client is None:
@@ -375,8 +398,8 @@ class BoundCachedFunction:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-@overload
-def cached(function: Callable[_P, Awaitable[_R]], /) -> AsyncCachedFunction[_P, _R]: ...
+@overload  # an async function is also a Callable[_P, _R]: the first match wins, as intended
+def cached(function: Callable[_P, Awaitable[_R]], /) -> AsyncCachedFunction[_P, _R]: ...  # type: ignore[overload-overlap]
 @overload
 def cached(function: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
 @overload

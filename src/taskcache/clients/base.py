@@ -11,13 +11,29 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol, Self, Unpack
+from typing import Protocol, Self, TypedDict, Unpack
 
 from taskcache.clients.payload import Outputs
-
-if TYPE_CHECKING:
-    from taskcache.clients.compute_once import ComputeOptions
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
+
+
+class ComputeOptions(TypedDict, total=False):
+    """Options of ``get_or_compute``.
+
+    ``serialize`` (default True): take the reservation so that one caller computes while the
+    others wait; False computes on every miss and stores the first result (losing the put race
+    to another writer is not an error: the stored winner is returned). ``heartbeat`` (10 s):
+    the reservation's heartbeat, also how often it is extended while computing (the catalog
+    may grant less). ``wait_timeout`` (None: wait as long as the owner keeps its lease): how
+    long to wait for another owner, then DeadlineExceededError. ``owner_id``: the reservation
+    owner (default: unique per host, process and thread). ``metadata``: stored with the entry.
+    """
+
+    serialize: bool
+    heartbeat: timedelta
+    wait_timeout: timedelta | None
+    owner_id: str
+    metadata: Metadata | None
 
 
 class Client(Protocol):

@@ -26,8 +26,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Final, Unpack, cast
 
+from taskcache.clients.base import AsyncClient, Client, ComputeOptions
 from taskcache.errors import (
     AlreadyExistsError,
     CacheError,
@@ -40,7 +41,6 @@ from taskcache.outputs import InMemoryOutputReader, OutputReader
 from taskcache.provenance import populated_status
 
 if TYPE_CHECKING:
-    from taskcache.clients.base import AsyncClient, Client
     from taskcache.clients.payload import Outputs
 
 logger = logging.getLogger(__name__)
@@ -49,25 +49,6 @@ DEFAULT_HEARTBEAT: Final = timedelta(seconds=10)
 # Waiters poll fast at first (a short computation finishes soon), then back off to this cap.
 _FIRST_POLL: Final = 0.02
 _MAX_POLL: Final = 1.0
-
-
-class ComputeOptions(TypedDict, total=False):
-    """Options of ``get_or_compute``.
-
-    ``serialize`` (default True): take the reservation so that one caller computes while the
-    others wait; False computes on every miss and stores the first result (losing the put race
-    to another writer is not an error: the stored winner is returned). ``heartbeat`` (10 s):
-    the reservation's heartbeat, also how often it is extended while computing (the catalog
-    may grant less). ``wait_timeout`` (None: wait as long as the owner keeps its lease): how
-    long to wait for another owner, then DeadlineExceededError. ``owner_id``: the reservation
-    owner (default: unique per host, process and thread). ``metadata``: stored with the entry.
-    """
-
-    serialize: bool
-    heartbeat: timedelta
-    wait_timeout: timedelta | None
-    owner_id: str
-    metadata: Metadata | None
 
 
 @dataclass(frozen=True)
