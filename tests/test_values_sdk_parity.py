@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 from typing import Any, Optional
 
+import pydantic
 import pytest
 
 from flyte_sdk import key_of, sdk_literal, sdk_literal_type
@@ -21,6 +23,62 @@ class Level(enum.IntEnum):
     LOW = 1
     HIGH = 2
 
+
+@dataclasses.dataclass
+class Inner:
+    when: datetime.datetime
+    day: datetime.date
+    span: datetime.timedelta
+    color: Color
+
+
+@dataclasses.dataclass
+class Outer:
+    name: str
+    ratio: float
+    flag: bool
+    count: int
+    tags: list[str]
+    scores: dict[str, float]
+    by_id: dict[int, str]
+    inner: Inner
+    maybe: Optional[int] = None  # noqa: UP045 -- the typing spelling, as users write it
+    either: int | str = 0
+    inners: list[Inner] = dataclasses.field(default_factory=list)
+
+
+class Model(pydantic.BaseModel):
+    name: str
+    color: Color
+    level: Level
+    colors: list[Color]
+    maybe_color: Color | None = None  # the SDK writes its value, not its name
+    optional_color: Optional[Color] = None  # noqa: UP045 -- the SDK writes its name
+    when: datetime.datetime
+    numbers: dict[str, list[float]]
+
+
+class Wrapper(pydantic.BaseModel):
+    model: Model
+    models: list[Model]
+
+
+INNER = Inner(
+    when=datetime.datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=datetime.UTC),
+    day=datetime.date(2023, 1, 31),
+    span=datetime.timedelta(seconds=90, microseconds=5),
+    color=Color.GREEN,
+)
+MODEL = Model(
+    name="m",
+    color=Color.RED,
+    level=Level.LOW,
+    colors=[Color.GREEN, Color.RED],
+    maybe_color=Color.GREEN,
+    optional_color=Color.GREEN,
+    when=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    numbers={"a": [1.0, 2.5]},
+)
 
 PLUS_TWO = datetime.timezone(datetime.timedelta(hours=2))
 
@@ -57,6 +115,34 @@ SDK_NATIVE: list[tuple[object, Any]] = [
     (4, int | str),
     ([1], list[int] | None),
     ({"k": None}, dict[str, int | None]),
+    ({}, dict),
+    ({"b": [1, 2.5, None], "a": {"x": True}, "c": b"raw", "d": "s"}, dict),
+    ({1: "one", 2: "two"}, dict[int, str]),
+    ({"a": 1.5}, dict[Any, Any]),
+    (INNER, Inner),
+    (
+        Outer(
+            name="o",
+            ratio=0.25,
+            flag=True,
+            count=7,
+            tags=["x", "y"],
+            scores={"s": 1.0},
+            by_id={3: "three"},
+            inner=INNER,
+            maybe=5,
+            either="e",
+            inners=[INNER, INNER],
+        ),
+        Outer,
+    ),
+    (Outer("o", 1.0, False, 0, [], {}, {}, INNER), Outer),
+    (MODEL, Model),
+    (Wrapper(model=MODEL, models=[MODEL]), Wrapper),
+    ([INNER], list[Inner]),
+    ({"m": MODEL}, dict[str, Model]),
+    (INNER, Inner | None),
+    (MODEL, Model | int),
 ]
 
 
