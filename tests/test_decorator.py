@@ -196,12 +196,13 @@ def test_async_functions_compute_once(home: Path) -> None:
     assert calls.count == 1
 
 
-def test_values_in_and_out(home: Path) -> None:
-    @dataclasses.dataclass
-    class Point:
-        x: int
-        y: float
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
 
+
+def test_values_in_and_out(home: Path) -> None:
     @taskcache.cached
     def shift(point: Point, by: dict[str, int], labels: list[str]) -> Point:
         return Point(point.x + by["x"], point.y)
