@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -300,10 +300,22 @@ def test_through_a_served_catalog_forget_and_lookup(tmp_path: Path, home: Path) 
 WORKER = Path(__file__).with_name("decorated_worker.py")
 
 
-def test_eight_processes_run_a_decorated_function_once(tmp_path: Path) -> None:
+@pytest.fixture(params=["embedded-sqlite", "serve-postgres"])
+def shared_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A catalog target many processes share: a SQLite file, or a server on PostgreSQL."""
+    if request.param == "embedded-sqlite":
+        yield f"sqlite:///{tmp_path}/shared.db"
+        return
+    database: str = request.getfixturevalue("clean_postgres")
+    with running_server(tmp_path / "server", database=database) as server:
+        yield f"grpc://{server.grpc_target}"
+
+
+def test_eight_processes_run_a_decorated_function_once(shared_target: str, tmp_path: Path) -> None:
     environment = {
         **os.environ,
-        "TASKCACHE_TARGET": f"sqlite:///{tmp_path}/shared.db",
+        "TASKCACHE_TARGET": shared_target,
+        "TASKCACHE_HOME": str(tmp_path / "home"),
         "DECORATED_LOG": str(tmp_path / "executions"),
         "DECORATED_TASK": unique("decorated"),
     }
@@ -317,6 +329,46 @@ def test_eight_processes_run_a_decorated_function_once(tmp_path: Path) -> None:
     assert all(worker.returncode == 0 for worker in workers)
     assert outputs == ["[1, 2, 3]"] * 8
     assert (tmp_path / "executions").read_text().count("\n") == 1
+
+
+def test_a_forked_child_opens_its_own_catalog(home: Path) -> None:
+    @taskcache.cached
+    def answer(n: int) -> int:
+        return n + 40
+
+    assert answer(2) == 42  # the parent has opened the catalog
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: hit the parent's entry, store one of its own
+        os.close(read)
+        ok = answer.lookup(2) == 42 and answer(3) == 43
+        os.write(write, b"ok" if ok else b"no")
+        os._exit(0)
+    os.close(write)
+    reply = os.read(read, 2)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert reply == b"ok"
+    assert answer.lookup(3) == 43  # the child's entry, seen by the parent
+
+
+def test_max_age_recomputes_old_entries(home: Path) -> None:
+    calls = Calls()
+
+    @taskcache.cached(max_age=timedelta(hours=1))
+    def stamp(n: int) -> int:
+        calls.count += 1
+        return n
+
+    # An entry written two hours ago, by a client whose clock runs behind.
+    past = datetime.now(UTC) - timedelta(hours=2)
+    with taskcache.open(clock=lambda: past) as behind:
+        key = stamp._signature.key((1,), {})
+        behind.put(key, stamp._signature.outputs(1, None))
+    assert stamp(1) == 1
+    assert calls.count == 1  # too old: computed again, and stored fresh
+    assert stamp(1) == 1
+    assert calls.count == 1
 
 
 def test_heartbeat_and_wait_timeout_reach_get_or_compute(home: Path) -> None:
