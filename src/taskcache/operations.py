@@ -172,9 +172,7 @@ def catalog_entry(row: EntryRow) -> CatalogEntry:
         output_uri=row.output_uri,
         inline_bytes=None if literals is None else len(literals),
         source=source,
-        source_execution=(
-            source_execution(source, row.key_map) if source is not None and row.key_map else None
-        ),
+        source_execution=_execution(source, row),
     )
 
 
@@ -270,6 +268,13 @@ def _decode_source(row: EntryRow) -> tuple[identifier_pb2.Identifier | None, str
         return None, f"source identifier does not decode: {error}"
 
 
+def _execution(
+    source: identifier_pb2.Identifier | None, row: EntryRow
+) -> identifier_pb2.TaskExecutionIdentifier | None:
+    """Return the task execution ``row``'s key map records, or None if it records none."""
+    return source_execution(source, row.key_map) if source is not None and row.key_map else None
+
+
 def describe_entry(
     repository: OperatorRepository, scope: Scope, key: str, now: datetime
 ) -> EntryDetails:
@@ -292,9 +297,7 @@ def describe_entry(
     source, problem = _decode_source(row)
     if problem is not None:
         problems.append(problem)
-    execution = (
-        source_execution(source, row.key_map) if source is not None and row.key_map else None
-    )
+    execution = _execution(source, row)
     reservation = repository.get_reservation(scope, key)
     return EntryDetails(
         row=row,
