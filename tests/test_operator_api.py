@@ -48,9 +48,6 @@ class Twin:
     def put(self, key: Key, outputs: Any) -> None:
         self._loop.run_until_complete(self.client.put(key, outputs))
 
-    def update(self, key: Key, outputs: Any) -> None:
-        self._loop.run_until_complete(self.client.update(key, outputs))
-
     def entries(self, **filters: Any) -> Iterator[CatalogEntry]:
         async def collect() -> list[CatalogEntry]:
             return [entry async for entry in self.client.entries(**filters)]
