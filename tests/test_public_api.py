@@ -22,8 +22,10 @@ CONSTRUCTED = {"Key", "Metadata", "InputReader", "OutputReader", "ReservationCac
 CONSTRUCTED |= {"InMemoryOutputReader", "UriOutputReader"}
 # Values the client methods return.
 RETURNED = {"Entry", "Status", "CacheStatus", "Reservation", "ReservationStatus"}
+RETURNED |= {"CatalogEntry", "CatalogStats", "ProjectStats"}
 # How users get a client, the protocols they type it with, and the version.
 ENTRY_POINTS = {"open", "open_async", "cached", "values", "Client", "AsyncClient", "__version__"}
+ENTRY_POINTS |= {"OperatorClient", "AsyncOperatorClient"}
 INTENDED = sorted(CAUGHT | CONSTRUCTED | RETURNED | ENTRY_POINTS)
 
 

@@ -617,6 +617,47 @@ def test_delete_entries_updated_before_limit_zero_and_bad_arguments(
     assert repo.get_entry(SCOPE, "key") is not None
 
 
+@operator_backends
+def test_delete_entries_if_unchanged_deletes_only_unchanged_rows(
+    repo: OperatorRepository,
+) -> None:
+    listed = [
+        entry("inline", output_uri=None),  # NULL must match NULL
+        entry("blob", output_literals=None),
+        entry("rewritten"),
+        entry("relocated"),
+        entry("gone"),
+        entry("key", scope=Scope()),
+        entry("key", scope=Scope("org", "other", "domain")),
+    ]
+    _store(repo, listed[:4] + listed[5:])
+    # Rewritten after it was listed: a newer update time, or other outputs at the same time.
+    later = replace(listed[2], last_updated_at=T0 + US)
+    repo.overwrite_entry(later, keep_created_at=True)
+    moved = replace(listed[3], output_uri="s3://bucket/new.pb")
+    repo.overwrite_entry(moved, keep_created_at=True)
+    untouched = entry("not-listed")
+    repo.create_entry(untouched, None)
+
+    deleted = repo.delete_entries_if_unchanged(listed)
+
+    assert deleted == [listed[0], listed[1], listed[5], listed[6]]  # in the order given
+    assert _newest_first(repo.list_entries(EntryFilter(), 100)) == _newest_first(
+        [later, moved, untouched]
+    )
+    assert repo.delete_entries_if_unchanged(listed) == []
+    assert repo.delete_entries_if_unchanged([]) == []
+
+
+@operator_backends
+def test_delete_entries_if_unchanged_rejects_a_naive_time(repo: OperatorRepository) -> None:
+    _store(repo, [entry()])
+    with pytest.raises(InvalidArgumentError) as caught:
+        repo.delete_entries_if_unchanged([entry(last_updated_at=datetime(2024, 1, 1))])
+    assert caught.value.field == "last_updated_at"
+    assert repo.get_entry(SCOPE, "key") is not None
+
+
 # --- operator methods: stats ----------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ import pytest
 from taskcache import open as open_catalog
 from taskcache import open_async as open_async_catalog
 from taskcache.clients import transports
-from taskcache.clients.base import AsyncClient, Client
+from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
 from taskcache.clients.embedded import AsyncEmbeddedClient, EmbeddedClient
 from taskcache.clients.remote import (
     AsyncRemoteClient,
@@ -36,6 +36,7 @@ from taskcache.repositories.threaded import ThreadedRepository
 # (sync, async): the public surfaces must match one to one.
 TWINS: list[tuple[type, type]] = [
     (Client, AsyncClient),
+    (OperatorClient, AsyncOperatorClient),
     (Repository, AsyncRepository),
     (transports.SyncTransport, transports.AsyncTransport),
     (EmbeddedClient, AsyncEmbeddedClient),
@@ -48,8 +49,10 @@ TWINS: list[tuple[type, type]] = [
 # (implementation, protocol): every method of the protocol, with the protocol's signature.
 IMPLEMENTATIONS: list[tuple[type, type]] = [
     (EmbeddedClient, Client),
+    (EmbeddedClient, OperatorClient),
     (RemoteClient, Client),
     (AsyncEmbeddedClient, AsyncClient),
+    (AsyncEmbeddedClient, AsyncOperatorClient),
     (AsyncRemoteClient, AsyncClient),
     (SqliteRepository, Repository),
     (PostgresRepository, Repository),
@@ -70,6 +73,9 @@ FUNCTION_TWINS: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
 
 # Names that differ between twins by design.
 _CONTEXT_SYNC = {"__enter__": "__aenter__", "__exit__": "__aexit__"}
+# Methods returning an iterator: the async twin is a plain method returning an async iterator
+# (``async for``), not a coroutine; parameters are the same, the return type the async one.
+_ITERATORS = {"entries"}
 
 # Parameters whose annotation differs by design: the async twin takes a coroutine function.
 _ASYNC_CALLABLES = {
@@ -134,9 +140,20 @@ def test_twin_methods_have_the_same_signatures_modulo_async(sync: type, async_: 
         if name in _CONTEXT_SYNC:
             assert inspect.iscoroutinefunction(twin), f"{async_.__name__}.{twin.__name__}"
             continue
-        expects_coroutine = name != "pool_stats"  # counters, no I/O: synchronous on both
+        # pool_stats reads counters, no I/O: synchronous on both.
+        expects_coroutine = name not in {"pool_stats", *_ITERATORS}
         assert inspect.iscoroutinefunction(twin) is expects_coroutine, f"{async_.__name__}.{name}"
-        assert _shape(method) == _shape(twin), f"{sync.__name__}.{name} vs {async_.__name__}"
+        assert _shape(method) == _async_shape(name, twin), f"{sync.__name__}.{name} vs twin"
+
+
+def _async_shape(name: str, twin: Callable[..., Any]) -> list[tuple[str, Any, Any, Any]]:
+    """``twin``'s shape as its sync twin's would read: an async iterator as an iterator."""
+    shape = _shape(twin)
+    if name in _ITERATORS:
+        returned = shape[-1][3]
+        assert returned.startswith("AsyncIterator["), f"{name} returns {returned}"
+        shape[-1] = ("->", None, None, returned.removeprefix("Async"))
+    return shape
 
 
 @pytest.mark.parametrize(("sync", "async_"), TWINS, ids=lambda cls: cls.__name__)

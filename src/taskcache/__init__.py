@@ -4,11 +4,15 @@
 :mod:`taskcache.values`). ``taskcache.open()`` returns a :class:`Client` with Flyte's catalog
 methods (get, put, update, get_or_extend_reservation, release_reservation,
 get_reservation_cache, update_reservation_cache) plus delete and get_or_compute;
-``taskcache.open_async()`` its async twin.
+``taskcache.open_async()`` its async twin. On a local or PostgreSQL catalog (not a service
+URL) the client is also an :class:`OperatorClient` (:class:`AsyncOperatorClient`):
+``entries()``, ``stats()`` and ``clear()`` do from Python what ``taskcache ls``, ``stats`` and
+``gc`` do from a shell.
 
 The names exported here are what users construct (keys, metadata, output readers), receive
-(entries, statuses, reservations), catch (every error a client raises) or type against (the
-:class:`Client` and :class:`AsyncClient` protocols). Clients come only from :func:`open` and
+(entries, statuses, reservations, listing records and totals), catch (every error a client
+raises) or type against (the :class:`Client`, :class:`AsyncClient`, :class:`OperatorClient`
+and :class:`AsyncOperatorClient` protocols). Clients come only from :func:`open` and
 :func:`open_async`: the classes behind them (embedded, Connect, gRPC) need parts that are not
 public and are not exported. Cache keys are computed by :mod:`taskcache.hashing`.
 
@@ -17,7 +21,7 @@ It defines nothing itself: it hands on what users catch, construct or call.
 
 from taskcache import values
 from taskcache._version import __version__
-from taskcache.clients.base import AsyncClient, Client
+from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
 from taskcache.decorator import cached
 from taskcache.errors import (
     AlreadyExistsError,
@@ -31,6 +35,7 @@ from taskcache.errors import (
     UnavailableError,
 )
 from taskcache.model import (
+    CatalogEntry,
     Entry,
     InputReader,
     Key,
@@ -39,6 +44,7 @@ from taskcache.model import (
     ReservationCache,
 )
 from taskcache.outputs import InMemoryOutputReader, OutputReader, UriOutputReader
+from taskcache.repositories.base import CatalogStats, ProjectStats
 from taskcache.status import CacheStatus, ReservationStatus, Status
 from taskcache.targets import open_async_catalog as open_async
 from taskcache.targets import open_catalog as open
@@ -46,8 +52,11 @@ from taskcache.targets import open_catalog as open
 __all__ = [
     "AlreadyExistsError",
     "AsyncClient",
+    "AsyncOperatorClient",
     "CacheError",
     "CacheStatus",
+    "CatalogEntry",
+    "CatalogStats",
     "Client",
     "DeadlineExceededError",
     "Entry",
@@ -59,8 +68,10 @@ __all__ = [
     "Key",
     "Metadata",
     "NotFoundError",
+    "OperatorClient",
     "OutputReader",
     "PermissionDeniedError",
+    "ProjectStats",
     "Reservation",
     "ReservationCache",
     "ReservationStatus",

@@ -29,6 +29,9 @@ from taskcache.repositories.base import (
 
 Clock = Callable[[], datetime]
 _Repository = TypeVar("_Repository", bound=Repository | AsyncRepository)
+# A CacheManager keeps its repository's type, so the embedded client can also run the
+# operator queries on an OperatorRepository it serves from.
+_SyncRepository = TypeVar("_SyncRepository", bound=Repository)
 
 MAX_KEY_LENGTH = 1024
 DEFAULT_MAX_RESERVATION_HEARTBEAT = timedelta(seconds=10)
@@ -215,7 +218,7 @@ class _CachePolicy(Generic[_Repository]):
         validate_owner(owner_id)
 
 
-class CacheManager(_CachePolicy[Repository]):
+class CacheManager(_CachePolicy[_SyncRepository]):
     """Applies the catalog's rules on top of a :class:`Repository`.
 
     ``max_reservation_heartbeat`` caps the heartbeat a caller may ask for;

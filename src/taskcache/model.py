@@ -1,4 +1,4 @@
-"""The value types of the catalog: keys, metadata, entries and reservations.
+"""The value types of the catalog: keys, metadata, entries, listing records and reservations.
 
 The status types (:class:`CacheStatus`, :class:`ReservationStatus`, :class:`Status`) live in
 :mod:`taskcache.status` and are re-exported here. Protobuf messages come from ``flyteidl2``
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CacheStatus",
+    "CatalogEntry",
     "Entry",
     "InputReader",
     "Key",
@@ -161,3 +162,30 @@ class ReservationCache:
 
     timestamp: datetime | None = None
     reservation_status: ReservationStatus = ReservationStatus.RESERVATION_DISABLED
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One entry as a listing shows it: where it is filed, which task wrote it, when, and where
+    its outputs are (cheap to build: no reservation look-up, outputs not decoded).
+
+    ``org``, ``project`` and ``domain`` are the scope it is filed under (empty for Flyte 1
+    and unscoped entries). ``task`` and ``task_version`` are the name and version of the
+    stored source identifier (``source``, decoded; None, and both empty, when it does not
+    decode). ``output_uri`` is the outputs blob (None for inline outputs) and
+    ``inline_bytes`` the size of inline outputs (None for a blob entry).
+    ``source_execution`` is the task execution Flyte is told produced it, when recorded.
+    """
+
+    key: str
+    org: str
+    project: str
+    domain: str
+    task: str
+    task_version: str
+    created_at: datetime
+    last_updated_at: datetime
+    output_uri: str | None
+    inline_bytes: int | None
+    source: identifier_pb2.Identifier | None
+    source_execution: identifier_pb2.TaskExecutionIdentifier | None

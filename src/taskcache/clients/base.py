@@ -1,7 +1,9 @@
 """The Client protocols: Flyte's seven catalog methods plus delete, close and context use.
 
 Every client (embedded or remote) satisfies :class:`Client`; its async twin satisfies
-:class:`AsyncClient` with the same method names as coroutines.
+:class:`AsyncClient` with the same method names as coroutines. Embedded clients also satisfy
+:class:`OperatorClient` (:class:`AsyncOperatorClient`): listing, totals and bulk deletion,
+which the service API has no calls for, so remote clients do not.
 
 Protocols and the shared put/update of sync clients only: no I/O here.
 """
@@ -9,12 +11,24 @@ Protocols and the shared put/update of sync clients only: no I/O here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
-from typing import Protocol, Self, TypedDict, Unpack
+from typing import Final, Protocol, Self, TypedDict, Unpack, runtime_checkable
 
 from taskcache.clients.payload import Outputs
-from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
+from taskcache.model import (
+    CatalogEntry,
+    Entry,
+    Key,
+    Metadata,
+    Reservation,
+    ReservationCache,
+    Status,
+)
+from taskcache.repositories.base import CatalogStats
+
+# Rows fetched (or deleted) per repository call by the operator methods.
+OPERATOR_BATCH_SIZE: Final = 500
 
 
 class ComputeOptions(TypedDict, total=False):
@@ -143,6 +157,79 @@ class AsyncClient(Protocol):
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+@runtime_checkable
+class OperatorClient(Client, Protocol):
+    """A :class:`Client` on a catalog it can also list, total and clear (embedded clients).
+
+    ``isinstance(client, OperatorClient)`` tells whether ``taskcache.open`` gave one. Scope
+    arguments (``org``, ``project``, ``domain``) filter on the scope an entry is filed under;
+    None matches any. ``task`` matches the name of the entry's stored source identifier.
+    """
+
+    def entries(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        key_prefix: str | None = None,
+        page_size: int = OPERATOR_BATCH_SIZE,
+    ) -> Iterator[CatalogEntry]:
+        """Iterate over the matching entries, newest update first, fetching lazily."""
+        ...
+
+    def stats(self) -> CatalogStats:
+        """Return the catalog's totals."""
+        ...
+
+    def clear(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+    ) -> int:
+        """Delete the matching entries (every entry without arguments); return how many."""
+        ...
+
+
+@runtime_checkable
+class AsyncOperatorClient(AsyncClient, Protocol):
+    """The asynchronous twin of :class:`OperatorClient`; ``entries`` is an async iterator."""
+
+    def entries(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        key_prefix: str | None = None,
+        page_size: int = OPERATOR_BATCH_SIZE,
+    ) -> AsyncIterator[CatalogEntry]:
+        """See :meth:`OperatorClient.entries`; iterate with ``async for``."""
+        ...
+
+    async def stats(self) -> CatalogStats:
+        """See :meth:`OperatorClient.stats`."""
+        ...
+
+    async def clear(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+    ) -> int:
+        """See :meth:`OperatorClient.clear`."""
+        ...
 
 
 class Writes(ABC):

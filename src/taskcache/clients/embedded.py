@@ -1,25 +1,36 @@
 """The embedded catalog client: the manager in-process, on a local repository and blob store.
 
-It must not decide policy: every put, overwrite and ownership rule is the manager's.
+It must not decide policy: every put, overwrite and ownership rule is the manager's, and
+listing, totals and clearing are :mod:`taskcache.operations`'.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 
 from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
-from taskcache.clients.base import Client, Writes
+from taskcache.clients.base import OPERATOR_BATCH_SIZE, Writes
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.errors import InvalidArgumentError, NotFoundError
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
-from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
+from taskcache.model import (
+    CatalogEntry,
+    Entry,
+    Key,
+    Metadata,
+    Reservation,
+    ReservationCache,
+    Status,
+)
 from taskcache.outputs import InMemoryOutputReader
 from taskcache.provenance import (
     as_identifier,
@@ -27,7 +38,7 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.repositories.base import Scope
+from taskcache.repositories.base import CatalogStats, EntryFilter, OperatorRepository, Scope
 from taskcache.storage import BlobStore
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
@@ -40,11 +51,17 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
     always a blob); larger ones are written once as ``outputs.pb`` to ``blobs``. Readers that
     already have a URI are stored by reference. With ``max_cache_age``, older entries miss.
     Entries are filed under the key's (org, project, domain), or under ``scope`` if given.
+
+    Beyond :class:`~taskcache.Client` it is an :class:`~taskcache.OperatorClient`: it lists
+    (:meth:`entries`), totals (:meth:`stats`) and clears (:meth:`clear`) its catalog, as the
+    ``taskcache ls``, ``stats`` and ``gc`` commands do. Remote clients cannot: the service
+    API has no such calls. These ignore ``scope`` and ``max_cache_age``: they see every
+    entry, expired or not, in any scope their arguments select.
     """
 
     def __init__(
         self,
-        manager: CacheManager,
+        manager: CacheManager[OperatorRepository],
         blobs: BlobStore,
         *,
         max_cache_age: timedelta | None = None,
@@ -153,6 +170,89 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first)."""
         self._reservations.put(owner_id, entry)
 
+    def entries(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        key_prefix: str | None = None,
+        page_size: int = OPERATOR_BATCH_SIZE,
+    ) -> Iterator[CatalogEntry]:
+        """Iterate over the catalog's entries, most recently updated first, as
+        :class:`~taskcache.CatalogEntry` records.
+
+        ``org``, ``project`` and ``domain`` select the scope entries are filed under (None:
+        any; ``""`` is the empty scope of Flyte 1 and unscoped entries); ``task`` the name of
+        the stored source identifier (``key.identifier.name`` when the entry was put);
+        ``key_prefix`` keys starting with it. Rows are fetched ``page_size`` at a time as the
+        iteration proceeds; entries written meanwhile may or may not appear, none appears
+        twice. Raises InvalidArgumentError if ``page_size`` < 1 (at once); UnavailableError
+        once closed or if the store fails (while iterating).
+        """
+        return itertools.chain.from_iterable(
+            self._entry_pages(org, project, domain, task, key_prefix, page_size)
+        )
+
+    def _entry_pages(
+        self,
+        org: str | None,
+        project: str | None,
+        domain: str | None,
+        task: str | None,
+        key_prefix: str | None,
+        page_size: int,
+    ) -> Iterator[list[CatalogEntry]]:
+        # Imported here (and in stats and clear): `import taskcache`, and so `taskcache key`,
+        # must stay free of the operator code.
+        from taskcache import operations  # noqa: PLC0415
+
+        entry_filter = EntryFilter(org=org, project=project, domain=domain, key_prefix=key_prefix)
+        return operations.iter_entries(self.manager.repository, entry_filter, task, page_size)
+
+    def stats(self) -> CatalogStats:
+        """Return the catalog's totals: entries, inline bytes, blob entries, unexpired
+        reservations (at the client's clock) and per-scope figures (``by_scope``).
+
+        Raises UnavailableError once closed or if the store fails.
+        """
+        from taskcache import operations  # noqa: PLC0415
+
+        return operations.catalog_stats(self.manager.repository, self.manager.clock())
+
+    def clear(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+    ) -> int:
+        """Delete the entries :meth:`entries` would list with the same ``org``, ``project``,
+        ``domain`` and ``task`` (without arguments: every entry); return how many were deleted.
+
+        Each deleted entry's outputs blob is deleted too when it lies under this client's blob
+        root (``storage``), the same ownership check as ``taskcache gc --delete-blobs``: blobs
+        elsewhere (outputs stored by reference) are never touched; a blob that fails to delete
+        is left behind, not raised. Deletes ``batch_size`` entries per atomic step; batches
+        already deleted stay deleted if it fails midway. Safe beside concurrent writers:
+        entries present when it starts and not rewritten are all deleted, an entry put or
+        updated while it runs may survive (it does if rewritten after clear read it), and
+        nothing written after it returns is touched.
+
+        Raises InvalidArgumentError if ``batch_size`` < 1; UnavailableError once closed or if
+        the store fails.
+        """
+        from taskcache import operations  # noqa: PLC0415
+
+        entry_filter = EntryFilter(org=org, project=project, domain=domain)
+        summary = operations.clear(
+            self.manager.repository, self.blobs, entry_filter, task, batch_size
+        )
+        return summary.entries
+
     def _release(self) -> None:
         self.manager.repository.close()
         if self._on_close is not None:
@@ -160,9 +260,13 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
 
 
 class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
-    """The asynchronous twin of :class:`EmbeddedClient`; blocking work runs in worker threads."""
+    """The asynchronous twin of :class:`EmbeddedClient`; blocking work runs in worker threads.
 
-    def __init__(self, client: Client) -> None:
+    It is an :class:`~taskcache.AsyncOperatorClient`; its :meth:`entries` is an async
+    iterator (``async for``) fetching each page in a worker thread.
+    """
+
+    def __init__(self, client: EmbeddedClient) -> None:
         self._client = client
 
     async def get(self, key: Key) -> Entry:
@@ -201,5 +305,53 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         """See :meth:`EmbeddedClient.update_reservation_cache` (in memory; no thread hop)."""
         self._client.update_reservation_cache(owner_id, entry)
 
+    def entries(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        key_prefix: str | None = None,
+        page_size: int = OPERATOR_BATCH_SIZE,
+    ) -> AsyncIterator[CatalogEntry]:
+        """See :meth:`EmbeddedClient.entries`; iterate with ``async for`` (each page is
+        fetched in a worker thread).
+        """
+        pages = self._client._entry_pages(org, project, domain, task, key_prefix, page_size)
+        return _each_entry(pages)
+
+    async def stats(self) -> CatalogStats:
+        """See :meth:`EmbeddedClient.stats`."""
+        return await asyncio.to_thread(self._client.stats)
+
+    async def clear(
+        self,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+    ) -> int:
+        """See :meth:`EmbeddedClient.clear`."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self._client.clear,
+                org=org,
+                project=project,
+                domain=domain,
+                task=task,
+                batch_size=batch_size,
+            )
+        )
+
     async def _release(self) -> None:
         await asyncio.to_thread(self._client.close)
+
+
+async def _each_entry(pages: Iterator[list[CatalogEntry]]) -> AsyncIterator[CatalogEntry]:
+    """Yield the entries of ``pages``, advancing it (one query) in a worker thread."""
+    while (page := await asyncio.to_thread(next, pages, None)) is not None:
+        for entry in page:
+            yield entry

@@ -6,7 +6,7 @@ Two protocols, so a backend implements only what its callers need:
   cache manager serves requests from: read, write and delete one entry, take and release a
   reservation, plus health and pool figures.
 * :class:`OperatorRepository` adds the operator queries :mod:`taskcache.operations` runs
-  (listings, bulk deletion by age, totals, reading a reservation). The SQLite and
+  (listings, bulk deletion by age or of listed rows, totals, reading a reservation). The SQLite and
   synchronous PostgreSQL repositories implement it; the server's asynchronous PostgreSQL
   repository does not.
 
@@ -17,6 +17,7 @@ precision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -211,6 +212,15 @@ class OperatorRepository(Repository, Protocol):
     ) -> list[EntryRow]:
         """Delete (or with ``dry_run`` only select) up to ``limit`` entries last updated
         strictly before ``cutoff``, oldest first; return those rows.
+        """
+        ...
+
+    def delete_entries_if_unchanged(self, rows: Sequence[EntryRow]) -> list[EntryRow]:
+        """Delete each entry of ``rows`` that still has that row's outputs and
+        ``last_updated_at`` (as :meth:`Repository.delete_entry_if_unchanged` does for one);
+        return those of ``rows`` that were deleted, in the order given.
+
+        The whole batch is one atomic step; an entry rewritten since it was read survives.
         """
         ...
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Final, Unpack
@@ -375,6 +375,19 @@ class PostgresRepository:
         with self._connection() as conn:
             rows = conn.execute(query, params).fetchall()
         return sql.sorted_deleted(rows)
+
+    def delete_entries_if_unchanged(self, rows: Sequence[EntryRow]) -> list[EntryRow]:
+        """See :meth:`OperatorRepository.delete_entries_if_unchanged` (one statement, the
+        batch sent as arrays).
+        """
+        if not rows:
+            return []
+        with self._connection() as conn:
+            deleted = conn.execute(
+                sql.DELETE_LISTED_IF_UNCHANGED, sql.delete_listed_params(rows)
+            ).fetchall()
+        gone = {tuple(found) for found in deleted}
+        return [row for row in rows if sql.scope_key(row.scope, row.key) in gone]
 
     def stats(self, now: datetime) -> CatalogStats:
         """Return catalog totals; reservations count as active while ``expires_at > now``.

@@ -122,6 +122,30 @@ DELETE_UPDATED_BEFORE: Final = """
         e.output_uri, e.output_literals, e.source_identifier, e.key_map,
         e.created_at, e.last_updated_at
 """
+# Locks the rows still unchanged in key order (so two concurrent batches cannot deadlock);
+# a row being rewritten is waited for and re-checked, so a rewrite survives.
+DELETE_LISTED_IF_UNCHANGED: Final = """
+    WITH listed AS (
+        SELECT * FROM unnest(
+            %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::text[], %s::bytea[], %s::timestamptz[]
+        ) AS l(org, project, domain, key, output_uri, output_literals, last_updated_at)
+    ), doomed AS (
+        SELECT e.org, e.project, e.domain, e.key
+        FROM cache_entries AS e
+        JOIN listed AS l
+          ON e.org = l.org AND e.project = l.project AND e.domain = l.domain AND e.key = l.key
+        WHERE e.output_uri IS NOT DISTINCT FROM l.output_uri
+          AND e.output_literals IS NOT DISTINCT FROM l.output_literals
+          AND e.last_updated_at = l.last_updated_at
+        ORDER BY e.org, e.project, e.domain, e.key
+        FOR UPDATE OF e
+    )
+    DELETE FROM cache_entries AS e
+    USING doomed AS d
+    WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain AND e.key = d.key
+    RETURNING e.org, e.project, e.domain, e.key
+"""
 STATS_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 STATS_BY_SCOPE: Final = """
     SELECT org, project, domain, count(*),
@@ -187,6 +211,15 @@ def delete_if_unchanged_params(row: EntryRow) -> Params:
         row.output_uri,
         row.output_literals,
         aware(row.last_updated_at, "last_updated_at"),
+    )
+
+
+def delete_listed_params(rows: Sequence[EntryRow]) -> Params:
+    """Return the parameters of :data:`DELETE_LISTED_IF_UNCHANGED` for non-empty ``rows``:
+    one array per column.
+    """
+    return tuple(
+        list(column) for column in zip(*map(delete_if_unchanged_params, rows), strict=True)
     )
 
 

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -114,6 +114,11 @@ _ENTRY_COLUMNS: Final = (
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
 _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 _PLACEHOLDERS: Final = ", ".join("?" * 10)  # one per cache_entries column
+_DELETE_IF_UNCHANGED: Final = f"""
+    DELETE FROM cache_entries
+    WHERE {_SCOPE_KEY_WHERE}
+      AND output_uri IS ? AND output_literals IS ? AND last_updated_at = ?
+"""
 
 
 class _Connection(sqlite3.Connection):
@@ -191,6 +196,16 @@ def _decode_key_map(text: str) -> dict[str, str]:
 
 def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
     return (scope.org, scope.project, scope.domain, key)
+
+
+def _unchanged_params(row: EntryRow) -> tuple[Any, ...]:
+    """Return the parameters of :data:`_DELETE_IF_UNCHANGED` for ``row``."""
+    return (
+        *_scope_key(row.scope, row.key),
+        row.output_uri,
+        row.output_literals,
+        _to_us(row.last_updated_at, "last_updated_at"),
+    )
 
 
 def _entry_params(row: EntryRow) -> tuple[Any, ...]:
@@ -519,22 +534,9 @@ class SqliteRepository:
 
         Returns whether a row was deleted.
         """
-        last_updated_at = _to_us(row.last_updated_at, "last_updated_at")
+        params = _unchanged_params(row)
         with self._session() as conn:
-            cursor = conn.execute(
-                f"""
-                DELETE FROM cache_entries
-                WHERE {_SCOPE_KEY_WHERE}
-                  AND output_uri IS ? AND output_literals IS ? AND last_updated_at = ?
-                """,
-                (
-                    *_scope_key(row.scope, row.key),
-                    row.output_uri,
-                    row.output_literals,
-                    last_updated_at,
-                ),
-            )
-            return cursor.rowcount > 0
+            return conn.execute(_DELETE_IF_UNCHANGED, params).rowcount > 0
 
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.
@@ -635,6 +637,25 @@ class SqliteRepository:
                     [tuple(row[:4]) for row in rows],
                 )
         return [_scoped_entry_from_row(row) for row in rows]
+
+    def delete_entries_if_unchanged(self, rows: Sequence[EntryRow]) -> list[EntryRow]:
+        """Delete each entry of ``rows`` that still has that row's outputs and
+        ``last_updated_at``; return those of ``rows`` that were deleted, in the order given.
+
+        One ``BEGIN IMMEDIATE`` transaction. Inside it, one conditional delete per row: the
+        database is in-process, so statements cost no round trip, and this works on every
+        supported SQLite (``RETURNING``, which one statement for the batch would need to say
+        which rows went, arrived only in 3.35).
+        """
+        if not rows:
+            return []  # no write lock for nothing
+        params = [_unchanged_params(row) for row in rows]
+        with self._transaction() as conn:
+            return [
+                row
+                for row, row_params in zip(rows, params, strict=True)
+                if conn.execute(_DELETE_IF_UNCHANGED, row_params).rowcount > 0
+            ]
 
     def stats(self, now: datetime) -> CatalogStats:
         """Return catalog totals; reservations count as active while ``expires_at > now``.
