@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from flyteidl2.core import interface_pb2, literals_pb2, types_pb2
 
-from taskcache.values import _builtin, _msgpack  # noqa: F401 -- add the SDK-identical converters
+from taskcache.values import _builtin, _data, _msgpack, _stable  # noqa: F401 -- add converters
 from taskcache.values._engine import (
     Converter,
     NoConverterError,
