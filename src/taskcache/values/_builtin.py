@@ -71,7 +71,11 @@ def _simple(
     def to_literal(value: object, _: Any, __: Options) -> Literal:
         if not accepts(value):
             raise mismatch(value, python_type)
-        return Literal(scalar=literals_pb2.Scalar(primitive=build(value)))
+        try:
+            primitive = build(value)
+        except ValueError as error:  # an int past 64 bits, a datetime past year 9999
+            raise TypeError(f"{value!r:.80} does not fit a Flyte {name}: {error}") from error
+        return Literal(scalar=literals_pb2.Scalar(primitive=primitive))
 
     def from_literal(literal: Literal, _: Any) -> object:
         return read(_primitive(literal, field, python_type))
