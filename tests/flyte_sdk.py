@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 from flyteidl2.core import literals_pb2, types_pb2
@@ -13,7 +14,10 @@ from taskcache.hashing import hash_literal_map
 
 def _type_engine() -> Any:
     try:
-        from flyte.types import TypeEngine
+        with warnings.catch_warnings():
+            # flyte's own pydantic models warn about their class-based config on import.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from flyte.types import TypeEngine
     except ImportError:
         skip_or_fail("the Flyte 2 SDK (flyte) is not installed")
     return TypeEngine
@@ -32,7 +36,10 @@ def sdk_literal(value: object, python_type: Any) -> literals_pb2.Literal:
     """
     engine = _type_engine()
     expected = engine.to_literal_type(python_type)
-    result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
+    with warnings.catch_warnings():
+        # The first conversion imports flyte.io, whose pydantic models warn as they load.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
     return result
 
 
