@@ -9,7 +9,6 @@ from typing import Any
 from flyteidl2.core import literals_pb2, types_pb2
 
 from ci_policy import skip_or_fail
-from taskcache.hashing import hash_literal_map
 
 
 def _type_engine() -> Any:
@@ -41,8 +40,3 @@ def sdk_literal(value: object, python_type: Any) -> literals_pb2.Literal:
         warnings.simplefilter("ignore", DeprecationWarning)
         result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
     return result
-
-
-def key_of(literal: literals_pb2.Literal) -> str:
-    """The Flyte 2 inputs hash of a one-input map holding ``literal``."""
-    return hash_literal_map(literals_pb2.LiteralMap(literals={"x": literal}))

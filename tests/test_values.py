@@ -16,12 +16,9 @@ from flyteidl2.core import literals_pb2, types_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from builders import input_key
 from taskcache import values
 from taskcache.hashing import hash_literal_map
-
-
-def key_of(literal: literals_pb2.Literal) -> str:
-    return hash_literal_map(literals_pb2.LiteralMap(literals={"x": literal}))
 
 
 class Opaque:
@@ -269,7 +266,7 @@ def test_a_set_literal_does_not_depend_on_insertion_order() -> None:
 def test_a_str_keyed_dict_key_does_not_depend_on_insertion_order() -> None:
     first = values.to_literal({"a": 1, "b": 2, "c": 3})
     second = values.to_literal({"c": 3, "a": 1, "b": 2})
-    assert key_of(first) == key_of(second)
+    assert input_key(first) == input_key(second)
 
 
 _SUBPROCESS = textwrap.dedent(
@@ -379,6 +376,6 @@ def test_set_literals_ignore_construction_order(elements: set[Any], random: Any)
 def test_map_keys_ignore_insertion_order(mapping: dict[str, int], random: Any) -> None:
     items = list(mapping.items())
     random.shuffle(items)
-    assert key_of(values.to_literal(dict(items), dict[str, int])) == key_of(
+    assert input_key(values.to_literal(dict(items), dict[str, int])) == input_key(
         values.to_literal(mapping, dict[str, int])
     )

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flyteidl2.core import literals_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from builders import input_key
 from ci_policy import skip_or_fail
 from taskcache import values
-from taskcache.hashing import hash_literal_map
 from taskcache.storage import BlobStore
 
 try:
@@ -20,10 +19,6 @@ try:
     import pandas as pd
 except ImportError:  # pragma: no cover -- the dev extra installs both
     skip_or_fail("numpy and pandas (the 'data' extra) are not installed")
-
-
-def key_of(literal: literals_pb2.Literal) -> str:
-    return hash_literal_map(literals_pb2.LiteralMap(literals={"x": literal}))
 
 
 @pytest.fixture
@@ -40,7 +35,7 @@ def test_equal_arrays_have_equal_keys_whatever_their_layout() -> None:
     assert not view.flags.c_contiguous
     np.testing.assert_array_equal(view, base)
     equal = (base, fortran, big_endian, view, base.copy())
-    assert len({key_of(values.to_literal(a)) for a in equal}) == 1
+    assert len({input_key(values.to_literal(a)) for a in equal}) == 1
     assert values.to_literal(base).hash.startswith("sha256:")
 
 
@@ -54,7 +49,7 @@ def test_equal_arrays_have_equal_keys_whatever_their_layout() -> None:
 )
 def test_arrays_differing_in_dtype_shape_or_bytes_have_other_keys(other: Any) -> None:
     base = np.arange(24, dtype=np.int32).reshape(4, 6)
-    assert key_of(values.to_literal(other)) != key_of(values.to_literal(base))
+    assert input_key(values.to_literal(other)) != input_key(values.to_literal(base))
 
 
 def test_an_array_is_written_to_the_store_and_read_back(store: BlobStore) -> None:
@@ -102,7 +97,7 @@ def _frame() -> Any:
 
 def test_equal_frames_have_equal_keys() -> None:
     first, second = _frame(), _frame().copy(deep=True)
-    assert key_of(values.to_literal(first)) == key_of(values.to_literal(second))
+    assert input_key(values.to_literal(first)) == input_key(values.to_literal(second))
 
 
 @pytest.mark.parametrize(
@@ -118,7 +113,7 @@ def test_equal_frames_have_equal_keys() -> None:
     ids=["column-name", "dtype", "value", "index", "column-order", "rows"],
 )
 def test_frames_differing_in_content_have_other_keys(change: Any) -> None:
-    assert key_of(values.to_literal(change(_frame()))) != key_of(values.to_literal(_frame()))
+    assert input_key(values.to_literal(change(_frame()))) != input_key(values.to_literal(_frame()))
 
 
 def test_a_frame_is_written_as_parquet_and_read_back(store: BlobStore) -> None:

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flyte_sdk import key_of, sdk_literal, sdk_literal_type
+from builders import input_key
+from flyte_sdk import sdk_literal, sdk_literal_type
 from taskcache import values
 
 
@@ -160,7 +161,7 @@ def test_literal_is_the_sdk_literal(value: object, python_type: Any) -> None:
     assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
         deterministic=True
     )
-    assert key_of(ours) == key_of(theirs)
+    assert input_key(ours) == input_key(theirs)
 
 
 @pytest.mark.parametrize("python_type", sorted({c[1] for c in SDK_NATIVE}, key=repr))

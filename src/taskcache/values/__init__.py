@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from flyteidl2.core import interface_pb2, literals_pb2, types_pb2
 
 from taskcache.values import _builtin, _data, _msgpack, _stable  # noqa: F401 -- add converters
+from taskcache.values._builtin import tagged_binary
 from taskcache.values._engine import (
     Converter,
     NoConverterError,
@@ -91,8 +92,7 @@ def to_literal(
     except NoConverterError:
         if not pickle_fallback:
             raise
-    binary = literals_pb2.Binary(value=pickle.dumps(value), tag=PICKLE_TAG)
-    return literals_pb2.Literal(scalar=literals_pb2.Scalar(binary=binary))
+    return tagged_binary(pickle.dumps(value), PICKLE_TAG)
 
 
 def from_literal(literal: literals_pb2.Literal, python_type: Any) -> object:

@@ -14,7 +14,15 @@ from typing import Any
 
 from flyteidl2.core import literals_pb2, types_pb2
 
-from taskcache.values._builtin import Literal, LiteralType, mismatch, type_argument, unexpected
+from taskcache.values._builtin import (
+    Literal,
+    LiteralType,
+    binary_value,
+    mismatch,
+    tagged_binary,
+    type_argument,
+    unexpected,
+)
 from taskcache.values._engine import (
     Converter,
     NoConverterError,
@@ -31,15 +39,7 @@ BYTES_TAG = "bytes"
 def _bytes_to_literal(value: object, python_type: Any, _: Options) -> Literal:
     if not isinstance(value, bytes):
         raise mismatch(value, python_type)
-    binary = literals_pb2.Binary(value=bytes(value), tag=BYTES_TAG)
-    return Literal(scalar=literals_pb2.Scalar(binary=binary))
-
-
-def _bytes_from_literal(literal: Literal, python_type: Any) -> bytes:
-    if literal.WhichOneof("value") != "scalar" or literal.scalar.binary.tag != BYTES_TAG:
-        raise unexpected(literal, python_type)
-    value: bytes = literal.scalar.binary.value
-    return value
+    return tagged_binary(value, BYTES_TAG)
 
 
 BYTES = Converter(
@@ -49,7 +49,7 @@ BYTES = Converter(
         simple=types_pb2.SimpleType.BINARY, structure=types_pb2.TypeStructure(tag=BYTES_TAG)
     ),
     to_literal=_bytes_to_literal,
-    from_literal=_bytes_from_literal,
+    from_literal=lambda literal, t: binary_value(literal, BYTES_TAG, t),
 )
 
 
