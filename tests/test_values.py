@@ -226,6 +226,13 @@ def test_infer_type(value: object, expected: Any) -> None:
     assert values.to_literal(value) == values.to_literal(value, expected)
 
 
+def test_inferred_unions_do_not_depend_on_element_order() -> None:
+    first = values.infer_type({"a": 1, "b": "x", "c": None})
+    second = values.infer_type({"c": None, "b": "x", "a": 1})
+    assert first == second
+    assert values.literal_type(first) == values.literal_type(second)
+
+
 def test_interface_variable_carries_the_literal_type_and_description() -> None:
     variable = values.interface_variable(list[int], "the numbers")
     assert variable.type == values.literal_type(list[int])
