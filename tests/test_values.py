@@ -65,6 +65,8 @@ def test_a_type_without_converter_is_a_type_error_naming_it_and_the_ways_out() -
     assert "Opaque" in message
     assert "register" in message
     assert "ignore=" in message
+    assert "pickle_fallback" in message
+    assert f"parameter 'x': {error}".startswith("parameter 'x': no converter for type Opaque")
 
 
 def test_a_nested_type_without_converter_names_the_nested_type() -> None:

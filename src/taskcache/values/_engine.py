@@ -36,7 +36,8 @@ class NoConverterError(TypeError):
         super().__init__(
             f"no converter for type {type_name(python_type)}{reason}: register one with "
             "taskcache.values.register(...), or leave the parameter out of the cache key "
-            "(ignore=...)"
+            "(ignore=...); an output may be pickled instead (pickle_fallback, trusted "
+            "catalogs only)"
         )
 
 
