@@ -6,7 +6,7 @@ import asyncio
 import warnings
 from typing import Any
 
-from flyteidl2.core import literals_pb2, types_pb2
+from flyteidl2.core import interface_pb2, literals_pb2, types_pb2
 
 from ci_policy import skip_or_fail
 
@@ -39,4 +39,13 @@ def sdk_literal(value: object, python_type: Any) -> literals_pb2.Literal:
         # The first conversion imports flyte.io, whose pydantic models warn as they load.
         warnings.simplefilter("ignore", DeprecationWarning)
         result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
+    return result
+
+
+def sdk_variable(python_type: Any) -> interface_pb2.Variable:
+    """The interface Variable the SDK gives a task parameter of ``python_type``."""
+    _type_engine()
+    from flyte._internal.runtime.types_serde import transform_type
+
+    result: interface_pb2.Variable = transform_type(python_type)
     return result

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builders import input_key
-from flyte_sdk import sdk_literal, sdk_literal_type
+from flyte_sdk import sdk_literal, sdk_literal_type, sdk_variable
 from taskcache import values
 
 
@@ -167,6 +167,11 @@ def test_literal_is_the_sdk_literal(value: object, python_type: Any) -> None:
 @pytest.mark.parametrize("python_type", sorted({c[1] for c in SDK_NATIVE}, key=repr))
 def test_literal_type_is_the_sdk_literal_type(python_type: Any) -> None:
     assert values.literal_type(python_type) == sdk_literal_type(python_type)
+
+
+@pytest.mark.parametrize("python_type", [int, list[str], Optional[Inner], Model, dict])  # noqa: UP045
+def test_interface_variable_is_the_sdk_variable(python_type: Any) -> None:
+    assert values.interface_variable(python_type) == sdk_variable(python_type)
 
 
 _scalars = (

@@ -129,7 +129,9 @@ def interface_variable(
 ) -> interface_pb2.Variable:
     """Return the interface Variable of a parameter or output of ``python_type``.
 
-    Its type is :func:`literal_type` (same flag, same errors).
+    Its type is :func:`literal_type` (same flag, same errors). The Flyte 2 SDK leaves the
+    description empty (and lists a task's variables sorted by name): with the default
+    description the Variable is the SDK's.
     """
     variable_type = literal_type(python_type, pickle_fallback=pickle_fallback)
     return interface_pb2.Variable(type=variable_type, description=description)
