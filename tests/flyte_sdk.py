@@ -14,8 +14,10 @@ from ci_policy import skip_or_fail
 def _type_engine() -> Any:
     try:
         with warnings.catch_warnings():
-            # flyte's own pydantic models warn about their class-based config on import.
+            # flyte's own pydantic models (flyte.io, which conversions import when first
+            # needed) warn about their class-based config as they load.
             warnings.simplefilter("ignore", DeprecationWarning)
+            import flyte.io  # noqa: F401
             from flyte.types import TypeEngine
     except ImportError:
         skip_or_fail("the Flyte 2 SDK (flyte) is not installed")
@@ -35,10 +37,7 @@ def sdk_literal(value: object, python_type: Any) -> literals_pb2.Literal:
     """
     engine = _type_engine()
     expected = engine.to_literal_type(python_type)
-    with warnings.catch_warnings():
-        # The first conversion imports flyte.io, whose pydantic models warn as they load.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
+    result: literals_pb2.Literal = asyncio.run(engine.to_literal(value, python_type, expected))
     return result
 
 
