@@ -6,8 +6,9 @@ describe a Python type in a task interface. For the types the Flyte 2 SDK conver
 (None, bool, int, float, str, datetime, date, timedelta, Enum, ``list[T]``, ``dict[str, T]``,
 unions, untyped ``dict``, dataclasses, pydantic models) the literal is the one
 ``flyte.types.TypeEngine.to_literal`` makes, so a value hashes as it would as a Flyte task
-input. Where the SDK pickles (bytes, tuples, sets), stable encodings of taskcache's own are
-used so that keys do not depend on the Python version or hash seed. Arrays and data frames
+input. Where the SDK pickles (bytes, sets) or builds a pydantic model (typed tuples), stable
+encodings of taskcache's own are used, so that keys do not depend on the Python version, the
+hash seed or pydantic. Arrays and data frames
 are keyed by a digest of their content and, given a :class:`taskcache.storage.BlobStore`,
 written to it.
 
