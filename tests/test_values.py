@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
+import pydantic
 import pytest
 from flyteidl2.core import literals_pb2, types_pb2
 from hypothesis import given, settings
@@ -50,6 +51,22 @@ class Plain(enum.Enum):
 class Point:
     x: int
     y: int
+
+
+@dataclasses.dataclass
+class Event:
+    when: datetime.datetime
+    color: Color
+    tags: list[str]
+    span: datetime.timedelta | None = None
+
+
+class Reading(pydantic.BaseModel):
+    color: Color
+    maybe: Optional[Color] = None  # noqa: UP045 -- the SDK writes these by name
+    other: Color | None = None  # and these by value
+    colors: list[Color] = []
+    values: dict[str, float] = {}
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -345,6 +362,27 @@ ROUND_TRIPS: list[tuple[Any, st.SearchStrategy[Any]]] = [
     (dict, st.dictionaries(_texts, _ints | _texts | st.none(), max_size=4)),
     (Point, st.builds(Point, x=_ints, y=_ints)),
     (list[Point] | None, st.none() | st.lists(st.builds(Point, x=_ints, y=_ints), max_size=3)),
+    (
+        Event,
+        st.builds(
+            Event,
+            when=_datetimes,
+            color=st.sampled_from(Color),
+            tags=st.lists(_texts, max_size=3),
+            span=st.none() | _timedeltas,
+        ),
+    ),
+    (
+        Reading,
+        st.builds(
+            Reading,
+            color=st.sampled_from(Color),
+            maybe=st.none() | st.sampled_from(Color),
+            other=st.none() | st.sampled_from(Color),
+            colors=st.lists(st.sampled_from(Color), max_size=3),
+            values=st.dictionaries(_texts, _floats, max_size=3),
+        ),
+    ),
 ]
 
 
