@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2, types_pb2
 
 from taskcache import InputReader, Key
+from taskcache.hashing import hash_literal_map
 
 START = datetime(2024, 5, 17, 12, 0, 0, 123457, tzinfo=UTC)
 
@@ -34,6 +35,11 @@ def string_literal(value: str) -> literals_pb2.Literal:
     return literals_pb2.Literal(
         scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(string_value=value))
     )
+
+
+def input_key(literal: literals_pb2.Literal) -> str:
+    """The Flyte 2 inputs hash of a one-input map holding ``literal``."""
+    return hash_literal_map(literals_pb2.LiteralMap(literals={"x": literal}))
 
 
 def int_map(**values: int) -> literals_pb2.LiteralMap:

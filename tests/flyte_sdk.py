@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
-from flyteidl2.core import literals_pb2, types_pb2
+from flyteidl2.core import interface_pb2, literals_pb2, types_pb2
 
 from ci_policy import skip_or_fail
-from taskcache.hashing import hash_literal_map
 
 
 def _type_engine() -> Any:
     try:
-        from flyte.types import TypeEngine
+        with warnings.catch_warnings():
+            # flyte's own pydantic models (flyte.io, which conversions import when first
+            # needed) warn about their class-based config as they load.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import flyte.io  # noqa: F401
+            from flyte.types import TypeEngine
     except ImportError:
         skip_or_fail("the Flyte 2 SDK (flyte) is not installed")
     return TypeEngine
@@ -36,6 +41,10 @@ def sdk_literal(value: object, python_type: Any) -> literals_pb2.Literal:
     return result
 
 
-def key_of(literal: literals_pb2.Literal) -> str:
-    """The Flyte 2 inputs hash of a one-input map holding ``literal``."""
-    return hash_literal_map(literals_pb2.LiteralMap(literals={"x": literal}))
+def sdk_variable(python_type: Any) -> interface_pb2.Variable:
+    """The interface Variable the SDK gives a task parameter of ``python_type``."""
+    _type_engine()
+    from flyte._internal.runtime.types_serde import transform_type
+
+    result: interface_pb2.Variable = transform_type(python_type)
+    return result

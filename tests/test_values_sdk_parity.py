@@ -9,8 +9,11 @@ from typing import Any, Optional
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flyte_sdk import key_of, sdk_literal, sdk_literal_type
+from builders import input_key
+from flyte_sdk import sdk_literal, sdk_literal_type, sdk_variable
 from taskcache import values
 
 
@@ -158,9 +161,52 @@ def test_literal_is_the_sdk_literal(value: object, python_type: Any) -> None:
     assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
         deterministic=True
     )
-    assert key_of(ours) == key_of(theirs)
+    assert input_key(ours) == input_key(theirs)
 
 
 @pytest.mark.parametrize("python_type", sorted({c[1] for c in SDK_NATIVE}, key=repr))
 def test_literal_type_is_the_sdk_literal_type(python_type: Any) -> None:
     assert values.literal_type(python_type) == sdk_literal_type(python_type)
+
+
+@pytest.mark.parametrize("python_type", [int, list[str], Optional[Inner], Model, dict])  # noqa: UP045
+def test_interface_variable_is_the_sdk_variable(python_type: Any) -> None:
+    assert values.interface_variable(python_type) == sdk_variable(python_type)
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.recursive(
+        _scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+        max_leaves=8,
+    )
+)
+def test_untyped_dicts_are_the_sdk_msgpack_bytes(data: Any) -> None:
+    value = {"data": data}
+    assert values.to_literal(value, dict) == sdk_literal(value, dict)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=4),
+        st.lists(st.datetimes(timezones=st.just(datetime.UTC)) | st.none(), max_size=3),
+        max_size=3,
+    )
+)
+def test_nested_maps_lists_and_optionals_are_the_sdk_literals(
+    value: dict[str, list[datetime.datetime | None]],
+) -> None:
+    python_type = dict[str, list[Optional[datetime.datetime]]]  # noqa: UP045 -- the SDK's spelling
+    ours = values.to_literal(value, python_type)
+    assert ours == sdk_literal(value, python_type)

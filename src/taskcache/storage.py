@@ -1,4 +1,4 @@
-"""Blob IO: ``outputs.pb`` LiteralMaps at storage URIs, through fsspec.
+"""Blob IO: ``outputs.pb`` LiteralMaps and other blobs at storage URIs, through fsspec.
 
 A :class:`BlobStore` owns one root URL (a local folder, ``memory://…``, ``s3://…``, …). It
 writes each blob once under a fresh name, atomically, and only ever deletes blobs under its
@@ -48,13 +48,22 @@ class BlobStore:
         The write is atomic: a reader sees the whole blob or none. Raises UnavailableError when
         the storage refuses the write.
         """
+        return self.write_file(key, OUTPUTS_FILE_NAME, data)
+
+    def write_file(self, key: str, file_name: str, data: bytes) -> str:
+        """Write ``data`` as a new file ``file_name`` for ``key`` and return its URI.
+
+        Each write gets a folder of its own under the key's digest, so writes never overwrite
+        each other. The write is atomic: a reader sees the whole blob or none. Raises
+        UnavailableError when the storage refuses the write.
+        """
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         folder = posixpath.join(self._root_path, digest[:2], digest, uuid.uuid4().hex)
-        final_path = posixpath.join(folder, OUTPUTS_FILE_NAME)
+        final_path = posixpath.join(folder, file_name)
         try:
             self._fs.makedirs(folder, exist_ok=True)
             if self._local:
-                temporary = posixpath.join(folder, f".{OUTPUTS_FILE_NAME}.{uuid.uuid4().hex}.tmp")
+                temporary = posixpath.join(folder, f".{file_name}.{uuid.uuid4().hex}.tmp")
                 with self._fs.open(temporary, "wb") as stream:
                     stream.write(data)
                 self._fs.mv(temporary, final_path)
@@ -62,7 +71,7 @@ class BlobStore:
                 # Object stores publish a put whole, so no temporary name is needed.
                 self._fs.pipe_file(final_path, data)
         except OSError as error:
-            raise UnavailableError(f"cannot write outputs to {self.root}: {error}") from error
+            raise UnavailableError(f"cannot write {file_name} to {self.root}: {error}") from error
         return self._uri(final_path)
 
     def owns(self, uri: str) -> bool:

@@ -6,8 +6,9 @@ describe a Python type in a task interface. For the types the Flyte 2 SDK conver
 (None, bool, int, float, str, datetime, date, timedelta, Enum, ``list[T]``, ``dict[str, T]``,
 unions, untyped ``dict``, dataclasses, pydantic models) the literal is the one
 ``flyte.types.TypeEngine.to_literal`` makes, so a value hashes as it would as a Flyte task
-input. Where the SDK pickles (bytes, tuples, sets), stable encodings of taskcache's own are
-used so that keys do not depend on the Python version or hash seed. Arrays and data frames
+input. Where the SDK pickles (bytes, sets) or builds a pydantic model (typed tuples), stable
+encodings of taskcache's own are used, so that keys do not depend on the Python version, the
+hash seed or pydantic. Arrays and data frames
 are keyed by a digest of their content and, given a :class:`taskcache.storage.BlobStore`,
 written to it.
 
@@ -24,7 +25,8 @@ from typing import Any, TypeVar
 
 from flyteidl2.core import interface_pb2, literals_pb2, types_pb2
 
-from taskcache.values import _builtin, _msgpack  # noqa: F401 -- add the SDK-identical converters
+from taskcache.values import _builtin, _data, _msgpack, _stable  # noqa: F401 -- add converters
+from taskcache.values._builtin import tagged_binary
 from taskcache.values._engine import (
     Converter,
     NoConverterError,
@@ -91,8 +93,7 @@ def to_literal(
     except NoConverterError:
         if not pickle_fallback:
             raise
-    binary = literals_pb2.Binary(value=pickle.dumps(value), tag=PICKLE_TAG)
-    return literals_pb2.Literal(scalar=literals_pb2.Scalar(binary=binary))
+    return tagged_binary(pickle.dumps(value), PICKLE_TAG)
 
 
 def from_literal(literal: literals_pb2.Literal, python_type: Any) -> object:
@@ -129,7 +130,9 @@ def interface_variable(
 ) -> interface_pb2.Variable:
     """Return the interface Variable of a parameter or output of ``python_type``.
 
-    Its type is :func:`literal_type` (same flag, same errors).
+    Its type is :func:`literal_type` (same flag, same errors). The Flyte 2 SDK leaves the
+    description empty (and lists a task's variables sorted by name): with the default
+    description the Variable is the SDK's.
     """
     variable_type = literal_type(python_type, pickle_fallback=pickle_fallback)
     return interface_pb2.Variable(type=variable_type, description=description)

@@ -51,6 +51,19 @@ def unexpected(literal: Literal, python_type: Any) -> TypeError:
     return TypeError(f"a {kind} literal does not hold a {type_name(python_type)}")
 
 
+def tagged_binary(data: bytes, tag: str) -> Literal:
+    """The literal of a Binary scalar holding ``data`` under ``tag``."""
+    return Literal(scalar=literals_pb2.Scalar(binary=literals_pb2.Binary(value=data, tag=tag)))
+
+
+def binary_value(literal: Literal, tag: str, python_type: Any) -> bytes:
+    """The data of a Binary literal tagged ``tag``; TypeError for any other literal."""
+    if literal.WhichOneof("value") != "scalar" or literal.scalar.binary.tag != tag:
+        raise unexpected(literal, python_type)
+    data: bytes = literal.scalar.binary.value
+    return data
+
+
 def _primitive(literal: Literal, field: str, python_type: Any) -> Any:
     if literal.WhichOneof("value") != "scalar" or not literal.scalar.primitive.HasField(field):
         raise unexpected(literal, python_type)
@@ -71,7 +84,11 @@ def _simple(
     def to_literal(value: object, _: Any, __: Options) -> Literal:
         if not accepts(value):
             raise mismatch(value, python_type)
-        return Literal(scalar=literals_pb2.Scalar(primitive=build(value)))
+        try:
+            primitive = build(value)
+        except ValueError as error:  # an int past 64 bits, a datetime past year 9999
+            raise TypeError(f"{value!r:.80} does not fit a Flyte {name}: {error}") from error
+        return Literal(scalar=literals_pb2.Scalar(primitive=primitive))
 
     def from_literal(literal: Literal, _: Any) -> object:
         return read(_primitive(literal, field, python_type))

@@ -9,7 +9,6 @@ wins over the built-ins for the registered type and its subclasses.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import types
 import typing
 from collections.abc import Callable
@@ -37,7 +36,8 @@ class NoConverterError(TypeError):
         super().__init__(
             f"no converter for type {type_name(python_type)}{reason}: register one with "
             "taskcache.values.register(...), or leave the parameter out of the cache key "
-            "(ignore=...)"
+            "(ignore=...); an output may be pickled instead (pickle_fallback, trusted "
+            "catalogs only)"
         )
 
 
@@ -140,11 +140,12 @@ def from_literal_of(literal: literals_pb2.Literal, python_type: Any) -> Any:
 
 
 def _common_type(types_seen: list[Any]) -> Any:
-    """One type for elements of these types: the type, a Union of them, or None if empty."""
-    unique: list[Any] = []
-    for seen in types_seen:
-        if seen not in unique:
-            unique.append(seen)
+    """One type for elements of these types: the type, a Union of them, or None if empty.
+
+    A Union lists its types sorted by name, so that it (and the LiteralType an interface
+    holds) does not depend on the order of the elements.
+    """
+    unique = sorted(set(types_seen), key=type_name)
     if not unique:
         # An empty container's literal is the same for every element type; None names one.
         return NONE_TYPE
@@ -157,13 +158,11 @@ def infer_type(value: object) -> Any:
     """Return the Python type that converts ``value`` when no type hint says one.
 
     Lists, dicts with ``str`` keys, sets and tuples get element types from their elements
-    (a ``Union`` of them when they differ; ``None`` for an empty container, whose literal is
-    the same for every element type); a dict with other keys is an untyped ``dict``; any other
-    value's type is ``type(value)``. It never raises: whether a converter exists is decided
-    when the type is converted.
+    (a ``Union`` of them, sorted by name, when they differ; ``None`` for an empty container,
+    whose literal is the same for every element type); a dict with other keys is an untyped
+    ``dict``; any other value's type is ``type(value)``. It never raises: whether a converter
+    exists is decided when the type is converted.
     """
-    if isinstance(value, enum.Enum) or dataclasses.is_dataclass(value):
-        return type(value)
     if type(value) is list:
         return list[_common_type([infer_type(item) for item in value])]  # type: ignore[misc]
     if type(value) is dict:
@@ -171,7 +170,7 @@ def infer_type(value: object) -> Any:
             return dict[str, _common_type([infer_type(item) for item in value.values()])]  # type: ignore[misc]
         return dict
     if type(value) in (set, frozenset):
-        element = _common_type(sorted({infer_type(item) for item in value}, key=type_name))  # type: ignore[attr-defined]
+        element = _common_type([infer_type(item) for item in value])  # type: ignore[attr-defined]
         return type(value)[element]  # type: ignore[index]
     if type(value) is tuple:
         return tuple[tuple(infer_type(item) for item in value)]  # type: ignore[misc]

@@ -18,16 +18,17 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-from flyteidl2.core import literals_pb2, types_pb2
+from flyteidl2.core import types_pb2
 from google.protobuf import struct_pb2
 from mashumaro.codecs.msgpack import MessagePackDecoder, MessagePackEncoder
 
 from taskcache.values._builtin import (
     Literal,
     LiteralType,
+    binary_value,
     is_string_keyed_dict,
     mismatch,
-    unexpected,
+    tagged_binary,
 )
 from taskcache.values._engine import (
     NONE_TYPE,
@@ -58,20 +59,6 @@ def struct_literal_type(tag: str = "", schema: dict[str, Any] | None = None) -> 
     return literal_type
 
 
-def binary_literal(packed: bytes) -> Literal:
-    """The Binary literal of msgpack bytes."""
-    binary = literals_pb2.Binary(value=packed, tag=MSGPACK_TAG)
-    return Literal(scalar=literals_pb2.Scalar(binary=binary))
-
-
-def binary_bytes(literal: Literal, python_type: Any) -> bytes:
-    """The msgpack bytes of a msgpack Binary literal; TypeError for any other literal."""
-    if literal.WhichOneof("value") != "scalar" or literal.scalar.binary.tag != MSGPACK_TAG:
-        raise unexpected(literal, python_type)
-    packed: bytes = literal.scalar.binary.value
-    return packed
-
-
 def _unpack(packed: bytes) -> Any:
     return msgpack.unpackb(packed, strict_map_key=False)
 
@@ -91,11 +78,11 @@ def _encode(value: object, python_type: Any) -> Literal:
         packed: bytes = _encoder(python_type).encode(value)
     except (TypeError, ValueError, AttributeError, OverflowError) as error:
         raise TypeError(f"{value!r:.80} cannot be encoded as msgpack: {error}") from error
-    return binary_literal(packed)
+    return tagged_binary(packed, MSGPACK_TAG)
 
 
 def _decode(literal: Literal, python_type: Any) -> Any:
-    packed = binary_bytes(literal, python_type)
+    packed = binary_value(literal, MSGPACK_TAG, python_type)
     try:
         return _decoder(python_type).decode(packed)
     except (TypeError, ValueError, KeyError) as error:
@@ -255,11 +242,13 @@ def _model_to_literal(value: Any, python_type: Any, _: Options) -> Literal:
     if not isinstance(value, python_type):
         raise mismatch(value, python_type)
     data = _walk_enums(json.loads(value.model_dump_json()), type(value), _to_name)
-    return binary_literal(msgpack.packb(data))
+    return tagged_binary(msgpack.packb(data), MSGPACK_TAG)
 
 
 def _model_from_literal(literal: Literal, python_type: Any) -> Any:
-    data = _walk_enums(_unpack(binary_bytes(literal, python_type)), python_type, _to_member)
+    data = _walk_enums(
+        _unpack(binary_value(literal, MSGPACK_TAG, python_type)), python_type, _to_member
+    )
     try:
         return python_type.model_validate(data)
     except ValueError as error:  # pydantic's ValidationError is a ValueError
