@@ -5,6 +5,7 @@ catalog it opens, methods, async functions, and compute-once across processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -15,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import taskcache
@@ -385,3 +387,31 @@ def test_heartbeat_and_wait_timeout_reach_get_or_compute(home: Path) -> None:
     key_holder.release_reservation(key, "someone-else")
     assert value(5) == 5
     key_holder.close()
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["embedded", "served"])
+def test_arrays_go_to_the_catalogs_blob_storage_by_content(
+    served: bool, tmp_path: Path, home: Path
+) -> None:
+    calls = Calls()
+
+    def scale(a: np.ndarray, k: float) -> np.ndarray:
+        calls.count += 1
+        return a * k
+
+    with contextlib.ExitStack() as stack:
+        if served:
+            server = stack.enter_context(
+                running_server(tmp_path / "server", database=f"sqlite:///{tmp_path}/s.db")
+            )
+            cached_scale = taskcache.cached(catalog=f"grpc://{server.grpc_target}")(scale)
+        else:
+            cached_scale = taskcache.cached(scale)
+        matrix = np.arange(12.0).reshape(3, 4)
+        first = cached_scale(matrix, 2.0)
+        # The same content in another memory layout is the same call.
+        again = cached_scale(np.asfortranarray(matrix), 2.0)
+        np.testing.assert_array_equal(first, matrix * 2)
+        np.testing.assert_array_equal(again, matrix * 2)
+        assert calls.count == 1
+    assert list((home / "blobs").rglob("*.npy"))  # the output went to the blob storage

@@ -269,6 +269,11 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
     def __init__(self, client: EmbeddedClient) -> None:
         self._client = client
 
+    @property
+    def blobs(self) -> BlobStore:
+        """See :attr:`EmbeddedClient.blobs` (the wrapped client's storage)."""
+        return self._client.blobs
+
     async def get(self, key: Key) -> Entry:
         """See :meth:`EmbeddedClient.get`."""
         return await asyncio.to_thread(self._client.get, key)

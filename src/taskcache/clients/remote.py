@@ -172,6 +172,11 @@ class RemoteClient(Writes, ComputesOnce, Closeable):
         self._transport = transport
         self._rules = rules
 
+    @property
+    def blobs(self) -> BlobStore:
+        """The storage this client writes large outputs to (and ``@cached`` its values)."""
+        return self._rules.blobs
+
     def get(self, key: Key) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
         ``max_cache_age`` and on one whose blob vanished (that entry is deleted).
@@ -247,6 +252,11 @@ class AsyncRemoteClient(AsyncComputesOnce, AsyncCloseable):
     def __init__(self, transport: AsyncTransport, rules: RemoteRules) -> None:
         self._transport = transport
         self._rules = rules
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The storage this client writes large outputs to (and ``@cached`` its values)."""
+        return self._rules.blobs
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
