@@ -415,3 +415,15 @@ def test_arrays_go_to_the_catalogs_blob_storage_by_content(
         np.testing.assert_array_equal(again, matrix * 2)
         assert calls.count == 1
     assert list((home / "blobs").rglob("*.npy"))  # the output went to the blob storage
+
+
+def test_an_unresolvable_annotation_only_affects_its_own_parameter(home: Path) -> None:
+    class Local:  # a string annotation naming it cannot be resolved from the module
+        pass
+
+    def mixed(n: int, handle: Local) -> int:
+        return n
+
+    decorated = taskcache.cached(ignore=["handle"])(mixed)
+    assert decorated(2, Local()) == 2
+    assert decorated._signature.hints == {"n": int, "return": int}

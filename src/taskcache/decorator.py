@@ -69,10 +69,7 @@ class _Signature:
     def __init__(self, function: Callable[..., Any], options: _Options) -> None:
         self.function = function
         self.signature = inspect.signature(function)
-        try:
-            self.hints = typing.get_type_hints(function)
-        except (NameError, TypeError):  # unresolvable forward references: type from values
-            self.hints = {}
+        self.hints = _type_hints(function)
         parameters = list(self.signature.parameters)
         self.receiver = parameters[0] if parameters and parameters[0] in _RECEIVERS else None
         unknown = options.ignore - set(parameters)
@@ -177,6 +174,31 @@ class _Signature:
         literal = entry.outputs.read().literals[OUTPUT_NAME]
         unhinted = self.return_type is inspect.Signature.empty
         return values.from_literal(literal, object if unhinted else self.return_type)
+
+
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """Return the resolvable type hints of ``function``.
+
+    ``typing.get_type_hints`` fails as a whole on one unresolvable name (a class local to a
+    function, say); then each annotation is resolved on its own and the unresolvable ones are
+    left out: those parameters are typed from their values, an unresolvable return is pickled.
+    """
+    try:
+        return typing.get_type_hints(function)
+    except (NameError, TypeError):
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(function, "__globals__", {})
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        try:
+            hints[name] = (
+                eval(annotation, namespace)  # the function's own annotation text
+                if isinstance(annotation, str)
+                else annotation
+            )
+        except Exception:  # unresolvable: typed from the value instead
+            continue
+    return hints
 
 
 def source_version(function: Callable[..., Any]) -> str:
