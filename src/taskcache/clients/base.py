@@ -15,6 +15,7 @@ from typing import Protocol, Self, TypedDict, Unpack
 
 from taskcache.clients.payload import Outputs
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
+from taskcache.wiretime import Interval
 
 
 class ComputeOptions(TypedDict, total=False):
@@ -56,7 +57,7 @@ class Client(Protocol):
         ...
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         ...
@@ -110,7 +111,7 @@ class AsyncClient(Protocol):
         ...
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         ...
