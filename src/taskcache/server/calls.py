@@ -47,7 +47,7 @@ class RejectionLog:
         self._logged = 0
         self._suppressed = 0
 
-    def warn(self, transport: str, service: str, method: str, code: str, message: str) -> None:
+    def record(self, transport: str, service: str, method: str, code: str, message: str) -> None:
         """Log the rejection of one ``service``/``method`` request, unless over the rate."""
         now = int(time.monotonic())
         with self._lock:
@@ -77,7 +77,7 @@ class CallObserver:
         counted under ``error.code`` and logged like any other rejection.
         """
         self._metrics.observe_request(transport, service, method, error.code, 0.0)
-        self._rejections.warn(transport, service, method, error.code, error.message)
+        self._rejections.record(transport, service, method, error.code, error.message)
 
     @contextlib.contextmanager
     def observe(self, transport: str, service: str, method: str) -> Iterator[None]:
@@ -100,7 +100,7 @@ class CallObserver:
             except CacheError as error:
                 code = error.code
                 if code in _REJECTED_CODES:
-                    self._rejections.warn(transport, service, method, code, error.message)
+                    self._rejections.record(transport, service, method, code, error.message)
                 if code in _HIDDEN_CODES:
                     logger.error("%s/%s failed: %s", service, method, error.message, exc_info=True)
                     raise InternalError(GENERIC_INTERNAL_MESSAGE) from error
