@@ -94,6 +94,10 @@ def test_decoding_errors_name_what_they_can() -> None:
     with pytest.raises(InvalidArgumentError, match=r"^baseRequest\.key: ") as typed:
         decode_json(b'{"baseRequest": {"key": 5}}', v2_pb2.GetCacheRequest())
     assert "Error" not in typed.value.message
+    with pytest.raises(InvalidArgumentError, match="duplicate key 'key'"):
+        decode_json(b'{"baseRequest": {"key": "a", "key": "b"}}', v2_pb2.GetCacheRequest())
+    with pytest.raises(InvalidArgumentError, match="must be a JSON object, not int"):
+        decode_json(b"5", v2_pb2.GetCacheRequest())
     deep = b'{"baseRequest":' * 200 + b"{}" + b"}" * 200
     with pytest.raises(InvalidArgumentError) as nested:
         decode_json(deep, v2_pb2.GetCacheRequest())

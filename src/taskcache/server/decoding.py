@@ -8,8 +8,9 @@ meaning.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -21,6 +22,8 @@ M = TypeVar("M", bound=Message)
 
 # Deeper than the protobuf decoder's own limit (100), so every string it reached is checked.
 _MAX_WALK_DEPTH: Final = 128
+_MAX_WALK_FIELDS: Final = 100_000
+_BAD_UTF8: Final = "UTF-8"  # in upb's reason for a string field that is not UTF-8
 _WIRE_VARINT: Final = 0
 _WIRE_FIXED64: Final = 1
 _WIRE_LENGTH: Final = 2
@@ -57,14 +60,31 @@ def decode_json(data: bytes | bytearray | memoryview, message: M) -> M:
     UTF-8 or nests too deep.
     """
     try:
-        text = bytes(data).decode("utf-8")
+        document = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise InvalidArgumentError("request body is not UTF-8 encoded JSON") from None
+    except (ValueError, RecursionError) as error:
+        reason = str(error)[:_MAX_REASON] if isinstance(error, ValueError) else "nested too deep"
+        raise InvalidArgumentError(f"request body is not JSON: {reason}") from None
+    if not isinstance(document, dict):
+        raise InvalidArgumentError(
+            f"request body must be a JSON object, not {type(document).__name__}"
+        )
     try:
-        json_format.Parse(text, message)
+        json_format.ParseDict(document, message)
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as error:
         raise _json_error(message.DESCRIPTOR.full_name, str(error)) from None
     return message
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # As json_format.Parse does: a field given twice is ambiguous, not "the last one wins".
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise ValueError(f"duplicate key {name!r}")
+        document[name] = value
+    return document
 
 
 def _json_error(type_name: str, text: str) -> InvalidArgumentError:
@@ -83,69 +103,85 @@ def _json_error(type_name: str, text: str) -> InvalidArgumentError:
 def _binary_error(descriptor: Descriptor, data: bytes, error: DecodeError) -> InvalidArgumentError:
     # upb's message is "Error parsing message with type '<name>': <reason>".
     reason = str(error).rpartition(": ")[2] or "wire format was corrupt"
-    field = bad_utf8_field(descriptor, data)
-    if field is not None:
-        return InvalidArgumentError("string field holds invalid UTF-8", field=field)
+    if _BAD_UTF8 in reason:
+        field = bad_utf8_field(descriptor, data)
+        if field is not None:
+            return InvalidArgumentError("string field holds invalid UTF-8", field=field)
     return InvalidArgumentError(
         f"request body is not a valid {descriptor.full_name} in protobuf binary: {reason}"
     )
 
 
-def bad_utf8_field(descriptor: Descriptor, data: bytes, depth: int = 0) -> str | None:
+def bad_utf8_field(descriptor: Descriptor, data: bytes) -> str | None:
     """Return the dotted path of the first string field of ``descriptor`` whose bytes in
-    ``data`` are not UTF-8, or None if there is none or ``data`` is not well-formed wire data.
+    ``data`` are not UTF-8; None if there is none, ``data`` is not well-formed wire data, or
+    finding it would take more than :data:`_MAX_WALK_FIELDS` fields (the search must not
+    cost more than the decoding it explains).
     """
-    position = 0
-    while position < len(data):
-        parsed = _read_varint(data, position)
-        if parsed is None:
+    return _Utf8Search().find(descriptor, memoryview(data), 0)
+
+
+class _Utf8Search:
+    """One search for an invalid string: a walk over the wire data, its work bounded."""
+
+    def __init__(self) -> None:
+        self._fields_left = _MAX_WALK_FIELDS
+
+    def find(self, descriptor: Descriptor, data: memoryview, depth: int) -> str | None:
+        """Return the path of the bad string field within ``data`` (a ``descriptor``)."""
+        position = 0
+        while position < len(data):
+            self._fields_left -= 1
+            parsed = _read_varint(data, position)
+            if parsed is None or self._fields_left < 0:
+                return None
+            tag, position = parsed
+            number, wire = tag >> 3, tag & 7
+            if wire == _WIRE_VARINT:
+                skipped = _read_varint(data, position)
+                if skipped is None:
+                    return None
+                position = skipped[1]
+            elif wire in (_WIRE_FIXED64, _WIRE_FIXED32):
+                position += 8 if wire == _WIRE_FIXED64 else 4
+            elif wire == _WIRE_LENGTH:
+                length = _read_varint(data, position)
+                if length is None:
+                    return None
+                start, position = length[1], length[1] + length[0]
+                if position > len(data):
+                    return None
+                found = self._check(descriptor, number, data[start:position], depth)
+                if found is not None:
+                    return found
+            else:
+                return None  # groups and invalid wire types: nothing more to say than "corrupt"
+        return None
+
+    def _check(
+        self, descriptor: Descriptor, number: int, payload: memoryview, depth: int
+    ) -> str | None:
+        field = descriptor.fields_by_number.get(number)
+        if field is None:
             return None
-        tag, position = parsed
-        number, wire = tag >> 3, tag & 7
-        if wire == _WIRE_VARINT:
-            skipped = _read_varint(data, position)
-            if skipped is None:
-                return None
-            position = skipped[1]
-        elif wire in (_WIRE_FIXED64, _WIRE_FIXED32):
-            position += 8 if wire == _WIRE_FIXED64 else 4
-        elif wire == _WIRE_LENGTH:
-            length = _read_varint(data, position)
-            if length is None:
-                return None
-            start, position = length[1], length[1] + length[0]
-            if position > len(data):
-                return None
-            found = _check_field(descriptor, number, data[start:position], depth)
-            if found is not None:
-                return found
-        else:
-            return None  # groups and invalid wire types: nothing more to say than "corrupt"
-    return None
-
-
-def _check_field(descriptor: Descriptor, number: int, payload: bytes, depth: int) -> str | None:
-    field = descriptor.fields_by_number.get(number)
-    if field is None:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            try:
+                bytes(payload).decode("utf-8")
+            except UnicodeDecodeError:
+                return field.name
+            return None
+        if (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and field.message_type is not None
+            and depth < _MAX_WALK_DEPTH
+        ):
+            inner = self.find(field.message_type, payload, depth + 1)
+            if inner is not None:
+                return f"{field.name}.{inner}"
         return None
-    if field.type == FieldDescriptor.TYPE_STRING:
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return field.name
-        return None
-    if (
-        field.type == FieldDescriptor.TYPE_MESSAGE
-        and field.message_type is not None
-        and depth < _MAX_WALK_DEPTH
-    ):
-        inner = bad_utf8_field(field.message_type, payload, depth + 1)
-        if inner is not None:
-            return f"{field.name}.{inner}"
-    return None
 
 
-def _read_varint(data: bytes, position: int) -> tuple[int, int] | None:
+def _read_varint(data: memoryview, position: int) -> tuple[int, int] | None:
     """Return the varint at ``position`` and the position after it; None if truncated."""
     value = shift = 0
     while position < len(data) and shift < 64:
