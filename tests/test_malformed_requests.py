@@ -531,6 +531,20 @@ def test_a_max_age_reaching_before_year_one_replaces_nothing(connect: Connect) -
     assert connect.post(SCOPED_PUT, body).code == "ALREADY_EXISTS"
 
 
+@pytest.mark.parametrize(
+    ("uri", "why"), [("", "must not be empty"), ("s3://" + "u" * 4092, "4097")]
+)
+def test_output_uris_are_non_empty_and_bounded(grpc_sender: Grpc, uri: str, why: str) -> None:
+    put: Any = base_request(PUT)
+    put.output.output_uri = uri
+    answer = grpc_sender.call(
+        SCOPED_PUT, valid_request(SCOPED_SERVICE, PUT, put).SerializeToString()
+    )
+    assert answer.code == "INVALID_ARGUMENT"
+    assert answer.message.startswith("output.output_uri: ")
+    assert why in answer.message
+
+
 @pytest.mark.parametrize("depth", [20, 150, 2000])
 def test_deep_nesting_is_refused_on_both_transports(
     connect: Connect, grpc_sender: Grpc, depth: int
