@@ -694,6 +694,47 @@ def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys, twin:
     assert unset.heartbeat_interval == MAX_HEARTBEAT  # zero asks for the maximum
 
 
+def test_heartbeat_may_be_seconds_but_nothing_else(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
+    assert client.get_or_extend_reservation(keys(1), "A", 10).heartbeat_interval == timedelta(
+        seconds=10
+    )
+    assert client.get_or_extend_reservation(keys(2), "A", 2.5).heartbeat_interval == timedelta(
+        seconds=2.5
+    )
+    for wrong in (True, "10", None, [10]):
+        with pytest.raises(TypeError, match=r"heartbeat_interval must be a datetime\.timedelta"):
+            client.get_or_extend_reservation(keys(3), "A", wrong)  # type: ignore[arg-type]
+    for unbounded in (float("nan"), float("inf"), 1e300, timedelta(days=999_999_999)):
+        with pytest.raises(InvalidArgumentError, match=r"^heartbeat_interval: "):
+            client.get_or_extend_reservation(keys(3), "A", unbounded)  # type: ignore[arg-type]
+    # Nothing above reserved keys(3).
+    assert client.get_or_extend_reservation(keys(3), "B", MAX_HEARTBEAT).owner_id == "B"
+
+
+def test_outputs_must_be_a_literal_map_or_a_reader(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
+    literal = int_map(o0=1).literals["o0"]  # a Literal, not a LiteralMap
+    for wrong in (literal, {"o0": 1}, b"\n\x00", None):
+        for write in (client.put, client.update):
+            with pytest.raises(TypeError, match="outputs must be a LiteralMap or an OutputReader"):
+                write(keys(), wrong)  # type: ignore[arg-type]
+
+    class WrongReader:
+        uri = None
+
+        def read(self) -> Any:
+            return literal
+
+        def exists(self) -> bool:
+            return True
+
+    with pytest.raises(TypeError, match=r"read\(\) must return a LiteralMap, not Literal"):
+        client.put(keys(), WrongReader())
+    with pytest.raises(NotFoundError):  # nothing was stored
+        client.get(keys())
+
+
 def test_expired_reservation_is_taken_over(catalog: Catalog, keys: Keys, twin: str) -> None:
     # A's reservation was taken an hour ago (on A's clock): long expired, no waiting needed.
     held = catalog.aged(timedelta(hours=1)).get_or_extend_reservation(keys(), "A", MAX_HEARTBEAT)

@@ -34,6 +34,7 @@ _Repository = TypeVar("_Repository", bound=Repository | AsyncRepository)
 _SyncRepository = TypeVar("_SyncRepository", bound=Repository)
 
 MAX_KEY_LENGTH = 1024
+MAX_OUTPUT_URI_LENGTH = 4096
 DEFAULT_MAX_RESERVATION_HEARTBEAT = timedelta(seconds=10)
 DEFAULT_HEARTBEAT_GRACE_MULTIPLIER = 3.0
 
@@ -154,6 +155,8 @@ class _CachePolicy(Generic[_Repository]):
             raise InvalidArgumentError(
                 "an output URI or output literals are required", field="output"
             )
+        if entry.output_uri is not None:
+            validate_output_uri(entry.output_uri, "output_uri")
         if entry.created_at is not None and entry.created_at.utcoffset() is None:
             raise InvalidArgumentError("must be timezone-aware", field="created_at")
         now = self.clock()
@@ -167,8 +170,7 @@ class _CachePolicy(Generic[_Repository]):
             created_at=entry.created_at if entry.created_at is not None else now,
             last_updated_at=now,
         )
-        cutoff = now - max_age if max_age is not None else None
-        return row, cutoff
+        return row, replacement_cutoff(now, max_age)
 
     @staticmethod
     def _keep_created_at(entry: NewEntry) -> bool:
@@ -342,6 +344,28 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
 def is_stale(last_updated_at: datetime, now: datetime, max_age: timedelta | None) -> bool:
     """Return whether an entry last updated at ``last_updated_at`` is too old to serve."""
     return max_age is not None and now - last_updated_at > max_age
+
+
+def replacement_cutoff(now: datetime, max_age: timedelta | None) -> datetime | None:
+    """Return the time before which an existing entry is old enough for a create to replace
+    it (``now - max_age``), or None if none can be: no ``max_age``, or one reaching back
+    before year 1 (where ``now - max_age`` would overflow; no entry is that old).
+    """
+    if max_age is None or max_age > now - datetime.min.replace(tzinfo=now.tzinfo):
+        return None
+    return now - max_age
+
+
+def validate_output_uri(uri: str, field: str) -> None:
+    """Raise InvalidArgumentError naming ``field`` unless ``uri`` is non-empty and at most
+    :data:`MAX_OUTPUT_URI_LENGTH` characters.
+    """
+    if not uri:
+        raise InvalidArgumentError("must not be empty", field=field)
+    if len(uri) > MAX_OUTPUT_URI_LENGTH:
+        raise InvalidArgumentError(
+            f"is {len(uri)} characters long; the limit is {MAX_OUTPUT_URI_LENGTH}", field=field
+        )
 
 
 def validate_key(key: str) -> None:

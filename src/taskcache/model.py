@@ -8,9 +8,10 @@ The status types (:class:`CacheStatus`, :class:`ReservationStatus`, :class:`Stat
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, runtime_checkable
 
 from flyteidl.core import identifier_pb2 as identifier_pb2_v1
 from flyteidl.core import interface_pb2 as interface_pb2_v1
@@ -41,6 +42,16 @@ __all__ = [
 TaskIdentifier: TypeAlias = identifier_pb2.Identifier | identifier_pb2_v1.Identifier
 TypedInterface: TypeAlias = interface_pb2.TypedInterface | interface_pb2_v1.TypedInterface
 LiteralMap: TypeAlias = literals_pb2.LiteralMap | literals_pb2_v1.LiteralMap
+LITERAL_MAP_TYPES: Final = (literals_pb2.LiteralMap, literals_pb2_v1.LiteralMap)
+
+
+def as_literal_map(value: object, source: str) -> LiteralMap:
+    """Return ``value`` if it is a LiteralMap of either generation; TypeError naming
+    ``source`` otherwise.
+    """
+    if not isinstance(value, LITERAL_MAP_TYPES):
+        raise TypeError(f"{source} must return a LiteralMap, not {type(value).__name__}")
+    return value
 
 
 @runtime_checkable
@@ -56,8 +67,10 @@ class InputReader(Protocol):
 class Key:
     """Identity of one cache entry: task, interface, cache version and inputs.
 
-    ``inputs`` is a LiteralMap or an :class:`InputReader`; a reader is called lazily and at
-    most once, and only when the interface declares inputs (Flyte reads nothing otherwise).
+    ``inputs`` is a LiteralMap (flyteidl2 or flyteidl), an :class:`InputReader` or None; a
+    reader is called lazily and at most once, and only when the interface declares inputs
+    (Flyte reads nothing otherwise). Anything else (a dict of values, say) is a TypeError
+    naming ``inputs``, here and for what a reader returns.
     """
 
     identifier: TaskIdentifier
@@ -69,6 +82,16 @@ class Key:
     _read_inputs: LiteralMap | None = field(default=None, init=False, repr=False)
     _inputs_read: bool = field(default=False, init=False, repr=False)
     _computed: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        source = self.inputs
+        if source is None or isinstance(source, LITERAL_MAP_TYPES):
+            return
+        # A Mapping has a ``get`` too, so the InputReader protocol alone would accept a dict.
+        if isinstance(source, Message | Mapping) or not isinstance(source, InputReader):
+            raise TypeError(
+                f"Key inputs must be a LiteralMap or an InputReader, not {type(source).__name__}"
+            )
 
     def read_inputs(self) -> LiteralMap | None:
         """Return the inputs, calling the reader at most once over the key's lifetime."""
@@ -82,7 +105,7 @@ class Key:
                 if source is None or isinstance(source, Message):
                     self._read_inputs = source
                 else:
-                    self._read_inputs = source.get()
+                    self._read_inputs = as_literal_map(source.get(), "the InputReader's get()")
                 self._inputs_read = True
         return self._read_inputs
 

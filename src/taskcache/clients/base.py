@@ -26,6 +26,7 @@ from taskcache.model import (
     Status,
 )
 from taskcache.repositories.base import CatalogStats
+from taskcache.wiretime import Interval
 
 # Rows fetched (or deleted) per repository call by the operator methods.
 OPERATOR_BATCH_SIZE: Final = 500
@@ -70,7 +71,7 @@ class Client(Protocol):
         ...
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         ...
@@ -124,7 +125,7 @@ class AsyncClient(Protocol):
         ...
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         ...

@@ -40,6 +40,7 @@ from taskcache.provenance import (
 )
 from taskcache.repositories.base import CatalogStats, EntryFilter, OperatorRepository, Scope
 from taskcache.storage import BlobStore
+from taskcache.wiretime import Interval, as_interval
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 
@@ -143,12 +144,17 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         self._discard_blob(row.output_uri)
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
-        """Acquire or extend ``owner_id``'s reservation on ``key``, or return the holder's."""
+        """Acquire or extend ``owner_id``'s reservation on ``key``, or return the holder's.
+
+        ``heartbeat_interval`` is a timedelta or seconds (TypeError otherwise, see
+        :func:`~taskcache.wiretime.as_interval`).
+        """
+        heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
         cache_key = hashing.cache_key(key)
         row = self.manager.get_or_extend_reservation(
-            self._scope(key), cache_key, owner_id, heartbeat_interval
+            self._scope(key), cache_key, owner_id, heartbeat
         )
         return Reservation(
             key=row.key,
@@ -291,7 +297,7 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         await asyncio.to_thread(self._client.delete, key)
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """See :meth:`EmbeddedClient.get_or_extend_reservation`."""
         return await asyncio.to_thread(

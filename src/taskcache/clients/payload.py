@@ -13,15 +13,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flyteidl2.core import literals_pb2
+from google.protobuf.message import Message
 
 from taskcache import hashing
 from taskcache.errors import CacheError, InternalError, NotFoundError
-from taskcache.model import Key, LiteralMap
+from taskcache.model import LITERAL_MAP_TYPES, Key, LiteralMap, as_literal_map
 from taskcache.outputs import OutputReader, decode_literal_map
 from taskcache.provenance import put_failure_status
 from taskcache.storage import BlobStore, read_blob
 
 Outputs = LiteralMap | OutputReader
+
+
+def check_outputs(outputs: object) -> None:
+    """Raise TypeError naming ``outputs`` unless it is a LiteralMap (flyteidl2 or flyteidl)
+    or an :class:`~taskcache.outputs.OutputReader`.
+
+    (Any other message, a single Literal say, would serialize to bytes that read back as a
+    garbage LiteralMap.)
+    """
+    if isinstance(outputs, LITERAL_MAP_TYPES):
+        return
+    if isinstance(outputs, Message) or not isinstance(outputs, OutputReader):
+        raise TypeError(
+            f"outputs must be a LiteralMap or an OutputReader, not {type(outputs).__name__}"
+        )
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,7 @@ def prepare_payload(
             raise NotFoundError(f"outputs do not exist for {cache_key!r}")
         if outputs.uri is not None:
             return Payload(output_uri=outputs.uri, output_literals=None)
-        literal_map: LiteralMap = outputs.read()
+        literal_map = as_literal_map(outputs.read(), "the OutputReader's read()")
     else:
         literal_map = outputs
     data = literal_map.SerializeToString()
@@ -82,10 +98,13 @@ def staged_put(
     """Yield ``key``'s cache key and the :class:`Payload` of ``outputs`` (see
     :func:`prepare_payload`) for the ``with`` block to store.
 
-    If hashing, staging or the block fails, the blob written for the payload (if any) is
+    Raises TypeError (see :func:`check_outputs`) before anything is done for outputs of
+    another type, and for a reader whose ``read()`` returns something else. If hashing,
+    staging or the block fails otherwise, the blob written for the payload (if any) is
     deleted and the error is raised with the CACHE_PUT_FAILURE status: a CacheError as it is,
     any other exception as an InternalError caused by it.
     """
+    check_outputs(outputs)
     payload: Payload | None = None
     try:
         cache_key = hashing.cache_key(key)
@@ -98,4 +117,6 @@ def staged_put(
         if isinstance(error, CacheError):
             error.status = status
             raise
+        if isinstance(error, TypeError) and payload is None:
+            raise  # the caller passed the wrong thing; not the catalog's failure
         raise InternalError(f"put failed: {error}", status=status) from error

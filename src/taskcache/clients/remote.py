@@ -38,6 +38,7 @@ from taskcache.provenance import (
 )
 from taskcache.rpcs import IF_UNCHANGED_HEADER, EntryVersion
 from taskcache.storage import BlobStore
+from taskcache.wiretime import Interval, as_interval
 
 Scope = tuple[str, str, str]
 
@@ -141,9 +142,13 @@ class RemoteRules:
         )
 
     def reservation_request(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> v2.GetOrExtendReservationRequest:
-        """Return the GetOrExtendReservation request; InvalidArgumentError for an empty owner."""
+        """Return the GetOrExtendReservation request; InvalidArgumentError for an empty owner,
+        TypeError for a heartbeat that is neither a timedelta nor seconds (see
+        :func:`~taskcache.wiretime.as_interval`).
+        """
+        heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
         validate_owner(owner_id)
         request = v2.GetOrExtendReservationRequest(
             base_request=base.GetOrExtendReservationRequest(
@@ -151,7 +156,7 @@ class RemoteRules:
             ),
             identifier=self.identifier(key),
         )
-        request.base_request.heartbeat_interval.FromTimedelta(heartbeat_interval)
+        request.base_request.heartbeat_interval.FromTimedelta(heartbeat)
         return request
 
     def release_request(self, key: Key, owner_id: str) -> v2.ReleaseReservationRequest:
@@ -212,7 +217,7 @@ class RemoteClient(Writes, ComputesOnce, Closeable):
         self._send(rpcs.DELETE, self._rules.delete_request(key))
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
@@ -299,7 +304,7 @@ class AsyncRemoteClient(AsyncComputesOnce, AsyncCloseable):
         await self._send(rpcs.DELETE, self._rules.delete_request(key))
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: timedelta
+        self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """See :meth:`RemoteClient.get_or_extend_reservation`."""
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import SimpleNamespace
@@ -29,6 +30,38 @@ GENERIC_INTERNAL_MESSAGE: Final = "internal server error"
 _HIDDEN_CODES: Final = frozenset({"INTERNAL", "UNKNOWN"})
 # Outcomes an operator should see without debug logging (the database is in trouble).
 _TROUBLE_CODES: Final = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+# Requests refused as malformed: worth a warning, but a flood of them must not flood the log.
+_REJECTED_CODES: Final = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"})
+REJECTION_WARNINGS_PER_SECOND: Final = 10
+
+
+class RejectionLog:
+    """Logs one warning line per rejected request, at most ``per_second`` lines a second;
+    the first line after a quiet spell says how many were suppressed.
+    """
+
+    def __init__(self, per_second: int = REJECTION_WARNINGS_PER_SECOND) -> None:
+        self._per_second = per_second
+        self._lock = threading.Lock()
+        self._window = 0
+        self._logged = 0
+        self._suppressed = 0
+
+    def record(self, transport: str, service: str, method: str, code: str, message: str) -> None:
+        """Log the rejection of one ``service``/``method`` request, unless over the rate."""
+        now = int(time.monotonic())
+        with self._lock:
+            if now != self._window:
+                self._window, self._logged = now, 0
+            if self._logged >= self._per_second:
+                self._suppressed += 1
+                return
+            self._logged += 1
+            suppressed, self._suppressed = self._suppressed, 0
+        note = f" ({suppressed} more rejections not logged)" if suppressed else ""
+        logger.warning(
+            "%s %s/%s rejected -> %s: %s%s", transport, service, method, code, message, note
+        )
 
 
 class CallObserver:
@@ -37,6 +70,14 @@ class CallObserver:
     def __init__(self, metrics: ServerMetrics, tracer: RequestTracer | None = None) -> None:
         self._metrics = metrics
         self._tracer = tracer
+        self._rejections = RejectionLog()
+
+    def reject(self, transport: str, service: str, method: str, error: CacheError) -> None:
+        """Record a request refused before it reached the service core (it did not decode):
+        counted under ``error.code`` and logged like any other rejection.
+        """
+        self._metrics.observe_request(transport, service, method, error.code, 0.0)
+        self._rejections.record(transport, service, method, error.code, error.message)
 
     @contextlib.contextmanager
     def observe(self, transport: str, service: str, method: str) -> Iterator[None]:
@@ -58,6 +99,8 @@ class CallObserver:
                 yield
             except CacheError as error:
                 code = error.code
+                if code in _REJECTED_CODES:
+                    self._rejections.record(transport, service, method, code, error.message)
                 if code in _HIDDEN_CODES:
                     logger.error("%s/%s failed: %s", service, method, error.message, exc_info=True)
                     raise InternalError(GENERIC_INTERNAL_MESSAGE) from error

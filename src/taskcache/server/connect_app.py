@@ -1,8 +1,10 @@
 """The Connect transport: one ASGI app routing to the generated Connect apps, plus
 ``GET /healthz`` and ``GET /metrics``.
 
-It adapts Connect calls to the service core (request headers in, Connect codes out) and
-bounds request bodies; it owns no validation and no cache rules.
+It adapts Connect calls to the service core (request headers in, Connect codes out), bounds
+request bodies and refuses bodies that do not decode (INVALID_ARGUMENT) and gRPC requests,
+which need HTTP trailers this server cannot send (HTTP 415); it owns no validation of
+decoded requests and no cache rules.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import json
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 from connectrpc.code import Code
+from connectrpc.codec import proto_binary_codec, proto_json_codec
 from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo
 from connectrpc.request import RequestContext
-from flyteidl2.cacheservice import cacheservice_connect as unscoped_connect
-from flyteidl2.cacheservice.v2 import cacheservice_connect as scoped_connect
+from connectrpc.server import ConnectASGIApplication, Endpoint
 from google.protobuf.message import Message
 
-from taskcache.errors import CacheError
-from taskcache.rpcs import SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
+from taskcache.errors import CacheError, InvalidArgumentError
+from taskcache.rpcs import RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
 from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
+from taskcache.server.decoding import decode_binary, decode_json
 from taskcache.server.health import HealthMonitor
 from taskcache.server.metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from taskcache.server.service import CacheService
@@ -36,15 +41,143 @@ _TRANSPORT: Final = "connect"
 _COMPRESSION_SLACK: Final = 64 * 1024
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 
-# Generated ASGI application classes, by service name (Flyte 1 has no Connect API).
-_GENERATED: Final[Mapping[str, Any]] = {
-    SCOPED_SERVICE.name: scoped_connect.CacheServiceASGIApplication,
-    UNSCOPED_SERVICE.name: unscoped_connect.CacheServiceASGIApplication,
-}
+# gRPC over HTTP/2 needs response trailers (connectrpc's test for it: exactly this type or
+# this prefix); gRPC-Web does not and is served.
+_GRPC_CONTENT_TYPE: Final = "application/grpc"
+_GRPC_CONTENT_TYPE_PREFIX: Final = "application/grpc+"
+_ACCEPT_POST: Final = b"application/json, application/proto"
+_IDENTITY: Final = "identity"
+_COMPRESSIONS: Final = frozenset({_IDENTITY, "gzip"})  # identity and BoundedGzip
 
 ConnectHandler = Callable[[Message, RequestContext[Any, Any]], Awaitable[Message]]
 
+# Flyte 1 has no Connect API.
 CONNECT_SERVICES: Final = (SCOPED_SERVICE, UNSCOPED_SERVICE)
+
+Decoder = Callable[[bytes | bytearray, Message], Message]
+Encoder = Callable[[Message], bytes]
+Rejected = Callable[[Message, InvalidArgumentError], None]
+
+
+class RequestCodec:
+    """A Connect codec (``name`` "proto" or "json") whose ``decode`` refuses a body that is
+    not the request message with ConnectError INVALID_ARGUMENT, after telling ``rejected``.
+
+    (connectrpc's own codecs let the decoder's exception escape: the caller got HTTP 500
+    naming it and the log a traceback.)
+    """
+
+    def __init__(self, name: str, decoder: Decoder, encoder: Encoder, rejected: Rejected) -> None:
+        self._name = name
+        self._decoder = decoder
+        self._encoder = encoder
+        self._rejected = rejected
+
+    def name(self) -> str:
+        """Return the codec name (the content type's suffix)."""
+        return self._name
+
+    def encode(self, message: Message) -> bytes:
+        """Return ``message`` encoded."""
+        return self._encoder(message)
+
+    def decode(self, data: bytes | bytearray, message: Message) -> Message:
+        """Return ``message`` filled from ``data``; ConnectError INVALID_ARGUMENT if it does
+        not decode.
+        """
+        try:
+            return self._decoder(data, message)
+        except InvalidArgumentError as error:
+            self._rejected(message, error)
+            raise connect_error(error) from None
+
+
+def _codecs(service: Service, observer: CallObserver) -> list[RequestCodec]:
+    """Return the proto and JSON codecs of ``service``'s app, reporting rejected bodies to
+    ``observer`` under the RPC whose request they were meant to be.
+    """
+    rpc_by_request = {service.request_type(rpc).DESCRIPTOR.full_name: rpc for rpc in RPCS}
+
+    def rejected(message: Message, error: InvalidArgumentError) -> None:
+        rpc = rpc_by_request[message.DESCRIPTOR.full_name]
+        observer.reject(_TRANSPORT, service.name, rpc.name, error)
+
+    return [
+        RequestCodec("proto", decode_binary, proto_binary_codec().encode, rejected),
+        RequestCodec("json", decode_json, proto_json_codec().encode, rejected),
+    ]
+
+
+class ServiceApp(ConnectASGIApplication[Any]):
+    """The Connect routes of one service, ``/<service>/<method>`` for every RPC of the table,
+    served by ``implementation`` (a servicer) — what the generated application would build,
+    but with :class:`RequestCodec` codecs (the generated one cannot take codecs).
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        implementation: Any,
+        observer: CallObserver,
+        *,
+        max_message_bytes: int,
+    ) -> None:
+        self._api = service
+        super().__init__(
+            service=implementation,
+            endpoints=self._endpoints,
+            read_max_bytes=max_message_bytes,
+            compressions=[BoundedGzip(max_message_bytes)],
+            codecs=_codecs(service, observer),
+        )
+
+    @property
+    def path(self) -> str:
+        """The URL path prefix of the service's routes."""
+        return f"/{self._api.name}"
+
+    def _endpoints(self, implementation: Any) -> Mapping[str, Any]:
+        service = self._api
+        return {
+            f"/{service.name}/{rpc.name}": Endpoint.unary(
+                method=MethodInfo(
+                    name=rpc.name,
+                    service_name=service.name,
+                    input=service.request_type(rpc),
+                    output=service.response_type(rpc),
+                    idempotency_level=IdempotencyLevel.UNKNOWN,
+                ),
+                function=getattr(implementation, _connect_name(rpc)),
+            )
+            for rpc in RPCS
+        }
+
+
+def _header(scope: ASGIScope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == wanted:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+def _is_grpc(scope: ASGIScope) -> bool:
+    content_type = _header(scope, b"content-type") or ""
+    return content_type == _GRPC_CONTENT_TYPE or content_type.startswith(_GRPC_CONTENT_TYPE_PREFIX)
+
+
+def _unknown_compression(scope: ASGIScope) -> str | None:
+    """Return the request's compression if it is one this server cannot inflate, else None.
+
+    (connectrpc answers those UNIMPLEMENTED, HTTP 501: a server error for the caller's
+    mistake.)
+    """
+    if scope.get("method") == "GET":
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        name = query.get("compression", [_IDENTITY])[0]
+    else:
+        name = _header(scope, b"content-encoding") or _IDENTITY
+    return None if name.lower() in _COMPRESSIONS else name
 
 
 def connect_error(error: CacheError) -> ConnectError:
@@ -159,6 +292,17 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+async def _unsupported_media_type(send: ASGISend) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 415,
+            "headers": [(b"accept-post", _ACCEPT_POST), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _json(send: ASGISend, status: int, payload: object, *, head: bool = False) -> None:
     await _respond(send, status, json.dumps(payload).encode(), "application/json", head=head)
 
@@ -181,16 +325,17 @@ class ConnectApp:
         self._max_body = max_message_bytes + _COMPRESSION_SLACK
         self._routes: list[tuple[str, ASGIApp]] = []
         for service, core in cores.items():
-            app = _GENERATED[service.name](
+            app = ServiceApp(
+                service,
                 servicer(
                     observed_calls(_TRANSPORT, service, core, observer),
                     _connect_name,
                     _connect_handler,
                 ),
-                read_max_bytes=max_message_bytes,
-                compressions=[BoundedGzip(max_message_bytes)],
+                observer,
+                max_message_bytes=max_message_bytes,
             )
-            self._routes.append((f"/{service.name}/", app))
+            self._routes.append((f"{app.path}/", app))
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         """Handle one ASGI connection scope."""
@@ -202,6 +347,15 @@ class ConnectApp:
         path: str = scope["path"]
         for prefix, app in self._routes:
             if path.startswith(prefix):
+                if _is_grpc(scope):
+                    # Connect's answer to a content type it does not serve.
+                    await _unsupported_media_type(send)
+                    return
+                compression = _unknown_compression(scope)
+                if compression is not None:
+                    message = f"unsupported compression {compression!r}: use gzip or identity"
+                    await _json(send, 400, {"code": "invalid_argument", "message": message})
+                    return
                 await app(
                     scope, _limited(receive, scope, self._max_body, self._max_message_bytes), send
                 )

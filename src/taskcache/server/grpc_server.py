@@ -1,39 +1,30 @@
 """The gRPC transport: a ``grpc.aio`` server with the cache services, health and reflection.
 
-It adapts gRPC calls to the service core (request headers in, status codes out) and owns
-nothing else: no validation, no cache rules.
+It adapts gRPC calls to the service core (request headers in, status codes out) and decodes
+request bodies itself, so one that does not decode is INVALID_ARGUMENT (grpc's own
+deserializer answers INTERNAL); it owns no validation of decoded requests and no cache rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import ModuleType
 from typing import Final
 
 import grpc
-from flyteidl.cacheservice import cacheservice_pb2_grpc as flyte1_pb2_grpc
-from flyteidl2.cacheservice import cacheservice_pb2_grpc as unscoped_pb2_grpc
-from flyteidl2.cacheservice.v2 import cacheservice_pb2_grpc as scoped_pb2_grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from taskcache.errors import CacheError
-from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
+from taskcache.errors import CacheError, InvalidArgumentError
+from taskcache.rpcs import Rpc, Service
+from taskcache.server.calls import CallObserver, RpcCall, observed_calls
+from taskcache.server.decoding import decode_binary
 from taskcache.server.health import HealthMonitor
 from taskcache.server.service import CacheService
 
 _TRANSPORT: Final = "grpc"
 
-# The generated registration modules, by service name.
-_GENERATED: Final[Mapping[str, ModuleType]] = {
-    SCOPED_SERVICE.name: scoped_pb2_grpc,
-    UNSCOPED_SERVICE.name: unscoped_pb2_grpc,
-    FLYTE1_SERVICE.name: flyte1_pb2_grpc,
-}
-
-GrpcHandler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+GrpcHandler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
 def grpc_status(error: CacheError) -> grpc.StatusCode:
@@ -42,23 +33,52 @@ def grpc_status(error: CacheError) -> grpc.StatusCode:
     return status
 
 
-def _grpc_name(rpc: Rpc) -> str:
-    return rpc.name
+def _grpc_handler(service: Service, rpc: Rpc, call: RpcCall, observer: CallObserver) -> GrpcHandler:
+    """Adapt ``call`` to a gRPC method handler: the raw request body decoded here (a body
+    that does not decode is reported to ``observer`` and answered INVALID_ARGUMENT), metadata
+    in, status codes out.
+    """
+    request_type = service.request_type(rpc)
 
-
-def _grpc_handler(call: RpcCall) -> GrpcHandler:
-    """Adapt ``call`` to a generated servicer method: metadata in, status codes out."""
-
-    async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
+    async def handle(body: bytes, context: grpc.aio.ServicerContext) -> Message:
+        try:
+            request = decode_binary(body, request_type())
+        except InvalidArgumentError as error:
+            observer.reject(_TRANSPORT, service.name, rpc.name, error)
+            await context.abort(grpc_status(error), error.message)
+            raise  # abort() always raises; this only keeps the control flow explicit
         metadata = context.invocation_metadata() or ()
         headers = {name: value for name, value in metadata if isinstance(value, str)}
         try:
             return await call(request, headers)
         except CacheError as error:
             await context.abort(grpc_status(error), error.message)
-            raise  # abort() always raises; this only keeps the control flow explicit
+            raise
 
     return handle
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _service_handler(
+    service: Service, calls: Mapping[Rpc, RpcCall], observer: CallObserver
+) -> grpc.GenericRpcHandler:
+    """Return the handler of ``service``'s methods (what its generated ``add_*_to_server``
+    would register, with the request left undecoded for :func:`_grpc_handler`).
+    """
+    return grpc.method_handlers_generic_handler(
+        service.name,
+        {
+            rpc.name: grpc.unary_unary_rpc_method_handler(
+                _grpc_handler(service, rpc, call, observer),
+                request_deserializer=None,  # the handler decodes: see _grpc_handler
+                response_serializer=_serialize,
+            )
+            for rpc, call in calls.items()
+        },
+    )
 
 
 def build_grpc_server(
@@ -80,10 +100,12 @@ def build_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    for service, core in cores.items():
-        calls = observed_calls(_TRANSPORT, service, core, observer)
-        servicer_object = servicer(calls, _grpc_name, _grpc_handler)
-        _GENERATED[service.name].add_CacheServiceServicer_to_server(servicer_object, server)
+    server.add_generic_rpc_handlers(
+        [
+            _service_handler(service, observed_calls(_TRANSPORT, service, core, observer), observer)
+            for service, core in cores.items()
+        ]
+    )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

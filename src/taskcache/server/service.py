@@ -17,7 +17,6 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Protocol
 
 from flyteidl.cacheservice import cacheservice_pb2 as flyte1_pb2
@@ -29,10 +28,9 @@ from taskcache.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InternalError,
-    InvalidArgumentError,
     NotFoundError,
 )
-from taskcache.manager import AsyncCacheManager, NewEntry
+from taskcache.manager import AsyncCacheManager, NewEntry, validate_output_uri
 from taskcache.repositories.base import EntryRow, Scope
 from taskcache.rpcs import (
     DELETE,
@@ -49,6 +47,7 @@ from taskcache.rpcs import (
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED, request_scope
 from taskcache.storage import BlobStore
+from taskcache.wiretime import duration_to_timedelta, timestamp_to_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +173,11 @@ class CacheService:
         put: cacheservice_pb2.PutCacheRequest = base
         entry = _new_entry(put.output)
         options = put.overwrite
-        max_age = options.max_age.ToTimedelta() if options.HasField("max_age") else None
+        max_age = (
+            duration_to_timedelta(options.max_age, "overwrite.max_age")
+            if options.HasField("max_age")
+            else None
+        )
         try:
             result = await self._manager.put(
                 scope, put.key, entry, overwrite=options.overwrite, max_age=max_age
@@ -245,7 +248,10 @@ class CacheService:
         scope, base = self._dialect.unwrap(GET_OR_EXTEND_RESERVATION, request)
         wanted: cacheservice_pb2.GetOrExtendReservationRequest = base
         row = await self._manager.get_or_extend_reservation(
-            scope, wanted.key, wanted.owner_id, wanted.heartbeat_interval.ToTimedelta()
+            scope,
+            wanted.key,
+            wanted.owner_id,
+            duration_to_timedelta(wanted.heartbeat_interval, "heartbeat_interval"),
         )
         if row.owner_id != wanted.owner_id:
             outcome = "contended"
@@ -278,9 +284,8 @@ def _new_entry(output: cacheservice_pb2.CachedOutput) -> NewEntry:
     output_uri: str | None = None
     output_literals: bytes | None = None
     if which == "output_uri":
-        if not output.output_uri:
-            raise InvalidArgumentError("must not be empty", field="output.output_uri")
         output_uri = output.output_uri
+        validate_output_uri(output_uri, "output.output_uri")
     elif which == "output_literals":
         output_literals = output.output_literals.SerializeToString()
     metadata = output.metadata
@@ -290,7 +295,9 @@ def _new_entry(output: cacheservice_pb2.CachedOutput) -> NewEntry:
         else b""
     )
     created_at = (
-        metadata.created_at.ToDatetime(tzinfo=UTC) if metadata.HasField("created_at") else None
+        timestamp_to_datetime(metadata.created_at, "output.metadata.created_at")
+        if metadata.HasField("created_at")
+        else None
     )
     return NewEntry(
         output_uri=output_uri,
