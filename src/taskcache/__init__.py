@@ -28,6 +28,7 @@ from taskcache.errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from taskcache.model import (
@@ -65,6 +66,7 @@ __all__ = [
     "ReservationCache",
     "ReservationStatus",
     "Status",
+    "UnauthenticatedError",
     "UnavailableError",
     "UriOutputReader",
     "__version__",

@@ -46,6 +46,7 @@ from taskcache.rpcs import (
     EntryVersion,
     Rpc,
 )
+from taskcache.server.auth import TokenAuthority
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED, request_scope
 from taskcache.storage import BlobStore
@@ -130,20 +131,25 @@ def _flyte1_put(request: Message) -> cacheservice_pb2.PutCacheRequest:
 @dataclass(frozen=True)
 class Backend:
     """What every API's service core shares: the manager, the server's metrics, the storage
-    root (None: ``delete_blob`` is ignored) and the thread pool blob deletions run on.
+    root (None: ``delete_blob`` is ignored), the thread pool blob deletions run on and the
+    token authority (None: requests need no token).
     """
 
     manager: AsyncCacheManager
     metrics: ServerMetrics
     executor: Executor
     blobs: BlobStore | None = None
+    auth: TokenAuthority | None = None
 
 
 class CacheService:
     """Serves the five cache RPCs of one API over ``backend``'s manager.
 
     Each method takes the API's request message and the request's headers (lower-case names)
-    and returns the API's response message; it raises CacheError subclasses.
+    and returns the API's response message; it raises CacheError subclasses. With a token
+    authority, every method first checks the headers' bearer token against the request's
+    scope (UnauthenticatedError, PermissionDeniedError) — here, because only the dialect knows
+    the scope, and once for both transports.
     """
 
     def __init__(self, backend: Backend, dialect: Dialect) -> None:
@@ -152,9 +158,22 @@ class CacheService:
         self._metrics = backend.metrics
         self._dialect = dialect
 
+    def _unwrap(self, rpc: Rpc, request: Message, headers: Headers) -> tuple[Scope, Message]:
+        """Return the dialect's scope and base request, once the caller may use that scope.
+
+        The token is checked before the request is read, so a caller without one learns
+        nothing from validation errors.
+        """
+        auth = self._backend.auth
+        grant = None if auth is None else auth.authenticate(headers)
+        scope, base = self._dialect.unwrap(rpc, request)
+        if grant is not None:
+            grant.authorize(scope)
+        return scope, base
+
     async def get(self, request: Message, headers: Headers) -> Message:
         """Return the entry as a GetCacheResponse; NotFoundError on a miss."""
-        scope, base = self._dialect.unwrap(GET, request)
+        scope, base = self._unwrap(GET, request, headers)
         get: cacheservice_pb2.GetCacheRequest = base
         try:
             row = await self._manager.get(scope, get.key)
@@ -170,7 +189,7 @@ class CacheService:
         ``overwrite.delete_blob`` the replaced entry's blob is deleted if the storage root
         owns it.
         """
-        scope, base = self._dialect.unwrap(PUT, request)
+        scope, base = self._unwrap(PUT, request, headers)
         put: cacheservice_pb2.PutCacheRequest = base
         entry = _new_entry(put.output)
         options = put.overwrite
@@ -223,7 +242,7 @@ class CacheService:
         With the :data:`IF_UNCHANGED_HEADER` header, delete only that version of the entry:
         FailedPreconditionError if the entry has changed since.
         """
-        scope, base = self._dialect.unwrap(DELETE, request)
+        scope, base = self._unwrap(DELETE, request, headers)
         delete: cacheservice_pb2.DeleteCacheRequest = base
         key: str = delete.key
         condition = headers.get(IF_UNCHANGED_HEADER)
@@ -242,7 +261,7 @@ class CacheService:
 
     async def get_or_extend_reservation(self, request: Message, headers: Headers) -> Message:
         """Grant or extend the caller's reservation, or return the current holder's."""
-        scope, base = self._dialect.unwrap(GET_OR_EXTEND_RESERVATION, request)
+        scope, base = self._unwrap(GET_OR_EXTEND_RESERVATION, request, headers)
         wanted: cacheservice_pb2.GetOrExtendReservationRequest = base
         row = await self._manager.get_or_extend_reservation(
             scope, wanted.key, wanted.owner_id, wanted.heartbeat_interval.ToTimedelta()
@@ -264,7 +283,7 @@ class CacheService:
 
     async def release_reservation(self, request: Message, headers: Headers) -> Message:
         """Release the caller's reservation; absent or foreign ones are left alone."""
-        scope, base = self._dialect.unwrap(RELEASE_RESERVATION, request)
+        scope, base = self._unwrap(RELEASE_RESERVATION, request, headers)
         release: cacheservice_pb2.ReleaseReservationRequest = base
         await self._manager.release_reservation(scope, release.key, release.owner_id)
         return self._dialect.wrap(
