@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -85,6 +85,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         CREATE INDEX cache_entries_newest_first
             ON cache_entries (last_updated_at DESC, org, project, domain, key)
         """,
+    ),
+    (
+        # Blob deletion asks whether any other entry still references an output URI.
+        "CREATE INDEX cache_entries_output_uri ON cache_entries (output_uri)",
     ),
 )
 
@@ -535,6 +539,18 @@ class SqliteRepository:
                 ),
             )
             return cursor.rowcount > 0
+
+    def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""
+        if not uris:
+            return False
+        placeholders = ", ".join("?" * len(uris))
+        with self._session() as conn:
+            found = conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM cache_entries WHERE output_uri IN ({placeholders}))",
+                tuple(uris),
+            ).fetchone()
+        return bool(found[0])
 
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.

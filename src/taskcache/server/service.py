@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError, Message
 
 from taskcache.errors import (
     AlreadyExistsError,
+    CacheError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
@@ -187,7 +188,7 @@ class CacheService:
         """Store the request's output; AlreadyExistsError if a live entry exists and the
         request neither overwrites nor finds it older than ``overwrite.max_age``. With
         ``overwrite.delete_blob`` the replaced entry's blob is deleted if the storage root
-        owns it.
+        owns it and no other entry, in any scope, references it.
         """
         scope, base = self._unwrap(PUT, request, headers)
         put: cacheservice_pb2.PutCacheRequest = base
@@ -210,29 +211,35 @@ class CacheService:
             # Re-putting the same URI must not delete the blob the new entry points at.
             and replaced.output_uri != result.stored.output_uri
         ):
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._backend.executor, self._delete_replaced_blob, replaced.output_uri
-            )
+            await self._delete_replaced_blob(replaced.output_uri)
         return self._dialect.wrap(PUT, cacheservice_pb2.PutCacheResponse())
 
-    def _delete_replaced_blob(self, uri: str) -> None:
-        """Delete ``uri`` if it lies under the storage root; failures are logged, not raised
-        (the put already succeeded).
+    async def _delete_replaced_blob(self, uri: str) -> None:
+        """Delete ``uri`` if it lies under the storage root (symlinks and ``..`` resolved) and
+        no entry in any scope still references it; failures are logged, not raised (the put
+        already succeeded).
         """
         blobs = self._backend.blobs
         if blobs is None:
             logger.debug("delete_blob ignored for %s: no storage root configured", uri)
             return
-        try:
-            owned = blobs.owns(uri)
-        except Exception:  # an unknown fsspec protocol or malformed URI is simply not ours
-            owned = False
-        if not owned:
+        loop = asyncio.get_running_loop()
+        executor = self._backend.executor
+        spellings = await loop.run_in_executor(executor, blobs.owned_spellings, uri)
+        if not spellings:
             logger.info("delete_blob ignored for %s: outside storage root %s", uri, blobs.root)
             return
         try:
-            blobs.delete(uri)
+            referenced = await self._manager.repository.output_uri_referenced(spellings)
+        except CacheError:
+            # Unsure means keep: a kept blob is garbage, a deleted one may be another's output.
+            logger.warning("delete_blob skipped for %s: reference check failed", uri, exc_info=True)
+            return
+        if referenced:
+            logger.info("delete_blob ignored for %s: another entry still references it", uri)
+            return
+        try:
+            await loop.run_in_executor(executor, blobs.delete, uri)
         except Exception:
             logger.warning("could not delete replaced blob %s", uri, exc_info=True)
 
