@@ -179,16 +179,8 @@ def repository(request: pytest.FixtureRequest) -> Iterator[Repository]:
 
 
 def row(scope: Scope, key: str, uri: str, updated: datetime = NOW) -> EntryRow:
-    return EntryRow(
-        scope=scope,
-        key=key,
-        output_uri=uri,
-        output_literals=None,
-        source_identifier=b"",
-        key_map={},
-        created_at=updated,
-        last_updated_at=updated,
-    )
+    """An entry whose only output is the blob at ``uri``."""
+    return EntryRow(scope, key, uri, None, b"", {}, updated, updated)
 
 
 def test_delete_entry_keeps_a_blob_another_project_references(

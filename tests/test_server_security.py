@@ -15,6 +15,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,26 +76,28 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("security")
 
 
-@pytest.fixture(scope="module")
-def ca(folder: Path) -> Certificate:
-    """The CA clients trust the servers with."""
-    return make_certificate(folder, "ca")
+@dataclass(frozen=True)
+class Certificates:
+    """``server`` is signed by ``ca`` (which clients trust), ``client`` by ``client_ca``
+    (which the mutual-TLS server admits clients with).
+    """
+
+    ca: Certificate
+    server: Certificate
+    client_ca: Certificate
+    client: Certificate
 
 
 @pytest.fixture(scope="module")
-def server_cert(folder: Path, ca: Certificate) -> Certificate:
-    return make_certificate(folder, "server", issuer=ca)
-
-
-@pytest.fixture(scope="module")
-def client_ca(folder: Path) -> Certificate:
-    """The CA the mTLS server admits client certificates with."""
-    return make_certificate(folder, "client-ca")
-
-
-@pytest.fixture(scope="module")
-def client_cert(folder: Path, client_ca: Certificate) -> Certificate:
-    return make_certificate(folder, "client", issuer=client_ca)
+def certs(folder: Path) -> Certificates:
+    ca = make_certificate(folder, "ca")
+    client_ca = make_certificate(folder, "client-ca")
+    return Certificates(
+        ca=ca,
+        server=make_certificate(folder, "server", issuer=ca),
+        client_ca=client_ca,
+        client=make_certificate(folder, "client", issuer=client_ca),
+    )
 
 
 def start(folder: Path, name: str, args: list[str], context: ssl.SSLContext | None) -> Any:
@@ -109,12 +112,13 @@ def start(folder: Path, name: str, args: list[str], context: ssl.SSLContext | No
 
 
 @pytest.fixture(scope="module")
-def tls_server(folder: Path, server_cert: Certificate, ca: Certificate) -> Iterator[ServerProcess]:
+def tls_server(folder: Path, certs: Certificates) -> Iterator[ServerProcess]:
     """TLS on both ports and the two tokens; /metrics open."""
     tokens = folder / "tokens.txt"
     tokens.write_text(TOKEN_FILE)
-    tls = ["--tls-cert-file", str(server_cert.cert), "--tls-key-file", str(server_cert.key)]
-    server = start(folder, "tls", [*tls, "--auth-token-file", str(tokens)], server_context(ca))
+    tls = ["--tls-cert-file", str(certs.server.cert), "--tls-key-file", str(certs.server.key)]
+    tls += ["--auth-token-file", str(tokens)]
+    server = start(folder, "tls", tls, server_context(certs.ca))
     try:
         yield server
     finally:
@@ -144,18 +148,18 @@ def round_trip(target: str, **options: Any) -> None:
 
 
 def test_taskcache_clients_round_trip_over_tls_with_a_scoped_token(
-    tls_server: ServerProcess, ca: Certificate, transport: str
+    tls_server: ServerProcess, certs: Certificates, transport: str
 ) -> None:
     target = targets(tls_server)[transport]
-    round_trip(target, ca_file=str(ca.cert), token=ML, scope=ML_SCOPE)
-    round_trip(target, ca_file=str(ca.cert), token=ADMIN, scope=OTHER_SCOPE)
+    round_trip(target, ca_file=str(certs.ca.cert), token=ML, scope=ML_SCOPE)
+    round_trip(target, ca_file=str(certs.ca.cert), token=ADMIN, scope=OTHER_SCOPE)
 
 
 def test_the_async_client_round_trips_over_tls(
-    tls_server: ServerProcess, ca: Certificate, transport: str
+    tls_server: ServerProcess, certs: Certificates, transport: str
 ) -> None:
     key = make_key(name=f"security.{uuid.uuid4().hex}")
-    options = {"ca_file": str(ca.cert), "token": ADMIN, **CALL_OPTIONS}
+    options = {"ca_file": str(certs.ca.cert), "token": ADMIN, **CALL_OPTIONS}
 
     async def scenario() -> None:
         target = targets(tls_server)[transport]
@@ -178,11 +182,11 @@ def test_plaintext_is_refused_on_both_ports(tls_server: ServerProcess, scheme: s
 
 @pytest.mark.parametrize("token", [None, "not-a-token", f"{ADMIN}x", ADMIN[:-1]])
 def test_a_missing_or_unknown_token_is_unauthenticated(
-    tls_server: ServerProcess, ca: Certificate, transport: str, token: str | None
+    tls_server: ServerProcess, certs: Certificates, transport: str, token: str | None
 ) -> None:
     target = targets(tls_server)[transport]
     with (
-        taskcache.open(target, ca_file=str(ca.cert), token=token, **CALL_OPTIONS) as c,
+        taskcache.open(target, ca_file=str(certs.ca.cert), token=token, **CALL_OPTIONS) as c,
         pytest.raises(UnauthenticatedError) as raised,
     ):
         c.get(make_key())
@@ -190,10 +194,10 @@ def test_a_missing_or_unknown_token_is_unauthenticated(
 
 
 def test_a_scope_outside_the_token_is_permission_denied(
-    tls_server: ServerProcess, ca: Certificate, transport: str
+    tls_server: ServerProcess, certs: Certificates, transport: str
 ) -> None:
     target = targets(tls_server)[transport]
-    options = {"ca_file": str(ca.cert), "token": ML, **CALL_OPTIONS}
+    options = {"ca_file": str(certs.ca.cert), "token": ML, **CALL_OPTIONS}
     for scope in (OTHER_SCOPE, ("acme", "mlx", "dev"), ("other", "ml", "dev")):
         with (
             taskcache.open(target, scope=scope, **options) as client,
@@ -227,9 +231,9 @@ def grpc_code(call: Callable[[], object]) -> str:
 
 
 def test_the_unscoped_apis_need_an_all_scope_token(
-    tls_server: ServerProcess, ca: Certificate
+    tls_server: ServerProcess, certs: Certificates
 ) -> None:
-    credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes())
+    credentials = grpc.ssl_channel_credentials(certs.ca.cert.read_bytes())
     with grpc.secure_channel(f"localhost:{tls_server.grpc_port}", credentials) as channel:
         flyte1 = flyte1_grpc.CacheServiceStub(channel)
         unscoped = unscoped_grpc.CacheServiceStub(channel)
@@ -247,7 +251,7 @@ def test_the_unscoped_apis_need_an_all_scope_token(
                         unscoped_pb2.GetCacheRequest(key="k"), metadata=metadata, timeout=5
                     )
                 ),
-                unscoped_connect_get(tls_server, ca, token),
+                unscoped_connect_get(tls_server, certs.ca, token),
             ]
 
         assert codes(None) == ["UNAUTHENTICATED"] * 3
@@ -256,12 +260,12 @@ def test_the_unscoped_apis_need_an_all_scope_token(
 
 
 def test_health_reflection_and_metrics_stay_open(
-    tls_server: ServerProcess, ca: Certificate
+    tls_server: ServerProcess, certs: Certificates
 ) -> None:
-    context = server_context(ca)
+    context = server_context(certs.ca)
     assert http_get(f"{tls_server.http_url}/healthz", context=context).status == 200
     assert http_get(f"{tls_server.http_url}/metrics", context=context).status == 200
-    credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes())
+    credentials = grpc.ssl_channel_credentials(certs.ca.cert.read_bytes())
     with grpc.secure_channel(f"localhost:{tls_server.grpc_port}", credentials) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=5
@@ -279,14 +283,11 @@ def test_tokens_never_reach_the_log(tls_server: ServerProcess) -> None:
 @pytest.fixture(scope="module")
 def mtls_server(
     folder: Path,
-    ca: Certificate,
-    server_cert: Certificate,
-    client_ca: Certificate,
-    client_cert: Certificate,
+    certs: Certificates,
 ) -> Iterator[ServerProcess]:
-    args = ["--tls-cert-file", str(server_cert.cert), "--tls-key-file", str(server_cert.key)]
-    args += ["--tls-client-ca-file", str(client_ca.cert)]
-    server = start(folder, "mtls", args, server_context(ca, client_cert))
+    args = ["--tls-cert-file", str(certs.server.cert), "--tls-key-file", str(certs.server.key)]
+    args += ["--tls-client-ca-file", str(certs.client_ca.cert)]
+    server = start(folder, "mtls", args, server_context(certs.ca, certs.client))
     try:
         yield server
     finally:
@@ -294,33 +295,42 @@ def mtls_server(
 
 
 def test_mutual_tls_admits_a_client_certificate_signed_by_the_client_ca(
-    mtls_server: ServerProcess, ca: Certificate, client_cert: Certificate, transport: str
+    mtls_server: ServerProcess, certs: Certificates, transport: str
 ) -> None:
     round_trip(
         targets(mtls_server)[transport],
-        ca_file=str(ca.cert),
-        client_cert=str(client_cert.cert),
-        client_key=str(client_cert.key),
+        ca_file=str(certs.ca.cert),
+        client_cert=str(certs.client.cert),
+        client_key=str(certs.client.key),
     )
 
 
 @pytest.mark.parametrize("identity", ["none", "foreign"])
 def test_mutual_tls_refuses_clients_without_an_admitted_certificate(
     mtls_server: ServerProcess,
-    ca: Certificate,
-    server_cert: Certificate,
+    certs: Certificates,
     transport: str,
     identity: str,
 ) -> None:
     # "foreign": a valid certificate, but not signed by the client CA.
-    options: dict[str, Any] = {"ca_file": str(ca.cert), **CALL_OPTIONS}
+    options: dict[str, Any] = {"ca_file": str(certs.ca.cert), **CALL_OPTIONS}
     if identity == "foreign":
-        options |= {"client_cert": str(server_cert.cert), "client_key": str(server_cert.key)}
+        options |= {"client_cert": str(certs.server.cert), "client_key": str(certs.server.key)}
     with (
         taskcache.open(targets(mtls_server)[transport], **options) as client,
         pytest.raises(UnavailableError),
     ):
         client.get(make_key())
+
+
+def hang_up(server: ServerProcess, logged: str) -> None:
+    """Send SIGHUP and wait until the server logs ``logged`` once more than before."""
+    seen = server.log_text().count(logged)
+    server.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while server.log_text().count(logged) == seen:
+        assert time.monotonic() < deadline, f"no {logged!r} after SIGHUP:\n{server.log_text()}"
+        time.sleep(0.05)
 
 
 def test_sighup_rereads_the_token_file_and_metrics_auth_guards_metrics(folder: Path) -> None:
@@ -340,20 +350,14 @@ def test_sighup_rereads_the_token_file_and_metrics_auth_guards_metrics(folder: P
             round_trip(target, token=ML, scope=ML_SCOPE)
 
         tokens.write_text(f"{ML} acme/ml/*\n")
-        server.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "token file" not in server.log_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        hang_up(server, "reloaded:")
         round_trip(target, token=ML, scope=ML_SCOPE)
         with pytest.raises(UnauthenticatedError):
             round_trip(target, token=ADMIN)
 
         # A broken file is not loaded: the tokens in force stay.
         tokens.write_text(f"{ADMIN} not-a-scope\n")
-        server.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "not reloaded" not in server.log_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        hang_up(server, "not reloaded")
         round_trip(target, token=ML, scope=ML_SCOPE)
         assert ADMIN not in server.log_text()
         assert ML not in server.log_text()
