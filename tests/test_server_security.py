@@ -43,6 +43,7 @@ from taskcache import (
 )
 from taskcache.repositories.base import Scope
 from taskcache.server.auth import TokenAuthority, parse_token_file
+from taskcache.server.runner import serve
 from taskcache.server.scope import UNSCOPED
 from taskcache.server.settings import load_settings
 
@@ -445,4 +446,27 @@ def test_tls_settings_come_from_flags_env_and_config(tmp_path: Path) -> None:
 def test_incomplete_security_settings_are_refused(flags: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         load_settings(flags, environ={})
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize("broken", ["garbage", "mismatched key", "garbage client CA"])
+def test_unusable_certificate_files_stop_the_server_with_a_clear_error(
+    tmp_path: Path, certs: Certificates, broken: str
+) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    flags = {"tls_cert_file": str(certs.server.cert), "tls_key_file": str(certs.server.key)}
+    field = "tls_cert_file"
+    if broken == "garbage":
+        flags["tls_cert_file"] = str(garbage)
+    elif broken == "mismatched key":
+        flags["tls_key_file"] = str(certs.client.key)
+    else:
+        flags["tls_client_ca_file"] = str(garbage)
+        field = "tls_client_ca_file"
+    settings = load_settings(
+        {**flags, "database": "memory://", "port": 0, "grpc_port": 0}, environ={}
+    )
+    with pytest.raises(InvalidArgumentError) as raised:
+        asyncio.run(serve(settings))
     assert raised.value.field == field

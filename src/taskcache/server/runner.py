@@ -94,13 +94,35 @@ def _read_pem(path: str, option: str) -> bytes:
         raise InvalidArgumentError(f"cannot read {path}: {error}", field=option) from error
 
 
+def _check_tls_files(cert_file: str, key_file: str, client_ca: str | None) -> None:
+    """Raise InvalidArgumentError unless the PEM files load: gRPC would only report a
+    failure to bind, and uvicorn a traceback.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidArgumentError(
+            f"{cert_file} and {key_file} are not a PEM certificate and its key: {error}",
+            field="tls_cert_file",
+        ) from error
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as error:
+            raise InvalidArgumentError(
+                f"{client_ca} is not a PEM CA bundle: {error}", field="tls_client_ca_file"
+            ) from error
+
+
 def _grpc_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """Return the gRPC TLS credentials of ``settings`` (None: plaintext), requiring client
-    certificates when a client CA is set.
+    certificates when a client CA is set. Raises InvalidArgumentError for unusable files.
     """
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
     client_ca = settings.tls_client_ca_file
+    _check_tls_files(settings.tls_cert_file, settings.tls_key_file, client_ca)
     return grpc.ssl_server_credentials(
         [
             (
