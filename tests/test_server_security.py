@@ -42,7 +42,7 @@ from taskcache import (
     UnavailableError,
 )
 from taskcache.repositories.base import Scope
-from taskcache.server.auth import TokenAuthority, parse_token_file
+from taskcache.server.auth import TokenAuthority, parse_token_file, token_digest
 from taskcache.server.runner import serve
 from taskcache.server.scope import UNSCOPED
 from taskcache.server.settings import load_settings
@@ -374,7 +374,8 @@ def test_token_file_patterns_match_whole_parts(tmp_path: Path) -> None:
         "# c\n\nbare\nglob a*/ml/* x/y/z  # trailing comment\n", tmp_path / "t"
     )
     bare, glob = grants
-    assert bare.token == b"bare" and bare.patterns is None
+    assert bare.digest == token_digest("bare") and bare.patterns is None
+    assert "bare" not in repr(bare)
     assert bare.allows(UNSCOPED)
     assert bare.allows(Scope("any", "thing", "here"))
     assert glob.allows(Scope("acme", "ml", "dev"))
@@ -470,3 +471,9 @@ def test_unusable_certificate_files_stop_the_server_with_a_clear_error(
     with pytest.raises(InvalidArgumentError) as raised:
         asyncio.run(serve(settings))
     assert raised.value.field == field
+
+
+def test_a_client_certificate_needs_its_key() -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        taskcache.open("grpcs://localhost:1", client_cert="me.pem")
+    assert raised.value.field == "client_key"

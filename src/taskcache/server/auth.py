@@ -1,22 +1,24 @@
 """Bearer tokens with scopes: the token file and the check every RPC passes.
 
 A token file holds one token per line, optionally followed by scope patterns
-``org/project/domain`` whose parts may use ``*`` (any run of characters, ``/`` excluded): ``tok-a
-acme/ml/*``. A bare token may use every scope, including the empty scope of the unscoped
+``org/project/domain`` whose parts may use ``*`` (any run of characters, ``/`` excluded):
+``tok-a acme/ml/*``. A bare token may use every scope, including the empty scope of the unscoped
 APIs (flyteidl2.cacheservice and Flyte 1); a token with patterns may use only the scopes they
 match, never the empty one. ``#`` starts a comment; blank lines are ignored.
 
-Tokens are compared in constant time and never appear in logs or error messages. This module
-knows nothing of transports: the service core hands it the request headers and the scope.
+Tokens are compared in constant time, as SHA-256 digests, and never appear in logs or error
+messages. This module knows nothing of transports: the service core hands it the request
+headers and the scope.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -35,11 +37,18 @@ def _scope_text(scope: Scope) -> str:
     return f"{scope.org}/{scope.project}/{scope.domain}"
 
 
+def token_digest(token: str) -> bytes:
+    """Return the SHA-256 of ``token``: what grants keep and compare, so that comparisons
+    take the same time whatever the lengths, and no token sits in memory dumps or reprs.
+    """
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
 @dataclass(frozen=True)
 class Grant:
-    """One token and the scopes it may use (None: every scope)."""
+    """One token (its :func:`token_digest`) and the scopes it may use (None: every scope)."""
 
-    token: bytes
+    digest: bytes = field(repr=False)
     patterns: tuple[re.Pattern[str], ...] | None
 
     def allows(self, scope: Scope) -> bool:
@@ -83,14 +92,14 @@ def parse_token_file(text: str, path: Path) -> tuple[Grant, ...]:
         if not words:
             continue
         token, *patterns = words
-        encoded = token.encode("utf-8")
-        if encoded in seen:
+        digest = token_digest(token)
+        if digest in seen:
             raise InvalidArgumentError(
                 f"{path}:{line_number}: token listed twice", field="auth_token_file"
             )
-        seen.add(encoded)
+        seen.add(digest)
         compiled = tuple(_pattern(pattern, line_number, path) for pattern in patterns)
-        grants.append(Grant(encoded, compiled or None))
+        grants.append(Grant(digest, compiled or None))
     if not grants:
         raise InvalidArgumentError(f"{path} holds no tokens", field="auth_token_file")
     return tuple(grants)
@@ -110,12 +119,13 @@ def read_token_file(path: str | Path) -> tuple[Grant, ...]:
     return parse_token_file(text, file)
 
 
-def _bearer(headers: Mapping[str, str]) -> bytes | None:
+def _bearer_digest(headers: Mapping[str, str]) -> bytes | None:
+    """Return the :func:`token_digest` of the ``Bearer`` token in ``headers``, or None."""
     value = headers.get(AUTHORIZATION_HEADER)
     if value is None or value[: len(_BEARER)].lower() != _BEARER:
         return None
     token = value[len(_BEARER) :].strip()
-    return token.encode("utf-8") if token else None
+    return token_digest(token) if token else None
 
 
 class TokenAuthority:
@@ -144,14 +154,14 @@ class TokenAuthority:
         """Return the grant of the bearer token in ``headers``; UnauthenticatedError if it is
         missing or unknown.
         """
-        presented = _bearer(headers)
+        presented = _bearer_digest(headers)
         if presented is None:
             raise UnauthenticatedError("missing bearer token")
         found: Grant | None = None
         # Compare against every token, without stopping at a match, so the time taken does
         # not tell which (or whether one) matched.
         for grant in self._grants:
-            if hmac.compare_digest(grant.token, presented):
+            if hmac.compare_digest(grant.digest, presented):
                 found = grant
         if found is None:
             raise UnauthenticatedError("unknown bearer token")
