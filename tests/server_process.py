@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,10 +44,19 @@ class HttpResponse:
         return self.body.decode("utf-8", errors="replace")
 
 
-def http_get(url: str, timeout: float = 5.0) -> HttpResponse:
-    """GET ``url`` with the standard library; any status (4xx/5xx too) is returned, not raised."""
+def http_get(
+    url: str,
+    timeout: float = 5.0,
+    *,
+    context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> HttpResponse:
+    """GET ``url`` with the standard library (``context`` for https, extra ``headers``); any
+    status (4xx/5xx too) is returned, not raised.
+    """
+    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return HttpResponse(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:
         with error:
@@ -78,6 +88,8 @@ class ServerProcess:
 
     ``database``/``storage`` None leave the flag out (so the server applies its defaults);
     ``home`` is its ``TASKCACHE_HOME``; ``log_path`` receives its stdout and stderr.
+    ``ssl_context``: the server serves TLS (pass ``--tls-*`` in ``extra_args``) and the health
+    probe connects with this context.
     """
 
     def __init__(
@@ -89,7 +101,9 @@ class ServerProcess:
         storage: str | None = None,
         extra_args: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context
         self.home = home
         self.log_path = log_path
         self.database = database
@@ -105,7 +119,8 @@ class ServerProcess:
     @property
     def http_url(self) -> str:
         """Base URL of the Connect listener."""
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -182,7 +197,8 @@ class ServerProcess:
                     f"server exited with {self._process.returncode}:\n{self.log_text()}"
                 )
             with contextlib.suppress(OSError):  # not listening yet
-                if http_get(f"{self.http_url}/healthz", timeout=2.0).status == 200:
+                probe = http_get(f"{self.http_url}/healthz", 2.0, context=self.ssl_context)
+                if probe.status == 200:
                     return
             time.sleep(0.05)
         raise ServerStartError(f"server not healthy after {STARTUP_TIMEOUT} s:\n{self.log_text()}")
@@ -208,6 +224,11 @@ class ServerProcess:
         """Send SIGTERM and return at once (a shutdown test watches what happens next)."""
         assert self._process is not None, "server not started"
         self._process.send_signal(signal.SIGTERM)
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the running server (e.g. SIGHUP to re-read its token file)."""
+        assert self._process is not None, "server not started"
+        self._process.send_signal(signum)
 
     def is_running(self, within: float = 0.0) -> bool:
         """True if the process is still running after waiting up to ``within`` s for an exit."""

@@ -101,12 +101,12 @@ def _run_processes(count: int, target: Callable[..., None], *args: Any) -> list[
 
 
 def test_migrate_creates_the_schema_and_is_idempotent(fresh_database: str) -> None:
-    assert migrate(fresh_database) == SCHEMA_VERSION == 1
+    assert migrate(fresh_database) == SCHEMA_VERSION == 2
     assert migrate(fresh_database) == SCHEMA_VERSION
     with PostgresRepository(fresh_database) as repository:  # migrates again: no-op
         repository.ping()
     versions = _query(fresh_database, f"SELECT version FROM {SCHEMA_VERSION_TABLE}")
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
     indexes = {
         row[0]
         for row in _query(
@@ -118,6 +118,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(fresh_database: str) -> No
         "cache_entries_pkey",
         "cache_entries_last_updated_at",
         "cache_entries_newest_first",
+        "cache_entries_output_uri",
         "reservations_pkey",
         "reservations_expires_at",
     } <= indexes
@@ -135,7 +136,8 @@ def test_concurrent_migrations_run_once(fresh_database: str) -> None:
     rows = _query(
         fresh_database, f"SELECT version, count(*) FROM {SCHEMA_VERSION_TABLE} GROUP BY 1"
     )
-    assert rows == [(SCHEMA_VERSION, 1)]
+    # Each step recorded once.
+    assert sorted(rows) == [(version, 1) for version in range(1, SCHEMA_VERSION + 1)]
 
 
 def test_newer_schema_is_refused(fresh_database: str) -> None:

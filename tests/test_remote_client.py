@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -45,7 +43,7 @@ from flyteidl2.cacheservice.v2 import cacheservice_pb2_grpc as scoped_grpc
 import server_process
 import taskcache
 from builders import int_map, make_key
-from ci_policy import skip_or_fail
+from certificates import Certificate, make_certificate
 from server_process import ServerProcess, free_port
 from taskcache import (
     CacheStatus,
@@ -409,48 +407,9 @@ def test_clients_recover_when_the_server_restarts_on_the_same_ports(
 # --- TLS ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        skip_or_fail(
-            "NO OPENSSL: the TLS tests need the openssl CLI to make a certificate; "
-            "install it (Debian/Ubuntu: apt-get install openssl; macOS: brew install openssl)"
-        )
-    folder = tmp_path_factory.mktemp("tls")
-    made = Certificate(folder / "cert.pem", folder / "key.pem")
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(made.key),
-            "-out",
-            str(made.cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return made
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 class TlsCacheServer:

@@ -282,6 +282,19 @@ def test_delete_if_unchanged_ignores_other_scope(repo: Repository) -> None:
 # --- reservations --------------------------------------------------------------------------
 
 
+def test_output_uri_referenced_looks_in_every_scope(repo: Repository) -> None:
+    other = Scope("other-org", "other-project", "other-domain")
+    repo.create_entry(entry("a", output_uri="s3://b/a/outputs.pb"), None)
+    repo.create_entry(entry("b", scope=other, output_uri="s3://b/b/outputs.pb"), None)
+    repo.create_entry(entry("inline", output_uri=None), None)
+    assert repo.output_uri_referenced(["s3://b/a/outputs.pb"])
+    assert repo.output_uri_referenced(["s3://nope", "s3://b/b/outputs.pb"])
+    assert not repo.output_uri_referenced(["s3://b/c/outputs.pb", "s3://b/a"])
+    assert not repo.output_uri_referenced([])
+    repo.delete_entry(other, "b")
+    assert not repo.output_uri_referenced(["s3://b/b/outputs.pb"])
+
+
 def test_acquire_grants_when_absent(repo: Repository) -> None:
     wanted = reservation("a", T0 + timedelta(seconds=15))
     assert repo.acquire_reservation(wanted, T0) == wanted

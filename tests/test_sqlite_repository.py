@@ -35,7 +35,7 @@ def test_file_schema_is_versioned(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     SqliteRepository(path).close()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {
@@ -43,6 +43,7 @@ def test_file_schema_is_versioned(tmp_path: Path) -> None:
         "reservations",
         "cache_entries_last_updated_at",
         "cache_entries_newest_first",
+        "cache_entries_output_uri",
         "reservations_expires_at",
     } <= names
 
@@ -63,10 +64,11 @@ def test_version_1_file_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
         assert stored is not None
         assert stored.output_uri == "s3://x"
         assert repository.list_entries(EntryFilter(), 10) == [stored]
+        assert repository.output_uri_referenced(["s3://x"])
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert "cache_entries_newest_first" in indexes
+    assert {"cache_entries_newest_first", "cache_entries_output_uri"} <= indexes
 
 
 def test_listing_pages_walk_the_newest_first_index(tmp_path: Path) -> None:

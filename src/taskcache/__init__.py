@@ -32,6 +32,7 @@ from taskcache.errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from taskcache.model import (
@@ -76,6 +77,7 @@ __all__ = [
     "ReservationCache",
     "ReservationStatus",
     "Status",
+    "UnauthenticatedError",
     "UnavailableError",
     "UriOutputReader",
     "__version__",

@@ -74,9 +74,15 @@ class InternalError(CacheError):
 
 
 class PermissionDeniedError(CacheError):
-    """The caller is not allowed to do this (or did not authenticate)."""
+    """The caller authenticated but may not do this (e.g. the scope is not its token's)."""
 
     code = "PERMISSION_DENIED"
+
+
+class UnauthenticatedError(CacheError):
+    """The call carried no credentials the service accepts (a missing or unknown token)."""
+
+    code = "UNAUTHENTICATED"
 
 
 _ERRORS_BY_CODE: dict[str, type[CacheError]] = {
@@ -90,9 +96,9 @@ _ERRORS_BY_CODE: dict[str, type[CacheError]] = {
         DeadlineExceededError,
         InternalError,
         PermissionDeniedError,
+        UnauthenticatedError,
     )
 }
-_ERRORS_BY_CODE["UNAUTHENTICATED"] = PermissionDeniedError
 
 
 def error_for_code(code: str, message: str) -> CacheError:

@@ -315,7 +315,8 @@ class DeleteResult:
     """A deleted entry and what became of its blob.
 
     ``blob_deleted``: the output blob was removed. ``blob_error``: why removing it failed or
-    was not attempted (outside the storage root), None otherwise.
+    was not attempted (outside the storage root, or another entry still references it), None
+    otherwise.
     """
 
     row: EntryRow
@@ -323,21 +324,26 @@ class DeleteResult:
     blob_error: str | None = None
 
 
-def _owns(blobs: BlobStore, uri: str) -> bool:
-    """Return whether ``blobs`` owns ``uri``; a URI fsspec cannot even parse is not ours."""
-    try:
-        return blobs.owns(uri)
-    except (ValueError, ImportError):
-        # An unknown protocol, or one whose filesystem is not installed: it cannot lie under
-        # a root this process can write to.
-        return False
+def _unreferenced_owned(repository: Repository, blobs: BlobStore, uri: str) -> str | None:
+    """Return why the blob at ``uri`` must stay (outside the storage root, or still the
+    output of an entry in some scope), or None if it may be deleted.
+
+    Call it after the deleting entry is gone, so only other entries count.
+    """
+    spellings = blobs.owned_spellings(uri)
+    if not spellings:
+        return f"not under the storage root {blobs.root}; kept"
+    if repository.output_uri_referenced(spellings):
+        return "still referenced by another entry; kept"
+    return None
 
 
 def delete_entry(
     repository: Repository, scope: Scope, key: str, blobs: BlobStore | None = None
 ) -> DeleteResult:
     """Delete the entry ``key`` in ``scope``; with ``blobs``, also its output blob if it lies
-    under that store's root.
+    under that store's root (symlinks and ``..`` resolved) and no other entry, in any scope,
+    references it.
 
     The row goes first: a blob without a row is harmless garbage, a row without its blob is
     a dangling entry. Returns what was done. Raises NotFoundError if there is no entry.
@@ -347,8 +353,9 @@ def delete_entry(
         raise entry_not_found(scope, key)
     if blobs is None or row.output_uri is None:
         return DeleteResult(row)
-    if not _owns(blobs, row.output_uri):
-        return DeleteResult(row, blob_error=f"not under the storage root {blobs.root}; kept")
+    kept = _unreferenced_owned(repository, blobs, row.output_uri)
+    if kept is not None:
+        return DeleteResult(row, blob_error=kept)
     try:
         deleted = blobs.delete(row.output_uri)
     except UnavailableError as error:
@@ -366,7 +373,8 @@ class GcSummary:
     ``entries`` deleted; ``blobs_deleted`` output blobs removed (dry run: owned blobs that
     would be removed); ``blob_errors`` blobs the storage failed to delete;
     ``inline_bytes_freed`` inline output bytes of the deleted entries; ``blobs_skipped``
-    output URIs left alone because they lie outside the storage root.
+    output URIs left alone because they lie outside the storage root or (not checked in a
+    dry run, where the entries still exist) another entry still references them.
     """
 
     entries: int = 0
@@ -393,7 +401,8 @@ def gc(
 
     Rows go in batches of ``batch_size`` (each batch one atomic repository call, oldest
     first). With ``delete_blobs`` each deleted row's ``output_uri`` is removed too, but only
-    if ``blobs`` owns it (never anything outside the storage root); blob failures are
+    if ``blobs`` owns it (never anything outside the storage root, symlinks and ``..``
+    resolved) and no remaining entry references it; blob failures are
     counted, not raised. ``dry_run`` deletes nothing and reports what would go.
     ``progress_callback`` gets the running totals after each batch.
 
@@ -418,7 +427,7 @@ def gc(
     )
     summary = GcSummary()
     for batch in batches:
-        summary = _tally(summary, batch, store, dry_run=dry_run)
+        summary = _tally(summary, batch, repository, store, dry_run=dry_run)
         if progress_callback is not None:
             progress_callback(summary)
     return summary
@@ -456,7 +465,12 @@ def _dry_run_batches(
 
 
 def _tally(
-    summary: GcSummary, batch: list[EntryRow], blobs: BlobStore | None, *, dry_run: bool
+    summary: GcSummary,
+    batch: list[EntryRow],
+    repository: Repository,
+    blobs: BlobStore | None,
+    *,
+    dry_run: bool,
 ) -> GcSummary:
     """Return ``summary`` plus ``batch``, deleting the batch's blobs unless ``dry_run``."""
     deleted = errors = skipped = 0
@@ -464,7 +478,13 @@ def _tally(
         for row in batch:
             if row.output_uri is None:
                 continue
-            if not _owns(blobs, row.output_uri):
+            # In a dry run the batch's rows still exist, so only ownership can be judged.
+            keep = (
+                not blobs.owned_spellings(row.output_uri)
+                if dry_run
+                else _unreferenced_owned(repository, blobs, row.output_uri) is not None
+            )
+            if keep:
                 skipped += 1
             elif dry_run:
                 deleted += 1
@@ -515,7 +535,7 @@ def clear(
         if not doomed:
             continue
         deleted = repository.delete_entries_if_unchanged(doomed)
-        summary = _tally(summary, deleted, blobs, dry_run=False)
+        summary = _tally(summary, deleted, repository, blobs, dry_run=False)
         if progress_callback is not None:
             progress_callback(summary)
     return summary

@@ -10,6 +10,7 @@ Paths and bytes only: it must not know about entries, keys or policy.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import uuid
 from typing import Any
@@ -33,9 +34,11 @@ class BlobStore:
             raise InvalidArgumentError("must not be empty", field="storage")
         self._fs, root_path = url_to_fs(root, **storage_options)
         self._root_path = root_path.rstrip("/") or "/"
-        self._protocol = (
-            self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
+        protocols = self._fs.protocol
+        self._protocols: tuple[str, ...] = (
+            (protocols,) if isinstance(protocols, str) else tuple(protocols)
         )
+        self._protocol = self._protocols[0]
         self._local = self._protocol in ("file", "local")
         self.root = root
 
@@ -74,22 +77,64 @@ class BlobStore:
             raise UnavailableError(f"cannot write {file_name} to {self.root}: {error}") from error
         return self._uri(final_path)
 
-    def owns(self, uri: str) -> bool:
-        """Return whether ``uri`` lies under this store's root (so it may be deleted)."""
+    def _resolved(self, path: str) -> str:
+        """Return ``path`` with ``..``, ``.`` and repeated ``/`` removed and, on a local
+        filesystem, every symlink resolved: the place a deletion would really reach.
+        """
+        if self._local:
+            return os.path.realpath(path)
+        return posixpath.normpath(path)
+
+    def _owned_path(self, uri: str) -> str | None:
+        """Return the resolved path of ``uri`` if it lies strictly under the resolved root,
+        else None (another filesystem, or outside the root once resolved).
+        """
         fs, path = url_to_fs(uri)
         if type(fs) is not type(self._fs):
-            return False
-        normalized: str = posixpath.normpath(path)
-        return normalized.startswith(self._root_path.rstrip("/") + "/")
+            return None
+        resolved = self._resolved(path)
+        root = self._resolved(self._root_path).rstrip("/") + "/"
+        return resolved if resolved.startswith(root) else None
+
+    def owns(self, uri: str) -> bool:
+        """Return whether ``uri`` lies under this store's root (so it may be deleted).
+
+        Decided on the resolved path: ``..`` segments are removed and, locally, symlinks are
+        followed, so ``<root>/link/x`` with ``link`` pointing elsewhere is not owned.
+        """
+        return self._owned_path(uri) is not None
+
+    def owned_spellings(self, uri: str) -> tuple[str, ...]:
+        """Return the URIs an entry may use for the blob at ``uri`` if this store owns it:
+        ``uri`` itself, its normalised and resolved paths, each bare and with this store's
+        protocol(s). Empty if the store does not own ``uri`` or fsspec cannot parse it (an
+        unknown protocol, or one whose filesystem is not installed: it cannot lie under a
+        root this process writes to).
+
+        Deleting a blob first asks whether any entry still references one of these.
+        """
+        try:
+            if not self.owns(uri):
+                return ()
+        except (ValueError, ImportError):
+            return ()
+        path = url_to_fs(uri)[1]
+        paths = dict.fromkeys((posixpath.normpath(path), self._resolved(path)))
+        found = dict.fromkeys((uri, *paths))
+        for protocol in self._protocols:
+            found.update(dict.fromkeys(f"{protocol}://{name}" for name in paths))
+            if not self._local:
+                found.update(dict.fromkeys(f"{protocol}://{name.lstrip('/')}" for name in paths))
+        return tuple(found)
 
     def delete(self, uri: str) -> bool:
         """Delete the blob at ``uri`` if this store owns it, then its folder if left empty.
 
-        Returns whether a blob was deleted; never touches URIs outside the root.
+        Returns whether a blob was deleted; never touches paths outside the resolved root.
         """
-        if not self.owns(uri):
+        path = self._owned_path(uri)
+        if path is None:
             return False
-        path = posixpath.normpath(url_to_fs(uri)[1])
         try:
             self._fs.rm_file(path)
         except FileNotFoundError:
@@ -98,8 +143,9 @@ class BlobStore:
             raise UnavailableError(f"cannot delete {uri}: {error}") from error
         # Each write has its own folder under two levels of digest folders; drop the ones left
         # empty, never the root (object stores have no folders, so this does nothing there).
+        root = self._resolved(self._root_path).rstrip("/") + "/"
         folder = posixpath.dirname(path)
-        while folder.startswith(self._root_path.rstrip("/") + "/"):
+        while folder.startswith(root):
             try:
                 self._fs.rmdir(folder)
             except OSError:

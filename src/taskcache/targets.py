@@ -58,6 +58,8 @@ class _Options:
     timeout: float | None
     max_retries: int
     ca_file: str | None
+    client_cert: str | None
+    client_key: str | None
     token: str | None
     scope: tuple[str, str, str] | None
 
@@ -75,6 +77,8 @@ class OpenOptions(TypedDict, total=False):
     timeout: float | None
     max_retries: int
     ca_file: str | None
+    client_cert: str | None
+    client_key: str | None
     token: str | None
     scope: tuple[str, str, str] | None
 
@@ -94,6 +98,10 @@ def _options(given: OpenOptions) -> _Options:
         raise InvalidArgumentError("must not be negative", field="max_retries")
     if timeout is not None and timeout <= 0:
         raise InvalidArgumentError("must be positive", field="timeout")
+    client_cert = given.get("client_cert")
+    client_key = given.get("client_key")
+    if (client_cert is None) != (client_key is None):
+        raise InvalidArgumentError("client_cert and client_key go together", field="client_key")
     if scope is not None and (len(scope) != 3 or not all(scope)):
         raise InvalidArgumentError(
             "must be three non-empty names (org, project, domain)", field="scope"
@@ -114,6 +122,8 @@ def _options(given: OpenOptions) -> _Options:
         timeout=timeout,
         max_retries=max_retries,
         ca_file=given.get("ca_file"),
+        client_cert=client_cert,
+        client_key=client_key,
         token=given.get("token"),
         scope=scope,
     )
@@ -161,6 +171,8 @@ def _remote_options(options: _Options) -> RemoteOptions:
         timeout=options.timeout,
         retry=RetryPolicy(max_retries=options.max_retries),
         ca_file=options.ca_file,
+        client_cert=options.client_cert,
+        client_key=options.client_key,
         token=options.token,
     )
 
@@ -179,7 +191,8 @@ def open_catalog(
     - ``"http(s)://host:8094"`` (Connect) or ``"grpc(s)://host:8095"`` (gRPC): a remote client
       of ``taskcache serve``. ``timeout`` (seconds per call), ``max_retries`` (on Unavailable
       and DeadlineExceeded, with exponential backoff and jitter), ``ca_file`` (TLS),
-      ``token`` (bearer) and ``scope`` ((org, project, domain); default: the key's) apply.
+      ``client_cert`` and ``client_key`` (PEM files, for mutual TLS), ``token`` (bearer) and
+      ``scope`` ((org, project, domain); default: the key's) apply.
 
     An empty string, an unknown scheme and ``host:port`` without a scheme are refused.
 
@@ -188,11 +201,11 @@ def open_catalog(
     ``max_cache_age`` (None: never expire); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
     ``max_reservation_heartbeat`` (10 s); ``heartbeat_grace_multiplier`` (3);
     ``reservation_cache_size`` (10 000 owners); ``clock``; ``timeout`` (30 s);
-    ``max_retries`` (5); ``ca_file``; ``token``; ``scope``. The embedded-only options ``clock``,
-    ``max_reservation_heartbeat`` and ``heartbeat_grace_multiplier`` are the server's own
-    settings for a remote target. Durations may be timedelta or seconds. Raises
-    InvalidArgumentError for a bad target or option, UnavailableError if the database cannot
-    be opened.
+    ``max_retries`` (5); ``ca_file``; ``client_cert``; ``client_key``; ``token``; ``scope``.
+    The embedded-only options ``clock``, ``max_reservation_heartbeat`` and
+    ``heartbeat_grace_multiplier`` are the server's own settings for a remote target.
+    Durations may be timedelta or seconds. Raises InvalidArgumentError for a bad target or
+    option, UnavailableError if the database cannot be opened.
     """
     resolved = _options(options)
     location = resolve(target)

@@ -341,7 +341,8 @@ def gc_renderable(
     if delete_blobs:
         items.append((f"blobs {verb}", str(summary.blobs_deleted)))
         if summary.blobs_skipped:
-            items.append(("blobs kept (outside storage root)", str(summary.blobs_skipped)))
+            kept = "blobs kept (outside storage root or still referenced)"
+            items.append((kept, str(summary.blobs_skipped)))
         if summary.blob_errors:
             items.append(("blob errors", str(summary.blob_errors)))
     else:

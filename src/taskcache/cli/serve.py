@@ -59,6 +59,11 @@ def _serve_help(name: str) -> str:
 @click.option("--log-format", default=None, help=_serve_help("log_format"))
 @click.option("--otlp-endpoint", default=None, help=_serve_help("otlp_endpoint"))
 @click.option("--shutdown-grace", default=None, help=_serve_help("shutdown_grace"))
+@click.option("--tls-cert-file", default=None, help=_serve_help("tls_cert_file"))
+@click.option("--tls-key-file", default=None, help=_serve_help("tls_key_file"))
+@click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
+@click.option("--auth-token-file", default=None, help=_serve_help("auth_token_file"))
+@click.option("--metrics-auth/--no-metrics-auth", default=None, help=_serve_help("metrics_auth"))
 def serve_command(
     host: str | None,
     port: int | None,
@@ -74,6 +79,11 @@ def serve_command(
     log_format: str | None,
     otlp_endpoint: str | None,
     shutdown_grace: str | None,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    tls_client_ca_file: str | None,
+    auth_token_file: str | None,
+    metrics_auth: bool | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
@@ -96,6 +106,11 @@ def serve_command(
         "log_format": log_format,
         "otlp_endpoint": otlp_endpoint,
         "shutdown_grace": shutdown_grace,
+        "tls_cert_file": tls_cert_file,
+        "tls_key_file": tls_key_file,
+        "tls_client_ca_file": tls_client_ca_file,
+        "auth_token_file": auth_token_file,
+        "metrics_auth": metrics_auth,
     }
     try:
         settings = load_settings(flags, config_file=config_file)

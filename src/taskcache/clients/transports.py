@@ -90,8 +90,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class RemoteOptions:
-    """How to reach a service: per-call timeout (seconds), retries, TLS CA file, bearer
-    token and the message size limit.
+    """How to reach a service: per-call timeout (seconds), retries, TLS CA file, client
+    certificate and key (PEM files, for a server requiring mutual TLS; both or neither),
+    bearer token and the message size limit.
     """
 
     timeout: float | None = 30.0
@@ -99,6 +100,8 @@ class RemoteOptions:
     ca_file: str | None = None
     token: str | None = None
     max_message_bytes: int = 16 * 1024 * 1024
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 def _headers(options: RemoteOptions) -> dict[str, str]:
@@ -176,7 +179,10 @@ def _grpc_target(url: str) -> tuple[str, bool]:
 
 
 def _grpc_credentials(options: RemoteOptions) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(root_certificates=_ca(options))
+    key, chain = _client_identity(options)
+    return grpc.ssl_channel_credentials(
+        root_certificates=_ca(options), private_key=key, certificate_chain=chain
+    )
 
 
 # gRPC's own reconnect backoff grows to 120 s: after a short server outage the channel would
@@ -198,6 +204,13 @@ def _ca(options: RemoteOptions) -> bytes | None:
     return Path(options.ca_file).read_bytes() if options.ca_file else None
 
 
+def _client_identity(options: RemoteOptions) -> tuple[bytes | None, bytes | None]:
+    """Return the client's (private key, certificate chain) PEM bytes, or (None, None)."""
+    if options.client_cert is None or options.client_key is None:
+        return None, None
+    return Path(options.client_key).read_bytes(), Path(options.client_cert).read_bytes()
+
+
 def _connect_client(
     url: str,
     options: RemoteOptions,
@@ -205,14 +218,17 @@ def _connect_client(
     http_client: Callable[[dict[str, Any]], Any],
 ) -> Any:
     """Build a generated Connect client (``client_type``) on the HTTP client that
-    ``http_client`` makes from the TLS settings (the CA file, else the system's roots).
+    ``http_client`` makes from the TLS settings (the CA file, else the system's roots; the
+    client certificate, if any).
     """
     ca = _ca(options)
+    key, chain = _client_identity(options)
+    tls = {"tls_ca_cert": ca, "tls_include_system_certs": ca is None}
     return client_type(
         _connect_address(url),
         timeout_ms=_timeout_ms(options),
         read_max_bytes=options.max_message_bytes,
-        http_client=http_client({"tls_ca_cert": ca, "tls_include_system_certs": ca is None}),
+        http_client=http_client({**tls, "tls_key": key, "tls_cert": chain}),
     )
 
 

@@ -161,6 +161,14 @@ class Repository(Protocol):
         """Delete the entry only if it still has ``row``'s outputs and ``last_updated_at``."""
         ...
 
+    def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``.
+
+        Blob deletion asks it after removing or replacing the deleting entry: a blob another
+        entry still points at must stay.
+        """
+        ...
+
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.
 
@@ -256,6 +264,10 @@ class AsyncRepository(Protocol):
 
     async def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
         """See :meth:`Repository.delete_entry_if_unchanged`."""
+        ...
+
+    async def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """See :meth:`Repository.output_uri_referenced`."""
         ...
 
     async def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:

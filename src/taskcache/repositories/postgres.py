@@ -49,7 +49,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresRepository", "migrate"]
 Connection = psycopg.Connection[TupleRow]
 
 # Each entry upgrades the schema by one version: MIGRATIONS[0] takes an empty database to
-# version 1, MIGRATIONS[1] (when added) takes version 1 to 2, and so on. Never edit a
+# version 1, MIGRATIONS[1] takes version 1 to 2, and so on. Never edit a
 # released entry; append a new one. Text columns of the key use the "C" collation so that
 # ordering (listings, cursors) is by code point, as in SQLite, whatever the database locale.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -90,6 +90,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
         "CREATE INDEX reservations_expires_at ON reservations (expires_at)",
+    ),
+    (
+        # Blob deletion asks whether any other entry still references an output URI.
+        "CREATE INDEX cache_entries_output_uri ON cache_entries (output_uri)",
     ),
 )
 
@@ -315,6 +319,12 @@ class PostgresRepository:
         params = sql.delete_if_unchanged_params(row)
         with self._connection() as conn:
             return conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params).rowcount > 0
+
+    def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""
+        with self._connection() as conn:
+            found = conn.execute(sql.OUTPUT_URI_REFERENCED, (list(uris),)).fetchone()
+        return found is not None and bool(found[0])
 
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Unpack
@@ -176,6 +176,13 @@ class AsyncPostgresRepository:
         async with self._connection() as conn:
             cursor = await conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params)
             return cursor.rowcount > 0
+
+    async def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """See :meth:`Repository.output_uri_referenced`."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.OUTPUT_URI_REFERENCED, (list(uris),))
+            found = await cursor.fetchone()
+        return found is not None and bool(found[0])
 
     async def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """See :meth:`Repository.acquire_reservation` (and the synchronous repository's)."""

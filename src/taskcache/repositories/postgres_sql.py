@@ -81,6 +81,9 @@ DELETE_ENTRY_IF_UNCHANGED: Final = f"""
       AND last_updated_at = %s
 """
 # The CTE sees the row as the statement began: who held it before us (for takeovers).
+OUTPUT_URI_REFERENCED: Final = (
+    "SELECT EXISTS (SELECT 1 FROM cache_entries WHERE output_uri = ANY(%s::text[]))"
+)
 ACQUIRE_RESERVATION: Final = f"""
     WITH previous AS (
         SELECT owner_id FROM reservations WHERE {SCOPE_KEY_WHERE}

@@ -86,6 +86,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             ON cache_entries (last_updated_at DESC, org, project, domain, key)
         """,
     ),
+    (
+        # Blob deletion asks whether any other entry still references an output URI.
+        "CREATE INDEX cache_entries_output_uri ON cache_entries (output_uri)",
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
@@ -537,6 +541,18 @@ class SqliteRepository:
         params = _unchanged_params(row)
         with self._session() as conn:
             return conn.execute(_DELETE_IF_UNCHANGED, params).rowcount > 0
+
+    def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""
+        if not uris:
+            return False
+        placeholders = ", ".join("?" * len(uris))
+        with self._session() as conn:
+            found = conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM cache_entries WHERE output_uri IN ({placeholders}))",
+                tuple(uris),
+            ).fetchone()
+        return bool(found[0])
 
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.

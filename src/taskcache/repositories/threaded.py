@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import datetime
 from typing import ParamSpec, TypeVar
@@ -66,6 +66,10 @@ class ThreadedRepository:
     async def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
         """See :meth:`Repository.delete_entry_if_unchanged`."""
         return await self._run(self.repository.delete_entry_if_unchanged, row)
+
+    async def output_uri_referenced(self, uris: Sequence[str]) -> bool:
+        """See :meth:`Repository.output_uri_referenced`."""
+        return await self._run(self.repository.output_uri_referenced, uris)
 
     async def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """See :meth:`Repository.acquire_reservation`."""

@@ -6,6 +6,7 @@ An RPC crosses three layers: a transport adapter (``grpc_server`` or ``connect_a
 
 * ``settings``: the :class:`Settings` dataclass and its sources (flags, env, config file).
 * ``scope``: the scope of a request (protovalidate on v2 identifiers).
+* ``auth``: bearer tokens and the scopes each may use (checked by the service core).
 * ``service``: the service core, one class for the three APIs, each read through a dialect.
 * ``calls``: per-RPC metrics, tracing and error sanitising shared by both transports.
 * ``grpc_server`` / ``connect_app``: the gRPC and Connect (ASGI) transports.

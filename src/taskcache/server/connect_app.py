@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from taskcache.errors import CacheError, InvalidArgumentError
 from taskcache.rpcs import RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
+from taskcache.server.auth import TokenAuthority
 from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
 from taskcache.server.decoding import decode_binary, decode_json
 from taskcache.server.health import HealthMonitor
@@ -307,8 +308,20 @@ async def _json(send: ASGISend, status: int, payload: object, *, head: bool = Fa
     await _respond(send, status, json.dumps(payload).encode(), "application/json", head=head)
 
 
+def _http_headers(scope: ASGIScope) -> dict[str, str]:
+    """Return the request headers of an ASGI scope, names lower-cased."""
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+    }
+
+
 class ConnectApp:
-    """The ASGI application: RPCs by path prefix, ``/healthz`` and ``/metrics``."""
+    """The ASGI application: RPCs by path prefix, ``/healthz`` and ``/metrics``.
+
+    With ``metrics_auth``, ``/metrics`` answers 401 unless the request carries one of its
+    bearer tokens (any scope); ``/healthz`` is always open.
+    """
 
     def __init__(
         self,
@@ -318,8 +331,10 @@ class ConnectApp:
         metrics: ServerMetrics,
         *,
         max_message_bytes: int,
+        metrics_auth: TokenAuthority | None = None,
     ) -> None:
         self._monitor = monitor
+        self._metrics_auth = metrics_auth
         self._metrics = metrics
         self._max_message_bytes = max_message_bytes
         self._max_body = max_message_bytes + _COMPRESSION_SLACK
@@ -372,10 +387,21 @@ class ConnectApp:
                 {"status": "SERVING" if serving else "NOT_SERVING"},
                 head=head,
             )
+        elif path == "/metrics" and not self._may_read_metrics(scope):
+            await _json(send, 401, {"error": "bearer token required"}, head=head)
         elif path == "/metrics":
             await _respond(send, 200, self._metrics.render(), METRICS_CONTENT_TYPE, head=head)
         else:
             await _json(send, 404, {"error": "not found"}, head=head)
+
+    def _may_read_metrics(self, scope: ASGIScope) -> bool:
+        if self._metrics_auth is None:
+            return True
+        try:
+            self._metrics_auth.authenticate(_http_headers(scope))
+        except CacheError:
+            return False
+        return True
 
 
 async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:

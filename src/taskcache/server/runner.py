@@ -10,18 +10,21 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import grpc
 import uvicorn
 
-from taskcache.errors import UnavailableError
+from taskcache.errors import InvalidArgumentError, UnavailableError
 from taskcache.manager import AsyncCacheManager
 from taskcache.resolver import open_async_repository, redact
 from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Service
+from taskcache.server.auth import TokenAuthority
 from taskcache.server.calls import CallObserver
 from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
 from taskcache.server.grpc_server import build_grpc_server
@@ -84,9 +87,78 @@ def _bind_http(host: str, port: int) -> socket.socket:
         ) from error
 
 
-def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int:
+def _read_pem(path: str, option: str) -> bytes:
     try:
-        bound: int = server.add_insecure_port(_host_port(host, port))
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot read {path}: {error}", field=option) from error
+
+
+def _check_tls_files(cert_file: str, key_file: str, client_ca: str | None) -> None:
+    """Raise InvalidArgumentError unless the PEM files load: gRPC would only report a
+    failure to bind, and uvicorn a traceback.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidArgumentError(
+            f"{cert_file} and {key_file} are not a PEM certificate and its key: {error}",
+            field="tls_cert_file",
+        ) from error
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as error:
+            raise InvalidArgumentError(
+                f"{client_ca} is not a PEM CA bundle: {error}", field="tls_client_ca_file"
+            ) from error
+
+
+def _grpc_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """Return the gRPC TLS credentials of ``settings`` (None: plaintext), requiring client
+    certificates when a client CA is set. Raises InvalidArgumentError for unusable files.
+    """
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file
+    _check_tls_files(settings.tls_cert_file, settings.tls_key_file, client_ca)
+    return grpc.ssl_server_credentials(
+        [
+            (
+                _read_pem(settings.tls_key_file, "tls_key_file"),
+                _read_pem(settings.tls_cert_file, "tls_cert_file"),
+            )
+        ],
+        root_certificates=None if client_ca is None else _read_pem(client_ca, "tls_client_ca_file"),
+        require_client_auth=client_ca is not None,
+    )
+
+
+def _uvicorn_tls(settings: Settings) -> dict[str, Any]:
+    """Return uvicorn's ssl options for ``settings`` (empty: plaintext)."""
+    if not settings.tls:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": settings.tls_cert_file,
+        "ssl_keyfile": settings.tls_key_file,
+    }
+    if settings.tls_client_ca_file is not None:
+        options["ssl_ca_certs"] = settings.tls_client_ca_file
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
+
+
+def _add_grpc_port(
+    server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None
+) -> int:
+    address = _host_port(host, port)
+    try:
+        bound: int = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
     except RuntimeError as error:
         raise UnavailableError(
             f"cannot listen on {_host_port(host, port)} (gRPC): {error}"
@@ -105,15 +177,20 @@ async def serve(
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
     Shutdown stops accepting new calls, gives in-flight ones up to
-    ``settings.shutdown_grace`` seconds, then closes the repository. Raises InvalidArgumentError for
-    a bad database setting, UnavailableError if the database or a port cannot be opened.
+    ``settings.shutdown_grace`` seconds, then closes the repository. SIGHUP re-reads the token
+    file (certificates are read once, at startup). Raises InvalidArgumentError for a bad
+    database setting or an unreadable certificate or token file, UnavailableError if the
+    database or a port cannot be opened.
     ``service_type`` builds the service cores (a subclass with canned answers lets benchmarks
     measure the transport stack alone); ``taskcache serve`` always uses the real one.
     """
     loop = asyncio.get_running_loop()
     stop_event = stop if stop is not None else asyncio.Event()
+    auth = TokenAuthority(settings.auth_token_file) if settings.auth_token_file else None
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_event.set)
+    if auth is not None:
+        loop.add_signal_handler(signal.SIGHUP, auth.reload)
     try:
         # Runs SQLite calls and blob deletions.
         executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="taskcache-db")
@@ -132,7 +209,7 @@ async def serve(
             )
             await _serve(
                 settings,
-                Backend(manager, ServerMetrics(), executor, _blobs(settings)),
+                Backend(manager, ServerMetrics(), executor, _blobs(settings), auth),
                 stop_event,
                 service_type,
             )
@@ -140,7 +217,7 @@ async def serve(
             executor.shutdown(wait=True)
             await repository.close()
     finally:
-        for signum in _STOP_SIGNALS:
+        for signum in (*_STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     logger.info("taskcache server stopped")
 
@@ -170,7 +247,9 @@ async def _serve(
     grpc_server = build_grpc_server(
         cores, observer, monitor, max_message_bytes=settings.max_message_bytes
     )
-    grpc_port = _add_grpc_port(grpc_server, settings.host, settings.grpc_port)
+    grpc_port = _add_grpc_port(
+        grpc_server, settings.host, settings.grpc_port, _grpc_credentials(settings)
+    )
     http_socket = _bind_http(settings.host, settings.port)
     http_port: int = http_socket.getsockname()[1]
     app = ConnectApp(
@@ -179,6 +258,7 @@ async def _serve(
         monitor,
         metrics,
         max_message_bytes=settings.max_message_bytes,
+        metrics_auth=backend.auth if settings.metrics_auth else None,
     )
     http = _UvicornServer(
         uvicorn.Config(
@@ -191,6 +271,7 @@ async def _serve(
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+            **_uvicorn_tls(settings),
         )
     )
 
@@ -229,12 +310,15 @@ async def _run_until_stopped(
             return  # failed during startup; the caller's gather re-raises its error
         await asyncio.sleep(0.005)
     logger.info(
-        "taskcache serving Connect on http://%s (/healthz, /metrics) and gRPC on %s; "
-        "database %s, storage %s",
+        "taskcache serving Connect on %s://%s (/healthz, /metrics) and gRPC%s on %s; "
+        "database %s, storage %s, %s",
+        "https" if settings.tls else "http",
         _host_port(settings.host, http_port),
+        " (TLS)" if settings.tls else "",
         _host_port(settings.host, grpc_port),
         redact(settings.database),
         settings.storage or "none (delete_blob disabled)",
+        "bearer tokens required" if settings.auth_token_file else "no authentication",
     )
     stop_wait = asyncio.create_task(stop.wait())
     try:

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError, Message
 
 from taskcache.errors import (
     AlreadyExistsError,
+    CacheError,
     FailedPreconditionError,
     InternalError,
     NotFoundError,
@@ -44,6 +45,7 @@ from taskcache.rpcs import (
     EntryVersion,
     Rpc,
 )
+from taskcache.server.auth import TokenAuthority
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED, request_scope
 from taskcache.storage import BlobStore
@@ -129,20 +131,25 @@ def _flyte1_put(request: Message) -> cacheservice_pb2.PutCacheRequest:
 @dataclass(frozen=True)
 class Backend:
     """What every API's service core shares: the manager, the server's metrics, the storage
-    root (None: ``delete_blob`` is ignored) and the thread pool blob deletions run on.
+    root (None: ``delete_blob`` is ignored), the thread pool blob deletions run on and the
+    token authority (None: requests need no token).
     """
 
     manager: AsyncCacheManager
     metrics: ServerMetrics
     executor: Executor
     blobs: BlobStore | None = None
+    auth: TokenAuthority | None = None
 
 
 class CacheService:
     """Serves the five cache RPCs of one API over ``backend``'s manager.
 
     Each method takes the API's request message and the request's headers (lower-case names)
-    and returns the API's response message; it raises CacheError subclasses.
+    and returns the API's response message; it raises CacheError subclasses. With a token
+    authority, every method first checks the headers' bearer token against the request's
+    scope (UnauthenticatedError, PermissionDeniedError) — here, because only the dialect knows
+    the scope, and once for both transports.
     """
 
     def __init__(self, backend: Backend, dialect: Dialect) -> None:
@@ -151,9 +158,22 @@ class CacheService:
         self._metrics = backend.metrics
         self._dialect = dialect
 
+    def _unwrap(self, rpc: Rpc, request: Message, headers: Headers) -> tuple[Scope, Message]:
+        """Return the dialect's scope and base request, once the caller may use that scope.
+
+        The token is checked before the request is read, so a caller without one learns
+        nothing from validation errors.
+        """
+        auth = self._backend.auth
+        grant = None if auth is None else auth.authenticate(headers)
+        scope, base = self._dialect.unwrap(rpc, request)
+        if grant is not None:
+            grant.authorize(scope)
+        return scope, base
+
     async def get(self, request: Message, headers: Headers) -> Message:
         """Return the entry as a GetCacheResponse; NotFoundError on a miss."""
-        scope, base = self._dialect.unwrap(GET, request)
+        scope, base = self._unwrap(GET, request, headers)
         get: cacheservice_pb2.GetCacheRequest = base
         try:
             row = await self._manager.get(scope, get.key)
@@ -167,9 +187,9 @@ class CacheService:
         """Store the request's output; AlreadyExistsError if a live entry exists and the
         request neither overwrites nor finds it older than ``overwrite.max_age``. With
         ``overwrite.delete_blob`` the replaced entry's blob is deleted if the storage root
-        owns it.
+        owns it and no other entry, in any scope, references it.
         """
-        scope, base = self._dialect.unwrap(PUT, request)
+        scope, base = self._unwrap(PUT, request, headers)
         put: cacheservice_pb2.PutCacheRequest = base
         entry = _new_entry(put.output)
         options = put.overwrite
@@ -194,29 +214,35 @@ class CacheService:
             # Re-putting the same URI must not delete the blob the new entry points at.
             and replaced.output_uri != result.stored.output_uri
         ):
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._backend.executor, self._delete_replaced_blob, replaced.output_uri
-            )
+            await self._delete_replaced_blob(replaced.output_uri)
         return self._dialect.wrap(PUT, cacheservice_pb2.PutCacheResponse())
 
-    def _delete_replaced_blob(self, uri: str) -> None:
-        """Delete ``uri`` if it lies under the storage root; failures are logged, not raised
-        (the put already succeeded).
+    async def _delete_replaced_blob(self, uri: str) -> None:
+        """Delete ``uri`` if it lies under the storage root (symlinks and ``..`` resolved) and
+        no entry in any scope still references it; failures are logged, not raised (the put
+        already succeeded).
         """
         blobs = self._backend.blobs
         if blobs is None:
             logger.debug("delete_blob ignored for %s: no storage root configured", uri)
             return
-        try:
-            owned = blobs.owns(uri)
-        except Exception:  # an unknown fsspec protocol or malformed URI is simply not ours
-            owned = False
-        if not owned:
+        loop = asyncio.get_running_loop()
+        executor = self._backend.executor
+        spellings = await loop.run_in_executor(executor, blobs.owned_spellings, uri)
+        if not spellings:
             logger.info("delete_blob ignored for %s: outside storage root %s", uri, blobs.root)
             return
         try:
-            blobs.delete(uri)
+            referenced = await self._manager.repository.output_uri_referenced(spellings)
+        except CacheError:
+            # Unsure means keep: a kept blob is garbage, a deleted one may be another's output.
+            logger.warning("delete_blob skipped for %s: reference check failed", uri, exc_info=True)
+            return
+        if referenced:
+            logger.info("delete_blob ignored for %s: another entry still references it", uri)
+            return
+        try:
+            await loop.run_in_executor(executor, blobs.delete, uri)
         except Exception:
             logger.warning("could not delete replaced blob %s", uri, exc_info=True)
 
@@ -226,7 +252,7 @@ class CacheService:
         With the :data:`IF_UNCHANGED_HEADER` header, delete only that version of the entry:
         FailedPreconditionError if the entry has changed since.
         """
-        scope, base = self._dialect.unwrap(DELETE, request)
+        scope, base = self._unwrap(DELETE, request, headers)
         delete: cacheservice_pb2.DeleteCacheRequest = base
         key: str = delete.key
         condition = headers.get(IF_UNCHANGED_HEADER)
@@ -245,7 +271,7 @@ class CacheService:
 
     async def get_or_extend_reservation(self, request: Message, headers: Headers) -> Message:
         """Grant or extend the caller's reservation, or return the current holder's."""
-        scope, base = self._dialect.unwrap(GET_OR_EXTEND_RESERVATION, request)
+        scope, base = self._unwrap(GET_OR_EXTEND_RESERVATION, request, headers)
         wanted: cacheservice_pb2.GetOrExtendReservationRequest = base
         row = await self._manager.get_or_extend_reservation(
             scope,
@@ -270,7 +296,7 @@ class CacheService:
 
     async def release_reservation(self, request: Message, headers: Headers) -> Message:
         """Release the caller's reservation; absent or foreign ones are left alone."""
-        scope, base = self._dialect.unwrap(RELEASE_RESERVATION, request)
+        scope, base = self._unwrap(RELEASE_RESERVATION, request, headers)
         release: cacheservice_pb2.ReleaseReservationRequest = base
         await self._manager.release_reservation(scope, release.key, release.owner_id)
         return self._dialect.wrap(

@@ -39,7 +39,11 @@ class Settings:
     ``catalog.db``, a ``*.db`` path, ``sqlite:///path.db``, ``memory://`` or
     ``postgresql://…``); :func:`load_settings` refuses anything else. ``storage``: the blob
     root under which ``delete_blob`` may delete replaced outputs; None means the server never
-    deletes blobs. Durations are seconds.
+    deletes blobs. Durations are seconds. ``tls_cert_file`` and ``tls_key_file`` come
+    together (both listeners then refuse plaintext); ``tls_client_ca_file`` needs them and
+    makes client certificates signed by that CA mandatory. ``auth_token_file`` (see
+    :mod:`taskcache.server.auth`) makes every RPC need a bearer token; ``metrics_auth`` makes
+    ``/metrics`` need one too and requires ``auth_token_file``.
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +59,16 @@ class Settings:
     log_format: str = "console"
     otlp_endpoint: str | None = None
     shutdown_grace: float = 10.0
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    auth_token_file: str | None = None
+    metrics_auth: bool = False
+
+    @property
+    def tls(self) -> bool:
+        """Whether both listeners serve TLS only (a certificate and key are configured)."""
+        return self.tls_cert_file is not None
 
 
 # One help line per option, shared by ``taskcache serve --help`` and error messages.
@@ -79,6 +93,16 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "server stops, in seconds (suffixes ms, s, m, h accepted).",
     "otlp_endpoint": "OTLP/gRPC collector to export one trace span per request to (e.g. "
     "http://otel-collector:4317). Unset: tracing is off.",
+    "tls_cert_file": "PEM certificate (chain) both listeners serve TLS with; plaintext is then "
+    "refused. Needs --tls-key-file. Certificates are read at startup: restart to renew them.",
+    "tls_key_file": "PEM private key of --tls-cert-file.",
+    "tls_client_ca_file": "PEM CA bundle: with it, both listeners require client certificates "
+    "signed by it (mutual TLS). Needs --tls-cert-file.",
+    "auth_token_file": "File of bearer tokens, one per line, each optionally followed by scope "
+    "patterns org/project/domain with * globs (tok-a acme/ml/*); a bare token may use every "
+    "scope and the unscoped APIs. Every RPC then needs a token; /healthz and gRPC health "
+    "stay open. SIGHUP re-reads the file.",
+    "metrics_auth": "Require a bearer token from --auth-token-file on /metrics too (true/false).",
 }
 
 
@@ -168,6 +192,38 @@ def _optional_text(value: Any, name: str) -> str | None:
     return text or None
 
 
+def _optional_path(value: Any, name: str) -> str | None:
+    text = _optional_text(value, name)
+    return None if text is None else str(Path(text).expanduser())
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value, name).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise InvalidArgumentError(f"{value!r} is not true or false", field=name)
+
+
+def _check_security(settings: Settings) -> None:
+    """Refuse TLS and token options that only make sense together, given apart."""
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise InvalidArgumentError(
+            "tls_cert_file and tls_key_file must be given together", field="tls_key_file"
+        )
+    if settings.tls_client_ca_file is not None and not settings.tls:
+        raise InvalidArgumentError(
+            "needs tls_cert_file and tls_key_file", field="tls_client_ca_file"
+        )
+    if settings.metrics_auth and settings.auth_token_file is None:
+        raise InvalidArgumentError("needs auth_token_file", field="metrics_auth")
+
+
 def _log_level(value: Any, name: str) -> str:
     level = _text(value, name).strip().upper()
     if level not in LOG_LEVELS:
@@ -196,6 +252,11 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "log_format": _log_format,
     "otlp_endpoint": _optional_text,
     "shutdown_grace": _seconds,
+    "tls_cert_file": _optional_path,
+    "tls_key_file": _optional_path,
+    "tls_client_ca_file": _optional_path,
+    "auth_token_file": _optional_path,
+    "metrics_auth": _boolean,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
@@ -261,7 +322,8 @@ def load_settings(
 
     ``database`` defaults to ``$TASKCACHE_HOME`` (read from ``environ``) or the platform data
     dir; ``storage`` defaults to ``<home>/blobs`` only while ``database`` is that default.
-    Raises InvalidArgumentError naming the offending option.
+    Raises InvalidArgumentError naming the offending option (also for TLS or token options
+    missing their counterpart).
     """
     env = os.environ if environ is None else environ
     given_flags = {name: value for name, value in (flags or {}).items() if value is not None}
@@ -283,4 +345,5 @@ def load_settings(
         # The embedded default catalog keeps its blobs beside the database; only then is a
         # blob root implied. Any other database must name its root explicitly.
         settings = replace(settings, storage=str(Path(settings.database) / BLOBS_FOLDER_NAME))
+    _check_security(settings)
     return settings

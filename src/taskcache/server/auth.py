@@ -1,0 +1,168 @@
+"""Bearer tokens with scopes: the token file and the check every RPC passes.
+
+A token file holds one token per line, optionally followed by scope patterns
+``org/project/domain`` whose parts may use ``*`` (any run of characters, ``/`` excluded):
+``tok-a acme/ml/*``. A bare token may use every scope, including the empty scope of the unscoped
+APIs (flyteidl2.cacheservice and Flyte 1); a token with patterns may use only the scopes they
+match, never the empty one. ``#`` starts a comment; blank lines are ignored.
+
+Tokens are compared in constant time, as SHA-256 digests, and never appear in logs or error
+messages. This module knows nothing of transports: the service core hands it the request
+headers and the scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from taskcache.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
+from taskcache.repositories.base import Scope
+from taskcache.server.scope import UNSCOPED
+
+logger = logging.getLogger(__name__)
+
+AUTHORIZATION_HEADER: Final = "authorization"
+_BEARER: Final = "bearer "
+_SCOPE_PARTS: Final = 3
+
+
+def _scope_text(scope: Scope) -> str:
+    return f"{scope.org}/{scope.project}/{scope.domain}"
+
+
+def token_digest(token: str) -> bytes:
+    """Return the SHA-256 of ``token``: what grants keep and compare, so that comparisons
+    take the same time whatever the lengths, and no token sits in memory dumps or reprs.
+    """
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One token (its :func:`token_digest`) and the scopes it may use (None: every scope)."""
+
+    digest: bytes = field(repr=False)
+    patterns: tuple[re.Pattern[str], ...] | None
+
+    def allows(self, scope: Scope) -> bool:
+        """Return whether this token may act in ``scope``."""
+        if self.patterns is None:
+            return True
+        # The empty scope is the unscoped APIs': it spans every project, so only all-scope
+        # tokens may use it, whatever a pattern would match.
+        if scope == UNSCOPED:
+            return False
+        text = _scope_text(scope)
+        return any(pattern.fullmatch(text) for pattern in self.patterns)
+
+    def authorize(self, scope: Scope) -> None:
+        """Raise PermissionDeniedError unless this token may act in ``scope``."""
+        if not self.allows(scope):
+            shown = "the unscoped APIs" if scope == UNSCOPED else _scope_text(scope)
+            raise PermissionDeniedError(f"this token may not use {shown}")
+
+
+def _pattern(text: str, line_number: int, path: Path) -> re.Pattern[str]:
+    parts = text.split("/")
+    if len(parts) != _SCOPE_PARTS or not all(parts):
+        raise InvalidArgumentError(
+            f"{path}:{line_number}: scope pattern {text!r} is not org/project/domain",
+            field="auth_token_file",
+        )
+    return re.compile("/".join(re.escape(part).replace(r"\*", "[^/]*") for part in parts))
+
+
+def parse_token_file(text: str, path: Path) -> tuple[Grant, ...]:
+    """Return the grants of a token file's ``text`` (``path`` only names it in errors).
+
+    Raises InvalidArgumentError (field ``auth_token_file``) for a malformed scope pattern, a
+    token listed twice, or a file without tokens; messages give line numbers, never tokens.
+    """
+    grants: list[Grant] = []
+    seen: set[bytes] = set()
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        token, *patterns = words
+        digest = token_digest(token)
+        if digest in seen:
+            raise InvalidArgumentError(
+                f"{path}:{line_number}: token listed twice", field="auth_token_file"
+            )
+        seen.add(digest)
+        compiled = tuple(_pattern(pattern, line_number, path) for pattern in patterns)
+        grants.append(Grant(digest, compiled or None))
+    if not grants:
+        raise InvalidArgumentError(f"{path} holds no tokens", field="auth_token_file")
+    return tuple(grants)
+
+
+def read_token_file(path: str | Path) -> tuple[Grant, ...]:
+    """Return the grants in the token file at ``path``; InvalidArgumentError if it cannot be
+    read or is malformed (see :func:`parse_token_file`).
+    """
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidArgumentError(
+            f"cannot read {file}: {error}", field="auth_token_file"
+        ) from error
+    return parse_token_file(text, file)
+
+
+def _bearer_digest(headers: Mapping[str, str]) -> bytes | None:
+    """Return the :func:`token_digest` of the ``Bearer`` token in ``headers``, or None."""
+    value = headers.get(AUTHORIZATION_HEADER)
+    if value is None or value[: len(_BEARER)].lower() != _BEARER:
+        return None
+    token = value[len(_BEARER) :].strip()
+    return token_digest(token) if token else None
+
+
+class TokenAuthority:
+    """Decides whether a request's bearer token may act in a scope.
+
+    :meth:`authenticate` finds the request's token; the returned :class:`Grant` then
+    authorizes the scope. Built from a token file; :meth:`reload` re-reads it (the runner
+    calls it on SIGHUP). A reload that fails keeps the tokens in force and logs why.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._grants = read_token_file(self._path)
+
+    def reload(self) -> bool:
+        """Re-read the token file; return whether the new tokens are now in force."""
+        try:
+            self._grants = read_token_file(self._path)
+        except InvalidArgumentError as error:
+            logger.error("token file not reloaded, the previous tokens stay in force: %s", error)
+            return False
+        logger.info("token file %s reloaded: %d tokens", self._path, len(self._grants))
+        return True
+
+    def authenticate(self, headers: Mapping[str, str]) -> Grant:
+        """Return the grant of the bearer token in ``headers``; UnauthenticatedError if it is
+        missing or unknown.
+        """
+        presented = _bearer_digest(headers)
+        if presented is None:
+            raise UnauthenticatedError("missing bearer token")
+        found: Grant | None = None
+        # Compare against every token, without stopping at a match, so the time taken does
+        # not tell which (or whether one) matched.
+        for grant in self._grants:
+            if hmac.compare_digest(grant.digest, presented):
+                found = grant
+        if found is None:
+            raise UnauthenticatedError("unknown bearer token")
+        return found
