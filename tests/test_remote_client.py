@@ -313,7 +313,9 @@ def test_the_timeout_option_is_the_calls_deadline(
     if scheme == "http":
         assert headers["connect-timeout-ms"] == "7000"
     else:
-        assert 0 < float(headers["grpc-time-remaining"]) <= 7
+        # gRPC re-encodes the deadline at send time and the server re-reads it, so a few ms
+        # either way are rounding; what matters is 7 s, not the 30 s default.
+        assert 6 < float(headers["grpc-time-remaining"]) < 7.5
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
