@@ -1084,7 +1084,9 @@ def test_get_or_compute_heartbeat_keeps_the_lease_while_computing(
     catalog: Catalog, keys: Keys
 ) -> None:
     client, other = catalog(), catalog()
-    heartbeat = timedelta(milliseconds=200)  # the lease lasts 600 ms unless extended
+    # The lease lasts 1.5 s unless extended; each beat renews it, so only a stall of a whole
+    # second on a loaded machine could let it lapse.
+    heartbeat = timedelta(milliseconds=500)
     seen: list[str] = []
 
     def slow() -> literals_pb2.LiteralMap:
