@@ -457,7 +457,10 @@ def test_extreme_durations_and_timestamps_are_refused_or_served(
                 "application/proto; charset=utf-8",
             ]
         ),
-        st.text(max_size=20).filter(lambda text: text.isascii() and text.isprintable()),
+        # A header value may not start or end with white space (HTTP rejects it client-side).
+        st.text(max_size=20).filter(
+            lambda text: text.isascii() and text.isprintable() and text == text.strip()
+        ),
     ),
 )
 def test_connect_refuses_wrong_content_types(
