@@ -364,3 +364,14 @@ def test_remote_clients_are_no_operator_clients() -> None:
             return isinstance(client, AsyncOperatorClient)
 
     assert asyncio.run(open_async_remote()) is False
+
+
+def test_an_unknown_selection_keyword_is_a_type_error_and_clears_nothing(
+    client: Any, clock: FakeClock
+) -> None:
+    fill(client, clock)
+    with pytest.raises(TypeError, match="projet"):
+        client.clear(projet="project_1")
+    with pytest.raises(TypeError, match="tsak"):
+        list(client.entries(tsak="train"))
+    assert client.stats().entries == len(CATALOG)

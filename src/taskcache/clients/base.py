@@ -160,6 +160,22 @@ class AsyncClient(Protocol):
     async def __aexit__(self, *exc_info: object) -> None: ...
 
 
+class EntrySelection(TypedDict, total=False):
+    """Which entries :meth:`OperatorClient.entries` and :meth:`OperatorClient.clear` cover.
+
+    ``org``, ``project`` and ``domain`` select the scope entries are filed under (absent or
+    None: any; ``""`` is the empty scope of Flyte 1 and unscoped entries); ``task`` the name
+    of the stored source identifier; ``key_prefix`` keys starting with it. An unknown name
+    is a TypeError (a typo must never widen a ``clear``).
+    """
+
+    org: str | None
+    project: str | None
+    domain: str | None
+    task: str | None
+    key_prefix: str | None
+
+
 @runtime_checkable
 class OperatorClient(Client, Protocol):
     """A :class:`Client` on a catalog it can also list, total and clear (embedded clients).
@@ -170,14 +186,7 @@ class OperatorClient(Client, Protocol):
     """
 
     def entries(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        key_prefix: str | None = None,
-        page_size: int = OPERATOR_BATCH_SIZE,
+        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> Iterator[CatalogEntry]:
         """Iterate over the matching entries, newest update first, fetching lazily."""
         ...
@@ -187,13 +196,7 @@ class OperatorClient(Client, Protocol):
         ...
 
     def clear(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        batch_size: int = OPERATOR_BATCH_SIZE,
+        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> int:
         """Delete the matching entries (every entry without arguments); return how many."""
         ...
@@ -204,14 +207,7 @@ class AsyncOperatorClient(AsyncClient, Protocol):
     """The asynchronous twin of :class:`OperatorClient`; ``entries`` is an async iterator."""
 
     def entries(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        key_prefix: str | None = None,
-        page_size: int = OPERATOR_BATCH_SIZE,
+        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> AsyncIterator[CatalogEntry]:
         """See :meth:`OperatorClient.entries`; iterate with ``async for``."""
         ...
@@ -221,13 +217,7 @@ class AsyncOperatorClient(AsyncClient, Protocol):
         ...
 
     async def clear(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        batch_size: int = OPERATOR_BATCH_SIZE,
+        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> int:
         """See :meth:`OperatorClient.clear`."""
         ...

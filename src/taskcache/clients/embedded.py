@@ -11,11 +11,12 @@ import functools
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from typing import Unpack
 
 from flyteidl2.core import identifier_pb2
 
 from taskcache import hashing
-from taskcache.clients.base import OPERATOR_BATCH_SIZE, Writes
+from taskcache.clients.base import OPERATOR_BATCH_SIZE, EntrySelection, Writes
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
@@ -177,44 +178,28 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         self._reservations.put(owner_id, entry)
 
     def entries(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        key_prefix: str | None = None,
-        page_size: int = OPERATOR_BATCH_SIZE,
+        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> Iterator[CatalogEntry]:
         """Iterate over the catalog's entries, most recently updated first, as
         :class:`~taskcache.CatalogEntry` records.
 
-        ``org``, ``project`` and ``domain`` select the scope entries are filed under (None:
-        any; ``""`` is the empty scope of Flyte 1 and unscoped entries); ``task`` the name of
-        the stored source identifier (``key.identifier.name`` when the entry was put);
-        ``key_prefix`` keys starting with it. Rows are fetched ``page_size`` at a time as the
-        iteration proceeds; entries written meanwhile may or may not appear, none appears
-        twice. Raises InvalidArgumentError if ``page_size`` < 1 (at once); UnavailableError
+        ``selection`` (:class:`~taskcache.clients.base.EntrySelection`): scope, ``task`` (the
+        stored source identifier's name, ``key.identifier.name`` when the entry was put) and
+        ``key_prefix``; TypeError for an unknown name. Rows are fetched ``page_size`` at a
+        time as the iteration proceeds; entries written meanwhile may or may not appear, none
+        appears twice. Raises InvalidArgumentError if ``page_size`` < 1 (at once); UnavailableError
         once closed or if the store fails (while iterating).
         """
-        return itertools.chain.from_iterable(
-            self._entry_pages(org, project, domain, task, key_prefix, page_size)
-        )
+        return itertools.chain.from_iterable(self._entry_pages(selection, page_size))
 
     def _entry_pages(
-        self,
-        org: str | None,
-        project: str | None,
-        domain: str | None,
-        task: str | None,
-        key_prefix: str | None,
-        page_size: int,
+        self, selection: EntrySelection, page_size: int
     ) -> Iterator[list[CatalogEntry]]:
         # Imported here (and in stats and clear): `import taskcache`, and so `taskcache key`,
         # must stay free of the operator code.
         from taskcache import operations  # noqa: PLC0415
 
-        entry_filter = EntryFilter(org=org, project=project, domain=domain, key_prefix=key_prefix)
+        entry_filter, task = _selected(selection)
         return operations.iter_entries(self.manager.repository, entry_filter, task, page_size)
 
     def stats(self) -> CatalogStats:
@@ -228,16 +213,10 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         return operations.catalog_stats(self.manager.repository, self.manager.clock())
 
     def clear(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        batch_size: int = OPERATOR_BATCH_SIZE,
+        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> int:
-        """Delete the entries :meth:`entries` would list with the same ``org``, ``project``,
-        ``domain`` and ``task`` (without arguments: every entry); return how many were deleted.
+        """Delete the entries :meth:`entries` would list with the same ``selection`` (without
+        one: every entry); return how many were deleted.
 
         Each deleted entry's outputs blob is deleted too when it lies under this client's blob
         root (``storage``), the same ownership check as ``taskcache gc --delete-blobs``: blobs
@@ -253,7 +232,7 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         """
         from taskcache import operations  # noqa: PLC0415
 
-        entry_filter = EntryFilter(org=org, project=project, domain=domain)
+        entry_filter, task = _selected(selection)
         summary = operations.clear(
             self.manager.repository, self.blobs, entry_filter, task, batch_size
         )
@@ -317,45 +296,23 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         self._client.update_reservation_cache(owner_id, entry)
 
     def entries(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        key_prefix: str | None = None,
-        page_size: int = OPERATOR_BATCH_SIZE,
+        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> AsyncIterator[CatalogEntry]:
         """See :meth:`EmbeddedClient.entries`; iterate with ``async for`` (each page is
         fetched in a worker thread).
         """
-        pages = self._client._entry_pages(org, project, domain, task, key_prefix, page_size)
-        return _each_entry(pages)
+        return _each_entry(self._client._entry_pages(selection, page_size))
 
     async def stats(self) -> CatalogStats:
         """See :meth:`EmbeddedClient.stats`."""
         return await asyncio.to_thread(self._client.stats)
 
     async def clear(
-        self,
-        *,
-        org: str | None = None,
-        project: str | None = None,
-        domain: str | None = None,
-        task: str | None = None,
-        batch_size: int = OPERATOR_BATCH_SIZE,
+        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> int:
         """See :meth:`EmbeddedClient.clear`."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self._client.clear,
-                org=org,
-                project=project,
-                domain=domain,
-                task=task,
-                batch_size=batch_size,
-            )
-        )
+        clear = functools.partial(self._client.clear, batch_size=batch_size, **selection)
+        return await asyncio.to_thread(clear)
 
     async def _release(self) -> None:
         await asyncio.to_thread(self._client.close)
@@ -366,3 +323,19 @@ async def _each_entry(pages: Iterator[list[CatalogEntry]]) -> AsyncIterator[Cata
     while (page := await asyncio.to_thread(next, pages, None)) is not None:
         for entry in page:
             yield entry
+
+
+def _selected(selection: EntrySelection) -> tuple[EntryFilter, str | None]:
+    """Return the listing filter and task name of ``selection``; TypeError naming an unknown
+    selection keyword (mypy catches it statically; this catches it at run time).
+    """
+    unknown = set(selection) - set(EntrySelection.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    entry_filter = EntryFilter(
+        org=selection.get("org"),
+        project=selection.get("project"),
+        domain=selection.get("domain"),
+        key_prefix=selection.get("key_prefix"),
+    )
+    return entry_filter, selection.get("task")
