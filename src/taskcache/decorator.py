@@ -24,7 +24,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Final, Generic, ParamSpec, TypeVar, cast, overload
 
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 
@@ -220,60 +220,50 @@ _opened: dict[tuple[object, ...], Client | AsyncClient] = {}
 _opened_lock = threading.Lock()
 
 
-def _target(catalog: Catalog) -> str | os.PathLike[str] | None:
+def _target(catalog: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
     if catalog is not None:
-        return catalog  # type: ignore[return-value]  # a target: clients never reach here
+        return catalog
     return os.environ.get(TARGET_ENVIRONMENT_VARIABLE) or None
 
 
-def _sync_client(options: _Options) -> Client:
-    if isinstance(options.catalog, str | os.PathLike) or options.catalog is None:
-        target = _target(options.catalog)
-        # Keyed by process (a forked child must not share its parent's connections) and by
-        # what the target resolves against.
-        cache_key = (
-            os.getpid(),
-            "sync",
-            target,
-            os.environ.get(HOME_ENVIRONMENT_VARIABLE),
-            options.max_age,
-        )
-        with _opened_lock:
-            client = _opened.get(cache_key)
-            if client is None:
-                from taskcache.targets import open_catalog  # noqa: PLC0415 - import cycle
+def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncClient:
+    """Return the client of ``options.catalog``: the one given, or the target's, opened once
+    per process (and, for async clients, per event loop: async transports belong to it).
+    """
+    given = options.catalog
+    if not (given is None or isinstance(given, str | os.PathLike)):
+        if inspect.iscoroutinefunction(getattr(given, "get", None)) is not asynchronous:
+            wanted = "an AsyncClient" if asynchronous else "a Client"
+            raise TypeError(f"catalog: this function needs {wanted}")
+        return given
+    target = _target(given)
+    loop = id(asyncio.get_running_loop()) if asynchronous else None
+    # Keyed by process (a forked child must not share its parent's connections) and by what
+    # the target resolves against.
+    cache_key = (
+        os.getpid(),
+        loop,
+        target,
+        os.environ.get(HOME_ENVIRONMENT_VARIABLE),
+        options.max_age,
+    )
+    with _opened_lock:
+        client = _opened.get(cache_key)
+        if client is None:
+            from taskcache.targets import open_async_catalog, open_catalog  # noqa: PLC0415
 
-                client = open_catalog(target, max_cache_age=options.max_age)
-                _opened[cache_key] = client
-        return client  # type: ignore[return-value]
-    if inspect.iscoroutinefunction(getattr(options.catalog, "get", None)):
-        raise TypeError("catalog: a synchronous function needs a Client, not an AsyncClient")
-    return options.catalog  # type: ignore[return-value]
+            opener = open_async_catalog if asynchronous else open_catalog
+            client = opener(target, max_cache_age=options.max_age)
+            _opened[cache_key] = client
+    return client
+
+
+def _sync_client(options: _Options) -> Client:
+    return cast(Client, _catalog_client(options, asynchronous=False))
 
 
 def _async_client(options: _Options) -> AsyncClient:
-    if isinstance(options.catalog, str | os.PathLike) or options.catalog is None:
-        target = _target(options.catalog)
-        # Async transports belong to the event loop they were opened on.
-        loop = asyncio.get_running_loop()
-        cache_key = (
-            os.getpid(),
-            id(loop),
-            target,
-            os.environ.get(HOME_ENVIRONMENT_VARIABLE),
-            options.max_age,
-        )
-        with _opened_lock:
-            client = _opened.get(cache_key)
-            if client is None:
-                from taskcache.targets import open_async_catalog  # noqa: PLC0415
-
-                client = open_async_catalog(target, max_cache_age=options.max_age)
-                _opened[cache_key] = client
-        return client  # type: ignore[return-value]
-    if not inspect.iscoroutinefunction(getattr(options.catalog, "get", None)):
-        raise TypeError("catalog: an async function needs an AsyncClient, not a Client")
-    return options.catalog  # type: ignore[return-value]
+    return cast(AsyncClient, _catalog_client(options, asynchronous=True))
 
 
 def _blobs(client: object) -> BlobStore | None:

@@ -13,23 +13,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
-from typing import Final, Protocol, Self, TypedDict, Unpack, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, Self, TypedDict, Unpack, runtime_checkable
 
 from taskcache.clients.payload import Outputs
-from taskcache.model import (
-    CatalogEntry,
-    Entry,
-    Key,
-    Metadata,
-    Reservation,
-    ReservationCache,
-    Status,
-)
+from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.repositories.base import CatalogStats
 from taskcache.wiretime import Interval
 
 # Rows fetched (or deleted) per repository call by the operator methods.
 OPERATOR_BATCH_SIZE: Final = 500
+
+if TYPE_CHECKING:
+    from taskcache.model import CatalogEntry
 
 
 class ComputeOptions(TypedDict, total=False):

@@ -196,17 +196,9 @@ def _heartbeat(client: Client, key: Key, owner_id: str, interval: timedelta) -> 
     def beat() -> None:
         while not stop.wait(interval.total_seconds()):
             try:
-                held = client.get_or_extend_reservation(key, owner_id, interval)
+                _check_held(client.get_or_extend_reservation(key, owner_id, interval), owner_id)
             except CacheError as error:
                 logger.warning("heartbeat for %s failed: %s", owner_id, error)
-                continue
-            if held.owner_id != owner_id:
-                logger.warning(
-                    "reservation on %s passed from %s to %s while computing",
-                    held.key,
-                    owner_id,
-                    held.owner_id,
-                )
 
     thread = threading.Thread(target=beat, name="taskcache-heartbeat", daemon=True)
     thread.start()
@@ -215,6 +207,17 @@ def _heartbeat(client: Client, key: Key, owner_id: str, interval: timedelta) -> 
     finally:
         stop.set()
         thread.join()
+
+
+def _check_held(held: Reservation, owner_id: str) -> None:
+    # The computation goes on (its result is still valid); the new holder may compute too.
+    if held.owner_id != owner_id:
+        logger.warning(
+            "reservation on %s passed from %s to %s while computing",
+            held.key,
+            owner_id,
+            held.owner_id,
+        )
 
 
 def _release_quietly(client: Client, key: Key, owner_id: str) -> None:
@@ -293,17 +296,9 @@ async def _beat_async(client: AsyncClient, key: Key, owner_id: str, interval: ti
     while True:
         await asyncio.sleep(interval.total_seconds())
         try:
-            held = await client.get_or_extend_reservation(key, owner_id, interval)
+            _check_held(await client.get_or_extend_reservation(key, owner_id, interval), owner_id)
         except CacheError as error:
             logger.warning("heartbeat for %s failed: %s", owner_id, error)
-            continue
-        if held.owner_id != owner_id:
-            logger.warning(
-                "reservation on %s passed from %s to %s while computing",
-                held.key,
-                owner_id,
-                held.owner_id,
-            )
 
 
 # --- on the clients ---------------------------------------------------------------------------

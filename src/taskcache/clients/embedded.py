@@ -11,7 +11,7 @@ import functools
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
-from typing import Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from flyteidl2.core import identifier_pb2
 
@@ -23,15 +23,7 @@ from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationC
 from taskcache.errors import InvalidArgumentError, NotFoundError
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
-from taskcache.model import (
-    CatalogEntry,
-    Entry,
-    Key,
-    Metadata,
-    Reservation,
-    ReservationCache,
-    Status,
-)
+from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
 from taskcache.provenance import (
     as_identifier,
@@ -44,6 +36,9 @@ from taskcache.storage import BlobStore
 from taskcache.wiretime import Interval, as_interval
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
+
+if TYPE_CHECKING:
+    from taskcache.model import CatalogEntry
 
 
 class EmbeddedClient(Writes, ComputesOnce, Closeable):

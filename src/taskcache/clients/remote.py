@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
+from typing import Generic, TypeVar
 
 from flyteidl2.cacheservice import cacheservice_pb2 as base
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
@@ -41,6 +42,7 @@ from taskcache.storage import BlobStore
 from taskcache.wiretime import Interval, as_interval
 
 Scope = tuple[str, str, str]
+_Transport = TypeVar("_Transport", bound=SyncTransport | AsyncTransport)
 
 
 @dataclass(frozen=True)
@@ -170,17 +172,21 @@ class RemoteRules:
         )
 
 
-class RemoteClient(Writes, ComputesOnce, Closeable):
-    """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
+class _Remote(Generic[_Transport]):
+    """What both remote clients hold: a transport and the shared request rules."""
 
-    def __init__(self, transport: SyncTransport, rules: RemoteRules) -> None:
-        self._transport = transport
+    def __init__(self, transport: _Transport, rules: RemoteRules) -> None:
+        self._transport: _Transport = transport
         self._rules = rules
 
     @property
     def blobs(self) -> BlobStore:
         """The storage this client writes large outputs to (and ``@cached`` its values)."""
         return self._rules.blobs
+
+
+class RemoteClient(Writes, ComputesOnce, _Remote[SyncTransport], Closeable):
+    """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
     def get(self, key: Key) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
@@ -251,17 +257,8 @@ class RemoteClient(Writes, ComputesOnce, Closeable):
         self._transport.close()
 
 
-class AsyncRemoteClient(AsyncComputesOnce, AsyncCloseable):
+class AsyncRemoteClient(AsyncComputesOnce, _Remote[AsyncTransport], AsyncCloseable):
     """The asynchronous twin of :class:`RemoteClient`."""
-
-    def __init__(self, transport: AsyncTransport, rules: RemoteRules) -> None:
-        self._transport = transport
-        self._rules = rules
-
-    @property
-    def blobs(self) -> BlobStore:
-        """The storage this client writes large outputs to (and ``@cached`` its values)."""
-        return self._rules.blobs
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`RemoteClient.get`."""
