@@ -427,3 +427,8 @@ def test_an_unresolvable_annotation_only_affects_its_own_parameter(home: Path) -
     decorated = taskcache.cached(ignore=["handle"])(mixed)
     assert decorated(2, Local()) == 2
     assert decorated._signature.hints == {"n": int, "return": int}
+
+
+def test_an_unknown_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="verison"):
+        taskcache.cached(verison="1")  # type: ignore[call-overload]

@@ -24,14 +24,16 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 
 from taskcache import values
 from taskcache.clients.base import AsyncClient, Client
+from taskcache.clients.compute_once import DEFAULT_HEARTBEAT
 from taskcache.errors import NotFoundError
 from taskcache.home import HOME_ENVIRONMENT_VARIABLE
+from taskcache.keywords import check_names
 from taskcache.model import Entry, Key
 from taskcache.storage import BlobStore
 
@@ -47,6 +49,23 @@ OUTPUT_NAME: Final = "o0"
 _RECEIVERS: Final = ("self", "cls")
 
 Catalog = Client | AsyncClient | str | os.PathLike[str] | None
+
+
+class CachedOptions(TypedDict, total=False):
+    """The options of :func:`cached` (see there)."""
+
+    version: str | None
+    catalog: Catalog
+    ignore: Iterable[str]
+    serialize: bool
+    max_age: timedelta | None
+    heartbeat: timedelta
+    wait_timeout: timedelta | None
+    org: str | None
+    project: str | None
+    domain: str | None
+    name: str | None
+    pickle: bool
 
 
 @dataclass(frozen=True)
@@ -415,40 +434,8 @@ def cached(function: Callable[_P, Awaitable[_R]], /) -> AsyncCachedFunction[_P, 
 @overload
 def cached(function: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
 @overload
-def cached(
-    function: None = None,
-    /,
-    *,
-    version: str | None = None,
-    catalog: Catalog = None,
-    ignore: Iterable[str] = (),
-    serialize: bool = True,
-    max_age: timedelta | None = None,
-    heartbeat: timedelta = ...,
-    wait_timeout: timedelta | None = None,
-    org: str | None = None,
-    project: str | None = None,
-    domain: str | None = None,
-    name: str | None = None,
-    pickle: bool = True,
-) -> Callable[[_F], Any]: ...
-def cached(
-    function: Callable[..., Any] | None = None,
-    /,
-    *,
-    version: str | None = None,
-    catalog: Catalog = None,
-    ignore: Iterable[str] = (),
-    serialize: bool = True,
-    max_age: timedelta | None = None,
-    heartbeat: timedelta = timedelta(seconds=10),
-    wait_timeout: timedelta | None = None,
-    org: str | None = None,
-    project: str | None = None,
-    domain: str | None = None,
-    name: str | None = None,
-    pickle: bool = True,
-) -> Any:
+def cached(function: None = None, /, **options: Unpack[CachedOptions]) -> Callable[[_F], Any]: ...
+def cached(function: Callable[..., Any] | None = None, /, **options: Unpack[CachedOptions]) -> Any:
     """Memoize a function in a catalog; use bare (``@cached``) or with options.
 
     Options: ``version`` (the cache version; default: a digest of the function's source, so
@@ -468,22 +455,23 @@ def cached(
     call for an argument with no converter (naming the parameter). Exceptions of the
     function are never cached; a returned None is.
     """
-    options = _Options(
-        version=version,
-        catalog=catalog,
-        ignore=frozenset(ignore),
-        serialize=serialize,
-        max_age=max_age,
-        heartbeat=heartbeat,
-        wait_timeout=wait_timeout,
-        scope=(org, project, domain),
-        name=name,
-        pickle=pickle,
+    check_names(options, CachedOptions, "cached()")
+    settings = _Options(
+        version=options.get("version"),
+        catalog=options.get("catalog"),
+        ignore=frozenset(options.get("ignore", ())),
+        serialize=options.get("serialize", True),
+        max_age=options.get("max_age"),
+        heartbeat=options.get("heartbeat", DEFAULT_HEARTBEAT),
+        wait_timeout=options.get("wait_timeout"),
+        scope=(options.get("org"), options.get("project"), options.get("domain")),
+        name=options.get("name"),
+        pickle=options.get("pickle", True),
     )
 
     def decorate(target: Callable[..., Any]) -> Any:
         if inspect.iscoroutinefunction(target):
-            return AsyncCachedFunction(target, options)
-        return CachedFunction(target, options)
+            return AsyncCachedFunction(target, settings)
+        return CachedFunction(target, settings)
 
     return decorate if function is None else decorate(function)

@@ -22,6 +22,7 @@ from taskcache.clients.embedded import (
 )
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.errors import InvalidArgumentError
+from taskcache.keywords import check_names
 from taskcache.manager import (
     DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
     DEFAULT_MAX_RESERVATION_HEARTBEAT,
@@ -84,9 +85,7 @@ class OpenOptions(TypedDict, total=False):
 
 
 def _options(given: OpenOptions) -> _Options:
-    unknown = set(given) - set(OpenOptions.__annotations__)
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    check_names(given, OpenOptions, "open()")
     inline_max_bytes = given.get("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES)
     max_retries = given.get("max_retries", 5)
     timeout = given.get("timeout", 30.0)

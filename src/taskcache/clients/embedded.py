@@ -21,6 +21,7 @@ from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.errors import InvalidArgumentError, NotFoundError
+from taskcache.keywords import check_names
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
@@ -324,9 +325,7 @@ def _selected(selection: EntrySelection) -> tuple[EntryFilter, str | None]:
     """Return the listing filter and task name of ``selection``; TypeError naming an unknown
     selection keyword (mypy catches it statically; this catches it at run time).
     """
-    unknown = set(selection) - set(EntrySelection.__annotations__)
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    check_names(selection, EntrySelection, "the entry selection")
     entry_filter = EntryFilter(
         org=selection.get("org"),
         project=selection.get("project"),
