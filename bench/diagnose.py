@@ -3,6 +3,7 @@
 python -m bench.diagnose p1    # server CPU per Get: ceiling, ceiling + thread hop, SQLite,
                                # PostgreSQL (gRPC and Connect, 3 rounds each)
 python -m bench.diagnose core  # in-process: one Get inline vs through the thread pool
+python -m bench.diagnose p3    # P3's hit of @taskcache.cached, part by part, and its cProfile
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import os
 import tempfile
 import time
+import timeit
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -127,10 +129,101 @@ def core() -> None:
         repository.close()
 
 
+def _us(function: Callable[[], Any], number: int = 5000) -> float:
+    """Microseconds per call of ``function``: the best of 7 rounds (the least disturbed)."""
+    return min(timeit.repeat(function, number=number, repeat=7)) / number * 1e6
+
+
+def p3() -> None:
+    """Time each step of a P3 hit (``CachedFunction.__call__``) on its own, then the whole."""
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    import taskcache  # noqa: PLC0415
+    from bench import p3_memoize  # noqa: PLC0415
+    from taskcache import hashing, values  # noqa: PLC0415
+    from taskcache.clients.embedded import EmbeddedClient  # noqa: PLC0415
+    from taskcache.clients.payload import read_payload  # noqa: PLC0415
+    from taskcache.provenance import hit_status  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as folder:
+        client = taskcache.open(Path(folder) / "ours")
+        assert isinstance(client, EmbeddedClient)  # a folder opens the embedded catalog
+        ours = taskcache.cached(catalog=client)(p3_memoize.task)
+        p3_memoize.populate(ours)
+        signature = ours._signature  # the steps of the call, one by one
+        args = p3_memoize.arguments()[3]
+        hints = [signature.hints[name] for name in signature.signature.parameters]
+        key = signature.key(args, {})
+        cache_key = hashing.cache_key(key)  # remembered on ``key`` from now on
+        scope = client._scope(key)
+        row = client.manager.get(scope, cache_key)
+        entry = client.get(key)
+        literal = entry.outputs.read().literals["o0"]
+        source = row.source_identifier
+        parts = {
+            "bind the arguments (inspect)": lambda: signature.signature.bind(
+                *args
+            ).apply_defaults(),
+            "values.to_literal x5": lambda: [
+                values.to_literal(value, hint) for value, hint in zip(args, hints, strict=True)
+            ],
+            "values.literal_type x5 (inputs)": lambda: [values.literal_type(h) for h in hints],
+            "values.interface_variable (output)": lambda: values.interface_variable(
+                str, pickle_fallback=True
+            ),
+            "Identifier (scope from the environment)": signature.identifier,
+            "_Signature.key (all of the above + assembly)": lambda: signature.key(args, {}),
+            "  hash_identifier_except_version": lambda: hashing.hash_identifier_except_version(
+                key.identifier
+            ),
+            "  interface_signature_hash": lambda: hashing.interface_signature_hash(
+                key.typed_interface
+            ),
+            "  hash_literal_map (5 inputs)": lambda: hashing.hash_literal_map(key.read_inputs()),
+            "key + hashing.cache_key": lambda: hashing.cache_key(signature.key(args, {})),
+            "_sync_client (catalog lookup)": lambda: decorator_client(ours),
+            "  manager.get (SQLite select, row)": lambda: client.manager.get(scope, cache_key),
+            "  read_payload (decode outputs)": lambda: read_payload(
+                row.output_literals, row.output_uri, key=cache_key
+            ),
+            "  source Identifier + hit_status": lambda: hit_status(
+                type(key.identifier).FromString(source), row.key_map
+            ),
+            "client.get (key already hashed)": lambda: client.get(key),
+            "client.get_or_compute (key already hashed)": lambda: client.get_or_compute(
+                key, _never
+            ),
+            "values.from_literal (1 KiB str)": lambda: values.from_literal(literal, str),
+            "_Signature.result (read + from_literal)": lambda: signature.result(entry),
+            "the whole hit (ours(*args))": lambda: ours(*args),
+        }
+        for label, function in parts.items():
+            print(f"{label:48} {_us(function):7.1f} us", flush=True)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(3000):
+            ours(*args)
+        profiler.disable()
+        pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(25)
+        client.close()
+
+
+def decorator_client(cached: Any) -> Any:
+    """The catalog a decorated function calls (as ``CachedFunction.__call__`` finds it)."""
+    from taskcache.decorator import _sync_client  # noqa: PLC0415
+
+    return _sync_client(cached._options)
+
+
+def _never() -> Any:
+    raise AssertionError("a hit must not compute")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=("p1", "core"))
-    {"p1": p1, "core": core}[parser.parse_args().what]()
+    parser.add_argument("what", choices=("p1", "core", "p3"))
+    {"p1": p1, "core": core, "p3": p3}[parser.parse_args().what]()
 
 
 if __name__ == "__main__":
