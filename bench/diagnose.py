@@ -130,94 +130,113 @@ def core() -> None:
 
 
 def _us(function: Callable[[], Any], number: int = 5000) -> float:
-    """Microseconds per call of ``function``: the best of 7 rounds (the least disturbed)."""
-    return min(timeit.repeat(function, number=number, repeat=7)) / number * 1e6
+    """CPU microseconds per call of ``function`` (this thread's CPU time, which other
+    processes on the shared cores disturb less than wall time): the best of 7 rounds.
+    """
+    rounds = timeit.repeat(function, number=number, repeat=7, timer=time.thread_time)
+    return min(rounds) / number * 1e6
 
 
-def p3() -> None:
-    """Time each step of a P3 hit (``CachedFunction.__call__``) on its own, then the whole."""
+class _Stopwatch:
+    """Accumulates the CPU time spent inside the functions it wraps, by label."""
+
+    def __init__(self) -> None:
+        self.nanoseconds: dict[str, int] = {}
+
+    def wrap(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time_ns()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time_ns() - started
+                self.nanoseconds[label] = self.nanoseconds.get(label, 0) + spent
+
+        return timed
+
+
+def p3(calls: int = 5000) -> None:
+    """Where a P3 hit (``CachedFunction.__call__``) spends its time: the steps timed in
+    place during real hits, the key's parts on their own, then cProfile.
+    """
     import cProfile  # noqa: PLC0415
     import pstats  # noqa: PLC0415
+    from unittest import mock  # noqa: PLC0415
 
     import taskcache  # noqa: PLC0415
     from bench import p3_memoize  # noqa: PLC0415
     from taskcache import hashing, values  # noqa: PLC0415
-    from taskcache.clients.embedded import EmbeddedClient  # noqa: PLC0415
-    from taskcache.clients.payload import read_payload  # noqa: PLC0415
-    from taskcache.provenance import hit_status  # noqa: PLC0415
+    from taskcache.clients import embedded  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as folder:
         client = taskcache.open(Path(folder) / "ours")
-        assert isinstance(client, EmbeddedClient)  # a folder opens the embedded catalog
+        assert isinstance(client, embedded.EmbeddedClient)  # a folder opens it embedded
         ours = taskcache.cached(catalog=client)(p3_memoize.task)
         p3_memoize.populate(ours)
         signature = ours._signature  # the steps of the call, one by one
-        args = p3_memoize.arguments()[3]
+        argument_sets = p3_memoize.arguments()
+
+        watch = _Stopwatch()
+        steps = {
+            (signature, "key"): "_Signature.key: arguments -> Key",
+            (hashing, "cache_key"): "hashing.cache_key (in client.get)",
+            (client.manager, "get"): "manager.get: SQLite select -> row",
+            (embedded, "read_payload"): "read_payload: decode the outputs",
+            (embedded, "hit_status"): "hit_status: provenance of the hit",
+            (signature, "result"): "_Signature.result: from_literal",
+        }
+        with contextlib.ExitStack() as stack:
+            for (owner, name), label in steps.items():
+                wrapped = watch.wrap(label, getattr(owner, name))
+                stack.enter_context(mock.patch.object(owner, name, wrapped))
+            started = time.thread_time_ns()
+            for index in range(calls):
+                ours(*argument_sets[index % len(argument_sets)])
+            total = (time.thread_time_ns() - started) / calls / 1000
+        print(f"In place, {calls} hits (CPU us per hit; the stopwatch adds ~0.3 us per step):")
+        for label in steps.values():
+            print(f"  {label:46} {watch.nanoseconds[label] / calls / 1000:7.1f}")
+        rest = total - sum(watch.nanoseconds.values()) / calls / 1000
+        print(f"  {'the rest (get_or_compute, get, __call__)':46} {rest:7.1f}")
+        print(f"  {'the whole hit':46} {total:7.1f}")
+
+        args = argument_sets[3]
         hints = [signature.hints[name] for name in signature.signature.parameters]
         key = signature.key(args, {})
-        cache_key = hashing.cache_key(key)  # remembered on ``key`` from now on
-        scope = client._scope(key)
-        row = client.manager.get(scope, cache_key)
-        entry = client.get(key)
-        literal = entry.outputs.read().literals["o0"]
-        source = row.source_identifier
         parts = {
-            "bind the arguments (inspect)": lambda: signature.signature.bind(
-                *args
-            ).apply_defaults(),
+            "bind the arguments": lambda: signature.arguments(args, {}),
             "values.to_literal x5": lambda: [
                 values.to_literal(value, hint) for value, hint in zip(args, hints, strict=True)
             ],
-            "values.literal_type x5 (inputs)": lambda: [values.literal_type(h) for h in hints],
-            "values.interface_variable (output)": lambda: values.interface_variable(
+            "values.literal_type x5 (the inputs' types)": lambda: [
+                values.literal_type(hint) for hint in hints
+            ],
+            "values.interface_variable (the output's)": lambda: values.interface_variable(
                 str, pickle_fallback=True
             ),
-            "Identifier (scope from the environment)": signature.identifier,
-            "_Signature.key (all of the above + assembly)": lambda: signature.key(args, {}),
-            "  hash_identifier_except_version": lambda: hashing.hash_identifier_except_version(
+            "the Identifier (scope from the environment)": signature.identifier,
+            "_Signature.key, all of it": lambda: signature.key(args, {}),
+            "hash_identifier_except_version": lambda: hashing.hash_identifier_except_version(
                 key.identifier
             ),
-            "  interface_signature_hash": lambda: hashing.interface_signature_hash(
+            "interface_signature_hash": lambda: hashing.interface_signature_hash(
                 key.typed_interface
             ),
-            "  hash_literal_map (5 inputs)": lambda: hashing.hash_literal_map(key.read_inputs()),
-            "key + hashing.cache_key": lambda: hashing.cache_key(signature.key(args, {})),
-            "_sync_client (catalog lookup)": lambda: decorator_client(ours),
-            "  manager.get (SQLite select, row)": lambda: client.manager.get(scope, cache_key),
-            "  read_payload (decode outputs)": lambda: read_payload(
-                row.output_literals, row.output_uri, key=cache_key
+            "hash_literal_map (the 5 inputs)": lambda: hashing.hash_literal_map(key.read_inputs()),
+            "_Signature.key + hashing.cache_key (new key)": lambda: hashing.cache_key(
+                signature.key(args, {})
             ),
-            "  source Identifier + hit_status": lambda: hit_status(
-                type(key.identifier).FromString(source), row.key_map
-            ),
-            "client.get (key already hashed)": lambda: client.get(key),
-            "client.get_or_compute (key already hashed)": lambda: client.get_or_compute(
-                key, _never
-            ),
-            "values.from_literal (1 KiB str)": lambda: values.from_literal(literal, str),
-            "_Signature.result (read + from_literal)": lambda: signature.result(entry),
-            "the whole hit (ours(*args))": lambda: ours(*args),
         }
+        print("On their own (CPU us per call, best of 7 rounds):")
         for label, function in parts.items():
-            print(f"{label:48} {_us(function):7.1f} us", flush=True)
+            print(f"  {label:46} {_us(function):7.1f}", flush=True)
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in range(3000):
-            ours(*args)
+        for index in range(calls):
+            ours(*argument_sets[index % len(argument_sets)])
         profiler.disable()
-        pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(20)
         client.close()
-
-
-def decorator_client(cached: Any) -> Any:
-    """The catalog a decorated function calls (as ``CachedFunction.__call__`` finds it)."""
-    from taskcache.decorator import _sync_client  # noqa: PLC0415
-
-    return _sync_client(cached._options)
-
-
-def _never() -> Any:
-    raise AssertionError("a hit must not compute")
 
 
 def main() -> None:
