@@ -44,6 +44,10 @@ class Tier:
     p6_sizes: tuple[int, int, int]
     p6_lookups: int
     p6_rounds: int
+    # P7: takeover after the owner is killed.
+    p7_waiters: int
+    p7_heartbeat_seconds: float
+    p7_rounds: int
     # Extras.
     open_repeats: int = 20
     notes: str = ""
@@ -69,6 +73,9 @@ TIERS: dict[str, Tier] = {
         p6_sizes=(1_000, 100_000, 1_000_000),
         p6_lookups=5000,
         p6_rounds=5,
+        p7_waiters=8,
+        p7_heartbeat_seconds=0.5,
+        p7_rounds=3,
     ),
     "quick": Tier(
         name="quick",
@@ -89,6 +96,9 @@ TIERS: dict[str, Tier] = {
         p6_sizes=(1_000, 10_000, 100_000),
         p6_lookups=2000,
         p6_rounds=3,
+        p7_waiters=8,
+        p7_heartbeat_seconds=0.5,
+        p7_rounds=1,
         notes="quick tier: short rounds, P6 at 10^3/10^4/10^5 entries",
     ),
     "smoke": Tier(
@@ -110,6 +120,9 @@ TIERS: dict[str, Tier] = {
         p6_sizes=(100, 1_000, 3_000),
         p6_lookups=100,
         p6_rounds=1,
+        p7_waiters=4,
+        p7_heartbeat_seconds=0.2,
+        p7_rounds=1,
         open_repeats=2,
         notes="smoke tier: proves the harness only; its numbers mean nothing",
     ),

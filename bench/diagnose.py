@@ -3,6 +3,7 @@
 python -m bench.diagnose p1    # server CPU per Get: ceiling, ceiling + thread hop, SQLite,
                                # PostgreSQL (gRPC and Connect, 3 rounds each)
 python -m bench.diagnose core  # in-process: one Get inline vs through the thread pool
+python -m bench.diagnose p3    # P3's hit of @taskcache.cached, part by part, and its cProfile
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import os
 import tempfile
 import time
+import timeit
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -127,10 +129,127 @@ def core() -> None:
         repository.close()
 
 
+def _us(function: Callable[[], Any], number: int = 5000) -> float:
+    """CPU microseconds per call of ``function`` (this thread's CPU time, which other
+    processes on the shared cores disturb less than wall time): the best of 7 rounds.
+    """
+    rounds = timeit.repeat(function, number=number, repeat=7, timer=time.thread_time)
+    return min(rounds) / number * 1e6
+
+
+class _Stopwatch:
+    """Accumulates the time spent inside the functions it wraps, by label (perf_counter:
+    a thread's CPU clock costs a system call, ~0.6 us here, too much for steps this small).
+    """
+
+    def __init__(self) -> None:
+        self.nanoseconds: dict[str, int] = {}
+
+    def wrap(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter_ns()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.perf_counter_ns() - started
+                self.nanoseconds[label] = self.nanoseconds.get(label, 0) + spent
+
+        return timed
+
+
+def p3(calls: int = 5000) -> None:
+    """Where a P3 hit (``CachedFunction.__call__``) spends its time: the steps timed in
+    place during real hits, the key's parts on their own, then cProfile.
+    """
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+    from unittest import mock  # noqa: PLC0415
+
+    import taskcache  # noqa: PLC0415
+    from bench import p3_memoize  # noqa: PLC0415
+    from taskcache import hashing, values  # noqa: PLC0415
+    from taskcache.clients import embedded  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as folder:
+        client = taskcache.open(Path(folder) / "ours")
+        assert isinstance(client, embedded.EmbeddedClient)  # a folder opens it embedded
+        ours = taskcache.cached(catalog=client)(p3_memoize.task)
+        p3_memoize.populate(ours)
+        signature = ours._signature  # the steps of the call, one by one
+        argument_sets = p3_memoize.arguments()
+
+        def hits() -> float:
+            started = time.perf_counter_ns()
+            for index in range(calls):
+                ours(*argument_sets[index % len(argument_sets)])
+            return (time.perf_counter_ns() - started) / calls / 1000
+
+        plain = min(hits() for _ in range(3))
+        watch = _Stopwatch()
+        steps = {
+            (signature, "key"): "_Signature.key: arguments -> Key",
+            (hashing, "cache_key"): "hashing.cache_key (in client.get)",
+            (client.manager, "get"): "manager.get: SQLite select -> row",
+            (embedded, "read_payload"): "read_payload: decode the outputs",
+            (embedded, "hit_status"): "hit_status: provenance of the hit",
+            (signature, "result"): "_Signature.result: from_literal",
+        }
+        with contextlib.ExitStack() as stack:
+            for (owner, name), label in steps.items():
+                wrapped = watch.wrap(label, getattr(owner, name))
+                stack.enter_context(mock.patch.object(owner, name, wrapped))
+            total = hits()
+        print(f"In place, {calls} hits (us per hit, wall):")
+        for label in steps.values():
+            print(f"  {label:46} {watch.nanoseconds[label] / calls / 1000:7.1f}")
+        rest = total - sum(watch.nanoseconds.values()) / calls / 1000
+        print(f"  {'the rest (get_or_compute, get, __call__)':46} {rest:7.1f}")
+        print(f"  {'the whole hit, timed in steps':46} {total:7.1f}")
+        print(f"  {'the whole hit, untimed (best of 3)':46} {plain:7.1f}")
+
+        args = argument_sets[3]
+        hints = [signature.hints[name] for name in signature.signature.parameters]
+        key = signature.key(args, {})
+        parts = {
+            "bind the arguments": lambda: signature.arguments(args, {}),
+            "values.to_literal x5": lambda: [
+                values.to_literal(value, hint) for value, hint in zip(args, hints, strict=True)
+            ],
+            "values.literal_type x5 (the inputs' types)": lambda: [
+                values.literal_type(hint) for hint in hints
+            ],
+            "values.interface_variable (the output's)": lambda: values.interface_variable(
+                str, pickle_fallback=True
+            ),
+            "the Identifier (scope from the environment)": signature.identifier,
+            "_Signature.key, all of it": lambda: signature.key(args, {}),
+            "hash_identifier_except_version": lambda: hashing.hash_identifier_except_version(
+                key.identifier
+            ),
+            "interface_signature_hash": lambda: hashing.interface_signature_hash(
+                key.typed_interface
+            ),
+            "hash_literal_map (the 5 inputs)": lambda: hashing.hash_literal_map(key.read_inputs()),
+            "_Signature.key + hashing.cache_key (new key)": lambda: hashing.cache_key(
+                signature.key(args, {})
+            ),
+        }
+        print("On their own (CPU us per call, best of 7 rounds):")
+        for label, function in parts.items():
+            print(f"  {label:46} {_us(function):7.1f}", flush=True)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for index in range(calls):
+            ours(*argument_sets[index % len(argument_sets)])
+        profiler.disable()
+        pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(20)
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=("p1", "core"))
-    {"p1": p1, "core": core}[parser.parse_args().what]()
+    parser.add_argument("what", choices=("p1", "core", "p3"))
+    {"p1": p1, "core": core, "p3": p3}[parser.parse_args().what]()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """P3: embedded memoized call overhead on hits, against diskcache and joblib.
 
 The same function (5 small inputs, 1 KiB string output), the same 64 argument tuples, all
-pre-populated; a round times ``calls`` hits cycling through them. Ours is ``taskcache.open``
-on an embedded SQLite catalog with the :func:`bench.memo.cached` helper: build the input
-LiteralMap, compute the Flyte key, ``get``, decode the output.
+pre-populated; a round times ``calls`` hits cycling through them. Ours is
+``@taskcache.cached`` on an embedded SQLite catalog (``taskcache.open``): bind the arguments,
+convert them with :mod:`taskcache.values`, compute the Flyte key, ``get_or_compute`` (a hit:
+one ``get``), decode the output.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import taskcache
 from bench.common import Result, Tier, alternate, progress
 from bench.literals import kib_text
-from bench.memo import cached
 
 ARGUMENT_SETS = 64
 
@@ -46,7 +46,8 @@ def _timer(function: Callable[..., Any], calls: int) -> Callable[[], float]:
     return run
 
 
-def _populate(function: Callable[..., Any]) -> None:
+def populate(function: Callable[..., Any]) -> None:
+    """Call ``function`` once per argument tuple (misses), then check that all are hits."""
     expected = {tuple(a): task(*a) for a in arguments()}
     for args, value in expected.items():
         assert function(*args) == value
@@ -58,7 +59,8 @@ def run(tier: Tier) -> list[Result]:
     results = [
         Result(
             id="P3-diskcache",
-            measure="embedded memoized hit, 5 inputs, 1 KiB out (vs diskcache.memoize)",
+            measure="@taskcache.cached hit, embedded SQLite, 5 inputs, 1 KiB out "
+            "(vs diskcache.memoize)",
             unit="us/call",
             target="<= 1.0x",
             direction="lower",
@@ -66,7 +68,8 @@ def run(tier: Tier) -> list[Result]:
         ),
         Result(
             id="P3-joblib",
-            measure="embedded memoized hit, 5 inputs, 1 KiB out (vs joblib.Memory.cache)",
+            measure="@taskcache.cached hit, embedded SQLite, 5 inputs, 1 KiB out "
+            "(vs joblib.Memory.cache)",
             unit="us/call",
             target="<= 0.5x",
             direction="lower",
@@ -77,8 +80,8 @@ def run(tier: Tier) -> list[Result]:
         root = Path(folder)
         client = taskcache.open(root / "ours")
         try:
-            ours = cached(client)(task)
-            _populate(ours)
+            ours = taskcache.cached(catalog=client)(task)
+            populate(ours)
             ours_timer = _timer(ours, tier.p3_calls)
             baselines = _baselines(root)
             for result, (name, baseline) in zip(results, baselines.items(), strict=True):
@@ -87,7 +90,7 @@ def run(tier: Tier) -> list[Result]:
                     result.ours_rounds = [ours_timer() for _ in range(tier.p3_rounds)]
                     result.settle()
                     continue
-                _populate(baseline)
+                populate(baseline)
                 baseline_timer = _timer(baseline, tier.p3_calls)
                 ours_timer()  # warm both once
                 baseline_timer()
@@ -122,8 +125,8 @@ def profile_target(tier: Tier) -> Callable[[], None]:
     """Return a callable running ours' hits, for the profiler (its folder lives as long)."""
     folder = tempfile.TemporaryDirectory(prefix="taskcache-bench-p3-profile-")
     client = taskcache.open(Path(folder.name) / "ours")
-    ours = cached(client)(task)
-    _populate(ours)
+    ours = taskcache.cached(catalog=client)(task)
+    populate(ours)
     timer = _timer(ours, max(tier.p3_calls, 500))
 
     def go(folder: tempfile.TemporaryDirectory[str] = folder) -> None:

@@ -206,6 +206,15 @@ def _details(results: list[Result]) -> list[str]:
                 f"- P5: executions per round, ours {extra['ours_executions']}, diskcache "
                 f"{extra['baseline_executions']} (task {extra['task_seconds']} s)."
             )
+        if result.id == "P7-takeover" and result.extra:
+            extra = result.extra
+            lines.append(
+                f"- P7: takeovers per round {extra['takeovers']}; every one of the "
+                f"{extra['waiters']} waiters had the value "
+                f"{', '.join(fmt(s) for s in extra['all_waiters_have_value_s'])} s after the "
+                f"kill (heartbeat {extra['heartbeat_s']} s, grace {extra['grace_multiplier']:g}, "
+                f"poll cap {extra['poll_cap_s']} s)."
+            )
         if result.id.startswith("P4-") and result.extra:
             lines.append(
                 f"- {result.id}: the message serializes to "

@@ -23,7 +23,7 @@ from bench.report import Facts, load_average, table, write
 from bench.servers import REPOSITORY_ROOT, Server, ceiling_server, taskcache_server
 from taskcache.repositories.base import Repository
 
-MEASURES = ("P1", "P2", "P3", "P4", "P5", "P6", "extras")
+MEASURES = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "extras")
 
 EXPECTED_IDS: tuple[str, ...] = (
     "P1-sqlite-connect",
@@ -44,6 +44,7 @@ EXPECTED_IDS: tuple[str, ...] = (
     "P6-sqlite-large",
     "P6-postgres-mid",
     "P6-postgres-large",
+    "P7-takeover",
 )
 
 
@@ -192,12 +193,20 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             facts.failures.append(f"P1/P2: {error!r}")
 
-    from bench import extras, p3_memoize, p4_hashing, p5_stampede, p6_scale  # noqa: PLC0415
+    from bench import (  # noqa: PLC0415
+        extras,
+        p3_memoize,
+        p4_hashing,
+        p5_stampede,
+        p6_scale,
+        p7_takeover,
+    )
 
     runner.attempt("P3", lambda: p3_memoize.run(tier))
     runner.attempt("P4", lambda: p4_hashing.run(tier))
     runner.attempt("P5", lambda: p5_stampede.run(tier))
     runner.attempt("P6", lambda: p6_scale.run(tier, admin))
+    runner.attempt("P7", lambda: p7_takeover.run(tier))
     if "extras" in selected:
         progress("extras ...")
         try:

@@ -39,6 +39,7 @@ EXPECTED_IDS = {
     "P6-sqlite-large",
     "P6-postgres-mid",
     "P6-postgres-large",
+    "P7-takeover",
 }
 REQUIRED_KEYS = {"id", "measure", "ours", "baseline", "ratio", "target", "met"}
 TABLE_HEADER = "| measure | taskcache | baseline | ratio | target | met |"

@@ -101,35 +101,56 @@ class _Signature:
         self.version = options.version or source_version(function)
         self.options = options
         self.return_type: Any = self.hints.get("return", inspect.Signature.empty)
+        self.kinds = {name: given.kind for name, given in self.signature.parameters.items()}
+        # With one positional argument per parameter, all positional, binding is zipping: the
+        # fast path in key() skips inspect's general binding (same arguments, same order).
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self.positional = all(kind in positional for kind in self.kinds.values())
+        # One Identifier per scope the environment resolves to: it depends on nothing else.
+        self.identifiers: dict[tuple[str, ...], identifier_pb2.Identifier] = {}
 
     def identifier(self) -> identifier_pb2.Identifier:
-        org, project, domain = (
+        scope = tuple(
             given or os.environ.get(variable) or default
             for given, variable, default in zip(
                 self.options.scope, SCOPE_ENVIRONMENT_VARIABLES, DEFAULT_SCOPE, strict=True
             )
         )
-        return identifier_pb2.Identifier(
-            resource_type=identifier_pb2.TASK,
-            org=org,
-            project=project,
-            domain=domain,
-            name=self.name,
-            version=self.version,
-        )
+        identifier = self.identifiers.get(scope)
+        if identifier is None:
+            org, project, domain = scope
+            # Shared by the keys of every call in this scope: nothing writes to a key's
+            # identifier, and a race only builds an equal one twice.
+            identifier = self.identifiers[scope] = identifier_pb2.Identifier(
+                resource_type=identifier_pb2.TASK,
+                org=org,
+                project=project,
+                domain=domain,
+                name=self.name,
+                version=self.version,
+            )
+        return identifier
+
+    def arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Return the call's arguments by parameter name, defaults applied; TypeError if they
+        do not bind.
+        """
+        if self.positional and not kwargs and len(args) == len(self.kinds):
+            return dict(zip(self.kinds, args, strict=True))
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.arguments
 
     def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Key:
         """Return the key of the call ``function(*args, **kwargs)``; TypeError naming the
         parameter whose value has no converter, or if the arguments do not bind.
         """
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
         interface = interface_pb2.TypedInterface()
         inputs = literals_pb2.LiteralMap()
-        for name, given in bound.arguments.items():
+        for name, given in self.arguments(args, kwargs).items():
             if name == self.receiver or name in self.ignore:
                 continue
-            kind = self.signature.parameters[name].kind
+            kind = self.kinds[name]
             # *args is a list input, like any other sequence.
             value = list(given) if kind is inspect.Parameter.VAR_POSITIONAL else given
             python_type = self._input_type(name, kind, value)
