@@ -1,0 +1,175 @@
+"""The call gate in isolation: the circuit breaker's states, the in-flight bound and the
+deadline, driven by a fake clock and asyncio events (no server, no database).
+
+The same behaviour through a real server and PostgreSQL is tests/test_server_admission.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from taskcache.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from taskcache.server.breaker import (
+    BreakerState,
+    CallGate,
+    CircuitBreaker,
+    ResourceExhaustedError,
+)
+from taskcache.server.settings import load_settings
+
+# A bound that only catches a hang.
+HANG_GUARD = 10.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_breaker(clock: FakeClock, cooldown: float = 1.0) -> CircuitBreaker:
+    breaker = CircuitBreaker(cooldown, clock=clock)
+    breaker.record(breaker.admit(), UnavailableError.code)
+    return breaker
+
+
+def test_an_unavailable_call_opens_the_breaker_and_later_calls_are_refused() -> None:
+    clock = FakeClock()
+    breaker = open_breaker(clock)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.refusing
+    with pytest.raises(UnavailableError):
+        breaker.admit()
+
+
+def test_after_the_cooldown_one_probe_passes_and_its_success_closes_the_breaker() -> None:
+    clock = FakeClock()
+    breaker = open_breaker(clock)
+    clock.now += 1.0
+    assert breaker.state is BreakerState.HALF_OPEN
+    probe = breaker.admit()
+    assert probe
+    with pytest.raises(UnavailableError):
+        breaker.admit()  # one probe at a time
+    breaker.record(probe, NotFoundError.code)  # the database answered
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.admit() is False
+
+
+def test_a_failed_probe_reopens_the_breaker_for_another_cooldown() -> None:
+    clock = FakeClock()
+    breaker = open_breaker(clock)
+    clock.now += 1.0
+    breaker.record(breaker.admit(), UnavailableError.code)
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 0.5
+    with pytest.raises(UnavailableError):
+        breaker.admit()
+
+
+@pytest.mark.parametrize("code", [InvalidArgumentError.code, DeadlineExceededError.code, None])
+def test_outcomes_that_never_reached_the_database_leave_the_breaker_as_it_was(
+    code: str | None,
+) -> None:
+    clock = FakeClock()
+    breaker = open_breaker(clock)
+    clock.now += 1.0
+    breaker.record(breaker.admit(), code)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.admit()  # the probe slot is free again
+
+
+def test_health_pings_open_and_close_the_breaker() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(60.0, clock=clock)
+    breaker.record_ping(False)
+    assert breaker.state is BreakerState.OPEN
+    breaker.record_ping(True)
+    assert breaker.state is BreakerState.CLOSED
+    assert not breaker.refusing
+
+
+async def _hold(gate: CallGate, entered: asyncio.Event, release: asyncio.Event) -> None:
+    async with gate.enter(None):
+        entered.set()
+        await release.wait()
+
+
+def test_calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> None:
+    asyncio.run(_calls_beyond_the_bound_are_refused_at_once_and_admitted_after())
+
+
+async def _calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> None:
+    gate = CallGate(CircuitBreaker(), max_in_flight=2)
+    release = asyncio.Event()
+    entered = [asyncio.Event(), asyncio.Event()]
+    holders = [asyncio.create_task(_hold(gate, event, release)) for event in entered]
+    async with asyncio.timeout(HANG_GUARD):
+        for event in entered:
+            await event.wait()
+    assert gate.in_flight == 2
+    with pytest.raises(ResourceExhaustedError):
+        async with gate.enter(None):
+            pytest.fail("a third call ran")
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*holders), HANG_GUARD)
+    assert gate.in_flight == 0
+    async with gate.enter(None):
+        assert gate.in_flight == 1
+
+
+def test_a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
+    asyncio.run(_a_passed_deadline_stops_the_call_and_frees_its_slot())
+
+
+async def _a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
+    gate = CallGate(CircuitBreaker(), max_in_flight=1)
+    with pytest.raises(DeadlineExceededError):
+        async with gate.enter(0.0):
+            pytest.fail("a call past its deadline ran")
+    stopped = False
+    with pytest.raises(DeadlineExceededError):
+        async with gate.enter(0.05):
+            try:
+                await asyncio.sleep(HANG_GUARD)
+            except asyncio.CancelledError:
+                stopped = True
+                raise
+    assert stopped
+    assert gate.in_flight == 0
+    assert gate.breaker.state is BreakerState.CLOSED  # a deadline says nothing of the database
+
+
+def test_the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
+    asyncio.run(_the_gate_refuses_unavailable_while_the_breaker_is_open())
+
+
+async def _the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
+    gate = CallGate(CircuitBreaker(60.0), max_in_flight=4)
+    with pytest.raises(UnavailableError):
+        async with gate.enter(None):
+            raise UnavailableError("pool timeout")
+    with pytest.raises(UnavailableError):
+        async with gate.enter(None):
+            pytest.fail("a call ran while the breaker was open")
+    assert gate.in_flight == 0
+
+
+def test_settings_default_and_parse() -> None:
+    defaults = load_settings({}, environ={})
+    assert (defaults.max_in_flight, defaults.breaker_cooldown) == (256, 1.0)
+    given = load_settings({"max_in_flight": "2"}, environ={"TASKCACHE_BREAKER_COOLDOWN": "500ms"})
+    assert (given.max_in_flight, given.breaker_cooldown) == (2, 0.5)
+    for name, value in (("max_in_flight", "0"), ("breaker_cooldown", "-1")):
+        with pytest.raises(InvalidArgumentError) as raised:
+            load_settings({name: value}, environ={})
+        assert raised.value.field == name
