@@ -99,9 +99,15 @@ def test_health_pings_open_and_close_the_breaker() -> None:
 
 
 async def _hold(gate: CallGate, entered: asyncio.Event, release: asyncio.Event) -> None:
-    async with gate.enter(None):
+    async def work() -> None:
         entered.set()
         await release.wait()
+
+    await gate.run(work, None)
+
+
+async def _never_runs() -> None:
+    pytest.fail("a refused call ran")
 
 
 def test_calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> None:
@@ -118,13 +124,15 @@ async def _calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> No
             await event.wait()
     assert gate.in_flight == 2
     with pytest.raises(ResourceExhaustedError):
-        async with gate.enter(None):
-            pytest.fail("a third call ran")
+        await gate.run(_never_runs, None)
     release.set()
     await asyncio.wait_for(asyncio.gather(*holders), HANG_GUARD)
     assert gate.in_flight == 0
-    async with gate.enter(None):
-        assert gate.in_flight == 1
+
+    async def count() -> int:
+        return gate.in_flight
+
+    assert await gate.run(count, None) == 1
 
 
 def test_a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
@@ -134,19 +142,61 @@ def test_a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
 async def _a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
     gate = CallGate(CircuitBreaker(), max_in_flight=1)
     with pytest.raises(DeadlineExceededError):
-        async with gate.enter(0.0):
-            pytest.fail("a call past its deadline ran")
+        await gate.run(_never_runs, 0.0)
     stopped = False
+
+    async def blocked() -> None:
+        nonlocal stopped
+        try:
+            await asyncio.sleep(HANG_GUARD)
+        except asyncio.CancelledError:
+            stopped = True
+            raise
+
     with pytest.raises(DeadlineExceededError):
-        async with gate.enter(0.05):
-            try:
-                await asyncio.sleep(HANG_GUARD)
-            except asyncio.CancelledError:
-                stopped = True
-                raise
+        await gate.run(blocked, 0.05)
     assert stopped
     assert gate.in_flight == 0
     assert gate.breaker.state is BreakerState.CLOSED  # a deadline says nothing of the database
+
+
+def test_a_stopped_call_unwinds_undisturbed_when_its_caller_is_cancelled_again() -> None:
+    asyncio.run(_a_stopped_call_unwinds_undisturbed_when_its_caller_is_cancelled_again())
+
+
+async def _a_stopped_call_unwinds_undisturbed_when_its_caller_is_cancelled_again() -> None:
+    # As psycopg does: on cancellation, cancel the statement in the server and await that;
+    # a second cancellation there would abandon the statement (and let it commit later).
+    gate = CallGate(CircuitBreaker())
+    started = asyncio.Event()
+    unwinding = asyncio.Event()
+    finish_unwinding = asyncio.Event()
+    unwound = False
+
+    async def statement() -> None:
+        nonlocal unwound
+        started.set()
+        try:
+            await asyncio.sleep(HANG_GUARD)
+        except asyncio.CancelledError:
+            unwinding.set()
+            await finish_unwinding.wait()  # a second cancellation here would interrupt it
+            unwound = True
+            raise
+
+    caller = asyncio.create_task(gate.run(statement, None))
+    async with asyncio.timeout(HANG_GUARD):
+        await started.wait()
+        caller.cancel()  # the client went away
+        await unwinding.wait()
+        caller.cancel()  # and the transport cancels the handler again (e.g. at shutdown)
+        await asyncio.sleep(0)
+        assert gate.in_flight == 1  # still unwinding: not yet free
+        finish_unwinding.set()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+    assert unwound
+    assert gate.in_flight == 0
 
 
 def test_the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
@@ -155,12 +205,14 @@ def test_the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
 
 async def _the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
     gate = CallGate(CircuitBreaker(60.0), max_in_flight=4)
+
+    async def pool_timeout() -> None:
+        raise UnavailableError("pool timeout")
+
     with pytest.raises(UnavailableError):
-        async with gate.enter(None):
-            raise UnavailableError("pool timeout")
+        await gate.run(pool_timeout, None)
     with pytest.raises(UnavailableError):
-        async with gate.enter(None):
-            pytest.fail("a call ran while the breaker was open")
+        await gate.run(_never_runs, None)
     assert gate.in_flight == 0
 
 

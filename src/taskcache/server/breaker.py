@@ -16,16 +16,17 @@ It must not know any RPC's meaning, nor decide cache policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import ClassVar, Final
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Final, TypeVar
 
 from taskcache.errors import CacheError, DeadlineExceededError, UnavailableError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_MAX_IN_FLIGHT: Final = 256
 DEFAULT_BREAKER_COOLDOWN: Final = 1.0
@@ -146,17 +147,21 @@ class CallGate:
 
     @property
     def in_flight(self) -> int:
-        """How many calls are inside the gate now."""
+        """How many admitted calls have not finished (a stopped one counts until its database
+        statement has been cancelled).
+        """
         return self._in_flight
 
-    @contextlib.asynccontextmanager
-    async def enter(self, timeout: float | None) -> AsyncIterator[None]:
-        """Run the ``async with`` block as an admitted call with ``timeout`` seconds left
+    async def run(self, work: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+        """Return ``await work()`` run as an admitted call with ``timeout`` seconds left
         (None: no deadline).
 
-        Raises ResourceExhaustedError or UnavailableError before the block runs, and
-        DeadlineExceededError when the time is up (the block is cancelled: the database
-        statement it awaited is cancelled with it, so nothing is applied after the answer).
+        Raises ResourceExhaustedError or UnavailableError without starting ``work``, and
+        DeadlineExceededError when the time is up. A stopped call (deadline, or the caller
+        gone) is cancelled once and waited for: the database driver then cancels the statement
+        in the server, so nothing it awaited applies after the answer. (A second cancellation
+        would make psycopg drop the connection instead, leaving the statement to run — and
+        commit — on its own; hence the separate task.)
         """
         if timeout is not None and timeout <= 0:
             raise DeadlineExceededError("the call's deadline passed before it started")
@@ -167,18 +172,45 @@ class CallGate:
         probe = self.breaker.admit()
         self._in_flight += 1
         code: str | None = None
+        task = asyncio.create_task(_awaited(work))
         try:
             async with asyncio.timeout(timeout):
-                yield
+                result = await asyncio.shield(task)
             code = "OK"
+            return result
         except TimeoutError as error:
             code = DeadlineExceededError.code
+            await _stop(task)
             raise DeadlineExceededError(
                 f"the call's deadline passed after {timeout:.3f} s"
             ) from error
+        except asyncio.CancelledError:
+            await _stop(task)
+            raise
         except CacheError as error:
             code = error.code
             raise
         finally:
             self._in_flight -= 1
             self.breaker.record(probe, code)
+
+
+async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+async def _stop(task: asyncio.Task[T]) -> None:
+    """Cancel ``task`` once and wait until it has unwound, however often the waiter itself is
+    cancelled meanwhile (its cancellation is re-raised afterwards).
+    """
+    task.cancel()
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("stopped call ended with %r", task.exception())
+    if cancelled:
+        raise asyncio.CancelledError

@@ -85,13 +85,13 @@ class CallObserver:
         self._gate = gate
         self._rejections = RejectionLog()
 
-    def admit(self, timeout: float | None) -> contextlib.AbstractAsyncContextManager[None]:
-        """Return the context the call runs in: the gate's admission with ``timeout`` seconds
-        left, or nothing without a gate.
+    async def admit(self, work: Callable[[], Awaitable[Message]], timeout: float | None) -> Message:
+        """Return ``await work()``, admitted through the gate with ``timeout`` seconds left
+        (see :meth:`CallGate.run`); without a gate, simply awaited.
         """
         if self._gate is None:
-            return contextlib.nullcontext()
-        return self._gate.enter(timeout)
+            return await work()
+        return await self._gate.run(work, timeout)
 
     def reject(self, transport: str, service: str, method: str, error: CacheError) -> None:
         """Record a request refused before it reached the service core (it did not decode):
@@ -168,8 +168,7 @@ def _observed(
 
     async def call(request: Message, headers: Headers, timeout: float | None) -> Message:
         with observer.observe(transport, service.name, rpc.name):
-            async with observer.admit(timeout):
-                return await method(request, headers)
+            return await observer.admit(lambda: method(request, headers), timeout)
 
     return call
 
