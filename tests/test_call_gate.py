@@ -7,6 +7,9 @@ The same behaviour through a real server and PostgreSQL is tests/test_server_adm
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -16,12 +19,16 @@ from taskcache.errors import (
     NotFoundError,
     UnavailableError,
 )
+from taskcache.manager import AsyncCacheManager, NewEntry
+from taskcache.repositories.sqlite import SqliteRepository
+from taskcache.repositories.threaded import ThreadedRepository
 from taskcache.server.breaker import (
     BreakerState,
     CallGate,
     CircuitBreaker,
     ResourceExhaustedError,
 )
+from taskcache.server.scope import UNSCOPED
 from taskcache.server.settings import load_settings
 
 # A bound that only catches a hang.
@@ -214,6 +221,44 @@ async def _the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
     with pytest.raises(UnavailableError):
         await gate.run(_never_runs, None)
     assert gate.in_flight == 0
+
+
+def test_a_locked_sqlite_file_opens_the_breaker_and_a_probe_closes_it(tmp_path: Path) -> None:
+    asyncio.run(_a_locked_sqlite_file_opens_the_breaker_and_a_probe_closes_it(tmp_path))
+
+
+async def _a_locked_sqlite_file_opens_the_breaker_and_a_probe_closes_it(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    clock = FakeClock()
+    gate = CallGate(CircuitBreaker(1.0, clock=clock))
+    entry = NewEntry(output_uri="s3://b/o", output_literals=None, source_identifier=b"", key_map={})
+    reached = 0
+    with ThreadPoolExecutor(2) as executor:
+        repository = ThreadedRepository(SqliteRepository(path, busy_timeout=0.05), executor)
+        manager = AsyncCacheManager(repository)
+
+        async def put(key: str) -> object:
+            nonlocal reached
+            reached += 1
+            return await manager.put(UNSCOPED, key, entry)
+
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+        with pytest.raises(UnavailableError):
+            await gate.run(lambda: put("k0"), None)  # the busy timeout: the first failure
+        for index in range(5):
+            with pytest.raises(UnavailableError):
+                await gate.run(lambda index=index: put(f"k{index + 1}"), None)
+        assert reached == 1  # the refusals never reached the database
+        holder.execute("COMMIT")
+        holder.close()
+
+        clock.now += 1.0  # the cooldown: one probe passes, and its success closes the breaker
+        await gate.run(lambda: put("k1"), None)
+        assert gate.breaker.state is BreakerState.CLOSED
+        await gate.run(lambda: put("k2"), None)
+        assert reached == 3
+        await repository.close()
 
 
 def test_settings_default_and_parse() -> None:
