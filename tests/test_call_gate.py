@@ -7,6 +7,7 @@ The same behaviour through a real server and PostgreSQL is tests/test_server_adm
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,8 @@ from taskcache.server.breaker import (
     CircuitBreaker,
     ResourceExhaustedError,
 )
+from taskcache.server.calls import CallObserver
+from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED
 from taskcache.server.settings import load_settings
 
@@ -259,6 +262,33 @@ async def _a_locked_sqlite_file_opens_the_breaker_and_a_probe_closes_it(tmp_path
         await gate.run(lambda: put("k2"), None)
         assert reached == 3
         await repository.close()
+
+
+def test_breaker_refusals_are_counted_each_but_not_logged_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    asyncio.run(_breaker_refusals_are_counted_each_but_not_logged_each(caplog))
+
+
+async def _breaker_refusals_are_counted_each_but_not_logged_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = CallGate(CircuitBreaker(60.0))
+    gate.breaker.record_ping(False)
+    metrics = ServerMetrics()
+    observer = CallObserver(metrics, gate=gate)
+    refusals = 200
+    with caplog.at_level(logging.WARNING, logger="taskcache.server.calls"):
+        for _ in range(refusals):
+            with pytest.raises(UnavailableError), observer.observe("grpc", "S", "Get"):
+                await observer.admit(_never_runs, None)
+    counted = metrics.registry.get_sample_value(
+        "taskcache_requests_total",
+        {"transport": "grpc", "service": "S", "method": "Get", "code": "UNAVAILABLE"},
+    )
+    assert counted == refusals
+    # Rate-limited to ten lines a second: a refusal storm of 200 cannot log 100 lines.
+    assert len(caplog.records) < refusals / 2
 
 
 def test_settings_default_and_parse() -> None:

@@ -46,6 +46,10 @@ class ResourceExhaustedError(CacheError):
     code: ClassVar[str] = "RESOURCE_EXHAUSTED"
 
 
+class DatabaseDownError(UnavailableError):
+    """UNAVAILABLE from the breaker itself: refused at once, without reaching the database."""
+
+
 class BreakerState(enum.Enum):
     """Where a :class:`CircuitBreaker` stands."""
 
@@ -101,7 +105,7 @@ class CircuitBreaker:
         if state is BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
             return True
-        raise UnavailableError("the database is unavailable; retry later")
+        raise DatabaseDownError("the database is unavailable; retry later")
 
     def record(self, probe: bool, code: str | None) -> None:
         """Record the outcome of an admitted call: ``code`` is its status code name ("OK" for
@@ -158,10 +162,14 @@ class CallGate:
 
         Raises ResourceExhaustedError or UnavailableError without starting ``work``, and
         DeadlineExceededError when the time is up. A stopped call (deadline, or the caller
-        gone) is cancelled once and waited for: the database driver then cancels the statement
-        in the server, so nothing it awaited applies after the answer. (A second cancellation
-        would make psycopg drop the connection instead, leaving the statement to run — and
-        commit — on its own; hence the separate task.)
+        gone) is cancelled once and waited for: psycopg then cancels the statement in the
+        server and waits for it to end, so a statement still waiting (e.g. on a lock) is not
+        applied after the answer; one that finished first was applied whole (each decision is
+        one statement or transaction). A second cancellation would make psycopg drop the
+        connection instead, leaving a blocked autocommit statement to run — and commit — on
+        its own: hence the separate task. (psycopg also drops it if the server has not
+        confirmed the cancel within 5 s.) SQLite calls run on threads and always run to
+        completion; only the answer is abandoned.
         """
         if timeout is not None and timeout <= 0:
             raise DeadlineExceededError("the call's deadline passed before it started")

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from taskcache.errors import CacheError, InternalError
 from taskcache.rpcs import RPCS, Rpc, Service
-from taskcache.server.breaker import CallGate
+from taskcache.server.breaker import CallGate, DatabaseDownError
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.service import CacheService, Headers
 from taskcache.server.tracing import RequestTracer
@@ -115,12 +115,15 @@ class CallObserver:
         )
         started = time.perf_counter()
         code = "OK"
+        # Refusals come as fast as clients retry: rate-limited, never one warning each.
+        refused = False
         with span_context as span:
             try:
                 yield
             except CacheError as error:
                 code = error.code
-                if code in _REJECTED_CODES:
+                refused = code in _REJECTED_CODES or isinstance(error, DatabaseDownError)
+                if refused:
                     self._rejections.record(transport, service, method, code, error.message)
                 if code in _HIDDEN_CODES:
                     logger.error("%s/%s failed: %s", service, method, error.message, exc_info=True)
@@ -138,7 +141,7 @@ class CallObserver:
                 self._metrics.observe_request(transport, service, method, code, elapsed)
                 if self._tracer is not None:
                     self._tracer.record(span, code)
-                if code in _TROUBLE_CODES:
+                if code in _TROUBLE_CODES and not refused:
                     logger.warning("%s %s/%s -> %s", transport, service, method, code)
                 elif logger.isEnabledFor(logging.DEBUG):
                     logger.debug(
