@@ -97,7 +97,7 @@ class CircuitBreaker:
 
     def admit(self) -> bool:
         """Let a call through and return whether it is the half-open probe; raise
-        UnavailableError at once while open, or while another call probes.
+        DatabaseDownError (UNAVAILABLE) at once while open, or while another call probes.
         """
         state = self.state
         if state is BreakerState.CLOSED:
