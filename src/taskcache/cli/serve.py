@@ -59,6 +59,8 @@ def _serve_help(name: str) -> str:
 @click.option("--log-format", default=None, help=_serve_help("log_format"))
 @click.option("--otlp-endpoint", default=None, help=_serve_help("otlp_endpoint"))
 @click.option("--shutdown-grace", default=None, help=_serve_help("shutdown_grace"))
+@click.option("--max-in-flight", type=int, default=None, help=_serve_help("max_in_flight"))
+@click.option("--breaker-cooldown", default=None, help=_serve_help("breaker_cooldown"))
 @click.option("--tls-cert-file", default=None, help=_serve_help("tls_cert_file"))
 @click.option("--tls-key-file", default=None, help=_serve_help("tls_key_file"))
 @click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
@@ -79,6 +81,8 @@ def serve_command(
     log_format: str | None,
     otlp_endpoint: str | None,
     shutdown_grace: str | None,
+    max_in_flight: int | None,
+    breaker_cooldown: str | None,
     tls_cert_file: str | None,
     tls_key_file: str | None,
     tls_client_ca_file: str | None,
@@ -106,6 +110,8 @@ def serve_command(
         "log_format": log_format,
         "otlp_endpoint": otlp_endpoint,
         "shutdown_grace": shutdown_grace,
+        "max_in_flight": max_in_flight,
+        "breaker_cooldown": breaker_cooldown,
         "tls_cert_file": tls_cert_file,
         "tls_key_file": tls_key_file,
         "tls_client_ca_file": tls_client_ca_file,

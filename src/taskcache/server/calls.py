@@ -1,5 +1,7 @@
-"""What both transports do around every RPC: time it, count it, trace it, and make its error
-safe to send. It must not know any RPC's meaning (that is the service core's).
+"""What both transports do around every RPC: time it, count it, trace it, admit it through
+the :class:`~taskcache.server.breaker.CallGate` (in-flight bound, database breaker, deadline)
+and make its error safe to send. It must not know any RPC's meaning (that is the service
+core's).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from google.protobuf.message import Message
 
 from taskcache.errors import CacheError, InternalError
 from taskcache.rpcs import RPCS, Rpc, Service
+from taskcache.server.breaker import CallGate, DatabaseDownError
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.service import CacheService, Headers
 from taskcache.server.tracing import RequestTracer
 
-RpcCall = Callable[[Message, Headers], Awaitable[Message]]
+# The request, its headers and the seconds left before the caller's deadline (None: none).
+RpcCall = Callable[[Message, Headers, float | None], Awaitable[Message]]
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +69,29 @@ class RejectionLog:
 
 
 class CallObserver:
-    """Records ``taskcache_requests``, latency and (with a tracer) a span per RPC."""
+    """Records ``taskcache_requests``, latency and (with a tracer) a span per RPC; with a
+    ``gate``, every observed call is admitted through it (its refusals are observed too).
+    """
 
-    def __init__(self, metrics: ServerMetrics, tracer: RequestTracer | None = None) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        tracer: RequestTracer | None = None,
+        *,
+        gate: CallGate | None = None,
+    ) -> None:
         self._metrics = metrics
         self._tracer = tracer
+        self._gate = gate
         self._rejections = RejectionLog()
+
+    async def admit(self, work: Callable[[], Awaitable[Message]], timeout: float | None) -> Message:
+        """Return ``await work()``, admitted through the gate with ``timeout`` seconds left
+        (see :meth:`CallGate.run`); without a gate, simply awaited.
+        """
+        if self._gate is None:
+            return await work()
+        return await self._gate.run(work, timeout)
 
     def reject(self, transport: str, service: str, method: str, error: CacheError) -> None:
         """Record a request refused before it reached the service core (it did not decode):
@@ -94,12 +115,15 @@ class CallObserver:
         )
         started = time.perf_counter()
         code = "OK"
+        # Refusals come as fast as clients retry: rate-limited, never one warning each.
+        refused = False
         with span_context as span:
             try:
                 yield
             except CacheError as error:
                 code = error.code
-                if code in _REJECTED_CODES:
+                refused = code in _REJECTED_CODES or isinstance(error, DatabaseDownError)
+                if refused:
                     self._rejections.record(transport, service, method, code, error.message)
                 if code in _HIDDEN_CODES:
                     logger.error("%s/%s failed: %s", service, method, error.message, exc_info=True)
@@ -117,7 +141,7 @@ class CallObserver:
                 self._metrics.observe_request(transport, service, method, code, elapsed)
                 if self._tracer is not None:
                     self._tracer.record(span, code)
-                if code in _TROUBLE_CODES:
+                if code in _TROUBLE_CODES and not refused:
                     logger.warning("%s %s/%s -> %s", transport, service, method, code)
                 elif logger.isEnabledFor(logging.DEBUG):
                     logger.debug(
@@ -143,11 +167,11 @@ def observed_calls(
 def _observed(
     transport: str, service: Service, rpc: Rpc, core: CacheService, observer: CallObserver
 ) -> RpcCall:
-    method: RpcCall = getattr(core, rpc.attribute)
+    method: Callable[[Message, Headers], Awaitable[Message]] = getattr(core, rpc.attribute)
 
-    async def call(request: Message, headers: Headers) -> Message:
+    async def call(request: Message, headers: Headers, timeout: float | None) -> Message:
         with observer.observe(transport, service.name, rpc.name):
-            return await method(request, headers)
+            return await observer.admit(lambda: method(request, headers), timeout)
 
     return call
 

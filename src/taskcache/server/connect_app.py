@@ -265,11 +265,15 @@ def _connect_name(rpc: Rpc) -> str:
 
 
 def _connect_handler(call: RpcCall) -> ConnectHandler:
-    """Adapt ``call`` to a generated Connect service method: headers in, Connect codes out."""
+    """Adapt ``call`` to a generated Connect service method: headers and the
+    ``Connect-Timeout-Ms`` deadline in, Connect codes out.
+    """
 
     async def handle(request: Message, ctx: RequestContext[Any, Any]) -> Message:
         try:
-            return await call(request, ctx.request_headers())
+            remaining_ms = ctx.timeout_ms()
+            timeout = None if remaining_ms is None else remaining_ms / 1000
+            return await call(request, ctx.request_headers(), timeout)
         except CacheError as error:
             raise connect_error(error) from None
 

@@ -36,7 +36,7 @@ def grpc_status(error: CacheError) -> grpc.StatusCode:
 def _grpc_handler(service: Service, rpc: Rpc, call: RpcCall, observer: CallObserver) -> GrpcHandler:
     """Adapt ``call`` to a gRPC method handler: the raw request body decoded here (a body
     that does not decode is reported to ``observer`` and answered INVALID_ARGUMENT), metadata
-    in, status codes out.
+    and the deadline in, status codes out.
     """
     request_type = service.request_type(rpc)
 
@@ -50,7 +50,7 @@ def _grpc_handler(service: Service, rpc: Rpc, call: RpcCall, observer: CallObser
         metadata = context.invocation_metadata() or ()
         headers = {name: value for name, value in metadata if isinstance(value, str)}
         try:
-            return await call(request, headers)
+            return await call(request, headers, context.time_remaining())
         except CacheError as error:
             await context.abort(grpc_status(error), error.message)
             raise

@@ -1,6 +1,7 @@
 """Repository health: one monitor pings the database and tells every listener the result.
 
-It must not change what the server answers beyond health.
+It must not change what the server answers beyond health, except through the circuit
+breaker it feeds (each ping's outcome opens or closes it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from taskcache.repositories.base import AsyncRepository
+from taskcache.server.breaker import CircuitBreaker
 from taskcache.server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,9 @@ class HealthMonitor:
 
     Listeners (e.g. the gRPC health service) hear each change; the ``taskcache_database_up``
     gauge follows every check. After :meth:`mark_shutting_down` the server reports unhealthy
-    so load balancers stop sending work while in-flight calls drain.
+    so load balancers stop sending work while in-flight calls drain. With a ``breaker``,
+    every ping's outcome is recorded in it (so it closes once the database answers again,
+    even while no call probes it).
     """
 
     def __init__(
@@ -37,11 +41,13 @@ class HealthMonitor:
         *,
         interval: float = DEFAULT_CHECK_INTERVAL,
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._repository = repository
         self._metrics = metrics
         self._interval = interval
         self._ping_timeout = ping_timeout
+        self._breaker = breaker
         self._listeners: list[HealthListener] = []
         self._serving: bool | None = None
         self._shutting_down = False
@@ -70,6 +76,8 @@ class HealthMonitor:
                 logger.warning("database ping failed: %s", error or type(error).__name__)
             up = False
         self._metrics.database_up.set(1 if up else 0)
+        if self._breaker is not None:
+            self._breaker.record_ping(up)
         await self._publish(up)
         return self.serving
 

@@ -98,6 +98,23 @@ class ServerMetrics:
             gauge = Gauge(name, description, registry=self.registry)
             gauge.set_function(_reader(stats, pick))
 
+    def watch_gate(self, in_flight: Callable[[], int], breaker_open: Callable[[], bool]) -> None:
+        """Export the calls in flight and whether the database breaker refuses calls, read
+        at every scrape.
+        """
+        running = Gauge(
+            "taskcache_requests_in_flight",
+            "RPCs admitted and not yet answered (beyond --max-in-flight: RESOURCE_EXHAUSTED).",
+            registry=self.registry,
+        )
+        running.set_function(lambda: float(in_flight()))
+        refusing = Gauge(
+            "taskcache_database_breaker_open",
+            "1 while calls are refused UNAVAILABLE at once (the database is known down), else 0.",
+            registry=self.registry,
+        )
+        refusing.set_function(lambda: 1.0 if breaker_open() else 0.0)
+
     def observe_request(
         self, transport: str, service: str, method: str, code: str, seconds: float
     ) -> None:

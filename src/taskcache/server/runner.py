@@ -25,6 +25,7 @@ from taskcache.manager import AsyncCacheManager
 from taskcache.resolver import open_async_repository, redact
 from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Service
 from taskcache.server.auth import TokenAuthority
+from taskcache.server.breaker import CallGate, CircuitBreaker
 from taskcache.server.calls import CallObserver
 from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
 from taskcache.server.grpc_server import build_grpc_server
@@ -241,8 +242,11 @@ async def _serve(
         FLYTE1_SERVICE: service_type(backend, Flyte1Dialect()),
     }
     tracer = configure_tracing(settings.otlp_endpoint)
-    observer = CallObserver(metrics, tracer)
-    monitor = HealthMonitor(repository, metrics)
+    breaker = CircuitBreaker(settings.breaker_cooldown)
+    gate = CallGate(breaker, settings.max_in_flight)
+    metrics.watch_gate(lambda: gate.in_flight, lambda: breaker.refusing)
+    observer = CallObserver(metrics, tracer, gate=gate)
+    monitor = HealthMonitor(repository, metrics, breaker=breaker)
 
     grpc_server = build_grpc_server(
         cores, observer, monitor, max_message_bytes=settings.max_message_bytes

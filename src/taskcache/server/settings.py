@@ -18,6 +18,7 @@ from typing import Any, Final
 from taskcache.errors import InvalidArgumentError
 from taskcache.home import BLOBS_FOLDER_NAME, default_home
 from taskcache.resolver import DATABASE_FORMS, resolve_database
+from taskcache.server.breaker import DEFAULT_BREAKER_COOLDOWN, DEFAULT_MAX_IN_FLIGHT
 
 ENVIRONMENT_PREFIX: Final = "TASKCACHE_"
 CONFIG_ENVIRONMENT_VARIABLE: Final = "TASKCACHE_CONFIG"
@@ -59,6 +60,8 @@ class Settings:
     log_format: str = "console"
     otlp_endpoint: str | None = None
     shutdown_grace: float = 10.0
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
@@ -91,6 +94,11 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "log_format": "console (human-readable) or json (one object per line).",
     "shutdown_grace": "On SIGTERM/SIGINT, how long in-flight calls may finish before the "
     "server stops, in seconds (suffixes ms, s, m, h accepted).",
+    "max_in_flight": "Most RPCs served at once (both transports together); more are answered "
+    "RESOURCE_EXHAUSTED at once instead of queueing.",
+    "breaker_cooldown": "Once the database is known down (a call found it unavailable or a "
+    "health ping failed), calls are answered UNAVAILABLE at once; after this many seconds one "
+    "call at a time probes it again (suffixes ms, s, m, h accepted).",
     "otlp_endpoint": "OTLP/gRPC collector to export one trace span per request to (e.g. "
     "http://otel-collector:4317). Unset: tracing is off.",
     "tls_cert_file": "PEM certificate (chain) both listeners serve TLS with; plaintext is then "
@@ -252,6 +260,8 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "log_format": _log_format,
     "otlp_endpoint": _optional_text,
     "shutdown_grace": _seconds,
+    "max_in_flight": _positive_int,
+    "breaker_cooldown": _seconds,
     "tls_cert_file": _optional_path,
     "tls_key_file": _optional_path,
     "tls_client_ca_file": _optional_path,

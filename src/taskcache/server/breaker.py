@@ -1,0 +1,224 @@
+"""Admission of RPCs into the service core: the database circuit breaker, the in-flight
+bound and the caller's deadline, in one :class:`CallGate` every RPC of both transports
+passes (:mod:`taskcache.server.calls` wraps each call in it).
+
+Why here and not around the repository: a refusal must cost nothing (no pool wait, no
+thread), it must be counted like any other outcome by the call observer, and the deadline
+must cover the whole call (its token check, the manager's retries, a blob deletion) — all
+of which the transport-neutral call wrapper sees and a repository wrapper would not. The
+breaker still learns only from database outcomes: an UNAVAILABLE call (the repository's
+translation of a pool timeout or a lost connection) or a failed health ping opens it; a
+call the database answered, or a successful ping, closes it.
+
+It must not know any RPC's meaning, nor decide cache policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Final, TypeVar
+
+from taskcache.errors import CacheError, DeadlineExceededError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_MAX_IN_FLIGHT: Final = 256
+DEFAULT_BREAKER_COOLDOWN: Final = 1.0
+
+# Outcomes that say nothing about the database: refused before reaching it (token, request
+# validation) or stopped by the caller. They neither open nor close the breaker.
+_NEUTRAL_CODES: Final = frozenset(
+    {"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "DEADLINE_EXCEEDED"}
+)
+
+
+class ResourceExhaustedError(CacheError):
+    """The server already runs its maximum of in-flight calls; retry later (server side only:
+    clients read RESOURCE_EXHAUSTED as an InternalError naming the code).
+    """
+
+    code: ClassVar[str] = "RESOURCE_EXHAUSTED"
+
+
+class DatabaseDownError(UnavailableError):
+    """UNAVAILABLE from the breaker itself: refused at once, without reaching the database."""
+
+
+class BreakerState(enum.Enum):
+    """Where a :class:`CircuitBreaker` stands."""
+
+    CLOSED = "closed"  # calls pass
+    OPEN = "open"  # calls are refused UNAVAILABLE until the cooldown has passed
+    HALF_OPEN = "half_open"  # one probe call passes; the others are refused
+
+
+class CircuitBreaker:
+    """Closed → open on a database failure → half-open after ``cooldown`` seconds, when one
+    call at a time may probe the database; a probe the database answers closes the breaker,
+    a failed one re-opens it for another cooldown. A health ping's outcome (see
+    :meth:`record_ping`) opens or closes it the same way, so the breaker recovers even when
+    no call arrives.
+
+    Single-threaded: use it from the event loop only.
+    """
+
+    def __init__(
+        self,
+        cooldown: float = DEFAULT_BREAKER_COOLDOWN,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cooldown = cooldown
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state (OPEN becomes HALF_OPEN once the cooldown has passed)."""
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self._cooldown:
+            self._state = BreakerState.HALF_OPEN
+        return self._state
+
+    @property
+    def refusing(self) -> bool:
+        """Whether a call arriving now would be refused (open, or half-open with a probe
+        running).
+        """
+        state = self.state
+        return state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probing)
+
+    def admit(self) -> bool:
+        """Let a call through and return whether it is the half-open probe; raise
+        DatabaseDownError (UNAVAILABLE) at once while open, or while another call probes.
+        """
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return False
+        if state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        raise DatabaseDownError("the database is unavailable; retry later")
+
+    def record(self, probe: bool, code: str | None) -> None:
+        """Record the outcome of an admitted call: ``code`` is its status code name ("OK" for
+        success), or None if it ended without one (cancelled, unexpected exception).
+        """
+        if probe:
+            self._probing = False
+        if code == UnavailableError.code:
+            self._open()
+        elif code is not None and code not in _NEUTRAL_CODES:
+            self._close()
+
+    def record_ping(self, up: bool) -> None:
+        """Record a health ping: a failed one opens the breaker, a successful one closes it."""
+        if up:
+            self._close()
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        if self._state is BreakerState.CLOSED:
+            logger.warning("database unavailable: refusing calls at once until it answers")
+        self._state = BreakerState.OPEN
+        self._opened_at = self._clock()
+
+    def _close(self) -> None:
+        if self._state is not BreakerState.CLOSED:
+            logger.info("database answers again: calls pass")
+        self._state = BreakerState.CLOSED
+
+
+class CallGate:
+    """What every RPC passes before the service core: at most ``max_in_flight`` calls run at
+    once (more are refused RESOURCE_EXHAUSTED at once, never queued), the ``breaker`` refuses
+    calls UNAVAILABLE at once while the database is known to be down, and a call whose
+    deadline has passed, or passes while it runs, is stopped and answered DEADLINE_EXCEEDED.
+    """
+
+    def __init__(self, breaker: CircuitBreaker, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+        self.breaker = breaker
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """How many admitted calls have not finished (a stopped one counts until its database
+        statement has been cancelled).
+        """
+        return self._in_flight
+
+    async def run(self, work: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+        """Return ``await work()`` run as an admitted call with ``timeout`` seconds left
+        (None: no deadline).
+
+        Raises ResourceExhaustedError or UnavailableError without starting ``work``, and
+        DeadlineExceededError when the time is up. A stopped call (deadline, or the caller
+        gone) is cancelled once and waited for: psycopg then cancels the statement in the
+        server and waits for it to end, so a statement still waiting (e.g. on a lock) is not
+        applied after the answer; one that finished first was applied whole (each decision is
+        one statement or transaction). A second cancellation would make psycopg drop the
+        connection instead, leaving a blocked autocommit statement to run — and commit — on
+        its own: hence the separate task. (psycopg also drops it if the server has not
+        confirmed the cancel within 5 s.) SQLite calls run on threads and always run to
+        completion; only the answer is abandoned.
+        """
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceededError("the call's deadline passed before it started")
+        if self._in_flight >= self._max_in_flight:
+            raise ResourceExhaustedError(
+                f"the server already runs {self._max_in_flight} calls; retry later"
+            )
+        probe = self.breaker.admit()
+        self._in_flight += 1
+        code: str | None = None
+        task = asyncio.create_task(_awaited(work))
+        try:
+            async with asyncio.timeout(timeout):
+                result = await asyncio.shield(task)
+            code = "OK"
+            return result
+        except TimeoutError as error:
+            code = DeadlineExceededError.code
+            await _stop(task)
+            raise DeadlineExceededError(
+                f"the call's deadline passed after {timeout:.3f} s"
+            ) from error
+        except asyncio.CancelledError:
+            await _stop(task)
+            raise
+        except CacheError as error:
+            code = error.code
+            raise
+        finally:
+            self._in_flight -= 1
+            self.breaker.record(probe, code)
+
+
+async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+async def _stop(task: asyncio.Task[T]) -> None:
+    """Cancel ``task`` once and wait until it has unwound, however often the waiter itself is
+    cancelled meanwhile (its cancellation is re-raised afterwards).
+    """
+    task.cancel()
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("stopped call ended with %r", task.exception())
+    if cancelled:
+        raise asyncio.CancelledError
