@@ -16,7 +16,7 @@ from taskcache import errors
 # Why each name is public. Errors users catch: every error a client raises.
 CAUGHT = {"CacheError", "AlreadyExistsError", "DeadlineExceededError", "FailedPreconditionError"}
 CAUGHT |= {"InternalError", "InvalidArgumentError", "NotFoundError", "PermissionDeniedError"}
-CAUGHT |= {"UnauthenticatedError", "UnavailableError"}
+CAUGHT |= {"UnauthenticatedError", "UnavailableError", "ResourceExhaustedError"}
 # Values users build (or implement, for the reader protocols) and pass in.
 CONSTRUCTED = {"Key", "Metadata", "InputReader", "OutputReader", "ReservationCache"}
 CONSTRUCTED |= {"InMemoryOutputReader", "UriOutputReader"}

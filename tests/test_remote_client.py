@@ -549,3 +549,21 @@ def test_update_deletes_the_replaced_blob_under_the_shared_storage_root(tmp_path
             assert Path(second).exists()
     finally:
         assert server.stop() == 0
+
+
+def test_a_shed_call_is_retried_like_an_outage(retry_delays: list[float]) -> None:
+    from taskcache.clients.transports import call_with_retries
+    from taskcache.errors import ResourceExhaustedError, error_for_code
+
+    assert isinstance(error_for_code("resource_exhausted", "busy"), ResourceExhaustedError)
+    attempts: list[int] = []
+
+    def shed_twice() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ResourceExhaustedError("too many calls in flight")
+        return "done"
+
+    assert call_with_retries(shed_twice, RetryPolicy(max_retries=5)) == "done"
+    assert len(attempts) == 3
+    assert len(retry_delays) == 2

@@ -23,7 +23,7 @@ from locked_postgres import HANG_GUARD, entries_locked, wait_for_blocked_calls
 from scrape import scrape
 from server_process import ServerProcess, running_server
 from taskcache import CacheStatus, DeadlineExceededError, NotFoundError, UnavailableError
-from taskcache.errors import InternalError
+from taskcache.errors import ResourceExhaustedError
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_calls_beyond_max_in_flight_are_resource_exhausted(
             blocked = [pool.submit(client.put, key, int_map(o0=1)) for key in keys]
             wait_for_blocked_calls(clean_postgres, 2)
             # Reservations are not locked: only the bound can refuse this call.
-            with pytest.raises(InternalError, match="RESOURCE_EXHAUSTED"):
+            with pytest.raises(ResourceExhaustedError):
                 client.get_or_extend_reservation(
                     make_key(name="tests.bounded.third"), "third", timedelta(seconds=5)
                 )

@@ -32,6 +32,7 @@ from taskcache.errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Reservation",
     "ReservationCache",
     "ReservationStatus",
+    "ResourceExhaustedError",
     "Status",
     "UnauthenticatedError",
     "UnavailableError",

@@ -85,6 +85,14 @@ class UnauthenticatedError(CacheError):
     code = "UNAUTHENTICATED"
 
 
+class ResourceExhaustedError(CacheError):
+    """The service is at its limit (too many calls in flight, a message too large); retrying
+    later, with backoff, may succeed.
+    """
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 _ERRORS_BY_CODE: dict[str, type[CacheError]] = {
     error.code: error
     for error in (
@@ -97,6 +105,7 @@ _ERRORS_BY_CODE: dict[str, type[CacheError]] = {
         InternalError,
         PermissionDeniedError,
         UnauthenticatedError,
+        ResourceExhaustedError,
     )
 }
 
@@ -104,7 +113,7 @@ _ERRORS_BY_CODE: dict[str, type[CacheError]] = {
 def error_for_code(code: str, message: str) -> CacheError:
     """Return the taskcache error for a gRPC or Connect status code name (any case).
 
-    Codes without a dedicated class (UNKNOWN, UNIMPLEMENTED, RESOURCE_EXHAUSTED, ...) become an
+    Codes without a dedicated class (UNKNOWN, UNIMPLEMENTED, ...) become an
     InternalError whose message names the code.
     """
     name = code.upper()

@@ -29,6 +29,7 @@ from taskcache.errors import (
     CacheError,
     DeadlineExceededError,
     InvalidArgumentError,
+    ResourceExhaustedError,
     UnavailableError,
     error_for_code,
 )
@@ -63,14 +64,16 @@ class AsyncTransport(Protocol):
         ...
 
 
-_RETRYABLE = (UnavailableError, DeadlineExceededError)
+# A shed call (RESOURCE_EXHAUSTED) is retried like an outage: later, with backoff.
+_RETRYABLE = (UnavailableError, DeadlineExceededError, ResourceExhaustedError)
 CONNECT_SCHEMES = ("http", "https")
 GRPC_SCHEMES = ("grpc", "grpcs")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter for UNAVAILABLE and DEADLINE_EXCEEDED.
+    """Exponential backoff with full jitter for UNAVAILABLE, DEADLINE_EXCEEDED and
+    RESOURCE_EXHAUSTED (a call the service shed under load).
 
     Attempt ``n`` (from 0) waits a random time in ``[0, min(max_backoff,
     initial_backoff * multiplier**n)]`` before retrying; at most ``max_retries`` retries.
