@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Final, Unpack
+from typing import TYPE_CHECKING, Final, Unpack
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -27,22 +27,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from taskcache.errors import InternalError, UnavailableError
 from taskcache.repositories import postgres_sql as sql
-from taskcache.repositories.base import (
-    CatalogStats,
-    CreateOutcome,
-    EntryCursor,
-    EntryFilter,
-    EntryRow,
-    PoolStats,
-    ReservationRow,
-    Scope,
-)
+from taskcache.repositories.base import CreateOutcome, EntryRow, ReservationRow, Scope
 from taskcache.repositories.listing import list_entries_query
 from taskcache.repositories.migrations import pending
 from taskcache.repositories.postgres_sql import (
     connect_timeout_setting as _connect_timeout_setting,
 )
 from taskcache.repositories.postgres_sql import translate_errors as _translate_errors
+
+if TYPE_CHECKING:  # annotations only
+    from taskcache.repositories.base import CatalogStats, EntryCursor, EntryFilter, PoolStats
 
 __all__ = ["SCHEMA_VERSION", "PostgresRepository", "migrate"]
 
