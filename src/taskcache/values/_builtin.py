@@ -71,27 +71,32 @@ def _primitive(literal: Literal, field: str, python_type: Any) -> Any:
 
 
 def _simple(
-    name: str,
     python_type: type,
     simple: int,
-    accepts: Callable[[object], bool],
-    build: Callable[[Any], literals_pb2.Primitive],
     field: str,
-    read: Callable[[Any], object],
+    *,
+    accepts: Callable[[object], bool] | None = None,
+    encode: Callable[[Any], object] = lambda value: value,
+    decode: Callable[[Any], object] = lambda value: value,
 ) -> Converter:
-    """A converter for one scalar type: the SDK's ``SimpleTransformer``."""
+    """A converter for one scalar type, named as the type (the SDK's ``SimpleTransformer``):
+    values ``accepts`` takes (default: instances of the type) go ``encode``-d into the
+    primitive's ``field`` and come back ``decode``-d.
+    """
+    name = python_type.__name__
+    accepted = accepts if accepts is not None else lambda value: isinstance(value, python_type)
 
     def to_literal(value: object, _: Any, __: Options) -> Literal:
-        if not accepts(value):
+        if not accepted(value):
             raise mismatch(value, python_type)
         try:
-            primitive = build(value)
+            primitive = literals_pb2.Primitive(**{field: encode(value)})
         except ValueError as error:  # an int past 64 bits, a datetime past year 9999
             raise TypeError(f"{value!r:.80} does not fit a Flyte {name}: {error}") from error
         return Literal(scalar=literals_pb2.Scalar(primitive=primitive))
 
     def from_literal(literal: Literal, _: Any) -> object:
-        return read(_primitive(literal, field, python_type))
+        return decode(_primitive(literal, field, python_type))
 
     return Converter(
         name=name,
@@ -129,70 +134,36 @@ NONE = Converter(
 )
 # bool is an int subclass, but neither the SDK (protobuf refuses it) nor we take True as an int.
 INT = _simple(
-    "int",
     int,
     _SIMPLE.INTEGER,
-    lambda v: isinstance(v, int) and not isinstance(v, bool),
-    lambda v: literals_pb2.Primitive(integer=v),
     "integer",
-    int,
+    accepts=lambda v: isinstance(v, int) and not isinstance(v, bool),
 )
 # An int is a valid float argument (the SDK's float transformer coerces it too).
 FLOAT = _simple(
-    "float",
     float,
     _SIMPLE.FLOAT,
-    lambda v: isinstance(v, float | int) and not isinstance(v, bool),
-    lambda v: literals_pb2.Primitive(float_value=float(v)),
     "float_value",
-    float,
+    accepts=lambda v: isinstance(v, float | int) and not isinstance(v, bool),
+    encode=float,
 )
-BOOL = _simple(
-    "bool",
-    bool,
-    _SIMPLE.BOOLEAN,
-    lambda v: isinstance(v, bool),
-    lambda v: literals_pb2.Primitive(boolean=v),
-    "boolean",
-    bool,
-)
-STR = _simple(
-    "str",
-    str,
-    _SIMPLE.STRING,
-    lambda v: isinstance(v, str),
-    lambda v: literals_pb2.Primitive(string_value=v),
-    "string_value",
-    str,
-)
+BOOL = _simple(bool, _SIMPLE.BOOLEAN, "boolean")
+STR = _simple(str, _SIMPLE.STRING, "string_value")
 # protobuf's Timestamp takes a naive datetime as UTC and converts an aware one to UTC: the
 # SDK hands the datetime to it as is, and so do we.
-DATETIME = _simple(
-    "datetime",
-    datetime.datetime,
-    _SIMPLE.DATETIME,
-    lambda v: isinstance(v, datetime.datetime),
-    lambda v: literals_pb2.Primitive(datetime=v),
-    "datetime",
-    _utc,
-)
+DATETIME = _simple(datetime.datetime, _SIMPLE.DATETIME, "datetime", decode=_utc)
 DATE = _simple(
-    "date",
     datetime.date,
     _SIMPLE.DATETIME,
-    lambda v: isinstance(v, datetime.date),
-    lambda v: literals_pb2.Primitive(datetime=datetime.datetime.combine(v, datetime.time.min)),
     "datetime",
-    lambda timestamp: _utc(timestamp).date(),
+    encode=lambda day: datetime.datetime.combine(day, datetime.time.min),
+    decode=lambda timestamp: _utc(timestamp).date(),
 )
 TIMEDELTA = _simple(
-    "timedelta",
     datetime.timedelta,
     _SIMPLE.DURATION,
-    lambda v: isinstance(v, datetime.timedelta),
-    lambda v: literals_pb2.Primitive(duration=v),
     "duration",
-    lambda duration: duration.ToTimedelta(),
+    decode=lambda duration: duration.ToTimedelta(),
 )
 
 
