@@ -679,3 +679,28 @@ def test_replicas_racing_one_reservation_grant_one_owner(replicas: tuple[Catalog
         holders = set(pool.map(take, range(RACERS)))
     assert len(holders) == 1
     assert {reserve(stub, dataset_id, "t", "late").owner_id for stub in stubs} == holders
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+def test_the_unscoped_datacatalog_needs_an_all_scope_token(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-admin\ntok-ml acme/ml/*\n")
+    args = ["--auth-token-file", str(tokens)]
+    with (
+        running_server(tmp_path, database=str(tmp_path / "c.db"), extra_args=args) as server,
+        grpc.insecure_channel(server.grpc_target) as channel,
+    ):
+        stub = dcg.DataCatalogStub(channel)
+        dataset_id = dc.DatasetID(project="ml", domain="d", name="n", version="v", org="acme")
+        request = dc.GetDatasetRequest(dataset=dataset_id)
+
+        def get(token: str | None) -> Any:
+            metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+            return stub.GetDataset(request, metadata=metadata)
+
+        assert code_and_details(lambda: get(None))[0] == "UNAUTHENTICATED"
+        # Even for a dataset in its scope: lookups by id and listings span projects.
+        assert code_and_details(lambda: get("tok-ml"))[0] == "PERMISSION_DENIED"
+        assert code_and_details(lambda: get("tok-admin"))[0] == "NOT_FOUND"

@@ -133,7 +133,8 @@ class DatacatalogTables:
 
     A subclass implements :meth:`_dc_read` (a connection for one or more reads),
     :meth:`_dc_write` (a connection inside one transaction, committed on success) and
-    :meth:`_dc_sql` (rewrites ``?`` markers into its driver's).
+    :meth:`_dc_sql` (rewrites ``?`` markers into its driver's); it may override
+    :meth:`_dc_snapshot` with a cheaper read-only transaction.
     """
 
     def _dc_read(self) -> AbstractContextManager[Any]:
@@ -141,6 +142,10 @@ class DatacatalogTables:
 
     def _dc_write(self) -> AbstractContextManager[Any]:
         raise NotImplementedError  # pragma: no cover - every backend overrides it
+
+    def _dc_snapshot(self) -> AbstractContextManager[Any]:
+        """A connection whose reads see one snapshot; by default a write transaction."""
+        return self._dc_write()
 
     def _dc_sql(self, statement: str) -> str:
         return statement
@@ -311,8 +316,8 @@ class DatacatalogTables:
         return rows
 
     def _select_artifacts(self, statement: str, params: Sequence[Any]) -> list[ArtifactRow]:
-        # One read transaction, so the artifact rows and their details are one snapshot.
-        with self._dc_write() as conn:
+        # One transaction, so the artifact rows and their details are one snapshot.
+        with self._dc_snapshot() as conn:
             heads = self._run(conn, statement, params).fetchall()
             return self._load(conn, heads)
 
@@ -479,7 +484,7 @@ class DatacatalogTables:
 
     def datacatalog_stats(self) -> DatacatalogStats:
         """Return operator totals from one read snapshot."""
-        with self._dc_write() as conn:
+        with self._dc_snapshot() as conn:
             found = self._run(
                 conn,
                 """
