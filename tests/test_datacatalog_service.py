@@ -59,17 +59,20 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(url)
 
 
+@pytest.fixture(scope="module")
+def pg_catalog(tmp_path_factory: pytest.TempPathFactory, pg_database: str) -> Iterator[Catalog]:
+    yield from _serve(tmp_path_factory.mktemp("datacatalog-postgres"), pg_database)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def catalog(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Catalog]:
-    folder = tmp_path_factory.mktemp(f"datacatalog-{request.param}")
-    database = (
-        str(folder / "catalog.db")
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_database")
-    )
-    yield from _serve(folder, database)
+    if request.param == "postgres":
+        yield request.getfixturevalue("pg_catalog")
+        return
+    folder = tmp_path_factory.mktemp("datacatalog-sqlite")
+    yield from _serve(folder, str(folder / "catalog.db"))
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -620,16 +623,14 @@ def test_health_and_reflection_list_the_datacatalog(catalog: Catalog) -> None:
 
 @pytest.fixture(scope="module")
 def replicas(
-    tmp_path_factory: pytest.TempPathFactory, pg_database: str
+    tmp_path_factory: pytest.TempPathFactory, pg_database: str, pg_catalog: Catalog
 ) -> Iterator[tuple[Catalog, Catalog]]:
-    first = _serve(tmp_path_factory.mktemp("replica-a"), pg_database)
+    """``pg_catalog`` and a second server on its database."""
     second = _serve(tmp_path_factory.mktemp("replica-b"), pg_database)
-    a, b = next(first), next(second)
     try:
-        yield a, b
+        yield pg_catalog, next(second)
     finally:
-        for generator in (first, second):
-            generator.close()
+        second.close()
 
 
 RACERS = 8
