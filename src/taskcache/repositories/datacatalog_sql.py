@@ -12,7 +12,7 @@ Rows only: it must not decide policy.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -91,11 +91,6 @@ def _dataset_from(values: Sequence[Any]) -> DatasetRow:
     )
 
 
-def _prefix_bound(prefix: str) -> str:
-    """Return the smallest string greater than every string starting with ``prefix``."""
-    return prefix + "\U0010ffff"
-
-
 def _dataset_conditions(dataset_filter: DatasetFilter) -> tuple[list[str], list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
@@ -104,10 +99,6 @@ def _dataset_conditions(dataset_filter: DatasetFilter) -> tuple[list[str], list[
         if value is not None:
             conditions.append(f"d.{column} = ?")
             params.append(value)
-    if dataset_filter.name_prefix:
-        # A range, not LIKE: LIKE treats % and _ as wildcards (and ignores case in SQLite).
-        conditions.append("d.name >= ? AND d.name < ?")
-        params.extend((dataset_filter.name_prefix, _prefix_bound(dataset_filter.name_prefix)))
     return conditions, params
 
 
@@ -503,11 +494,3 @@ class DatacatalogTables:
             inline_bytes=int(inline_bytes),
             blob_values=int(blob_values),
         )
-
-
-def iter_blob_uris(rows: Sequence[ArtifactRow]) -> Iterator[str]:
-    """Yield the blob URI of every data value of ``rows`` stored as a blob."""
-    for row in rows:
-        for datum in row.data:
-            if datum.uri is not None:
-                yield datum.uri
