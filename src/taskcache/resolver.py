@@ -39,6 +39,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from taskcache.errors import InvalidArgumentError
+from taskcache.extras import missing_extra
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
 from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
@@ -217,12 +218,8 @@ def _database_location(database: Location | str | os.PathLike[str] | None, field
     return database
 
 
-def _missing_postgres(error: ImportError, field: str) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        f"names a PostgreSQL database, but PostgreSQL support is not installed ({error}); "
-        "install it with: pip install 'taskcache[postgres]'",
-        field=field,
-    )
+def _missing_postgres(field: str) -> InvalidArgumentError:
+    return missing_extra("a PostgreSQL database", "postgres", field=field)
 
 
 def open_repository(
@@ -245,7 +242,7 @@ def open_repository(
         try:
             from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return PostgresRepository(location.address, max_size=pool_size)
     if location.kind is LocationKind.MEMORY:
         return SqliteRepository(None)
@@ -275,7 +272,7 @@ async def open_async_repository(
                 AsyncPostgresRepository,
             )
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return await AsyncPostgresRepository.open(location.address, max_size=pool_size)
     # Opening SQLite creates and migrates the file: off the event loop.
     repository = await asyncio.to_thread(open_repository, location, pool_size=pool_size)
@@ -294,7 +291,7 @@ def migrate(database: Location | str | os.PathLike[str] | None, *, field: str = 
         try:
             from taskcache.repositories.postgres import migrate as migrate_postgres  # noqa: PLC0415
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return migrate_postgres(location.address)
     # Opening applies any missing migration, and raises if the file is at another version.
     open_repository(location, field=field).close()
