@@ -160,11 +160,8 @@ def test_a_missing_object_store_is_one_line_naming_the_extra(url: str, extra: st
 
 @pytest.mark.usefixtures("without_object_stores")
 def test_the_cli_prints_the_missing_extra_without_a_traceback(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        ["gc", "--database", str(tmp_path), "--storage", "s3://bucket", "--older-than", "1d"]
-        + ["--delete-blobs"],
-    )
+    flags = ["--database", str(tmp_path), "--storage", "s3://bucket", "--delete-blobs"]
+    result = CliRunner().invoke(main, ["gc", *flags, "--older-than", "1d"])
     assert result.exit_code == 2
     assert "pip install 'taskcache[s3]'" in result.output
     assert "Traceback" not in result.output
