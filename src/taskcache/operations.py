@@ -374,7 +374,8 @@ def find_entry(repository: OperatorRepository, entry_filter: EntryFilter, key: s
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise NotFoundError(f"no entry with a key starting {key!r} in scope {_pattern(scoped)}")
+        where = "any scope" if _pattern(scoped) == "*/*/*" else f"scope {_pattern(scoped)}"
+        raise NotFoundError(f"no entry {key!r} (nor a key starting with it) in {where}")
     more = len(matches) > MAX_CANDIDATES
     raise AmbiguousKeyError(key, tuple(matches[:MAX_CANDIDATES]), more)
 

@@ -144,7 +144,13 @@ def _parse(target: str | os.PathLike[str] | None, field: str, *, services: bool)
     forms = TARGET_FORMS if services else DATABASE_FORMS
     text = target.strip()
     if not text:
-        raise InvalidArgumentError(f"must not be empty; expected {forms}", field=field)
+        fix = (
+            "for a running service use http://host:8094 for Connect or grpc://host:8095 for "
+            f"gRPC; for the default catalog pass None; otherwise {DATABASE_FORMS}"
+            if services
+            else f"expected {forms}"
+        )
+        raise InvalidArgumentError(f"must not be empty: {fix}", field=field)
     match = _SCHEME.match(text)
     if match is None:
         if _HOST_PORT.match(text):
