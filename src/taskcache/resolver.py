@@ -27,15 +27,13 @@ or touch the filesystem while resolving (only opening a SQLite repository create
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import os
 import re
 import uuid
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from taskcache.errors import InvalidArgumentError
@@ -43,7 +41,9 @@ from taskcache.extras import missing_extra
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
 from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
-from taskcache.repositories.threaded import ThreadedRepository
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 __all__ = [
     "DATABASE_FORMS",
@@ -280,6 +280,11 @@ async def open_async_repository(
         except ImportError as error:
             raise _missing_postgres(field) from error
         return await AsyncPostgresRepository.open(location.address, max_size=pool_size)
+    # Imported here, where a loop runs, not with this module: `import taskcache` needs neither.
+    import asyncio  # noqa: PLC0415
+
+    from taskcache.repositories.threaded import ThreadedRepository  # noqa: PLC0415
+
     # Opening SQLite creates and migrates the file: off the event loop.
     repository = await asyncio.to_thread(open_repository, location, pool_size=pool_size)
     return ThreadedRepository(repository, executor)
