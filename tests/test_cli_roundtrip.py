@@ -288,6 +288,20 @@ def test_parse_scope_reads_back_what_describe_scope_writes(
     assert parsed == EntryFilter(org=scope.org, project=scope.project, domain=scope.domain)
 
 
+def test_operator_clients_take_the_printed_scope(database: list[str]) -> None:
+    with taskcache.open(database[1]) as client:
+        assert isinstance(client, taskcache.OperatorClient)
+        production = list(client.entries(scope="org_1/project_1/production"))
+        assert {entry.task for entry in production} == {"tests.square", "tests.cube"}
+        assert [entry.task for entry in client.entries(scope="(unscoped)")] == ["tests.flyte1"]
+        with pytest.raises(TypeError, match="not both"):
+            list(client.entries(scope="org_1/*/*", org="org_1"))
+        with pytest.raises(taskcache.InvalidArgumentError, match="scope"):
+            list(client.entries(scope="org_1"))
+        assert client.clear(scope="*/*/development") == 1
+    assert len(wide_rows(database)) == 5
+
+
 def test_literal_values_print_readably() -> None:
     def scalar(**fields: Any) -> literals_pb2.Literal:
         return literals_pb2.Literal(scalar=literals_pb2.Scalar(**fields))

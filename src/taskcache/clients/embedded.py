@@ -338,10 +338,16 @@ def _selected(selection: EntrySelection) -> tuple[EntryFilter, str | None]:
     selection keyword (mypy catches it statically; this catches it at run time).
     """
     check_names(selection, EntrySelection, "the entry selection")
+    scope = selection.get("scope")
+    org, project, domain = selection.get("org"), selection.get("project"), selection.get("domain")
+    if scope is not None:
+        if (org, project, domain) != (None, None, None):
+            raise TypeError("the entry selection takes scope or org/project/domain, not both")
+        from taskcache.operations import parse_scope  # noqa: PLC0415 -- see _entry_pages
+
+        parsed = parse_scope(scope)
+        org, project, domain = parsed.org, parsed.project, parsed.domain
     entry_filter = EntryFilter(
-        org=selection.get("org"),
-        project=selection.get("project"),
-        domain=selection.get("domain"),
-        key_prefix=selection.get("key_prefix"),
+        org=org, project=project, domain=domain, key_prefix=selection.get("key_prefix")
     )
     return entry_filter, selection.get("task")
