@@ -1,4 +1,6 @@
-"""Facts reported beside the table: reservation-cache entry size and ``open()`` time."""
+"""Facts reported beside the table: reservation-cache entry size, ``open()`` time and
+``import taskcache`` time.
+"""
 
 from __future__ import annotations
 
@@ -88,4 +90,48 @@ def open_times(repeats: int) -> dict[str, Any]:
         "existing_catalog_s": statistics.median(warm),
         "fresh_process_import_and_open_s": statistics.median(fresh),
         "repeats": repeats,
+    }
+
+
+# Imported by `import taskcache` only if some module pulls them in eagerly (reported).
+HEAVY_MODULES = ("fsspec", "grpc", "connectrpc", "uvicorn", "click", "rich", "mashumaro")
+
+
+def _import_taskcache_once() -> tuple[float, list[str]]:
+    """Return ``import taskcache``'s cumulative time in seconds (``-X importtime``) in a
+    fresh process, and which :data:`HEAVY_MODULES` it loaded.
+    """
+    script = (
+        f"import taskcache, sys; print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY_ROOT,
+        timeout=120,
+    )
+    # Lines read "import time: self [us] | cumulative | name"; the package's own is last.
+    line = next(
+        line
+        for line in reversed(completed.stderr.splitlines())
+        if line.rstrip().endswith("| taskcache")
+    )
+    loaded = [name for name in completed.stdout.strip().split(",") if name]
+    return int(line.split("|")[1]) / 1e6, loaded
+
+
+def import_times(repeats: int) -> dict[str, Any]:
+    """Measure ``import taskcache`` in fresh processes: the median and best cumulative
+    import time of ``repeats`` runs (target <= 100 ms; reported, not asserted), and the
+    heavy modules it imported (none expected).
+    """
+    runs = [_import_taskcache_once() for _ in range(max(1, repeats))]
+    seconds = [elapsed for elapsed, _ in runs]
+    return {
+        "median_s": statistics.median(seconds),
+        "best_s": min(seconds),
+        "heavy_modules": sorted({name for _, loaded in runs for name in loaded}),
+        "repeats": len(runs),
     }

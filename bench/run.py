@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             facts.reservation_cache = extras.reservation_cache_entry_bytes()
             facts.open_times = extras.open_times(tier.open_repeats)
+            facts.import_times = extras.import_times(tier.open_repeats)
         except Exception as error:
             traceback.print_exc()
             facts.failures.append(f"extras: {error!r}")

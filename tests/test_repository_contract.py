@@ -707,9 +707,9 @@ def test_stats_figures(repo: OperatorRepository) -> None:
         blob_entries=4,
         active_reservations=2,
         by_scope=(
-            ProjectStats(scope=Scope(), entries=1, inline_bytes=0),
-            ProjectStats(scope=SCOPE, entries=4, inline_bytes=8),
-            ProjectStats(scope=prod, entries=1, inline_bytes=7),
+            ProjectStats(scope=Scope(), entries=1, inline_bytes=0, blob_entries=1),
+            ProjectStats(scope=SCOPE, entries=4, inline_bytes=8, blob_entries=3),
+            ProjectStats(scope=prod, entries=1, inline_bytes=7, blob_entries=0),
         ),
     )
     assert repo.stats(T0 + US).active_reservations == 1

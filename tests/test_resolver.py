@@ -184,6 +184,7 @@ ENTRY_POINTS: dict[str, Callable[[str], str | None]] = {
     "delete": via_cli("delete", "k", "--yes"),
     "gc": via_cli("gc", "--older-than", "30d", "--dry-run"),
     "stats": via_cli("stats"),
+    "clear": via_cli("clear", "--yes"),
 }
 
 

@@ -16,13 +16,16 @@ and :class:`AsyncOperatorClient` protocols). Clients come only from :func:`open`
 :func:`open_async`: the classes behind them (embedded, Connect, gRPC) need parts that are not
 public and are not exported. Cache keys are computed by :mod:`taskcache.hashing`.
 
-It defines nothing itself: it hands on what users catch, construct or call.
+It defines nothing itself: it hands on what users catch, construct or call. ``cached`` and
+``values`` (with mashumaro, msgpack and the blob IO behind them) are imported on first
+access, so ``import taskcache`` stays quick for code that only opens clients.
 """
 
-from taskcache import values
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from taskcache._version import __version__
 from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
-from taskcache.decorator import cached
 from taskcache.errors import (
     AlreadyExistsError,
     CacheError,
@@ -50,6 +53,31 @@ from taskcache.repositories.base import CatalogStats, ProjectStats
 from taskcache.status import CacheStatus, ReservationStatus, Status
 from taskcache.targets import open_async_catalog as open_async
 from taskcache.targets import open_catalog as open
+
+if TYPE_CHECKING:
+    from taskcache import values
+    from taskcache.decorator import cached
+
+# Public name -> (module, attribute or None for the module itself), imported on first access.
+_LAZY = {"cached": ("taskcache.decorator", "cached"), "values": ("taskcache.values", None)}
+
+
+def __getattr__(name: str) -> Any:
+    """Return the lazily imported public name ``name``; AttributeError for any other."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'taskcache' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    found = module if attribute is None else getattr(module, attribute)
+    # Cached in the namespace: later look-ups are plain attribute reads.
+    globals()[name] = found
+    return found
+
+
+def __dir__() -> list[str]:
+    """Return the module's names, the lazily imported ones included."""
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AlreadyExistsError",

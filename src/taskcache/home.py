@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-import platformdirs
-
 HOME_ENVIRONMENT_VARIABLE: Final = "TASKCACHE_HOME"
 DATABASE_FILE_NAME: Final = "catalog.db"
 BLOBS_FOLDER_NAME: Final = "blobs"
@@ -30,4 +28,7 @@ def default_home(environ: Mapping[str, str] | None = None) -> Path:
     configured = env.get(HOME_ENVIRONMENT_VARIABLE)
     if configured:
         return Path(configured).expanduser()
+    # Imported here: `import taskcache` need not pay for it when $TASKCACHE_HOME is set.
+    import platformdirs  # noqa: PLC0415
+
     return Path(platformdirs.user_data_dir("taskcache"))

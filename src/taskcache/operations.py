@@ -40,8 +40,12 @@ from taskcache.repositories.base import (
 from taskcache.storage import BlobStore
 
 __all__ = [
+    "ANY_PART",
     "DEFAULT_GC_BATCH_SIZE",
     "DEFAULT_PAGE_SIZE",
+    "MAX_CANDIDATES",
+    "UNSCOPED",
+    "AmbiguousKeyError",
     "CatalogEntry",
     "DeleteResult",
     "EntryDetails",
@@ -54,17 +58,27 @@ __all__ = [
     "delete_entry",
     "describe_entry",
     "describe_scope",
+    "describe_selection",
     "entry_not_found",
+    "find_entry",
     "gc",
     "iter_entries",
     "iter_pages",
     "list_page",
     "migrate_database",
     "parse_duration",
+    "parse_scope",
+    "task_name",
 ]
 
 DEFAULT_PAGE_SIZE: Final = 50
 DEFAULT_GC_BATCH_SIZE: Final = 500
+# How an empty scope is written (by describe_scope, so in ls) and read back (parse_scope).
+UNSCOPED: Final = "(unscoped)"
+# A scope part that matches any value in a --scope pattern.
+ANY_PART: Final = "*"
+# How many matching entries an ambiguous key prefix reports.
+MAX_CANDIDATES: Final = 10
 
 _MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -96,6 +110,58 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(seconds=seconds)
     except OverflowError as error:
         raise InvalidArgumentError(f"{text!r} is too long") from error
+
+
+def parse_scope(text: str) -> EntryFilter:
+    """Return the filter ``text`` names, in the form :func:`describe_scope` prints it:
+    ``org/project/domain``, or ``(unscoped)`` for the empty (Flyte 1) scope. A part ``*``
+    matches any value (``org/*/*``: every entry of ``org``); an empty part is the empty name.
+
+    Raises InvalidArgumentError (field ``scope``) unless ``text`` has exactly three parts.
+    Names holding ``/`` cannot be written this way.
+    """
+    compact = text.strip()
+    if compact == UNSCOPED:
+        return EntryFilter(org="", project="", domain="")
+    parts = compact.split("/")
+    if len(parts) != 3:
+        raise InvalidArgumentError(
+            f"{text!r} is not a scope; write org/project/domain as ls prints it "
+            f"(a part may be {ANY_PART} for any), or {UNSCOPED}",
+            field="scope",
+        )
+    org, project, domain = (None if part == ANY_PART else part for part in parts)
+    return EntryFilter(org=org, project=project, domain=domain)
+
+
+def describe_selection(entry_filter: EntryFilter, task: str | None = None) -> str:
+    """Return which entries ``entry_filter`` and ``task`` select, for prompts and messages:
+    ``every entry``, ``the entries of org/*/* of task t``, ...
+    """
+    parts = (entry_filter.org, entry_filter.project, entry_filter.domain)
+    scoped = parts != (None, None, None)
+    if not scoped and task is None and not entry_filter.key_prefix:
+        return "every entry"
+    words = ["the entries"]
+    if scoped:
+        words.append(f"of scope {_pattern(entry_filter)}")
+    if task is not None:
+        words.append(f"of task {task!r}")
+    if entry_filter.key_prefix:
+        words.append(f"with keys starting {entry_filter.key_prefix!r}")
+    return " ".join(words)
+
+
+def _in_scope(scope: Scope, entry_filter: EntryFilter) -> bool:
+    """Return whether ``scope`` matches ``entry_filter``'s org, project and domain."""
+    return all(
+        wanted is None or wanted == actual
+        for wanted, actual in (
+            (entry_filter.org, scope.org),
+            (entry_filter.project, scope.project),
+            (entry_filter.domain, scope.domain),
+        )
+    )
 
 
 # --- listing --------------------------------------------------------------------------------------
@@ -193,6 +259,13 @@ def _task_name(row: EntryRow) -> str | None:
     return None if source is None else source.name
 
 
+def task_name(row: EntryRow) -> str:
+    """Return the name of the task that wrote ``row`` (its source identifier's), or ``""``
+    if the identifier does not decode.
+    """
+    return _task_name(row) or ""
+
+
 def iter_entries(
     repository: OperatorRepository,
     entry_filter: EntryFilter,
@@ -256,8 +329,63 @@ def entry_not_found(scope: Scope, key: str) -> NotFoundError:
 def describe_scope(scope: Scope) -> str:
     """Return ``scope`` for messages: ``org/project/domain``, or ``(unscoped)`` if empty."""
     if scope == Scope():
-        return "(unscoped)"
+        return UNSCOPED
     return "/".join((scope.org, scope.project, scope.domain))
+
+
+class AmbiguousKeyError(InvalidArgumentError):
+    """A key prefix matches more than one entry; ``candidates`` holds up to
+    :data:`MAX_CANDIDATES` of them (newest first) and ``more`` whether others match too.
+    """
+
+    def __init__(self, prefix: str, candidates: tuple[EntryRow, ...], more: bool) -> None:
+        listed = "; ".join(f"{row.key} in {describe_scope(row.scope)}" for row in candidates)
+        others = ", and more" if more else ""
+        super().__init__(
+            f"{prefix!r} matches {len(candidates)}{'+' if more else ''} entries: {listed}{others}; "
+            "give more of the key or a --scope",
+            field="key",
+        )
+        self.prefix = prefix
+        self.candidates = candidates
+        self.more = more
+
+
+def find_entry(repository: OperatorRepository, entry_filter: EntryFilter, key: str) -> EntryRow:
+    """Return the one entry matching ``entry_filter`` whose key is ``key`` or, failing an
+    exact match, starts with ``key`` (a unique prefix, such as the head ``ls`` shows).
+
+    ``entry_filter``'s ``key_prefix`` is ignored. Raises InvalidArgumentError (field
+    ``key``) for an empty ``key``, NotFoundError if nothing matches, AmbiguousKeyError if
+    several entries do (an exact key filed under several scopes, or a shared prefix).
+    Store errors as the repository does.
+    """
+    if not key:
+        raise InvalidArgumentError("must not be empty", field="key")
+    org, project, domain = entry_filter.org, entry_filter.project, entry_filter.domain
+    if org is not None and project is not None and domain is not None:
+        found = repository.get_entry(Scope(org, project, domain), key)
+        if found is not None:
+            return found
+    scoped = replace(entry_filter, key_prefix=key)
+    rows = repository.list_entries(scoped, MAX_CANDIDATES + 1, None)
+    exact = [row for row in rows if row.key == key]
+    matches = exact or rows
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        where = "any scope" if _pattern(scoped) == "*/*/*" else f"scope {_pattern(scoped)}"
+        raise NotFoundError(f"no entry {key!r} (nor a key starting with it) in {where}")
+    more = len(matches) > MAX_CANDIDATES
+    raise AmbiguousKeyError(key, tuple(matches[:MAX_CANDIDATES]), more)
+
+
+def _pattern(entry_filter: EntryFilter) -> str:
+    """Return ``entry_filter``'s scope as a ``--scope`` pattern (``*/*/*``: any scope)."""
+    parts = (entry_filter.org, entry_filter.project, entry_filter.domain)
+    if parts == ("", "", ""):
+        return UNSCOPED
+    return "/".join(ANY_PART if part is None else part for part in parts)
 
 
 def _decode_source(row: EntryRow) -> tuple[identifier_pb2.Identifier | None, str | None]:
@@ -396,8 +524,10 @@ def gc(
     delete_blobs: bool = False,
     batch_size: int = DEFAULT_GC_BATCH_SIZE,
     progress_callback: GcProgress | None = None,
+    entry_filter: EntryFilter | None = None,
 ) -> GcSummary:
-    """Delete every entry last updated more than ``older_than`` before ``now``.
+    """Delete every entry last updated more than ``older_than`` before ``now`` (and, with
+    ``entry_filter``, in the scopes it matches; its ``key_prefix`` applies too).
 
     Rows go in batches of ``batch_size`` (each batch one atomic repository call, oldest
     first). With ``delete_blobs`` each deleted row's ``output_uri`` is removed too, but only
@@ -420,11 +550,18 @@ def gc(
     except OverflowError as error:
         raise InvalidArgumentError("reaches before year 1", field="older_than") from error
     store = blobs if delete_blobs else None
-    batches = (
-        _dry_run_batches(repository, cutoff, batch_size)
-        if dry_run
-        else _deleted_batches(repository, cutoff, batch_size)
-    )
+    selection = entry_filter or EntryFilter()
+    if dry_run:
+        batches = _dry_run_batches(repository, cutoff, batch_size, selection)
+    elif selection == EntryFilter():
+        batches = _deleted_batches(repository, cutoff, batch_size)
+    else:
+        # The batch delete takes no filter: delete the filtered listing's old rows instead,
+        # each only if unchanged since it was read (as clear does).
+        batches = (
+            repository.delete_entries_if_unchanged(list(batch))
+            for batch in _dry_run_batches(repository, cutoff, batch_size, selection)
+        )
     summary = GcSummary()
     for batch in batches:
         summary = _tally(summary, batch, repository, store, dry_run=dry_run)
@@ -447,9 +584,14 @@ def _deleted_batches(
 
 
 def _dry_run_batches(
-    repository: OperatorRepository, cutoff: datetime, batch_size: int
+    repository: OperatorRepository,
+    cutoff: datetime,
+    batch_size: int,
+    entry_filter: EntryFilter,
 ) -> Iterator[list[EntryRow]]:
-    """Yield the rows updated before ``cutoff`` page by page, deleting nothing."""
+    """Yield the rows matching ``entry_filter`` updated before ``cutoff`` page by page,
+    deleting nothing.
+    """
     # delete_entries_updated_before(dry_run=True) always returns the same oldest batch, so
     # it cannot page; the newest-first listing can. Times have microsecond precision, so
     # "strictly before cutoff" is "at or before cutoff - 1 µs", which is every row after the
@@ -458,7 +600,7 @@ def _dry_run_batches(
     start = EntryCursor(last_updated_at=cutoff - _MICROSECOND, scope=Scope(), key="")
     after: EntryCursor | None = start
     while after is not None:
-        page = list_page(repository, EntryFilter(), batch_size, after)
+        page = list_page(repository, entry_filter, batch_size, after)
         if page.entries:
             yield list(page.entries)
         after = page.next_cursor
@@ -544,11 +686,25 @@ def clear(
 # --- stats and schema -----------------------------------------------------------------------------
 
 
-def catalog_stats(repository: OperatorRepository, now: datetime) -> CatalogStats:
+def catalog_stats(
+    repository: OperatorRepository, now: datetime, entry_filter: EntryFilter | None = None
+) -> CatalogStats:
     """Return the catalog's totals, reservations counting as active while unexpired at
-    ``now``. Raises store errors as the repository does.
+    ``now``; with ``entry_filter``, the totals of the scopes it matches (its ``key_prefix``
+    is ignored), ``active_reservations`` still counting the whole catalog's. Raises store
+    errors as the repository does.
     """
-    return repository.stats(now)
+    stats = repository.stats(now)
+    if entry_filter is None:
+        return stats
+    groups = tuple(group for group in stats.by_scope if _in_scope(group.scope, entry_filter))
+    return replace(
+        stats,
+        entries=sum(group.entries for group in groups),
+        inline_bytes=sum(group.inline_bytes for group in groups),
+        blob_entries=sum(group.blob_entries for group in groups),
+        by_scope=groups,
+    )
 
 
 def migrate_database(database: str) -> int:

@@ -27,24 +27,25 @@ or touch the filesystem while resolving (only opening a SQLite repository create
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import os
 import re
 import uuid
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from taskcache.errors import InvalidArgumentError
+from taskcache.extras import missing_extra
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
 from taskcache.repositories.datacatalog_base import DatacatalogRepository
 from taskcache.repositories.datacatalog_sqlite import SqliteDatacatalogRepository
 from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
-from taskcache.repositories.threaded import ThreadedRepository
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 __all__ = [
     "DATABASE_FORMS",
@@ -146,7 +147,13 @@ def _parse(target: str | os.PathLike[str] | None, field: str, *, services: bool)
     forms = TARGET_FORMS if services else DATABASE_FORMS
     text = target.strip()
     if not text:
-        raise InvalidArgumentError(f"must not be empty; expected {forms}", field=field)
+        fix = (
+            "for a running service use http://host:8094 for Connect or grpc://host:8095 for "
+            f"gRPC; for the default catalog pass None; otherwise {DATABASE_FORMS}"
+            if services
+            else f"expected {forms}"
+        )
+        raise InvalidArgumentError(f"must not be empty: {fix}", field=field)
     match = _SCHEME.match(text)
     if match is None:
         if _HOST_PORT.match(text):
@@ -220,12 +227,8 @@ def _database_location(database: Location | str | os.PathLike[str] | None, field
     return database
 
 
-def _missing_postgres(error: ImportError, field: str) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        f"names a PostgreSQL database, but PostgreSQL support is not installed ({error}); "
-        "install it with: pip install 'taskcache[postgres]'",
-        field=field,
-    )
+def _missing_postgres(field: str) -> InvalidArgumentError:
+    return missing_extra("a PostgreSQL database", "postgres", field=field)
 
 
 def open_repository(
@@ -248,7 +251,7 @@ def open_repository(
         try:
             from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return PostgresRepository(location.address, max_size=pool_size)
     if location.kind is LocationKind.MEMORY:
         return SqliteRepository(None)
@@ -304,8 +307,13 @@ async def open_async_repository(
                 AsyncPostgresRepository,
             )
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return await AsyncPostgresRepository.open(location.address, max_size=pool_size)
+    # Imported here, where a loop runs, not with this module: `import taskcache` needs neither.
+    import asyncio  # noqa: PLC0415
+
+    from taskcache.repositories.threaded import ThreadedRepository  # noqa: PLC0415
+
     # Opening SQLite creates and migrates the file: off the event loop.
     repository = await asyncio.to_thread(open_repository, location, pool_size=pool_size)
     return ThreadedRepository(repository, executor)
@@ -323,7 +331,7 @@ def migrate(database: Location | str | os.PathLike[str] | None, *, field: str = 
         try:
             from taskcache.repositories.postgres import migrate as migrate_postgres  # noqa: PLC0415
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return migrate_postgres(location.address)
     # Opening applies any missing migration, and raises if the file is at another version.
     open_repository(location, field=field).close()

@@ -15,12 +15,27 @@ import posixpath
 import uuid
 from typing import Any
 
-import fsspec
-from fsspec.core import url_to_fs
-
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from taskcache.extras import missing_extra, storage_extra
 
 OUTPUTS_FILE_NAME = "outputs.pb"
+
+
+def url_to_fs(url: str, **storage_options: Any) -> tuple[Any, str]:
+    """Return fsspec's (filesystem, path) for ``url``; ImportError if its backend is missing."""
+    # Imported on first use: fsspec is a third of `import taskcache` and only blob IO needs it.
+    from fsspec.core import url_to_fs as fsspec_url_to_fs  # noqa: PLC0415
+
+    found: tuple[Any, str] = fsspec_url_to_fs(url, **storage_options)
+    return found
+
+
+def _missing_backend(url: str, error: ImportError, field: str | None) -> Exception:
+    """Return the one-line missing-extra error for ``url``, or ``error`` if no extra has it."""
+    extra = storage_extra(url)
+    if extra is None:
+        return error
+    return missing_extra(f"{url.partition('://')[0]}:// storage", extra, field=field)
 
 
 class BlobStore:
@@ -32,7 +47,10 @@ class BlobStore:
     def __init__(self, root: str, **storage_options: Any) -> None:
         if not root:
             raise InvalidArgumentError("must not be empty", field="storage")
-        self._fs, root_path = url_to_fs(root, **storage_options)
+        try:
+            self._fs, root_path = url_to_fs(root, **storage_options)
+        except ImportError as error:
+            raise _missing_backend(root, error, "storage") from error
         self._root_path = root_path.rstrip("/") or "/"
         protocols = self._fs.protocol
         self._protocols: tuple[str, ...] = (
@@ -160,8 +178,12 @@ def read_blob(uri: str) -> bytes:
     Raises NotFoundError if nothing is there, UnavailableError if the storage fails.
     """
     try:
+        import fsspec  # noqa: PLC0415 -- on first use, as in url_to_fs
+
         with fsspec.open(uri, "rb") as stream:
             data: bytes = stream.read()
+    except ImportError as error:
+        raise _missing_backend(uri, error, None) from error
     except FileNotFoundError as error:
         raise NotFoundError(f"no blob at {uri}") from error
     except OSError as error:

@@ -7,8 +7,11 @@ pays for the server stack, rich tables or database drivers:
 * ``key``: cache keys; ``demo``: a guided run of the embedded catalog;
 * ``serve``: the cache service;
 * ``operate``: catalog maintenance (``migrate``, ``ls``, ``show``, ``delete``, ``gc``,
-  ``stats``);
+  ``stats``, ``clear``);
 * ``artifacts``: the same for Flyte 1's DataCatalog artifacts (``taskcache artifacts ls`` …).
+
+Failures of every command are rendered here (:mod:`taskcache.cli.failure`): one line, or a
+JSON error document when the command line has ``--json``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Final
 import click
 
 from taskcache._version import __version__
+from taskcache.cli.failure import echo_error_document, note_json_request, wants_json
 
 __all__ = ["main"]
 
@@ -34,6 +38,7 @@ COMMANDS: Final[Mapping[str, tuple[str, str]]] = {
     "delete": ("taskcache.cli.operate", "delete_command"),
     "gc": ("taskcache.cli.operate", "gc_command"),
     "stats": ("taskcache.cli.operate", "stats_command"),
+    "clear": ("taskcache.cli.operate", "clear_command"),
     "artifacts": ("taskcache.cli.artifacts", "artifacts_group"),
 }
 
@@ -61,6 +66,22 @@ class LazyGroup(click.Group):
         if not isinstance(command, click.Command):
             raise TypeError(f"{module_name}.{attribute} is not a click command")
         return command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse the group's arguments, noting whether ``--json`` was asked for."""
+        note_json_request(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; with ``--json``, report its failure (a bad flag included) as a
+        JSON error document on stdout, leaving with the failure's exit code.
+        """
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.Abort) as error:
+            if not wants_json(ctx):
+                raise
+            ctx.exit(echo_error_document(error))
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)

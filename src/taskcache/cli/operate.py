@@ -1,10 +1,14 @@
-"""Operator commands: ``migrate``, ``ls``, ``show``, ``delete``, ``gc`` and ``stats``.
+"""Operator commands: ``migrate``, ``ls``, ``show``, ``delete``, ``gc``, ``stats`` and
+``clear``.
 
 Each opens the catalog ``taskcache serve`` would serve with the same ``--database`` (by
 default the embedded catalog under ``$TASKCACHE_HOME``; ``TASKCACHE_DATABASE``,
 ``TASKCACHE_STORAGE`` and ``TASKCACHE_CONFIG`` apply as they do to serve) and calls
-:mod:`taskcache.operations`. ``--json`` prints one JSON document on stdout; tables go to
-stdout, progress and prompts to stderr.
+:mod:`taskcache.operations`. ``--scope`` takes a scope as ``ls`` prints it
+(``org/project/domain`` or ``(unscoped)``, a part ``*`` for any); ``show`` and ``delete``
+take a key or a unique prefix of one. ``--json`` prints one JSON document on stdout, a
+failure included (:mod:`taskcache.cli.failure`); tables go to stdout, progress and prompts
+to stderr.
 
 The commands parse flags and render; the work is :mod:`taskcache.operations`'s and which
 database they open is :mod:`taskcache.resolver`'s decision.
@@ -12,20 +16,22 @@ database they open is :mod:`taskcache.resolver`'s decision.
 
 from __future__ import annotations
 
-import functools
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from taskcache import operations
 from taskcache.cli import render
+from taskcache.cli.failure import USAGE_EXIT_CODE, CommandError, from_cache_error
 from taskcache.errors import CacheError, InvalidArgumentError, NotFoundError
 from taskcache.manager import utc_now
-from taskcache.repositories.base import EntryFilter, OperatorRepository, Scope
+from taskcache.repositories.base import EntryFilter, EntryRow, OperatorRepository
 from taskcache.resolver import open_repository, redact
 from taskcache.server.settings import (
     CONFIG_ENVIRONMENT_VARIABLE,
@@ -61,33 +67,45 @@ def _database_options(function: F) -> F:
     return click.option("--database", default=None, help=_DATABASE_HELP)(function)
 
 
-def _scope_options(*, filtering: bool) -> Callable[[F], F]:
-    """Add ``--org``, ``--project`` and ``--domain``.
-
-    ``filtering``: unset options match any value (``ls``); otherwise they name one scope,
-    each part defaulting to empty (the unscoped Flyte 1 scope).
-    """
-    default = None if filtering else ""
-    what = "Only entries of this {}." if filtering else "The entry's {} (default: empty)."
-
-    def decorate(function: F) -> F:
-        for name in ("domain", "project", "org"):
-            function = click.option(f"--{name}", default=default, help=what.format(name))(function)
-        return function
-
-    return decorate
+if TYPE_CHECKING:
+    _ScopeParamType = click.ParamType[EntryFilter]
+else:
+    # ParamType is generic only in recent click; at runtime subscripting it may fail.
+    _ScopeParamType = click.ParamType
 
 
-def _entry_scope(function: F) -> F:
-    """Add ``--org``, ``--project`` and ``--domain`` naming one scope (each part defaulting to
-    empty, the unscoped Flyte 1 scope), passed to ``function`` as one ``scope`` argument.
+class ScopeType(_ScopeParamType):
+    """A ``--scope``: ``org/project/domain`` as ``ls`` prints it, ``(unscoped)``, a part
+    ``*`` matching any value (:func:`taskcache.operations.parse_scope`).
     """
 
-    @functools.wraps(function)
-    def with_scope(*args: Any, org: str, project: str, domain: str, **kwargs: Any) -> Any:
-        return function(*args, scope=Scope(org, project, domain), **kwargs)
+    name = "scope"
 
-    return _scope_options(filtering=False)(cast(F, with_scope))
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> EntryFilter:
+        """Return ``value`` as an entry filter; a usage error if it is not a scope."""
+        if isinstance(value, EntryFilter):
+            return value
+        try:
+            return operations.parse_scope(str(value))
+        except InvalidArgumentError as error:
+            self.fail(error.message, param, ctx)
+
+
+def _scope_option(what: str) -> Callable[[F], F]:
+    """Add ``--scope`` (an :class:`EntryFilter`, every scope when not given) to a command;
+    ``what`` says what it selects.
+    """
+    return click.option(
+        "--scope",
+        "entry_filter",
+        type=ScopeType(),
+        default="*/*/*",
+        help=f"{what} of this scope, written as ls prints it: org/project/domain or "
+        "(unscoped); a part may be * for any. [default: every scope]",
+        show_default=False,
+    )
 
 
 def _json_option(function: F) -> F:
@@ -103,27 +121,28 @@ def _settings(
     try:
         return load_settings({"database": database, "storage": storage}, config_file=config_file)
     except CacheError as error:
-        raise click.UsageError(str(error)) from error
+        raise from_cache_error(error) from error
 
 
 @contextmanager
 def _catalog(settings: Settings) -> Iterator[OperatorRepository]:
     """Yield the repository of ``settings.database``; close it afterwards.
 
-    Taskcache errors become click errors: a bad ``--database`` a usage error (exit 2),
+    Taskcache errors become command failures: a bad ``--database`` a usage error (exit 2),
     anything else (unreachable, not found, ...) exit 1 with its message.
     """
     try:
         # One connection is all a command ever uses.
         repository = open_repository(settings.database, pool_size=1)
     except InvalidArgumentError as error:
-        raise click.UsageError(str(error)) from error
+        raise from_cache_error(error) from error
     except CacheError as error:
-        raise click.ClickException(f"cannot open {redact(settings.database)}: {error}") from error
+        shown = redact(settings.database)
+        raise from_cache_error(error, prefix=f"cannot open {shown}: ") from error
     try:
         yield repository
     except CacheError as error:
-        raise click.ClickException(str(error)) from error
+        raise from_cache_error(error) from error
     finally:
         repository.close()
 
@@ -131,13 +150,22 @@ def _catalog(settings: Settings) -> Iterator[OperatorRepository]:
 def _blob_store(settings: Settings, flag: str) -> BlobStore:
     """Return the store of ``settings.storage``; a usage error naming ``flag`` if none."""
     if settings.storage is None:
-        raise click.UsageError(
-            f"{flag} needs --storage (the blob root): only the default embedded catalog implies one"
+        raise CommandError(
+            f"{flag} needs --storage (the blob root): only the default embedded catalog "
+            "implies one",
+            code="INVALID_ARGUMENT",
+            exit_code=USAGE_EXIT_CODE,
         )
     try:
         return BlobStore(settings.storage)
-    except (CacheError, ValueError, ImportError) as error:
-        raise click.UsageError(f"--storage {settings.storage!r}: {error}") from error
+    except CacheError as error:
+        raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
+    except (ValueError, ImportError) as error:
+        raise CommandError(
+            f"--storage {settings.storage!r}: {error}",
+            code="INVALID_ARGUMENT",
+            exit_code=USAGE_EXIT_CODE,
+        ) from error
 
 
 def _echo_json(document: Any) -> None:
@@ -149,22 +177,26 @@ def _echo_json(document: Any) -> None:
 
 @click.command("migrate")
 @_database_options
-def migrate_command(database: str | None, config_file: str | None) -> None:
+@_json_option
+def migrate_command(database: str | None, config_file: str | None, as_json: bool) -> None:
     """Create or upgrade the catalog's schema and print its version.
 
     PostgreSQL migrates under an advisory lock, so running it beside live servers is safe;
-    SQLite catalogs also migrate whenever they are opened. Idempotent.
+    SQLite catalogs also migrate whenever they are opened. Idempotent. --json:
+    {"database": ..., "schema_version": N} (the database's password hidden).
     """
     settings = _settings(database, config_file)
+    shown = redact(settings.database)
     try:
         version = operations.migrate_database(settings.database)
     except InvalidArgumentError as error:
-        raise click.UsageError(str(error)) from error
+        raise from_cache_error(error) from error
     except CacheError as error:
-        raise click.ClickException(
-            f"cannot migrate {redact(settings.database)}: {error}"
-        ) from error
-    click.echo(f"{redact(settings.database)}: schema version {version}")
+        raise from_cache_error(error, prefix=f"cannot migrate {shown}: ") from error
+    if as_json:
+        _echo_json({"database": shown, "schema_version": version})
+    else:
+        click.echo(f"{shown}: schema version {version}")
 
 
 def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
@@ -179,43 +211,80 @@ def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
 
 @click.command("ls")
 @_database_options
-@_scope_options(filtering=True)
+@_scope_option("Only entries")
 @click.option("--prefix", "key_prefix", default=None, help="Only keys starting with this.")
+@click.option(
+    "--task",
+    default=None,
+    help="Only entries written by the task of this name (taken from each page of --limit).",
+)
 @_count_option(
     "--limit",
     operations.DEFAULT_PAGE_SIZE,
     "Entries to list; with --all, how many to fetch at a time.",
 )
 @click.option("--all", "all_pages", is_flag=True, help="List every entry, page by page.")
+@click.option("--wide", is_flag=True, help="Print keys, task names and outputs whole.")
+@click.option("--keys", "keys_only", is_flag=True, help="Print only the keys, one per line.")
 @_json_option
 def ls_command(
     database: str | None,
     config_file: str | None,
-    org: str | None,
-    project: str | None,
-    domain: str | None,
+    entry_filter: EntryFilter,
     key_prefix: str | None,
+    task: str | None,
     limit: int,
     all_pages: bool,
+    wide: bool,
+    keys_only: bool,
     as_json: bool,
 ) -> None:
-    """List entries, most recently updated first.
+    """List entries, most recently updated first: key, scope, task, output, times.
 
-    The table shortens keys (KEY…TAIL; the head works as --prefix); --json has them whole:
-    {"entries": [...], "more": bool}, "more" telling whether --limit cut the listing.
+    The table shortens keys (KEY…TAIL; the head works as a show/delete key prefix); --wide
+    and --keys print them whole, and show/delete take the key and scope as printed.
+    --json: {"entries": [...], "more": bool}, "more" telling whether --limit cut the
+    listing.
     """
-    entry_filter = EntryFilter(org=org, project=project, domain=domain, key_prefix=key_prefix)
+    if sum((wide, keys_only, as_json)) > 1:
+        raise CommandError(
+            "--wide, --keys and --json are different outputs; pick one",
+            code="INVALID_ARGUMENT",
+            exit_code=USAGE_EXIT_CODE,
+        )
+    selection = replace(entry_filter, key_prefix=key_prefix)
     settings = _settings(database, config_file)
     with _catalog(settings) as repository:
-        pages: Iterator[operations.Page] = (
-            operations.iter_pages(repository, entry_filter, limit)
-            if all_pages
-            else iter([operations.list_page(repository, entry_filter, limit)])
-        )
+        pages = _pages(repository, selection, task, limit, all_pages=all_pages)
         if as_json:
             _stream_json_listing(pages)
+        elif keys_only:
+            for page in pages:
+                for row in page.entries:
+                    click.echo(row.key)
         else:
-            _print_listing(pages)
+            _print_listing(pages, wide=wide)
+
+
+def _pages(
+    repository: OperatorRepository,
+    entry_filter: EntryFilter,
+    task: str | None,
+    limit: int,
+    *,
+    all_pages: bool,
+) -> Iterator[operations.Page]:
+    """Yield the listing's pages (only the first unless ``all_pages``), each keeping only
+    the entries of ``task`` when it is given.
+    """
+    for page in operations.iter_pages(repository, entry_filter, limit):
+        if task is None:
+            yield page
+        else:
+            kept = tuple(row for row in page.entries if operations.task_name(row) == task)
+            yield replace(page, entries=kept)
+        if not all_pages:
+            return
 
 
 def _stream_json_listing(pages: Iterator[operations.Page]) -> None:
@@ -234,14 +303,14 @@ def _stream_json_listing(pages: Iterator[operations.Page]) -> None:
     click.echo(f'{closing}, "more": {json.dumps(more)}}}')
 
 
-def _print_listing(pages: Iterator[operations.Page]) -> None:
+def _print_listing(pages: Iterator[operations.Page], *, wide: bool) -> None:
     """Print one table per page (they line up as one listing), then a hint if cut short."""
-    console = render.make_console()
+    console = render.make_console(wide=wide)
     shown = 0
     more = False
     for page in pages:
         if page.entries:
-            console.print(render.entries_table(page.entries, show_header=shown == 0))
+            console.print(render.entries_table(page.entries, show_header=shown == 0, wide=wide))
         shown += len(page.entries)
         more = page.next_cursor is not None
     if shown == 0:
@@ -253,35 +322,52 @@ def _print_listing(pages: Iterator[operations.Page]) -> None:
 # --- show -----------------------------------------------------------------------------------------
 
 
-def _missing(error: NotFoundError, scope: Scope) -> click.ClickException:
-    """Return the exit-1 error for a missing entry, with a hint when no scope was given."""
-    hint = (
-        " (entries written through a scoped API need --org, --project and --domain)"
-        if scope == Scope()
-        else ""
-    )
-    return click.ClickException(f"{error}{hint}")
+def _find(repository: OperatorRepository, entry_filter: EntryFilter, key: str) -> EntryRow:
+    """Return the entry ``key`` (or a unique prefix) names; a failure (exit 1) listing the
+    candidates if several match, or saying none does.
+    """
+    try:
+        return operations.find_entry(repository, entry_filter, key)
+    except operations.AmbiguousKeyError as error:
+        candidates = [
+            {"key": row.key, "scope": operations.describe_scope(row.scope)}
+            for row in error.candidates
+        ]
+        raise CommandError(
+            error.message,
+            code=error.code,
+            details={"candidates": candidates, "more": error.more},
+        ) from error
+    except NotFoundError as error:
+        raise from_cache_error(error) from error
 
 
 @click.command("show")
 @click.argument("key")
 @_database_options
-@_entry_scope
+@_scope_option("The entry is one")
 @_json_option
 def show_command(
-    key: str, database: str | None, config_file: str | None, scope: Scope, as_json: bool
+    key: str,
+    database: str | None,
+    config_file: str | None,
+    entry_filter: EntryFilter,
+    as_json: bool,
 ) -> None:
-    """Show one entry in full: outputs, provenance and any reservation on its key.
+    """Show one entry in full: output values, provenance and any reservation on its key.
 
-    Exits 1 if there is no such entry.
+    KEY is a key or a prefix matching one entry (in --scope, if given). Exits 1 if there is
+    no such entry or several match (they are listed).
     """
     settings = _settings(database, config_file)
     now = utc_now()
     with _catalog(settings) as repository:
+        row = _find(repository, entry_filter, key)
         try:
-            details = operations.describe_entry(repository, scope, key, now)
+            details = operations.describe_entry(repository, row.scope, row.key, now)
         except NotFoundError as error:
-            raise _missing(error, scope) from error
+            # Deleted between the look-up and now.
+            raise from_cache_error(error) from error
     if as_json:
         _echo_json(render.details_json(details))
     else:
@@ -294,7 +380,7 @@ def show_command(
 @click.command("delete")
 @click.argument("key")
 @_database_options
-@_entry_scope
+@_scope_option("The entry is one")
 @click.option(
     "--delete-blob",
     is_flag=True,
@@ -302,6 +388,7 @@ def show_command(
 )
 @click.option("--storage", default=None, help=_STORAGE_HELP)
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@_json_option
 def delete_command(
     key: str,
     delete_blob: bool,
@@ -309,29 +396,46 @@ def delete_command(
     assume_yes: bool,
     database: str | None,
     config_file: str | None,
-    scope: Scope,
+    entry_filter: EntryFilter,
+    as_json: bool,
 ) -> None:
-    """Delete one entry (asks first unless --yes). Exits 1 if there is no such entry."""
+    """Delete one entry (asks first unless --yes).
+
+    KEY is a key or a prefix matching one entry (in --scope, if given). Exits 1 if there is
+    no such entry or several match (they are listed). --json: {"key", "scope",
+    "blob_deleted", "blob_error"}.
+    """
     settings = _settings(database, config_file, storage)
     blobs = _blob_store(settings, "--delete-blob") if delete_blob else None
     with _catalog(settings) as repository:
-        row = repository.get_entry(scope, key)
-        if row is None:
-            raise _missing(operations.entry_not_found(scope, key), scope)
+        row = _find(repository, entry_filter, key)
+        scope_text = operations.describe_scope(row.scope)
         if not assume_yes:
             blob_note = " and its blob" if blobs is not None and row.output_uri else ""
             click.confirm(
-                f"Delete entry {key} in scope {operations.describe_scope(scope)} "
+                f"Delete entry {row.key} in scope {scope_text} "
                 f"({render.output_text(row)}){blob_note}?",
                 abort=True,
                 err=True,
             )
         try:
-            result = operations.delete_entry(repository, scope, key, blobs)
+            result = operations.delete_entry(repository, row.scope, row.key, blobs)
         except NotFoundError as error:
             # Someone else deleted it between the look-up and now.
-            raise _missing(error, scope) from error
-    click.echo(f"Deleted entry {key} in scope {operations.describe_scope(scope)}.")
+            raise from_cache_error(error) from error
+    if as_json:
+        _echo_json(
+            {
+                "key": row.key,
+                "scope": render.scope_json(row.scope),
+                "scope_text": scope_text,
+                "output_uri": row.output_uri,
+                "blob_deleted": result.blob_deleted,
+                "blob_error": result.blob_error,
+            }
+        )
+        return
+    click.echo(f"Deleted entry {row.key} in scope {scope_text}.")
     if result.blob_deleted:
         click.echo(f"Deleted blob {result.row.output_uri}.")
     elif result.blob_error is not None:
@@ -379,6 +483,7 @@ class DurationType(_DurationParamType):
     help="Also delete the output blobs of deleted entries that lie under --storage.",
 )
 @_database_options
+@_scope_option("Only entries")
 @click.option("--storage", default=None, help=_STORAGE_HELP)
 @_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
 @_json_option
@@ -388,6 +493,7 @@ def gc_command(
     delete_blobs: bool,
     database: str | None,
     config_file: str | None,
+    entry_filter: EntryFilter,
     storage: str | None,
     batch_size: int,
     as_json: bool,
@@ -402,7 +508,14 @@ def gc_command(
     now = utc_now()
     with _catalog(settings) as repository:
         summary = _run_gc(
-            repository, blobs, older_than, now, dry_run, batch_size, show_progress=not as_json
+            repository,
+            blobs,
+            older_than,
+            now,
+            dry_run,
+            batch_size,
+            entry_filter,
+            show_progress=not as_json,
         )
     cutoff = now - older_than
     if as_json:
@@ -431,6 +544,7 @@ def _run_gc(
     now: datetime,
     dry_run: bool,
     batch_size: int,
+    entry_filter: EntryFilter,
     *,
     show_progress: bool,
 ) -> operations.GcSummary:
@@ -472,9 +586,10 @@ def _run_gc(
                 delete_blobs=blobs is not None,
                 batch_size=batch_size,
                 progress_callback=report,
+                entry_filter=entry_filter,
             )
         except InvalidArgumentError as error:
-            raise click.UsageError(str(error)) from error
+            raise from_cache_error(error) from error
 
 
 # --- stats ----------------------------------------------------------------------------------------
@@ -482,16 +597,92 @@ def _run_gc(
 
 @click.command("stats")
 @_database_options
+@_scope_option("Only the figures")
 @_json_option
-def stats_command(database: str | None, config_file: str | None, as_json: bool) -> None:
+def stats_command(
+    database: str | None, config_file: str | None, entry_filter: EntryFilter, as_json: bool
+) -> None:
     """Show catalog totals (entries, inline bytes, blob entries, active reservations) and
-    per-scope figures.
+    per-scope figures; with --scope, those of the matching scopes (active reservations are
+    always counted over the whole catalog).
     """
     settings = _settings(database, config_file)
     now = utc_now()
+    scoped = entry_filter != EntryFilter()
     with _catalog(settings) as repository:
-        stats = operations.catalog_stats(repository, now)
+        stats = operations.catalog_stats(repository, now, entry_filter if scoped else None)
     if as_json:
         _echo_json(render.stats_json(stats, now))
     else:
-        render.make_console().print(render.stats_renderable(stats), soft_wrap=True)
+        render.make_console().print(render.stats_renderable(stats, scoped=scoped), soft_wrap=True)
+
+
+# --- clear ----------------------------------------------------------------------------------------
+
+
+def _interactive() -> bool:
+    """Return whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+@click.command("clear")
+@_database_options
+@_scope_option("Only entries")
+@click.option("--task", default=None, help="Only entries written by the task of this name.")
+@click.option(
+    "--delete-blobs",
+    is_flag=True,
+    help="Also delete the output blobs of deleted entries that lie under --storage.",
+)
+@click.option("--storage", default=None, help=_STORAGE_HELP)
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
+@_json_option
+def clear_command(
+    database: str | None,
+    config_file: str | None,
+    entry_filter: EntryFilter,
+    task: str | None,
+    delete_blobs: bool,
+    storage: str | None,
+    assume_yes: bool,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Delete every entry (of --scope and --task, if given), whatever its age.
+
+    Asks first unless --yes; without a terminal to ask on, refuses unless --yes. --json:
+    {"entries", "inline_bytes_freed", "blobs_deleted", "blob_errors", "blobs_skipped"}.
+    """
+    settings = _settings(database, config_file, storage)
+    blobs = _blob_store(settings, "--delete-blobs") if delete_blobs else None
+    selected = operations.describe_selection(entry_filter, task)
+    if not assume_yes:
+        if not _interactive():
+            raise CommandError(
+                f"clear deletes {selected} and needs --yes when there is no terminal to ask on",
+                code="FAILED_PRECONDITION",
+                exit_code=USAGE_EXIT_CODE,
+            )
+        click.confirm(f"Delete {selected} from {redact(settings.database)}?", abort=True, err=True)
+    with _catalog(settings) as repository:
+        summary = operations.clear(
+            repository, blobs, entry_filter, task=task, batch_size=batch_size
+        )
+    if as_json:
+        _echo_json(
+            {
+                "entries": summary.entries,
+                "inline_bytes_freed": summary.inline_bytes_freed,
+                "blobs_deleted": summary.blobs_deleted,
+                "blob_errors": summary.blob_errors,
+                "blobs_skipped": summary.blobs_skipped,
+            }
+        )
+    else:
+        click.echo(f"Deleted {summary.entries} entries ({selected}).")
+        if blobs is not None:
+            click.echo(
+                f"Blobs: {summary.blobs_deleted} deleted, {summary.blobs_skipped} kept, "
+                f"{summary.blob_errors} errors."
+            )

@@ -18,25 +18,32 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Column, Table
 from rich.text import Text
 
-from taskcache.operations import EntryDetails, GcSummary, describe_scope
+from taskcache.cli.literal_text import literal_text
+from taskcache.operations import EntryDetails, GcSummary, describe_scope, task_name
 from taskcache.repositories.base import CatalogStats, EntryRow, Scope
 
 # Wide enough for a whole listing row: piped or redirected output is read whole, not on an
 # 80-column screen (COLUMNS, when set, still wins).
-_PIPE_WIDTH: Final = 160
+_PIPE_WIDTH: Final = 180
+# Wide listings (ls --wide) are as wide as their content: the terminal wraps them.
+_WIDE_WIDTH: Final = 1000
 KEY_WIDTH: Final = 32
 _KEY_HEAD: Final = 14
 OUTPUT_WIDTH: Final = 40
 _OUTPUT_HEAD: Final = 12
+TASK_WIDTH: Final = 20
 _UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
-def make_console(*, stderr: bool = False) -> Console:
+def make_console(*, stderr: bool = False, wide: bool = False) -> Console:
     """Return a console on stdout (or stderr) that prints no markup, emoji or highlighting,
-    and no colors unless writing to a terminal.
+    and no colors unless writing to a terminal. ``wide``: lines are never cut to the
+    terminal's width (long ones wrap there instead).
     """
     console = Console(stderr=stderr, markup=False, emoji=False, highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
+    if wide:
+        console.width = _WIDE_WIDTH
+    elif not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = _PIPE_WIDTH
     return console
 
@@ -98,10 +105,14 @@ def scope_json(scope: Scope) -> dict[str, str]:
 
 
 def entry_json(row: EntryRow) -> dict[str, Any]:
-    """Return the listing fields of ``row``: key, scope, output (URI or inline size), times."""
+    """Return the listing fields of ``row``: key, scope (as a dict and in ``--scope`` form),
+    task name, output (URI or inline size), times.
+    """
     return {
         "key": row.key,
         "scope": scope_json(row.scope),
+        "scope_text": describe_scope(row.scope),
+        "task": task_name(row),
         "output_uri": row.output_uri,
         "inline_bytes": None if row.output_literals is None else len(row.output_literals),
         "created_at": iso(row.created_at),
@@ -151,6 +162,7 @@ def stats_json(stats: CatalogStats, now: datetime) -> dict[str, Any]:
                 **scope_json(group.scope),
                 "entries": group.entries,
                 "inline_bytes": group.inline_bytes,
+                "blob_entries": group.blob_entries,
             }
             for group in stats.by_scope
         ],
@@ -182,16 +194,31 @@ def gc_json(
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def entries_table(rows: Sequence[EntryRow], *, show_header: bool = True) -> Table:
-    """Return a listing table of ``rows``.
+def entries_table(
+    rows: Sequence[EntryRow], *, show_header: bool = True, wide: bool = False
+) -> Table:
+    """Return a listing table of ``rows``: key, scope, task, output, times.
 
     Every column has a fixed width so that the tables of successive pages (``ls --all``)
-    line up as one listing; only the first needs ``show_header``.
+    line up as one listing; only the first needs ``show_header``. ``wide``: keys, task
+    names and outputs whole (their columns as wide as the widest value on the page).
     """
+
+    def column(header: str, width: int, values: Sequence[str]) -> Column:
+        if wide:
+            return Column(header, min_width=max(map(len, values), default=width), no_wrap=True)
+        return Column(header, width=width, no_wrap=True, overflow="ellipsis")
+
+    keys = [row.key if wide else short_key(row.key) for row in rows]
+    tasks = [task_name(row) for row in rows]
+    outputs = [output_text(row) if wide else short_output(output_text(row)) for row in rows]
     table = Table(
-        Column("key", width=KEY_WIDTH, no_wrap=True),
-        Column("scope", width=24, no_wrap=True, overflow="ellipsis"),
-        Column("output", width=OUTPUT_WIDTH, no_wrap=True),
+        column("key", KEY_WIDTH, keys),
+        Column("scope", width=24, no_wrap=True, overflow="ellipsis")
+        if not wide
+        else column("scope", 24, [describe_scope(row.scope) for row in rows]),
+        column("task", TASK_WIDTH, tasks),
+        column("output", OUTPUT_WIDTH, outputs),
         Column("created (UTC)", width=19, no_wrap=True),
         Column("last updated (UTC)", width=19, no_wrap=True),
         box=box.SIMPLE_HEAD,
@@ -199,11 +226,12 @@ def entries_table(rows: Sequence[EntryRow], *, show_header: bool = True) -> Tabl
         show_edge=False,
         pad_edge=False,
     )
-    for row in rows:
+    for row, key, task, output in zip(rows, keys, tasks, outputs, strict=True):
         table.add_row(
-            Text(short_key(row.key)),
+            Text(key),
             Text(describe_scope(row.scope)),
-            Text(short_output(output_text(row))),
+            Text(task),
+            Text(output),
             table_time(row.created_at),
             table_time(row.last_updated_at),
         )
@@ -283,29 +311,30 @@ def details_renderable(details: EntryDetails, now: datetime) -> RenderableType:
     if details.outputs is not None:
         outputs = Table(
             Column("output"),
-            Column("literal (protobuf JSON)", overflow="fold"),
+            Column("value (whole in --json)", overflow="fold"),
             box=box.SIMPLE_HEAD,
             show_edge=False,
             pad_edge=False,
         )
         for name in sorted(details.outputs.literals):
-            literal = details.outputs.literals[name]
-            outputs.add_row(
-                Text(name),
-                Text(json_format.MessageToJson(literal, indent=None, sort_keys=True)),
-            )
+            outputs.add_row(Text(name), Text(literal_text(details.outputs.literals[name])))
         parts.extend([Text(""), outputs])
     return Group(*parts)
 
 
-def stats_renderable(stats: CatalogStats) -> RenderableType:
-    """Return ``stats``' totals and its per-scope table."""
+def stats_renderable(stats: CatalogStats, *, scoped: bool = False) -> RenderableType:
+    """Return ``stats``' totals and its per-scope table; ``scoped``: the totals are those of
+    the scopes a ``--scope`` matched (reservations still the whole catalog's).
+    """
     totals = _fields(
         [
             ("entries", str(stats.entries)),
             ("inline bytes", f"{human_bytes(stats.inline_bytes)}"),
             ("blob entries", str(stats.blob_entries)),
-            ("active reservations", str(stats.active_reservations)),
+            (
+                "active reservations (all scopes)" if scoped else "active reservations",
+                str(stats.active_reservations),
+            ),
         ]
     )
     if not stats.by_scope:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from taskcache.cli.failure import CommandError, from_cache_error
 from taskcache.errors import CacheError
 from taskcache.server.settings import (
     CONFIG_ENVIRONMENT_VARIABLE,
@@ -66,6 +67,13 @@ def _serve_help(name: str) -> str:
 @click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
 @click.option("--auth-token-file", default=None, help=_serve_help("auth_token_file"))
 @click.option("--metrics-auth/--no-metrics-auth", default=None, help=_serve_help("metrics_auth"))
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Report a failure to start (bad option, unreachable database, port in use) as one "
+    'JSON document on stdout: {"error": {"code": ..., "message": ...}}.',
+)
 def serve_command(
     host: str | None,
     port: int | None,
@@ -88,6 +96,7 @@ def serve_command(
     tls_client_ca_file: str | None,
     auth_token_file: str | None,
     metrics_auth: bool | None,
+    as_json: bool,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
@@ -118,14 +127,17 @@ def serve_command(
         "auth_token_file": auth_token_file,
         "metrics_auth": metrics_auth,
     }
+    # as_json is read by the command group, which renders every failure (taskcache.cli).
+    del as_json
     try:
         settings = load_settings(flags, config_file=config_file)
     except CacheError as error:
-        raise click.UsageError(str(error)) from error
+        raise from_cache_error(error) from error
     # Imported here: the server stack (grpc, uvicorn, ...) is only needed by this command.
     from taskcache.server import run_server  # noqa: PLC0415
 
     try:
         run_server(settings)
     except CacheError as error:
-        raise click.ClickException(str(error)) from error
+        # Settings were valid: whatever stops the server now is not a usage error (exit 1).
+        raise CommandError(str(error), code=error.code) from error

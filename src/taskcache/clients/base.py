@@ -159,11 +159,14 @@ class EntrySelection(TypedDict, total=False):
     """Which entries :meth:`OperatorClient.entries` and :meth:`OperatorClient.clear` cover.
 
     ``org``, ``project`` and ``domain`` select the scope entries are filed under (absent or
-    None: any; ``""`` is the empty scope of Flyte 1 and unscoped entries); ``task`` the name
-    of the stored source identifier; ``key_prefix`` keys starting with it. An unknown name
-    is a TypeError (a typo must never widen a ``clear``).
+    None: any; ``""`` is the empty scope of Flyte 1 and unscoped entries); or ``scope``
+    selects it as ``taskcache ls`` prints it (``"org/project/domain"``, ``"(unscoped)"``, a
+    part ``"*"`` for any; InvalidArgumentError if malformed, TypeError beside any of the
+    three); ``task`` the name of the stored source identifier; ``key_prefix`` keys starting
+    with it. An unknown name is a TypeError (a typo must never widen a ``clear``).
     """
 
+    scope: str | None
     org: str | None
     project: str | None
     domain: str | None

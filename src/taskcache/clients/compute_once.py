@@ -9,12 +9,12 @@ exactly one waiter takes over, because a grant is one atomic decision of the man
 
 This module is built only on the seven catalog methods of a client, so it behaves the same
 embedded and remote. It must not decide who owns a reservation (the manager does) nor touch
-storage itself.
+storage itself. The async twins import asyncio as they run (whoever awaits them has it
+loaded already), so that ``import taskcache`` does not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -246,6 +246,8 @@ async def get_or_compute_async(
     """The asynchronous twin of :func:`get_or_compute`: ``compute`` is awaited, waits and
     heartbeats never block the event loop.
     """
+    import asyncio  # noqa: PLC0415 -- see the module's note on asyncio
+
     plan = _plan(options)
     with contextlib.suppress(NotFoundError):
         return await client.get(key)
@@ -277,6 +279,8 @@ async def _compute_owned_async(
     plan: _Plan,
     reservation: Reservation,
 ) -> Entry:
+    import asyncio  # noqa: PLC0415 -- see the module's note on asyncio
+
     try:
         with contextlib.suppress(NotFoundError):
             return await client.get(key)
@@ -299,6 +303,8 @@ async def _compute_owned_async(
 
 
 async def _beat_async(client: AsyncClient, key: Key, owner_id: str, interval: timedelta) -> None:
+    import asyncio  # noqa: PLC0415 -- see the module's note on asyncio
+
     while True:
         await asyncio.sleep(interval.total_seconds())
         try:

@@ -6,12 +6,11 @@ listing, totals and clearing are :mod:`taskcache.operations`'.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, Unpack
 
 from flyteidl2.core import identifier_pb2
 
@@ -40,6 +39,19 @@ DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 
 if TYPE_CHECKING:
     from taskcache.model import CatalogEntry
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def _off_loop(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Return ``function(*args, **kwargs)`` run on a worker thread (``asyncio.to_thread``)."""
+    # Imported here, not with the module: `import taskcache` stays free of asyncio, and
+    # whoever awaits this already runs an event loop, so it is loaded by then.
+    import asyncio  # noqa: PLC0415
+
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 class EmbeddedClient(Writes, ComputesOnce, Closeable):
@@ -257,31 +269,31 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
 
     async def get(self, key: Key) -> Entry:
         """See :meth:`EmbeddedClient.get`."""
-        return await asyncio.to_thread(self._client.get, key)
+        return await _off_loop(self._client.get, key)
 
     async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """See :meth:`EmbeddedClient.put`."""
-        return await asyncio.to_thread(self._client.put, key, outputs, metadata)
+        return await _off_loop(self._client.put, key, outputs, metadata)
 
     async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
         """See :meth:`EmbeddedClient.update`."""
-        return await asyncio.to_thread(self._client.update, key, outputs, metadata)
+        return await _off_loop(self._client.update, key, outputs, metadata)
 
     async def delete(self, key: Key) -> None:
         """See :meth:`EmbeddedClient.delete`."""
-        await asyncio.to_thread(self._client.delete, key)
+        await _off_loop(self._client.delete, key)
 
     async def get_or_extend_reservation(
         self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> Reservation:
         """See :meth:`EmbeddedClient.get_or_extend_reservation`."""
-        return await asyncio.to_thread(
+        return await _off_loop(
             self._client.get_or_extend_reservation, key, owner_id, heartbeat_interval
         )
 
     async def release_reservation(self, key: Key, owner_id: str) -> None:
         """See :meth:`EmbeddedClient.release_reservation`."""
-        await asyncio.to_thread(self._client.release_reservation, key, owner_id)
+        await _off_loop(self._client.release_reservation, key, owner_id)
 
     async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
         """See :meth:`EmbeddedClient.get_reservation_cache` (in memory; no thread hop)."""
@@ -301,22 +313,22 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
 
     async def stats(self) -> CatalogStats:
         """See :meth:`EmbeddedClient.stats`."""
-        return await asyncio.to_thread(self._client.stats)
+        return await _off_loop(self._client.stats)
 
     async def clear(
         self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
     ) -> int:
         """See :meth:`EmbeddedClient.clear`."""
         clear = functools.partial(self._client.clear, batch_size=batch_size, **selection)
-        return await asyncio.to_thread(clear)
+        return await _off_loop(clear)
 
     async def _release(self) -> None:
-        await asyncio.to_thread(self._client.close)
+        await _off_loop(self._client.close)
 
 
 async def _each_entry(pages: Iterator[list[CatalogEntry]]) -> AsyncIterator[CatalogEntry]:
     """Yield the entries of ``pages``, advancing it (one query) in a worker thread."""
-    while (page := await asyncio.to_thread(next, pages, None)) is not None:
+    while (page := await _off_loop(next, pages, None)) is not None:
         for entry in page:
             yield entry
 
@@ -326,10 +338,16 @@ def _selected(selection: EntrySelection) -> tuple[EntryFilter, str | None]:
     selection keyword (mypy catches it statically; this catches it at run time).
     """
     check_names(selection, EntrySelection, "the entry selection")
+    scope = selection.get("scope")
+    org, project, domain = selection.get("org"), selection.get("project"), selection.get("domain")
+    if scope is not None:
+        if (org, project, domain) != (None, None, None):
+            raise TypeError("the entry selection takes scope or org/project/domain, not both")
+        from taskcache.operations import parse_scope  # noqa: PLC0415 -- see _entry_pages
+
+        parsed = parse_scope(scope)
+        org, project, domain = parsed.org, parsed.project, parsed.domain
     entry_filter = EntryFilter(
-        org=selection.get("org"),
-        project=selection.get("project"),
-        domain=selection.get("domain"),
-        key_prefix=selection.get("key_prefix"),
+        org=org, project=project, domain=domain, key_prefix=selection.get("key_prefix")
     )
     return entry_filter, selection.get("task")

@@ -143,8 +143,42 @@ async def call_with_retries_async(
             await asyncio.sleep(delay)
 
 
-def _from_connect(error: ConnectError, started: float, timeout: float | None) -> CacheError:
+# What each client library says when it reached the other protocol's listener: hyper (under
+# the Connect client) cannot parse an HTTP/2-only gRPC server's reply to HTTP/1.1, or sees
+# that server's unsolicited SETTINGS frame arrive first; gRPC core sees an HTTP/1.x reply to
+# its HTTP/2 preface. Either way retrying cannot help.
+_CONNECT_AT_GRPC_PORT = (
+    "invalid HTTP version parsed",
+    "received unexpected message from connection",
+)
+_GRPC_AT_CONNECT_PORT = ("Trying to connect an http1.x server", "Failed parsing HTTP/2")
+
+
+def _mismatch(url: str, *, speaking_grpc: bool) -> InvalidArgumentError:
+    """Return the error for a ``url`` whose port speaks the other protocol, the fix spelled
+    out (the same host and port with the other scheme, or the other port).
+    """
+    host = urlsplit(url).netloc
+    if speaking_grpc:
+        found = "HTTP/1.1, as the Connect port does"
+        fix = f"use http://{host} for Connect, or grpc:// at the gRPC port (default 8095)"
+    else:
+        found = "HTTP/2 only, as the gRPC port does"
+        fix = f"use grpc://{host} for gRPC, or http:// at the Connect port (default 8094)"
+    return InvalidArgumentError(
+        f"{url} answers {found}: probably a protocol/port mismatch; {fix}",
+        field="target",
+    )
+
+
+def _from_connect(
+    error: ConnectError, started: float, timeout: float | None, url: str
+) -> CacheError:
     code = error.code.name
+    if code == "UNAVAILABLE" and any(sign in error.message for sign in _CONNECT_AT_GRPC_PORT):
+        mismatch = _mismatch(url, speaking_grpc=False)
+        mismatch.__cause__ = error
+        return mismatch
     if code == "UNAVAILABLE" and timeout is not None and time.monotonic() - started >= timeout:
         # connectrpc's sync client reports a deadline that ran out before the request was
         # sent (its HTTP client refuses a negative timeout) as UNAVAILABLE.
@@ -154,9 +188,15 @@ def _from_connect(error: ConnectError, started: float, timeout: float | None) ->
     return translated
 
 
-def _from_grpc(error: grpc.RpcError) -> CacheError:
+def _from_grpc(error: grpc.RpcError, url: str) -> CacheError:
     code: grpc.StatusCode = error.code()
     details: str = error.details() or code.name
+    if code is grpc.StatusCode.UNAVAILABLE and any(
+        sign in details for sign in _GRPC_AT_CONNECT_PORT
+    ):
+        mismatch = _mismatch(url, speaking_grpc=True)
+        mismatch.__cause__ = error
+        return mismatch
     translated = error_for_code(code.name, details)
     translated.__cause__ = error
     return translated
@@ -248,6 +288,7 @@ class ConnectTransport:
     """Sync Connect transport over HTTP(S) with the generated ``CacheServiceClientSync``."""
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._url = url
         self._options = options
         self._client = _connect_client(
             url,
@@ -268,7 +309,7 @@ class ConnectTransport:
                 response: Message = method(request, headers=sent)
                 return response
             except ConnectError as error:
-                raise _from_connect(error, started, self._options.timeout) from error
+                raise _from_connect(error, started, self._options.timeout, self._url) from error
 
         return call_with_retries(attempt, self._options.retry)
 
@@ -281,6 +322,7 @@ class GrpcTransport:
     """Sync gRPC transport with the generated ``CacheServiceStub``."""
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._url = url
         self._options = options
         self._channel = _grpc_channel(url, options, grpc)
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
@@ -298,7 +340,7 @@ class GrpcTransport:
                 )
                 return response
             except grpc.RpcError as error:
-                raise _from_grpc(error) from error
+                raise _from_grpc(error, self._url) from error
 
         return call_with_retries(attempt, self._options.retry)
 
@@ -311,6 +353,7 @@ class AsyncConnectTransport:
     """Async Connect transport with the generated ``CacheServiceClient``."""
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._url = url
         self._options = options
         self._client = _connect_client(
             url,
@@ -333,7 +376,7 @@ class AsyncConnectTransport:
                 response: Message = await method(request, headers=sent)
                 return response
             except ConnectError as error:
-                raise _from_connect(error, started, self._options.timeout) from error
+                raise _from_connect(error, started, self._options.timeout, self._url) from error
 
         return await call_with_retries_async(attempt, self._options.retry)
 
@@ -346,6 +389,7 @@ class AsyncGrpcTransport:
     """Async gRPC transport (``grpc.aio``) with the generated ``CacheServiceStub``."""
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
+        self._url = url
         self._options = options
         self._channel = _grpc_channel(url, options, grpc.aio)
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
@@ -365,7 +409,7 @@ class AsyncGrpcTransport:
                 )
                 return response
             except grpc.aio.AioRpcError as error:
-                raise _from_grpc(error) from error
+                raise _from_grpc(error, self._url) from error
 
         return await call_with_retries_async(attempt, self._options.retry)
 

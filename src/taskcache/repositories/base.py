@@ -107,11 +107,12 @@ class EntryCursor:
 
 @dataclass(frozen=True)
 class ProjectStats:
-    """Entry count and inline bytes of one (org, project, domain)."""
+    """Entry count, inline bytes and entries with a blob of one (org, project, domain)."""
 
     scope: Scope
     entries: int
     inline_bytes: int
+    blob_entries: int = 0
 
 
 @dataclass(frozen=True)

@@ -311,13 +311,18 @@ def sorted_deleted(rows: Sequence[Sequence[Any]]) -> list[EntryRow]:
 def catalog_stats(groups: Sequence[Sequence[Any]], active: Sequence[Any] | None) -> CatalogStats:
     """Build the totals from :data:`STATS_BY_SCOPE` and :data:`STATS_ACTIVE_RESERVATIONS`."""
     by_scope = tuple(
-        ProjectStats(scope=Scope(org, project, domain), entries=int(count), inline_bytes=int(size))
-        for org, project, domain, count, size, _ in groups
+        ProjectStats(
+            scope=Scope(org, project, domain),
+            entries=int(count),
+            inline_bytes=int(size),
+            blob_entries=int(blobs),
+        )
+        for org, project, domain, count, size, blobs in groups
     )
     return CatalogStats(
         entries=sum(group.entries for group in by_scope),
         inline_bytes=sum(group.inline_bytes for group in by_scope),
-        blob_entries=sum(int(group[5]) for group in groups),
+        blob_entries=sum(group.blob_entries for group in by_scope),
         active_reservations=0 if active is None else int(active[0]),
         by_scope=by_scope,
     )

@@ -762,13 +762,18 @@ class SqliteRepository:
                 _rollback(conn)
                 raise
         by_scope = tuple(
-            ProjectStats(scope=Scope(org, project, domain), entries=count, inline_bytes=size)
-            for org, project, domain, count, size, _ in groups
+            ProjectStats(
+                scope=Scope(org, project, domain),
+                entries=count,
+                inline_bytes=size,
+                blob_entries=blobs,
+            )
+            for org, project, domain, count, size, blobs in groups
         )
         return CatalogStats(
             entries=sum(group.entries for group in by_scope),
             inline_bytes=sum(group.inline_bytes for group in by_scope),
-            blob_entries=sum(group[5] for group in groups),
+            blob_entries=sum(group.blob_entries for group in by_scope),
             active_reservations=active,
             by_scope=by_scope,
         )

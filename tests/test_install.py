@@ -1,0 +1,178 @@
+"""What a plain ``pip install taskcache`` gives and what its extras add.
+
+* ``import taskcache`` stays light: fsspec, gRPC, the server stack, the CLI libraries and
+  the Python-value converters are not imported until used (a fresh interpreter's
+  ``sys.modules``; the time itself is measured in the benchmarks, never asserted);
+* the package metadata puts the server stack in the base install and offers the extras
+  ``postgres``, ``s3``, ``gcs``, ``azure`` and ``all``;
+* a missing optional package is one error line naming the extra, from the Python API and
+  from the CLI (no traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import taskcache
+from taskcache.cli import main
+from taskcache.extras import EXTRA_PACKAGES, STORAGE_EXTRAS, storage_extra
+from taskcache.storage import BlobStore, read_blob
+
+ROOT = Path(__file__).resolve().parent.parent
+# Imported by `import taskcache` only if some module pulls them in eagerly.
+HEAVY = (
+    "fsspec",
+    "grpc",
+    "connectrpc",
+    "uvicorn",
+    "click",
+    "rich",
+    "mashumaro",
+    "platformdirs",
+    "psycopg",
+    "taskcache.values",
+    "taskcache.server",
+)
+
+
+def fresh_modules(code: str) -> set[str]:
+    """Return the modules a fresh interpreter holds after running ``code``."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"TASKCACHE_HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
+    return set(json.loads(result.stdout))
+
+
+def test_import_taskcache_leaves_the_heavy_modules_unimported() -> None:
+    loaded = fresh_modules("import taskcache")
+    assert "taskcache" in loaded
+    assert sorted(name for name in HEAVY if name in loaded) == []
+
+
+def test_opening_an_embedded_catalog_needs_no_remote_or_server_stack() -> None:
+    loaded = fresh_modules("import taskcache; taskcache.open('memory://').close()")
+    assert {"grpc", "connectrpc", "uvicorn", "taskcache.server"}.isdisjoint(loaded)
+
+
+def test_the_lazy_names_are_the_real_ones() -> None:
+    from taskcache import values
+    from taskcache.decorator import cached
+
+    assert taskcache.cached is cached
+    assert taskcache.values is values
+    assert {"cached", "values"} <= set(dir(taskcache))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = taskcache.nothing  # type: ignore[attr-defined]
+
+
+def project() -> dict[str, object]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    table: dict[str, object] = data["project"]
+    return table
+
+
+def names(requirements: object) -> set[str]:
+    assert isinstance(requirements, list)
+    return {str(item).split(">")[0].split("[")[0].split("<")[0].strip() for item in requirements}
+
+
+def test_the_base_install_serves() -> None:
+    base = names(project()["dependencies"])
+    server = {"uvicorn", "grpcio-health-checking", "grpcio-reflection", "prometheus-client"}
+    assert server | {"protovalidate", "opentelemetry-sdk", "fsspec", "grpcio"} <= base
+    # What serve imports at start-up must be installed by the base requirements alone.
+    loaded = fresh_modules("from taskcache.server import run_server")
+    assert {"uvicorn", "grpc_health", "grpc_reflection", "prometheus_client"} <= loaded
+
+
+def test_extras_name_each_backend_and_all_has_every_one() -> None:
+    extras = project()["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert names(extras["s3"]) == {"s3fs"}
+    assert names(extras["gcs"]) == {"gcsfs"}
+    assert names(extras["azure"]) == {"adlfs"}
+    assert {"psycopg", "psycopg-pool"} <= names(extras["postgres"])
+    (everything,) = extras["all"]
+    for extra in EXTRA_PACKAGES:
+        assert extra in everything
+    assert set(STORAGE_EXTRAS.values()) <= set(EXTRA_PACKAGES)
+    # The Makefile's install keeps working with these names.
+    assert "'.[dev,all,bench]'" in (ROOT / "Makefile").read_text()
+
+
+@pytest.mark.parametrize(
+    ("url", "extra"),
+    [
+        ("s3://bucket/blobs", "s3"),
+        ("S3://bucket", "s3"),
+        ("gs://bucket", "gcs"),
+        ("abfs://container/x", "azure"),
+        ("az://container", "azure"),
+        ("/srv/blobs", None),
+        ("memory://x", None),
+        ("file:///srv", None),
+    ],
+)
+def test_storage_urls_map_to_their_extra(url: str, extra: str | None) -> None:
+    assert storage_extra(url) == extra
+
+
+@pytest.fixture
+def without_object_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make s3fs, gcsfs and adlfs unimportable, as in a base install."""
+    # fsspec's package attribute `registry` is a read-only view; its module holds the dict.
+    loaded = importlib.import_module("fsspec.registry")._registry
+    for package in ("s3fs", "gcsfs", "adlfs"):
+        monkeypatch.setitem(sys.modules, package, None)
+    # fsspec keeps each filesystem class it has loaded: forget the object stores'.
+    for protocol in [name for name in loaded if name in STORAGE_EXTRAS]:
+        monkeypatch.delitem(loaded, protocol)
+
+
+@pytest.mark.usefixtures("without_object_stores")
+@pytest.mark.parametrize(
+    ("url", "extra"), [("s3://bucket/blobs", "s3"), ("gs://b/x", "gcs"), ("abfs://c/x", "azure")]
+)
+def test_a_missing_object_store_is_one_line_naming_the_extra(url: str, extra: str) -> None:
+    hint = f"pip install 'taskcache[{extra}]'"
+    with pytest.raises(taskcache.InvalidArgumentError, match=rf"^storage: .*{hint[:-9]}") as raised:
+        BlobStore(url)
+    assert raised.value.message.endswith(hint)
+    assert "\n" not in raised.value.message
+    with pytest.raises(taskcache.InvalidArgumentError, match=r"taskcache\["):
+        taskcache.open("memory://", storage=url)
+    with pytest.raises(taskcache.InvalidArgumentError, match=r"taskcache\["):
+        read_blob(f"{url}/outputs.pb")
+
+
+@pytest.mark.usefixtures("without_object_stores")
+def test_the_cli_prints_the_missing_extra_without_a_traceback(tmp_path: Path) -> None:
+    flags = ["--database", str(tmp_path), "--storage", "s3://bucket", "--delete-blobs"]
+    result = CliRunner().invoke(main, ["gc", *flags, "--older-than", "1d"])
+    assert result.exit_code == 2
+    assert "pip install 'taskcache[s3]'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_psycopg_in_the_cli_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for module in ("taskcache.repositories.postgres", "taskcache.repositories.postgres_async"):
+        monkeypatch.setitem(sys.modules, module, None)
+    result = CliRunner().invoke(main, ["stats", "--database", "postgresql://u@127.0.0.1/db"])
+    assert result.exit_code == 2
+    assert "pip install 'taskcache[postgres]'" in result.output
+    assert "Traceback" not in result.output
