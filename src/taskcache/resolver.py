@@ -277,7 +277,7 @@ def open_datacatalog_repository(
                 PostgresDatacatalogRepository,
             )
         except ImportError as error:
-            raise _missing_postgres(error, field) from error
+            raise _missing_postgres(field) from error
         return PostgresDatacatalogRepository(location.address, max_size=pool_size)
     if location.kind is LocationKind.MEMORY:
         return SqliteDatacatalogRepository(None)
