@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import grpc
 import grpc.aio
 import pyqwest
+from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from flyteidl2.cacheservice.v2 import cacheservice_connect, cacheservice_pb2_grpc
 from google.protobuf.message import Message
@@ -217,6 +218,16 @@ def _from_connect(error: ConnectError, deadline: Deadline | None) -> CacheError:
     translated = error_for_code(code, error.message)
     translated.__cause__ = error
     return translated
+
+
+def _reraise_cancellation(error: ConnectError) -> None:
+    """Raise CancelledError if ``error`` is connectrpc's report of the awaiting task being
+    cancelled: the async client turns the cancellation into a CANCELED error, which would
+    otherwise reach the caller as a CacheError and leave the task uncancelled.
+    """
+    task = asyncio.current_task()
+    if error.code is Code.CANCELED and task is not None and task.cancelling():
+        raise asyncio.CancelledError from error
 
 
 def _from_grpc(error: grpc.RpcError) -> CacheError:
@@ -426,6 +437,7 @@ class AsyncConnectTransport:
                 response: Message = await method(request, headers=sent, timeout_ms=timeout_ms)
                 return response
             except ConnectError as error:
+                _reraise_cancellation(error)
                 raise _from_connect(error, deadline) from error
 
         return await call_with_retries_async(attempt, self._options.retry, deadline)
