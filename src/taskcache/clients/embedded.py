@@ -106,6 +106,9 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         outputs blob vanished (that dangling entry is removed so a later put repopulates it);
         DeadlineExceededError once ``timeout`` passes.
         """
+        # The hot path: without any timeout, one branch and no deadline to carry.
+        if timeout is None and self.timeout is None:
+            return self._get(key)
         with deadlines.bounded(self._budget(timeout)):
             return self._get(key)
 
@@ -138,6 +141,8 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         overwrite: bool,
         timeout: float | None,
     ) -> Status:
+        if timeout is None and self.timeout is None:
+            return self._store(key, outputs, metadata, overwrite=overwrite)
         with deadlines.bounded(self.timeout if timeout is None else timeout):
             return self._store(key, outputs, metadata, overwrite=overwrite)
 
@@ -188,10 +193,12 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         """
         heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
         cache_key = hashing.cache_key(key)
-        with deadlines.bounded(self._budget(timeout)):
-            row = self.manager.get_or_extend_reservation(
-                self._scope(key), cache_key, owner_id, heartbeat
-            )
+        scope = self._scope(key)
+        if timeout is None and self.timeout is None:
+            row = self.manager.get_or_extend_reservation(scope, cache_key, owner_id, heartbeat)
+        else:
+            with deadlines.bounded(self._budget(timeout)):
+                row = self.manager.get_or_extend_reservation(scope, cache_key, owner_id, heartbeat)
         return Reservation(
             key=row.key,
             owner_id=row.owner_id,
@@ -205,6 +212,9 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         DeadlineExceededError once ``timeout`` passes.
         """
         cache_key = hashing.cache_key(key)
+        if timeout is None and self.timeout is None:
+            self.manager.release_reservation(self._scope(key), cache_key, owner_id)
+            return
         with deadlines.bounded(self._budget(timeout)):
             self.manager.release_reservation(self._scope(key), cache_key, owner_id)
 
