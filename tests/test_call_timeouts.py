@@ -33,10 +33,11 @@ from scrape import scrape
 from server_process import ServerProcess, free_port, running_server
 from taskcache import DeadlineExceededError, InvalidArgumentError, Key, NotFoundError
 from taskcache.deadlines import as_timeout, bounded, current
+from taskcache.repositories.base import Scope
 
 pytestmark = pytest.mark.slow
 
-TIMEOUT = 0.25
+TIMEOUT = 0.15
 # Generous, so a loaded machine never fails it, yet far below the 30 s the stores wait by
 # default: only a timeout that works ends a call this soon while the lock is held.
 ON_TIME = 5.0
@@ -196,7 +197,7 @@ def test_embedded_sqlite_calls_stop_waiting_for_the_lock_at_their_timeout(
             with deadline_exceeded_on_time():
                 call("get_or_compute", key, lambda: int_map(o0=3), timeout=TIMEOUT)
             # Reads take no lock: a timeout does not get in their way.
-            assert call("get", kept, timeout=TIMEOUT).outputs.read() == int_map(o0=1)
+            assert call("get", kept, timeout=TIMEOUT * 20).outputs.read() == int_map(o0=1)
         _nothing_was_applied(call, key, kept)
 
 
@@ -273,20 +274,26 @@ def test_embedded_postgres_calls_stop_waiting_for_a_lock_at_their_timeout(
 
 
 def test_a_postgres_connection_used_with_a_timeout_gets_the_usual_one_back(
-    clean_postgres: str, tmp_path: Path
+    clean_postgres: str,
 ) -> None:
-    key = make_key(name="tests.timeout.pg.restored")
-    with (
-        taskcache.open(clean_postgres, storage=str(tmp_path)) as client,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        client.put(key, int_map(o0=1), timeout=TIMEOUT)  # the pool's one idle connection
-        with entries_locked(clean_postgres) as lock:
-            waiting = pool.submit(client.get, key)  # no timeout: the usual 30 s cap
+    from taskcache.repositories.postgres import PostgresRepository
+
+    scope = Scope("tests", "timeout", "restored")
+    # One connection: the call without a timeout must get the very one the deadline changed.
+    repository = PostgresRepository(clean_postgres, min_size=1, max_size=1)
+    try:
+        with ThreadPoolExecutor(1) as pool, entries_locked(clean_postgres) as lock:
+            with bounded(TIMEOUT), deadline_exceeded_on_time():
+                repository.get_entry(scope, "key")
+            waiting = pool.submit(repository.get_entry, scope, "key")  # the usual 30 s cap
             wait_for_blocked_calls(clean_postgres, 1)
-            time.sleep(TIMEOUT * 2)  # longer than the statement_timeout the put had set
+            time.sleep(TIMEOUT * 3)  # longer than the statement_timeout the deadline had set
             lock.commit()
-        assert waiting.result(timeout=HANG_GUARD).outputs.read() == int_map(o0=1)
+            assert waiting.result(timeout=HANG_GUARD) is None
+        stats = repository.pool_stats()
+        assert stats is not None and stats.size == 1
+    finally:
+        repository.close()
 
 
 # --- remote, against a real server on PostgreSQL ---------------------------------------

@@ -66,6 +66,10 @@ def _serve_help(name: str) -> str:
 @click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
 @click.option("--auth-token-file", default=None, help=_serve_help("auth_token_file"))
 @click.option("--metrics-auth/--no-metrics-auth", default=None, help=_serve_help("metrics_auth"))
+@click.option("--auth-jwks-file", default=None, help=_serve_help("auth_jwks_file"))
+@click.option("--auth-jwt-issuer", default=None, help=_serve_help("auth_jwt_issuer"))
+@click.option("--auth-jwt-audience", default=None, help=_serve_help("auth_jwt_audience"))
+@click.option("--auth-jwt-scopes-claim", default=None, help=_serve_help("auth_jwt_scopes_claim"))
 def serve_command(
     host: str | None,
     port: int | None,
@@ -88,6 +92,10 @@ def serve_command(
     tls_client_ca_file: str | None,
     auth_token_file: str | None,
     metrics_auth: bool | None,
+    auth_jwks_file: str | None,
+    auth_jwt_issuer: str | None,
+    auth_jwt_audience: str | None,
+    auth_jwt_scopes_claim: str | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
@@ -117,6 +125,10 @@ def serve_command(
         "tls_client_ca_file": tls_client_ca_file,
         "auth_token_file": auth_token_file,
         "metrics_auth": metrics_auth,
+        "auth_jwks_file": auth_jwks_file,
+        "auth_jwt_issuer": auth_jwt_issuer,
+        "auth_jwt_audience": auth_jwt_audience,
+        "auth_jwt_scopes_claim": auth_jwt_scopes_claim,
     }
     try:
         settings = load_settings(flags, config_file=config_file)

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 from taskcache.errors import CacheError, InvalidArgumentError
 from taskcache.rpcs import RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.auth import TokenAuthority
+from taskcache.server.auth import Authenticator
 from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
 from taskcache.server.decoding import decode_binary, decode_json
 from taskcache.server.health import HealthMonitor
@@ -336,7 +336,7 @@ class ConnectApp:
         metrics: ServerMetrics,
         *,
         max_message_bytes: int,
-        metrics_auth: TokenAuthority | None = None,
+        metrics_auth: Authenticator | None = None,
     ) -> None:
         self._monitor = monitor
         self._metrics_auth = metrics_auth
