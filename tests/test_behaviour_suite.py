@@ -539,11 +539,11 @@ class RePutBeforeDelete:
         self.re_put = re_put
         self.deletes = 0
 
-    def send(self, rpc: Rpc, request: Any, headers: Any = None) -> Any:
+    def send(self, rpc: Rpc, request: Any, headers: Any = None, *, timeout: Any = None) -> Any:
         if rpc == rpcs.DELETE:
             self.deletes += 1
             self.re_put()
-        return self.inner.send(rpc, request, headers)
+        return self.inner.send(rpc, request, headers, timeout=timeout)
 
     def close(self) -> None:
         self.inner.close()

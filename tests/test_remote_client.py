@@ -100,19 +100,23 @@ def retry_delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 class Stub:
     """What both stub transports do: count calls, keep their headers, fail on demand.
 
-    The first ``unavailable`` calls fail with UNAVAILABLE; later Gets answer ``outputs``
-    (NOT_FOUND if None).
+    The first ``unavailable`` calls fail with ``failure`` (UNAVAILABLE unless told); later
+    Gets answer ``outputs`` (NOT_FOUND if None).
     """
 
     unavailable: int = 0
     outputs: Any = None
+    failure: str = "UNAVAILABLE"
     calls: int = 0
     headers: list[dict[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def reset(self, *, unavailable: int = 0, outputs: Any = None) -> None:
+    def reset(
+        self, *, unavailable: int = 0, outputs: Any = None, failure: str = "UNAVAILABLE"
+    ) -> None:
         with self._lock:
             self.unavailable, self.outputs, self.calls = unavailable, outputs, 0
+            self.failure = failure
             self.headers.clear()
 
     def get(self, headers: dict[str, str]) -> tuple[str, Any]:
@@ -121,7 +125,7 @@ class Stub:
             self.calls += 1
             self.headers.append(headers)
             if self.calls <= self.unavailable:
-                return "UNAVAILABLE", f"stub: call {self.calls} refused"
+                return self.failure, f"stub: call {self.calls} refused"
             if self.outputs is None:
                 return "NOT_FOUND", "stub: no entry"
             response = base_pb2.GetCacheResponse()
@@ -319,13 +323,73 @@ def test_the_timeout_option_is_the_calls_deadline(
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_deadline_exceeded_is_retried(
+def test_a_calls_timeout_overrides_the_clients_default(
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str
+) -> None:
+    async def both_async() -> None:
+        async with taskcache.open_async(target, storage="/nonexistent", timeout=7) as client:
+            for timeout in (2, timedelta(seconds=3)):
+                with pytest.raises(NotFoundError):
+                    await client.get(make_key(), timeout=timeout)
+
+    target = stub_servers.target(scheme)
+    if mode == "async":
+        asyncio.run(both_async())
+    else:
+        with taskcache.open(target, storage="/nonexistent", timeout=7) as client:
+            for timeout in (2, timedelta(seconds=3)):
+                with pytest.raises(NotFoundError):
+                    client.get(make_key(), timeout=timeout)
+
+    if scheme == "http":
+        assert [headers["connect-timeout-ms"] for headers in stub.headers] == ["2000", "3000"]
+    else:
+        remaining = [float(headers["grpc-time-remaining"]) for headers in stub.headers]
+        assert 1 < remaining[0] < 2.5
+        assert 2 < remaining[1] < 3.5
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_deadline_exceeded_answered_with_time_left_is_retried(
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str, retry_delays: list[float]
+) -> None:
+    stub.reset(unavailable=2, outputs=int_map(o0=7), failure="DEADLINE_EXCEEDED")
+
+    entry = get_once(stub_servers.target(scheme), mode, storage="/nonexistent", timeout=30)
+
+    assert entry.outputs.read() == int_map(o0=7)
+    assert stub.calls == 3
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_timeout_is_the_whole_budget_retries_included(
+    stub_servers: StubServers, stub: Stub, scheme: str, mode: str
+) -> None:
+    # Refused forever, with real backoff: 50 retries would take far longer than the budget,
+    # so the budget, not the retry count, ends the call, naming the last attempt's outcome.
+    stub.reset(unavailable=10**6)
+    with pytest.raises(DeadlineExceededError, match="UNAVAILABLE") as raised:
+        get_once(
+            stub_servers.target(scheme), mode, storage="/nonexistent", timeout=0.5, max_retries=50
+        )
+    assert isinstance(raised.value.__cause__, UnavailableError)
+    assert 1 <= stub.calls < 50
+    # Every attempt was sent with what was left of the one budget, never a fresh 0.5 s.
+    if scheme == "http":
+        sent = [int(headers["connect-timeout-ms"]) for headers in stub.headers]
+        assert sent == sorted(sent, reverse=True)
+        assert sent[0] <= 500
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_call_that_spends_its_budget_is_not_retried(
     black_hole: int, scheme: str, mode: str, retry_delays: list[float], tmp_path: Path
 ) -> None:
     target = f"{scheme}://127.0.0.1:{black_hole}"
     with pytest.raises(DeadlineExceededError):
         get_once(target, mode, storage=str(tmp_path), timeout=0.05, max_retries=2)
-    assert len(retry_delays) == 2
+    # The policy was asked for a delay once, and none was waited: the budget was gone.
+    assert len(retry_delays) <= 1
 
 
 # --- bearer token ------------------------------------------------------------------------

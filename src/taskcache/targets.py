@@ -21,6 +21,7 @@ from taskcache.clients.embedded import (
     EmbeddedClient,
 )
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
+from taskcache.deadlines import as_timeout
 from taskcache.errors import InvalidArgumentError
 from taskcache.keywords import check_names
 from taskcache.manager import (
@@ -57,6 +58,7 @@ class _Options:
     reservation_cache_size: int
     clock: Clock
     timeout: float | None
+    embedded_timeout: float | None
     max_retries: int
     ca_file: str | None
     client_cert: str | None
@@ -75,7 +77,7 @@ class OpenOptions(TypedDict, total=False):
     heartbeat_grace_multiplier: float
     reservation_cache_size: int
     clock: Clock
-    timeout: float | None
+    timeout: float | timedelta | None
     max_retries: int
     ca_file: str | None
     client_cert: str | None
@@ -84,19 +86,24 @@ class OpenOptions(TypedDict, total=False):
     scope: tuple[str, str, str] | None
 
 
+# The default budget of a remote call (retries included) when ``open`` is given none.
+DEFAULT_REMOTE_TIMEOUT = 30.0
+
+
 def _options(given: OpenOptions) -> _Options:
     check_names(given, OpenOptions, "open()")
     inline_max_bytes = given.get("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES)
     max_retries = given.get("max_retries", 5)
-    timeout = given.get("timeout", 30.0)
+    # Embedded calls are unbounded unless asked (their waits are the store's own bounds), so
+    # that the hot path does not pay for a deadline nobody set.
+    embedded_timeout = as_timeout(given.get("timeout"))
+    timeout = embedded_timeout if "timeout" in given else DEFAULT_REMOTE_TIMEOUT
     scope = given.get("scope")
     max_cache_age = given.get("max_cache_age")
     if inline_max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
     if max_retries < 0:
         raise InvalidArgumentError("must not be negative", field="max_retries")
-    if timeout is not None and timeout <= 0:
-        raise InvalidArgumentError("must be positive", field="timeout")
     client_cert = given.get("client_cert")
     client_key = given.get("client_key")
     if (client_cert is None) != (client_key is None):
@@ -119,6 +126,7 @@ def _options(given: OpenOptions) -> _Options:
         reservation_cache_size=given.get("reservation_cache_size", DEFAULT_MAX_OWNERS),
         clock=given.get("clock", utc_now),
         timeout=timeout,
+        embedded_timeout=embedded_timeout,
         max_retries=max_retries,
         ca_file=given.get("ca_file"),
         client_cert=client_cert,
@@ -145,6 +153,7 @@ def _open_embedded(location: Location, options: _Options) -> EmbeddedClient:
             inline_max_bytes=options.inline_max_bytes,
             reservation_cache_size=options.reservation_cache_size,
             scope=options.scope,
+            timeout=options.embedded_timeout,
         )
     except BaseException:
         repository.close()
@@ -188,8 +197,8 @@ def open_catalog(
       ``"sqlite:///abs/path.db"``; ``"memory://"`` (private, in-process);
     - ``"postgresql://..."``: an embedded client on PostgreSQL (no server);
     - ``"http(s)://host:8094"`` (Connect) or ``"grpc(s)://host:8095"`` (gRPC): a remote client
-      of ``taskcache serve``. ``timeout`` (seconds per call), ``max_retries`` (on Unavailable
-      and DeadlineExceeded, with exponential backoff and jitter), ``ca_file`` (TLS),
+      of ``taskcache serve``. ``max_retries`` (on Unavailable, DeadlineExceeded and
+      ResourceExhausted, with exponential backoff and jitter), ``ca_file`` (TLS),
       ``client_cert`` and ``client_key`` (PEM files, for mutual TLS), ``token`` (bearer) and
       ``scope`` ((org, project, domain); default: the key's) apply.
 
@@ -199,8 +208,14 @@ def open_catalog(
     under (default: ``blobs/`` beside the database, or in the default home);
     ``max_cache_age`` (None: never expire); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
     ``max_reservation_heartbeat`` (10 s); ``heartbeat_grace_multiplier`` (3);
-    ``reservation_cache_size`` (10 000 owners); ``clock``; ``timeout`` (30 s);
-    ``max_retries`` (5); ``ca_file``; ``client_cert``; ``client_key``; ``token``; ``scope``.
+    ``reservation_cache_size`` (10 000 owners); ``clock``; ``timeout``; ``max_retries`` (5);
+    ``ca_file``; ``client_cert``; ``client_key``; ``token``; ``scope``.
+
+    ``timeout`` (seconds or a timedelta; None: unbounded) is the default budget of every
+    call, retries included, which a call's own ``timeout=`` overrides; when it passes the
+    call raises DeadlineExceededError. Remote clients default to 30 s; embedded clients to
+    none, their waits on database locks then being the store's own bounds (SQLite's 30 s
+    busy timeout; PostgreSQL's 10 s pool wait and 30 s statement timeout).
     The embedded-only options ``clock``, ``max_reservation_heartbeat`` and
     ``heartbeat_grace_multiplier`` are the server's own settings for a remote target.
     Durations may be timedelta or seconds. Raises InvalidArgumentError for a bad target or

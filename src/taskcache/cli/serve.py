@@ -67,6 +67,10 @@ def _serve_help(name: str) -> str:
 @click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
 @click.option("--auth-token-file", default=None, help=_serve_help("auth_token_file"))
 @click.option("--metrics-auth/--no-metrics-auth", default=None, help=_serve_help("metrics_auth"))
+@click.option("--auth-jwks-file", default=None, help=_serve_help("auth_jwks_file"))
+@click.option("--auth-jwt-issuer", default=None, help=_serve_help("auth_jwt_issuer"))
+@click.option("--auth-jwt-audience", default=None, help=_serve_help("auth_jwt_audience"))
+@click.option("--auth-jwt-scopes-claim", default=None, help=_serve_help("auth_jwt_scopes_claim"))
 @click.option(
     "--json",
     "as_json",
@@ -96,6 +100,10 @@ def serve_command(
     tls_client_ca_file: str | None,
     auth_token_file: str | None,
     metrics_auth: bool | None,
+    auth_jwks_file: str | None,
+    auth_jwt_issuer: str | None,
+    auth_jwt_audience: str | None,
+    auth_jwt_scopes_claim: str | None,
     as_json: bool,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
@@ -126,6 +134,10 @@ def serve_command(
         "tls_client_ca_file": tls_client_ca_file,
         "auth_token_file": auth_token_file,
         "metrics_auth": metrics_auth,
+        "auth_jwks_file": auth_jwks_file,
+        "auth_jwt_issuer": auth_jwt_issuer,
+        "auth_jwt_audience": auth_jwt_audience,
+        "auth_jwt_scopes_claim": auth_jwt_scopes_claim,
     }
     # as_json is read by the command group, which renders every failure (taskcache.cli).
     del as_json

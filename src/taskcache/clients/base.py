@@ -5,7 +5,8 @@ Every client (embedded or remote) satisfies :class:`Client`; its async twin sati
 :class:`OperatorClient` (:class:`AsyncOperatorClient`): listing, totals and bulk deletion,
 which the service API has no calls for, so remote clients do not.
 
-Protocols and the shared put/update of sync clients only: no I/O here.
+Protocols and the shared put/update of sync clients only: no I/O here. Every method takes a
+keyword-only per-call ``timeout`` (:mod:`taskcache.deadlines`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Protocol, Self, TypedDict, Unpack, runtime_checkable
 
 from taskcache.clients.payload import Outputs
+from taskcache.deadlines import Timeout, as_timeout
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.repositories.base import CatalogStats
 from taskcache.wiretime import Interval
@@ -37,6 +39,10 @@ class ComputeOptions(TypedDict, total=False):
     may grant less). ``wait_timeout`` (None: wait as long as the owner keeps its lease): how
     long to wait for another owner, then DeadlineExceededError. ``owner_id``: the reservation
     owner (default: unique per host, process and thread). ``metadata``: stored with the entry.
+    ``timeout`` (None: the client's default): the budget of each catalog call it makes, as
+    for any client method; given without ``wait_timeout``, it also bounds the wait for
+    another owner, counted from its first reservation attempt. Running ``compute`` itself
+    is never bounded.
     """
 
     serialize: bool
@@ -44,38 +50,63 @@ class ComputeOptions(TypedDict, total=False):
     wait_timeout: timedelta | None
     owner_id: str
     metadata: Metadata | None
+    timeout: Timeout
 
 
 class Client(Protocol):
-    """A synchronous catalog client."""
+    """A synchronous catalog client.
 
-    def get(self, key: Key) -> Entry:
+    Every method takes a keyword-only ``timeout``: seconds (int or float) or a timedelta,
+    the budget of the whole call, retries included; None (the default) means the client's
+    default (``taskcache.open(..., timeout=...)``). When it runs out the call raises
+    DeadlineExceededError: remote clients send it as the call's deadline (gRPC deadline,
+    ``Connect-Timeout-Ms``), embedded ones bound their waits on database locks with it. A
+    bool, or a value that is not a positive finite number, is a TypeError or an
+    InvalidArgumentError naming ``timeout``. The reservation-cache methods work in memory:
+    they check the argument and need no time.
+    """
+
+    def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss."""
         ...
 
-    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """Create the entry; AlreadyExistsError if a live one exists."""
         ...
 
-    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """Create or overwrite the entry."""
         ...
 
-    def delete(self, key: Key) -> None:
+    def delete(self, key: Key, *, timeout: Timeout = None) -> None:
         """Delete the entry; NotFoundError if absent."""
         ...
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         ...
 
-    def release_reservation(self, key: Key, owner_id: str) -> None:
+    def release_reservation(self, key: Key, owner_id: str, *, timeout: Timeout = None) -> None:
         """Release ``owner_id``'s reservation; a no-op if it holds none."""
         ...
 
-    def get_reservation_cache(self, owner_id: str) -> ReservationCache:
+    def get_reservation_cache(self, owner_id: str, *, timeout: Timeout = None) -> ReservationCache:
         """Return the remembered reservation state of ``owner_id``."""
         ...
 
@@ -87,7 +118,9 @@ class Client(Protocol):
         """
         ...
 
-    def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
+    def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
         """Remember ``entry`` for ``owner_id``."""
         ...
 
@@ -101,35 +134,58 @@ class Client(Protocol):
 
 
 class AsyncClient(Protocol):
-    """The asynchronous twin of :class:`Client`: the same methods, as coroutines."""
+    """The asynchronous twin of :class:`Client`: the same methods, as coroutines.
 
-    async def get(self, key: Key) -> Entry:
+    ``timeout`` means what it means on :class:`Client`. Cancelling the task that awaits a
+    remote call cancels the RPC (the server stops working on it); an embedded call runs in
+    a worker thread, which finishes its current database statement.
+    """
+
+    async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss."""
         ...
 
-    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """Create the entry; AlreadyExistsError if a live one exists."""
         ...
 
-    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """Create or overwrite the entry."""
         ...
 
-    async def delete(self, key: Key) -> None:
+    async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
         """Delete the entry; NotFoundError if absent."""
         ...
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
         ...
 
-    async def release_reservation(self, key: Key, owner_id: str) -> None:
+    async def release_reservation(
+        self, key: Key, owner_id: str, *, timeout: Timeout = None
+    ) -> None:
         """Release ``owner_id``'s reservation; a no-op if it holds none."""
         ...
 
-    async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
+    async def get_reservation_cache(
+        self, owner_id: str, *, timeout: Timeout = None
+    ) -> ReservationCache:
         """Return the remembered reservation state of ``owner_id``."""
         ...
 
@@ -142,7 +198,9 @@ class AsyncClient(Protocol):
         """See :meth:`Client.get_or_compute` (``compute`` is a coroutine function)."""
         ...
 
-    async def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
+    async def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
         """Remember ``entry`` for ``owner_id``."""
         ...
 
@@ -181,20 +239,30 @@ class OperatorClient(Client, Protocol):
     ``isinstance(client, OperatorClient)`` tells whether ``taskcache.open`` gave one. Scope
     arguments (``org``, ``project``, ``domain``) filter on the scope an entry is filed under;
     None matches any. ``task`` matches the name of the entry's stored source identifier.
+    ``timeout`` is as on :class:`Client`: the budget of ``stats`` and of the whole
+    ``clear``, and of each page ``entries`` fetches.
     """
 
     def entries(
-        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        page_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> Iterator[CatalogEntry]:
         """Iterate over the matching entries, newest update first, fetching lazily."""
         ...
 
-    def stats(self) -> CatalogStats:
+    def stats(self, *, timeout: Timeout = None) -> CatalogStats:
         """Return the catalog's totals."""
         ...
 
     def clear(
-        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> int:
         """Delete the matching entries (every entry without arguments); return how many."""
         ...
@@ -205,17 +273,25 @@ class AsyncOperatorClient(AsyncClient, Protocol):
     """The asynchronous twin of :class:`OperatorClient`; ``entries`` is an async iterator."""
 
     def entries(
-        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        page_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> AsyncIterator[CatalogEntry]:
         """See :meth:`OperatorClient.entries`; iterate with ``async for``."""
         ...
 
-    async def stats(self) -> CatalogStats:
+    async def stats(self, *, timeout: Timeout = None) -> CatalogStats:
         """See :meth:`OperatorClient.stats`."""
         ...
 
     async def clear(
-        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> int:
         """See :meth:`OperatorClient.clear`."""
         ...
@@ -226,20 +302,42 @@ class Writes(ABC):
     overwriting.
     """
 
-    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """Create the entry for ``key``; return CACHE_POPULATED.
 
-        Raises AlreadyExistsError if a live entry exists; every error carries ``.status`` =
-        CACHE_PUT_FAILURE.
+        Raises AlreadyExistsError if a live entry exists, DeadlineExceededError once
+        ``timeout`` passes; every error carries ``.status`` = CACHE_PUT_FAILURE.
         """
-        return self._write(key, outputs, metadata, overwrite=False)
+        return self._write(key, outputs, metadata, overwrite=False, timeout=as_timeout(timeout))
 
-    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """Create or overwrite the entry for ``key``; errors carry a CACHE_PUT_FAILURE status."""
-        return self._write(key, outputs, metadata, overwrite=True)
+        return self._write(key, outputs, metadata, overwrite=True, timeout=as_timeout(timeout))
 
     @abstractmethod
     def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        timeout: float | None,
     ) -> Status:
-        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``)."""
+        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``)
+        within ``timeout`` seconds (None: the client's default).
+        """

@@ -7,6 +7,11 @@ polling with capped exponential backoff and jitter, and return the owner's entry
 stored; if the owner dies its lease expires (heartbeat times the catalog's grace multiplier) and
 exactly one waiter takes over, because a grant is one atomic decision of the manager.
 
+The ``timeout`` option is handed to every catalog call (the heartbeats' too); given without
+``wait_timeout``, it also bounds the wait for another owner, counted from the first
+reservation attempt: ``get_or_compute(..., timeout=5)`` never waits on the catalog or on
+other workers much longer than 5 s at a time. Computing itself is never interrupted.
+
 This module is built only on the seven catalog methods of a client, so it behaves the same
 embedded and remote. It must not decide who owns a reservation (the manager does) nor touch
 storage itself. The async twins import asyncio as they run (whoever awaits them has it
@@ -30,6 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Unpack, cast
 
 from taskcache.clients.base import AsyncClient, Client, ComputeOptions
+from taskcache.deadlines import as_timeout
 from taskcache.errors import (
     AlreadyExistsError,
     CacheError,
@@ -60,6 +66,7 @@ class _Plan:
     wait_timeout: timedelta | None
     given_owner_id: str | None
     metadata: Metadata | None
+    timeout: float | None
 
     @functools.cached_property
     def owner_id(self) -> str:
@@ -76,12 +83,16 @@ def _plan(options: ComputeOptions) -> _Plan:
         not isinstance(wait_timeout, timedelta) or wait_timeout < timedelta(0)
     ):
         raise InvalidArgumentError("must be a non-negative timedelta or None", field="wait_timeout")
+    timeout = as_timeout(options.get("timeout"))
+    if wait_timeout is None and timeout is not None:
+        wait_timeout = timedelta(seconds=timeout)
     return _Plan(
         serialize=options.get("serialize", True),
         heartbeat=heartbeat,
         wait_timeout=wait_timeout,
         given_owner_id=options.get("owner_id"),
         metadata=options.get("metadata"),
+        timeout=timeout,
     )
 
 
@@ -113,7 +124,7 @@ class _Backoff:
 
     def delay(self, holder: Reservation) -> float:
         """Return how long to sleep before the next poll; DeadlineExceededError once the
-        wait timeout has passed (``holder`` is named in the message).
+        wait timeout (or the call's timeout) has passed (``holder`` is named in the message).
         """
         wait = random.uniform(self._next / 2, self._next)
         self._next = min(self._next * 2, self._cap)
@@ -121,7 +132,7 @@ class _Backoff:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceededError(
-                    f"waited the wait_timeout for {holder.owner_id!r}, which holds the "
+                    f"gave up waiting for {holder.owner_id!r}, which holds the "
                     f"reservation on {holder.key!r} until {holder.expires_at.isoformat()}"
                 )
             wait = min(wait, remaining)
@@ -148,31 +159,35 @@ def get_or_compute(
     :class:`ComputeOptions` and the module docstring).
 
     Returns the hit, or the computed entry (CACHE_POPULATED). Raises what ``compute`` raises
-    (nothing is stored then), DeadlineExceededError after ``wait_timeout``, and the client's
-    errors.
+    (nothing is stored then), DeadlineExceededError after ``wait_timeout`` (or ``timeout``,
+    see the module docstring) and from a catalog call that outlived ``timeout``, and the
+    client's errors.
     """
     plan = _plan(options)
+    timeout = plan.timeout
     with contextlib.suppress(NotFoundError):
-        return client.get(key)
+        return client.get(key, timeout=timeout)
     if not plan.serialize:
         return _store(client, key, compute(), plan)
     backoff = _Backoff(_poll_cap(plan.heartbeat), plan.wait_timeout)
     while True:
-        reservation = client.get_or_extend_reservation(key, plan.owner_id, plan.heartbeat)
+        reservation = client.get_or_extend_reservation(
+            key, plan.owner_id, plan.heartbeat, timeout=timeout
+        )
         if reservation.owner_id == plan.owner_id:
             return _compute_owned(client, key, compute, plan, reservation)
         time.sleep(backoff.delay(reservation))
         with contextlib.suppress(NotFoundError):
-            return client.get(key)
+            return client.get(key, timeout=timeout)
 
 
 def _store(client: Client, key: Key, outputs: Outputs, plan: _Plan) -> Entry:
     try:
-        client.put(key, outputs, plan.metadata)
+        client.put(key, outputs, plan.metadata, timeout=plan.timeout)
     except AlreadyExistsError:
         # Another writer stored it first: serve what is stored, as every other caller will.
         with contextlib.suppress(NotFoundError):
-            return client.get(key)
+            return client.get(key, timeout=plan.timeout)
     return _computed_entry(key, outputs, plan.metadata)
 
 
@@ -186,23 +201,27 @@ def _compute_owned(
     try:
         # The previous owner may have stored the entry just before its lease passed to us.
         with contextlib.suppress(NotFoundError):
-            return client.get(key)
-        with _heartbeat(client, key, plan.owner_id, reservation.heartbeat_interval):
+            return client.get(key, timeout=plan.timeout)
+        with _heartbeat(client, key, plan, reservation.heartbeat_interval):
             outputs = compute()
         return _store(client, key, outputs, plan)
     finally:
-        _release_quietly(client, key, plan.owner_id)
+        _release_quietly(client, key, plan)
 
 
 @contextlib.contextmanager
-def _heartbeat(client: Client, key: Key, owner_id: str, interval: timedelta) -> Iterator[None]:
+def _heartbeat(client: Client, key: Key, plan: _Plan, interval: timedelta) -> Iterator[None]:
     """Extend the reservation every ``interval`` from a daemon thread while the block runs."""
     stop = threading.Event()
+    owner_id = plan.owner_id
 
     def beat() -> None:
         while not stop.wait(interval.total_seconds()):
             try:
-                _check_held(client.get_or_extend_reservation(key, owner_id, interval), owner_id)
+                held = client.get_or_extend_reservation(
+                    key, owner_id, interval, timeout=plan.timeout
+                )
+                _check_held(held, owner_id)
             except CacheError as error:
                 logger.warning("heartbeat for %s failed: %s", owner_id, error)
 
@@ -226,12 +245,12 @@ def _check_held(held: Reservation, owner_id: str) -> None:
         )
 
 
-def _release_quietly(client: Client, key: Key, owner_id: str) -> None:
+def _release_quietly(client: Client, key: Key, plan: _Plan) -> None:
     # A failed release only delays the others until the lease expires; the result stands.
     try:
-        client.release_reservation(key, owner_id)
+        client.release_reservation(key, plan.owner_id, timeout=plan.timeout)
     except CacheError as error:
-        logger.warning("could not release the reservation of %s: %s", owner_id, error)
+        logger.warning("could not release the reservation of %s: %s", plan.owner_id, error)
 
 
 # --- asynchronous -----------------------------------------------------------------------------
@@ -249,26 +268,29 @@ async def get_or_compute_async(
     import asyncio  # noqa: PLC0415 -- see the module's note on asyncio
 
     plan = _plan(options)
+    timeout = plan.timeout
     with contextlib.suppress(NotFoundError):
-        return await client.get(key)
+        return await client.get(key, timeout=timeout)
     if not plan.serialize:
         return await _store_async(client, key, await compute(), plan)
     backoff = _Backoff(_poll_cap(plan.heartbeat), plan.wait_timeout)
     while True:
-        reservation = await client.get_or_extend_reservation(key, plan.owner_id, plan.heartbeat)
+        reservation = await client.get_or_extend_reservation(
+            key, plan.owner_id, plan.heartbeat, timeout=timeout
+        )
         if reservation.owner_id == plan.owner_id:
             return await _compute_owned_async(client, key, compute, plan, reservation)
         await asyncio.sleep(backoff.delay(reservation))
         with contextlib.suppress(NotFoundError):
-            return await client.get(key)
+            return await client.get(key, timeout=timeout)
 
 
 async def _store_async(client: AsyncClient, key: Key, outputs: Outputs, plan: _Plan) -> Entry:
     try:
-        await client.put(key, outputs, plan.metadata)
+        await client.put(key, outputs, plan.metadata, timeout=plan.timeout)
     except AlreadyExistsError:
         with contextlib.suppress(NotFoundError):
-            return await client.get(key)
+            return await client.get(key, timeout=plan.timeout)
     return _computed_entry(key, outputs, plan.metadata)
 
 
@@ -283,9 +305,9 @@ async def _compute_owned_async(
 
     try:
         with contextlib.suppress(NotFoundError):
-            return await client.get(key)
+            return await client.get(key, timeout=plan.timeout)
         beating = asyncio.create_task(
-            _beat_async(client, key, plan.owner_id, reservation.heartbeat_interval),
+            _beat_async(client, key, plan, reservation.heartbeat_interval),
             name="taskcache-heartbeat",
         )
         try:
@@ -297,18 +319,22 @@ async def _compute_owned_async(
         return await _store_async(client, key, outputs, plan)
     finally:
         try:
-            await client.release_reservation(key, plan.owner_id)
+            await client.release_reservation(key, plan.owner_id, timeout=plan.timeout)
         except CacheError as error:
             logger.warning("could not release the reservation of %s: %s", plan.owner_id, error)
 
 
-async def _beat_async(client: AsyncClient, key: Key, owner_id: str, interval: timedelta) -> None:
+async def _beat_async(client: AsyncClient, key: Key, plan: _Plan, interval: timedelta) -> None:
     import asyncio  # noqa: PLC0415 -- see the module's note on asyncio
 
+    owner_id = plan.owner_id
     while True:
         await asyncio.sleep(interval.total_seconds())
         try:
-            _check_held(await client.get_or_extend_reservation(key, owner_id, interval), owner_id)
+            held = await client.get_or_extend_reservation(
+                key, owner_id, interval, timeout=plan.timeout
+            )
+            _check_held(held, owner_id)
         except CacheError as error:
             logger.warning("heartbeat for %s failed: %s", owner_id, error)
 

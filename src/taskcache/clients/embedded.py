@@ -1,7 +1,9 @@
 """The embedded catalog client: the manager in-process, on a local repository and blob store.
 
 It must not decide policy: every put, overwrite and ownership rule is the manager's, and
-listing, totals and clearing are :mod:`taskcache.operations`'.
+listing, totals and clearing are :mod:`taskcache.operations`'. A call's ``timeout`` is
+carried as the running deadline (:func:`taskcache.deadlines.bounded`), which the repository
+reads to bound its lock waits.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar, Unpack
 
 from flyteidl2.core import identifier_pb2
 
-from taskcache import hashing
+from taskcache import deadlines, hashing
 from taskcache.clients.base import OPERATOR_BATCH_SIZE, EntrySelection, Writes
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, read_payload, staged_put
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
+from taskcache.deadlines import Timeout, as_timeout
 from taskcache.errors import InvalidArgumentError, NotFoundError
 from taskcache.keywords import check_names
 from taskcache.lifecycle import AsyncCloseable, Closeable
@@ -67,6 +70,13 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
     ``taskcache ls``, ``stats`` and ``gc`` commands do. Remote clients cannot: the service
     API has no such calls. These ignore ``scope`` and ``max_cache_age``: they see every
     entry, expired or not, in any scope their arguments select.
+
+    ``timeout`` (seconds, None: unbounded) is the default budget of each call; a call's own
+    ``timeout`` overrides it. It bounds the waits on the database — SQLite's busy wait for
+    the write lock, PostgreSQL's wait for a pooled connection and each statement (lock waits
+    included) — and DeadlineExceededError is raised when it passes: a decision the database
+    did not make is not applied. Without a timeout those waits are the repository's own
+    bounds (``busy_timeout``, ``pool_timeout``, ``statement_timeout``).
     """
 
     def __init__(
@@ -79,9 +89,11 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         reservation_cache_size: int = DEFAULT_MAX_OWNERS,
         scope: tuple[str, str, str] | None = None,
         on_close: Callable[[], None] | None = None,
+        timeout: float | None = None,
     ) -> None:
         if inline_max_bytes < 0:
             raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
+        self.timeout = as_timeout(timeout)
         self.manager = manager
         self.blobs = blobs
         self.max_cache_age = max_cache_age
@@ -90,16 +102,29 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         self._reservations = ReservationCacheStore(reservation_cache_size)
         self._on_close = on_close
 
+    def _budget(self, timeout: Timeout) -> float | None:
+        """Return the seconds a call with ``timeout`` may take (None: unbounded)."""
+        seconds = as_timeout(timeout)
+        return self.timeout if seconds is None else seconds
+
     def _scope(self, key: Key) -> Scope:
         org, project, domain = self.scope if self.scope is not None else key.scope
         return Scope(org=org, project=project, domain=domain)
 
-    def get(self, key: Key) -> Entry:
+    def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """Return the entry for ``key`` with its outputs read into memory.
 
         Raises NotFoundError on a miss: no entry, one older than ``max_cache_age``, or one whose
-        outputs blob vanished (that dangling entry is removed so a later put repopulates it).
+        outputs blob vanished (that dangling entry is removed so a later put repopulates it);
+        DeadlineExceededError once ``timeout`` passes.
         """
+        # The hot path: without any timeout, one branch and no deadline to carry.
+        if timeout is None and self.timeout is None:
+            return self._get(key)
+        with deadlines.bounded(self._budget(timeout)):
+            return self._get(key)
+
+    def _get(self, key: Key) -> Entry:
         cache_key = hashing.cache_key(key)
         row = self.manager.get(self._scope(key), cache_key, max_age=self.max_cache_age)
         try:
@@ -120,6 +145,20 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         )
 
     def _write(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        timeout: float | None,
+    ) -> Status:
+        if timeout is None and self.timeout is None:
+            return self._store(key, outputs, metadata, overwrite=overwrite)
+        with deadlines.bounded(self.timeout if timeout is None else timeout):
+            return self._store(key, outputs, metadata, overwrite=overwrite)
+
+    def _store(
         self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
     ) -> Status:
         with staged_put(key, outputs, self.blobs, self.inline_max_bytes) as (cache_key, payload):
@@ -146,25 +185,32 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         if replaced is not None and replaced.output_uri not in (None, result.stored.output_uri):
             self._discard_blob(replaced.output_uri)
 
-    def delete(self, key: Key) -> None:
-        """Delete the entry (and its blob if this catalog wrote it); NotFoundError if absent."""
+    def delete(self, key: Key, *, timeout: Timeout = None) -> None:
+        """Delete the entry (and its blob if this catalog wrote it); NotFoundError if absent,
+        DeadlineExceededError once ``timeout`` passes.
+        """
         cache_key = hashing.cache_key(key)
-        row = self.manager.delete(self._scope(key), cache_key)
-        self._discard_blob(row.output_uri)
+        with deadlines.bounded(self._budget(timeout)):
+            row = self.manager.delete(self._scope(key), cache_key)
+            self._discard_blob(row.output_uri)
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
     ) -> Reservation:
         """Acquire or extend ``owner_id``'s reservation on ``key``, or return the holder's.
 
         ``heartbeat_interval`` is a timedelta or seconds (TypeError otherwise, see
-        :func:`~taskcache.wiretime.as_interval`).
+        :func:`~taskcache.wiretime.as_interval`). DeadlineExceededError once ``timeout``
+        passes (nothing granted then).
         """
         heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
         cache_key = hashing.cache_key(key)
-        row = self.manager.get_or_extend_reservation(
-            self._scope(key), cache_key, owner_id, heartbeat
-        )
+        scope = self._scope(key)
+        if timeout is None and self.timeout is None:
+            row = self.manager.get_or_extend_reservation(scope, cache_key, owner_id, heartbeat)
+        else:
+            with deadlines.bounded(self._budget(timeout)):
+                row = self.manager.get_or_extend_reservation(scope, cache_key, owner_id, heartbeat)
         return Reservation(
             key=row.key,
             owner_id=row.owner_id,
@@ -172,21 +218,40 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
             expires_at=row.expires_at,
         )
 
-    def release_reservation(self, key: Key, owner_id: str) -> None:
-        """Release ``owner_id``'s reservation on ``key``; a no-op if it holds none."""
-        cache_key = hashing.cache_key(key)
-        self.manager.release_reservation(self._scope(key), cache_key, owner_id)
+    def release_reservation(self, key: Key, owner_id: str, *, timeout: Timeout = None) -> None:
+        """Release ``owner_id``'s reservation on ``key``; a no-op if it holds none.
 
-    def get_reservation_cache(self, owner_id: str) -> ReservationCache:
-        """Return what this client remembers of ``owner_id``'s last reservation attempt."""
+        DeadlineExceededError once ``timeout`` passes.
+        """
+        cache_key = hashing.cache_key(key)
+        if timeout is None and self.timeout is None:
+            self.manager.release_reservation(self._scope(key), cache_key, owner_id)
+            return
+        with deadlines.bounded(self._budget(timeout)):
+            self.manager.release_reservation(self._scope(key), cache_key, owner_id)
+
+    def get_reservation_cache(self, owner_id: str, *, timeout: Timeout = None) -> ReservationCache:
+        """Return what this client remembers of ``owner_id``'s last reservation attempt
+        (in memory: ``timeout`` is checked, never needed).
+        """
+        as_timeout(timeout)
         return self._reservations.get(owner_id)
 
-    def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
-        """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first)."""
+    def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
+        """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first;
+        in memory: ``timeout`` is checked, never needed).
+        """
+        as_timeout(timeout)
         self._reservations.put(owner_id, entry)
 
     def entries(
-        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        page_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> Iterator[CatalogEntry]:
         """Iterate over the catalog's entries, most recently updated first, as
         :class:`~taskcache.CatalogEntry` records.
@@ -196,32 +261,41 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         ``key_prefix``; TypeError for an unknown name. Rows are fetched ``page_size`` at a
         time as the iteration proceeds; entries written meanwhile may or may not appear, none
         appears twice. Raises InvalidArgumentError if ``page_size`` < 1 (at once); UnavailableError
-        once closed or if the store fails (while iterating).
+        once closed or if the store fails, DeadlineExceededError if fetching a page takes
+        longer than ``timeout`` (while iterating).
         """
-        return itertools.chain.from_iterable(self._entry_pages(selection, page_size))
+        return itertools.chain.from_iterable(self._entry_pages(selection, page_size, timeout))
 
     def _entry_pages(
-        self, selection: EntrySelection, page_size: int
+        self, selection: EntrySelection, page_size: int, timeout: Timeout
     ) -> Iterator[list[CatalogEntry]]:
         # Imported here (and in stats and clear): `import taskcache`, and so `taskcache key`,
         # must stay free of the operator code.
         from taskcache import operations  # noqa: PLC0415
 
+        budget = self._budget(timeout)
         entry_filter, task = _selected(selection)
-        return operations.iter_entries(self.manager.repository, entry_filter, task, page_size)
+        pages = operations.iter_entries(self.manager.repository, entry_filter, task, page_size)
+        return pages if budget is None else _each_page_bounded(pages, budget)
 
-    def stats(self) -> CatalogStats:
+    def stats(self, *, timeout: Timeout = None) -> CatalogStats:
         """Return the catalog's totals: entries, inline bytes, blob entries, unexpired
         reservations (at the client's clock) and per-scope figures (``by_scope``).
 
-        Raises UnavailableError once closed or if the store fails.
+        Raises UnavailableError once closed or if the store fails, DeadlineExceededError
+        once ``timeout`` passes.
         """
         from taskcache import operations  # noqa: PLC0415
 
-        return operations.catalog_stats(self.manager.repository, self.manager.clock())
+        with deadlines.bounded(self._budget(timeout)):
+            return operations.catalog_stats(self.manager.repository, self.manager.clock())
 
     def clear(
-        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> int:
         """Delete the entries :meth:`entries` would list with the same ``selection`` (without
         one: every entry); return how many were deleted.
@@ -236,14 +310,16 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         nothing written after it returns is touched.
 
         Raises InvalidArgumentError if ``batch_size`` < 1; UnavailableError once closed or if
-        the store fails.
+        the store fails; DeadlineExceededError once ``timeout`` (the budget of the whole
+        clear) passes, the batches deleted before staying deleted.
         """
         from taskcache import operations  # noqa: PLC0415
 
         entry_filter, task = _selected(selection)
-        summary = operations.clear(
-            self.manager.repository, self.blobs, entry_filter, task, batch_size
-        )
+        with deadlines.bounded(self._budget(timeout)):
+            summary = operations.clear(
+                self.manager.repository, self.blobs, entry_filter, task, batch_size
+            )
         return summary.entries
 
     def _release(self) -> None:
@@ -267,63 +343,117 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         """See :attr:`EmbeddedClient.blobs` (the wrapped client's storage)."""
         return self._client.blobs
 
-    async def get(self, key: Key) -> Entry:
+    async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """See :meth:`EmbeddedClient.get`."""
-        return await _off_loop(self._client.get, key)
+        return await _off_loop(functools.partial(self._client.get, key, timeout=timeout))
 
-    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """See :meth:`EmbeddedClient.put`."""
-        return await _off_loop(self._client.put, key, outputs, metadata)
+        put = functools.partial(self._client.put, key, outputs, metadata, timeout=timeout)
+        return await _off_loop(put)
 
-    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """See :meth:`EmbeddedClient.update`."""
-        return await _off_loop(self._client.update, key, outputs, metadata)
+        update = functools.partial(self._client.update, key, outputs, metadata, timeout=timeout)
+        return await _off_loop(update)
 
-    async def delete(self, key: Key) -> None:
+    async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
         """See :meth:`EmbeddedClient.delete`."""
-        await _off_loop(self._client.delete, key)
+        await _off_loop(functools.partial(self._client.delete, key, timeout=timeout))
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
     ) -> Reservation:
         """See :meth:`EmbeddedClient.get_or_extend_reservation`."""
-        return await _off_loop(
-            self._client.get_or_extend_reservation, key, owner_id, heartbeat_interval
+        reserve = functools.partial(
+            self._client.get_or_extend_reservation,
+            key,
+            owner_id,
+            heartbeat_interval,
+            timeout=timeout,
         )
+        return await _off_loop(reserve)
 
-    async def release_reservation(self, key: Key, owner_id: str) -> None:
+    async def release_reservation(
+        self, key: Key, owner_id: str, *, timeout: Timeout = None
+    ) -> None:
         """See :meth:`EmbeddedClient.release_reservation`."""
-        await _off_loop(self._client.release_reservation, key, owner_id)
+        release = functools.partial(
+            self._client.release_reservation, key, owner_id, timeout=timeout
+        )
+        await _off_loop(release)
 
-    async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
+    async def get_reservation_cache(
+        self, owner_id: str, *, timeout: Timeout = None
+    ) -> ReservationCache:
         """See :meth:`EmbeddedClient.get_reservation_cache` (in memory; no thread hop)."""
-        return self._client.get_reservation_cache(owner_id)
+        return self._client.get_reservation_cache(owner_id, timeout=timeout)
 
-    async def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
+    async def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
         """See :meth:`EmbeddedClient.update_reservation_cache` (in memory; no thread hop)."""
-        self._client.update_reservation_cache(owner_id, entry)
+        self._client.update_reservation_cache(owner_id, entry, timeout=timeout)
 
     def entries(
-        self, *, page_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        page_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> AsyncIterator[CatalogEntry]:
         """See :meth:`EmbeddedClient.entries`; iterate with ``async for`` (each page is
         fetched in a worker thread).
         """
-        return _each_entry(self._client._entry_pages(selection, page_size))
+        return _each_entry(self._client._entry_pages(selection, page_size, timeout))
 
-    async def stats(self) -> CatalogStats:
+    async def stats(self, *, timeout: Timeout = None) -> CatalogStats:
         """See :meth:`EmbeddedClient.stats`."""
-        return await _off_loop(self._client.stats)
+        return await _off_loop(functools.partial(self._client.stats, timeout=timeout))
 
     async def clear(
-        self, *, batch_size: int = OPERATOR_BATCH_SIZE, **selection: Unpack[EntrySelection]
+        self,
+        *,
+        batch_size: int = OPERATOR_BATCH_SIZE,
+        timeout: Timeout = None,
+        **selection: Unpack[EntrySelection],
     ) -> int:
         """See :meth:`EmbeddedClient.clear`."""
-        clear = functools.partial(self._client.clear, batch_size=batch_size, **selection)
+        clear = functools.partial(
+            self._client.clear, batch_size=batch_size, timeout=timeout, **selection
+        )
         return await _off_loop(clear)
 
     async def _release(self) -> None:
         await _off_loop(self._client.close)
+
+
+def _each_page_bounded(
+    pages: Iterator[list[CatalogEntry]], timeout: float
+) -> Iterator[list[CatalogEntry]]:
+    """Yield the pages of ``pages``, each fetched within ``timeout`` seconds."""
+    while True:
+        # Carried only while the page is fetched, never across the yield: the consumer's own
+        # code between pages is not the call's.
+        with deadlines.bounded(timeout):
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
 
 
 async def _each_entry(pages: Iterator[list[CatalogEntry]]) -> AsyncIterator[CatalogEntry]:

@@ -26,6 +26,7 @@ from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
 from taskcache.clients.transports import AsyncTransport, SyncTransport
+from taskcache.deadlines import Timeout, as_timeout
 from taskcache.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import is_stale, utc_now, validate_owner
@@ -188,70 +189,105 @@ class _Remote(Generic[_Transport]):
 class RemoteClient(Writes, ComputesOnce, _Remote[SyncTransport], Closeable):
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
-    def get(self, key: Key) -> Entry:
+    def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
-        ``max_cache_age`` and on one whose blob vanished (that entry is deleted).
+        ``max_cache_age`` and on one whose blob vanished (that entry is deleted);
+        DeadlineExceededError once ``timeout`` passes.
         """
-        response: base.GetCacheResponse = self._send(rpcs.GET, self._rules.get_request(key))
+        seconds = as_timeout(timeout)
+        request = self._rules.get_request(key)
+        response: base.GetCacheResponse = self._send(rpcs.GET, request, timeout=seconds)
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
         except NotFoundError:
-            self._forget_dangling(key, self._rules.dangling_version(response))
+            self._forget_dangling(key, self._rules.dangling_version(response), seconds)
             raise
 
-    def _forget_dangling(self, key: Key, version: EntryVersion | None) -> None:
+    def _forget_dangling(
+        self, key: Key, version: EntryVersion | None, timeout: float | None
+    ) -> None:
         """Delete the dangling entry only if it is still ``version`` (a worker may have
         re-put it since the Get): the service compares and deletes in one statement.
         """
         if version is None:
             return
+        request = self._rules.delete_request(key)
         with contextlib.suppress(NotFoundError, FailedPreconditionError):
-            self._send(rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version))
+            self._send(rpcs.DELETE, request, _if_unchanged(version), timeout=timeout)
 
     def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        timeout: float | None,
     ) -> Status:
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            self._send(rpcs.PUT, request)
+            self._send(rpcs.PUT, request, timeout=timeout)
         return populated_status(key.identifier, metadata)
 
-    def delete(self, key: Key) -> None:
-        """Delete the entry; NotFoundError if absent."""
-        self._send(rpcs.DELETE, self._rules.delete_request(key))
+    def delete(self, key: Key, *, timeout: Timeout = None) -> None:
+        """Delete the entry; NotFoundError if absent, DeadlineExceededError once ``timeout``
+        passes.
+        """
+        request = self._rules.delete_request(key)
+        self._send(rpcs.DELETE, request, timeout=as_timeout(timeout))
 
     def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
     ) -> Reservation:
-        """Acquire or extend ``owner_id``'s reservation, or return the current holder's."""
+        """Acquire or extend ``owner_id``'s reservation, or return the current holder's;
+        DeadlineExceededError once ``timeout`` passes.
+        """
+        seconds = as_timeout(timeout)
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
         response: base.GetOrExtendReservationResponse = self._send(
-            rpcs.GET_OR_EXTEND_RESERVATION, request
+            rpcs.GET_OR_EXTEND_RESERVATION, request, timeout=seconds
         )
         return Reservation.from_proto(response.reservation)
 
-    def release_reservation(self, key: Key, owner_id: str) -> None:
-        """Release ``owner_id``'s reservation; a no-op if it holds none."""
-        self._send(rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
+    def release_reservation(self, key: Key, owner_id: str, *, timeout: Timeout = None) -> None:
+        """Release ``owner_id``'s reservation; a no-op if it holds none. DeadlineExceededError
+        once ``timeout`` passes.
+        """
+        seconds = as_timeout(timeout)
+        request = self._rules.release_request(key, owner_id)
+        self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
 
-    def get_reservation_cache(self, owner_id: str) -> ReservationCache:
-        """Return what this client remembers of ``owner_id``'s last reservation attempt."""
+    def get_reservation_cache(self, owner_id: str, *, timeout: Timeout = None) -> ReservationCache:
+        """Return what this client remembers of ``owner_id``'s last reservation attempt (in
+        memory: ``timeout`` is checked, never needed).
+        """
+        as_timeout(timeout)
         return self._rules.reservations.get(owner_id)
 
-    def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
-        """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first)."""
+    def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
+        """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first;
+        in memory: ``timeout`` is checked, never needed).
+        """
+        as_timeout(timeout)
         self._rules.reservations.put(owner_id, entry)
 
     def _send(
-        self, rpc: rpcs.Rpc, request: Message, headers: Mapping[str, str] | None = None
+        self,
+        rpc: rpcs.Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None,
     ) -> Message:
         # A closed transport fails in its own ways (gRPC raises ValueError, Connect quietly
         # reconnects); a closed client refuses every call the same way.
         if self.closed:
             raise UnavailableError("the client is closed")
-        return self._transport.send(rpc, request, headers)
+        return self._transport.send(rpc, request, headers, timeout=timeout)
 
     def _release(self) -> None:
         self._transport.close()
@@ -260,74 +296,116 @@ class RemoteClient(Writes, ComputesOnce, _Remote[SyncTransport], Closeable):
 class AsyncRemoteClient(AsyncComputesOnce, _Remote[AsyncTransport], AsyncCloseable):
     """The asynchronous twin of :class:`RemoteClient`."""
 
-    async def get(self, key: Key) -> Entry:
+    async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """See :meth:`RemoteClient.get`."""
-        response: base.GetCacheResponse = await self._send(rpcs.GET, self._rules.get_request(key))
+        seconds = as_timeout(timeout)
+        request = self._rules.get_request(key)
+        response: base.GetCacheResponse = await self._send(rpcs.GET, request, timeout=seconds)
         self._rules.check_fresh(key, response)
         try:
             return self._rules.read_hit(key, response)
         except NotFoundError:
-            await self._forget_dangling(key, self._rules.dangling_version(response))
+            await self._forget_dangling(key, self._rules.dangling_version(response), seconds)
             raise
 
-    async def _forget_dangling(self, key: Key, version: EntryVersion | None) -> None:
+    async def _forget_dangling(
+        self, key: Key, version: EntryVersion | None, timeout: float | None
+    ) -> None:
         """See :meth:`RemoteClient._forget_dangling`."""
         if version is None:
             return
+        request = self._rules.delete_request(key)
         with contextlib.suppress(NotFoundError, FailedPreconditionError):
-            await self._send(
-                rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
-            )
+            await self._send(rpcs.DELETE, request, _if_unchanged(version), timeout=timeout)
 
-    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """See :meth:`RemoteClient.put`."""
-        return await self._write(key, outputs, metadata, overwrite=False)
+        seconds = as_timeout(timeout)
+        return await self._write(key, outputs, metadata, overwrite=False, timeout=seconds)
 
-    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        timeout: Timeout = None,
+    ) -> Status:
         """See :meth:`RemoteClient.update`."""
-        return await self._write(key, outputs, metadata, overwrite=True)
+        seconds = as_timeout(timeout)
+        return await self._write(key, outputs, metadata, overwrite=True, timeout=seconds)
 
     async def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        timeout: float | None,
     ) -> Status:
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            await self._send(rpcs.PUT, request)
+            await self._send(rpcs.PUT, request, timeout=timeout)
         return populated_status(key.identifier, metadata)
 
-    async def delete(self, key: Key) -> None:
+    async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
         """See :meth:`RemoteClient.delete`."""
-        await self._send(rpcs.DELETE, self._rules.delete_request(key))
+        request = self._rules.delete_request(key)
+        await self._send(rpcs.DELETE, request, timeout=as_timeout(timeout))
 
     async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
     ) -> Reservation:
         """See :meth:`RemoteClient.get_or_extend_reservation`."""
+        seconds = as_timeout(timeout)
         request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
         response: base.GetOrExtendReservationResponse = await self._send(
-            rpcs.GET_OR_EXTEND_RESERVATION, request
+            rpcs.GET_OR_EXTEND_RESERVATION, request, timeout=seconds
         )
         return Reservation.from_proto(response.reservation)
 
-    async def release_reservation(self, key: Key, owner_id: str) -> None:
+    async def release_reservation(
+        self, key: Key, owner_id: str, *, timeout: Timeout = None
+    ) -> None:
         """See :meth:`RemoteClient.release_reservation`."""
-        await self._send(rpcs.RELEASE_RESERVATION, self._rules.release_request(key, owner_id))
+        seconds = as_timeout(timeout)
+        request = self._rules.release_request(key, owner_id)
+        await self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
 
-    async def get_reservation_cache(self, owner_id: str) -> ReservationCache:
+    async def get_reservation_cache(
+        self, owner_id: str, *, timeout: Timeout = None
+    ) -> ReservationCache:
         """See :meth:`RemoteClient.get_reservation_cache`."""
+        as_timeout(timeout)
         return self._rules.reservations.get(owner_id)
 
-    async def update_reservation_cache(self, owner_id: str, entry: ReservationCache) -> None:
+    async def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
         """See :meth:`RemoteClient.update_reservation_cache`."""
+        as_timeout(timeout)
         self._rules.reservations.put(owner_id, entry)
 
     async def _send(
-        self, rpc: rpcs.Rpc, request: Message, headers: Mapping[str, str] | None = None
+        self,
+        rpc: rpcs.Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None,
     ) -> Message:
         if self.closed:
             raise UnavailableError("the client is closed")
-        return await self._transport.send(rpc, request, headers)
+        return await self._transport.send(rpc, request, headers, timeout=timeout)
 
     async def _release(self) -> None:
         await self._transport.close()

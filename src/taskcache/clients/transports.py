@@ -3,6 +3,11 @@
 A transport sends ``flyteidl2.cacheservice.v2`` requests with Flyte's generated clients,
 applies the per-call timeout, the bearer token and the retry policy, and turns wire errors
 into :mod:`taskcache.errors` exceptions. It knows nothing about keys or outputs.
+
+A call's timeout is its whole budget, retries included: each attempt is sent with what is
+left of it as its deadline (the gRPC deadline, ``Connect-Timeout-Ms`` and the HTTP client's
+own timeout), and a retry whose backoff would outlast it is not made. Cancelling the task
+that awaits an async transport's call cancels the RPC.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from urllib.parse import urlsplit
 import grpc
 import grpc.aio
 import pyqwest
+from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from flyteidl2.cacheservice.v2 import cacheservice_connect, cacheservice_pb2_grpc
 from google.protobuf.message import Message
 
+from taskcache.deadlines import Deadline
 from taskcache.errors import (
     CacheError,
     DeadlineExceededError,
@@ -41,8 +48,17 @@ Response = TypeVar("Response")
 class SyncTransport(Protocol):
     """What :class:`~taskcache.clients.remote.RemoteClient` needs from a transport."""
 
-    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Message:
-        """Send one request (with extra ``headers``) and return the response message."""
+    def send(
+        self,
+        rpc: Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send one request (with extra ``headers``) within ``timeout`` seconds (None: the
+        transport's default) and return the response message.
+        """
         ...
 
     def close(self) -> None:
@@ -54,9 +70,16 @@ class AsyncTransport(Protocol):
     """What :class:`~taskcache.clients.remote.AsyncRemoteClient` needs from a transport."""
 
     async def send(
-        self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
+        self,
+        rpc: Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Message:
-        """Send one request (with extra ``headers``) and return the response message."""
+        """Send one request (with extra ``headers``) within ``timeout`` seconds (None: the
+        transport's default) and return the response message.
+        """
         ...
 
     async def close(self) -> None:
@@ -93,9 +116,10 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class RemoteOptions:
-    """How to reach a service: per-call timeout (seconds), retries, TLS CA file, client
-    certificate and key (PEM files, for a server requiring mutual TLS; both or neither),
-    bearer token and the message size limit.
+    """How to reach a service: the default per-call timeout (seconds, the whole budget of a
+    call including its retries; None: unbounded), retries, TLS CA file, client certificate
+    and key (PEM files, for a server requiring mutual TLS; both or neither), bearer token and
+    the message size limit.
     """
 
     timeout: float | None = 30.0
@@ -115,29 +139,55 @@ def _with(base: dict[str, str], extra: Mapping[str, str] | None) -> dict[str, st
     return base if not extra else {**base, **extra}
 
 
-def call_with_retries(call: Callable[[], Response], policy: RetryPolicy) -> Response:
-    """Run ``call``, retrying retryable taskcache errors per ``policy``; re-raise the last."""
+def _retry_delay(
+    error: CacheError, delays: Iterator[float], deadline: Deadline | None
+) -> float | None:
+    """Return the wait before retrying after ``error``, or None to re-raise it (the retries
+    are used up, or ``error`` is the deadline itself having passed).
+
+    Raises DeadlineExceededError (``error`` as its cause) when the wait would outlast
+    ``deadline``: the budget is spent, whatever the last attempt met.
+    """
+    delay = next(delays, None)
+    if delay is None or deadline is None:
+        return delay
+    if deadline.expired and isinstance(error, DeadlineExceededError):
+        return None
+    if delay >= deadline.remaining():
+        raise deadline.exceeded(f"the call (its last attempt: {error.code})") from error
+    return delay
+
+
+def call_with_retries(
+    call: Callable[[], Response], policy: RetryPolicy, deadline: Deadline | None = None
+) -> Response:
+    """Run ``call``, retrying retryable taskcache errors per ``policy`` while ``deadline``
+    (None: no bound) leaves time for the backoff; re-raise the last error, or raise
+    DeadlineExceededError when the budget runs out first.
+    """
     delays = policy.delays()
     while True:
         try:
             return call()
-        except _RETRYABLE:
-            delay = next(delays, None)
+        except _RETRYABLE as error:
+            delay = _retry_delay(error, delays, deadline)
             if delay is None:
                 raise
             time.sleep(delay)
 
 
 async def call_with_retries_async(
-    call: Callable[[], Awaitable[Response]], policy: RetryPolicy
+    call: Callable[[], Awaitable[Response]],
+    policy: RetryPolicy,
+    deadline: Deadline | None = None,
 ) -> Response:
     """Async twin of :func:`call_with_retries`."""
     delays = policy.delays()
     while True:
         try:
             return await call()
-        except _RETRYABLE:
-            delay = next(delays, None)
+        except _RETRYABLE as error:
+            delay = _retry_delay(error, delays, deadline)
             if delay is None:
                 raise
             await asyncio.sleep(delay)
@@ -171,21 +221,45 @@ def _mismatch(url: str, *, speaking_grpc: bool) -> InvalidArgumentError:
     )
 
 
-def _from_connect(
-    error: ConnectError, started: float, timeout: float | None, url: str
-) -> CacheError:
+def _deadline(options: RemoteOptions, timeout: float | None) -> Deadline | None:
+    """Return the deadline of a call given ``timeout`` (None: the options' default)."""
+    budget = options.timeout if timeout is None else timeout
+    return None if budget is None else Deadline.after(budget)
+
+
+def _attempt_timeout(deadline: Deadline | None) -> float | None:
+    """Return the seconds the next attempt may take; DeadlineExceededError if none are left."""
+    if deadline is None:
+        return None
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise deadline.exceeded("the call")
+    return remaining
+
+
+def _from_connect(error: ConnectError, deadline: Deadline | None, url: str) -> CacheError:
     code = error.code.name
     if code == "UNAVAILABLE" and any(sign in error.message for sign in _CONNECT_AT_GRPC_PORT):
         mismatch = _mismatch(url, speaking_grpc=False)
         mismatch.__cause__ = error
         return mismatch
-    if code == "UNAVAILABLE" and timeout is not None and time.monotonic() - started >= timeout:
+    if code == "UNAVAILABLE" and deadline is not None and deadline.expired:
         # connectrpc's sync client reports a deadline that ran out before the request was
         # sent (its HTTP client refuses a negative timeout) as UNAVAILABLE.
         code = "DEADLINE_EXCEEDED"
     translated = error_for_code(code, error.message)
     translated.__cause__ = error
     return translated
+
+
+def _reraise_cancellation(error: ConnectError) -> None:
+    """Raise CancelledError if ``error`` is connectrpc's report of the awaiting task being
+    cancelled: the async client turns the cancellation into a CANCELED error, which would
+    otherwise reach the caller as a CacheError and leave the task uncancelled.
+    """
+    task = asyncio.current_task()
+    if error.code is Code.CANCELED and task is not None and task.cancelling():
+        raise asyncio.CancelledError from error
 
 
 def _from_grpc(error: grpc.RpcError, url: str) -> CacheError:
@@ -202,9 +276,9 @@ def _from_grpc(error: grpc.RpcError, url: str) -> CacheError:
     return translated
 
 
-def _timeout_ms(options: RemoteOptions) -> int | None:
+def _timeout_ms(seconds: float | None) -> int | None:
     # Rounded up: int() made a sub-millisecond timeout 0 ms, a deadline expired at once.
-    return None if options.timeout is None else max(1, math.ceil(options.timeout * 1000))
+    return None if seconds is None else max(1, math.ceil(seconds * 1000))
 
 
 def _connect_address(url: str) -> str:
@@ -267,9 +341,10 @@ def _connect_client(
     ca = _ca(options)
     key, chain = _client_identity(options)
     tls = {"tls_ca_cert": ca, "tls_include_system_certs": ca is None}
+    # No client-wide timeout: every attempt passes what is left of its call's budget.
     return client_type(
         _connect_address(url),
-        timeout_ms=_timeout_ms(options),
+        timeout_ms=None,
         read_max_bytes=options.max_message_bytes,
         http_client=http_client({**tls, "tls_key": key, "tls_cert": chain}),
     )
@@ -298,20 +373,30 @@ class ConnectTransport:
         )
         self._headers = _headers(options)
 
-    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Message:
-        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+    def send(
+        self,
+        rpc: Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
+        default) and return the response message.
+        """
         method = getattr(self._client, rpc.attribute)
         sent = _with(self._headers, headers)
+        deadline = _deadline(self._options, timeout)
 
         def attempt() -> Message:
-            started = time.monotonic()
+            timeout_ms = _timeout_ms(_attempt_timeout(deadline))
             try:
-                response: Message = method(request, headers=sent)
+                response: Message = method(request, headers=sent, timeout_ms=timeout_ms)
                 return response
             except ConnectError as error:
-                raise _from_connect(error, started, self._options.timeout, self._url) from error
+                raise _from_connect(error, deadline, self._url) from error
 
-        return call_with_retries(attempt, self._options.retry)
+        return call_with_retries(attempt, self._options.retry, deadline)
 
     def close(self) -> None:
         """Release the HTTP client."""
@@ -328,21 +413,30 @@ class GrpcTransport:
         self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
         self._headers = _headers(options)
 
-    def send(self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None) -> Message:
-        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+    def send(
+        self,
+        rpc: Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
+        default) and return the response message.
+        """
         method = getattr(self._stub, rpc.name)
         metadata = tuple(_with(self._headers, headers).items())
+        deadline = _deadline(self._options, timeout)
 
         def attempt() -> Message:
+            left = _attempt_timeout(deadline)
             try:
-                response: Message = method(
-                    request, timeout=self._options.timeout, metadata=metadata
-                )
+                response: Message = method(request, timeout=left, metadata=metadata)
                 return response
             except grpc.RpcError as error:
                 raise _from_grpc(error, self._url) from error
 
-        return call_with_retries(attempt, self._options.retry)
+        return call_with_retries(attempt, self._options.retry, deadline)
 
     def close(self) -> None:
         """Close the channel."""
@@ -364,21 +458,30 @@ class AsyncConnectTransport:
         self._headers = _headers(options)
 
     async def send(
-        self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
+        self,
+        rpc: Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Message:
-        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
+        default) and return the response message.
+        """
         method = getattr(self._client, rpc.attribute)
         sent = _with(self._headers, headers)
+        deadline = _deadline(self._options, timeout)
 
         async def attempt() -> Message:
-            started = time.monotonic()
+            timeout_ms = _timeout_ms(_attempt_timeout(deadline))
             try:
-                response: Message = await method(request, headers=sent)
+                response: Message = await method(request, headers=sent, timeout_ms=timeout_ms)
                 return response
             except ConnectError as error:
-                raise _from_connect(error, started, self._options.timeout, self._url) from error
+                _reraise_cancellation(error)
+                raise _from_connect(error, deadline, self._url) from error
 
-        return await call_with_retries_async(attempt, self._options.retry)
+        return await call_with_retries_async(attempt, self._options.retry, deadline)
 
     async def close(self) -> None:
         """Release the HTTP client."""
@@ -396,22 +499,29 @@ class AsyncGrpcTransport:
         self._headers = _headers(options)
 
     async def send(
-        self, rpc: Rpc, request: Message, headers: Mapping[str, str] | None = None
+        self,
+        rpc: Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Message:
-        """Send ``request`` to ``rpc`` (with retries) and return the response message."""
+        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
+        default) and return the response message.
+        """
         method = getattr(self._stub, rpc.name)
         metadata = tuple(_with(self._headers, headers).items())
+        deadline = _deadline(self._options, timeout)
 
         async def attempt() -> Message:
+            left = _attempt_timeout(deadline)
             try:
-                response: Message = await method(
-                    request, timeout=self._options.timeout, metadata=metadata
-                )
+                response: Message = await method(request, timeout=left, metadata=metadata)
                 return response
             except grpc.aio.AioRpcError as error:
                 raise _from_grpc(error, self._url) from error
 
-        return await call_with_retries_async(attempt, self._options.retry)
+        return await call_with_retries_async(attempt, self._options.retry, deadline)
 
     async def close(self) -> None:
         """Close the channel."""

@@ -14,8 +14,10 @@ advisory lock, so replicas starting together migrate once.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,6 +27,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from taskcache import deadlines
 from taskcache.errors import InternalError, UnavailableError
 from taskcache.repositories import postgres_sql as sql
 from taskcache.repositories.base import CreateOutcome, EntryRow, ReservationRow, Scope
@@ -248,6 +251,12 @@ class PostgresRepository:
     caps each statement. With ``migrate`` the schema is created or upgraded on start;
     without it the schema must already be at :data:`SCHEMA_VERSION`.
 
+    A call carrying a deadline (:mod:`taskcache.deadlines`) waits for a connection only
+    until the deadline, and runs its statements with a ``statement_timeout`` of the time
+    left (never more than the configured one), so a statement waiting on a lock is
+    cancelled in the server; either way it raises DeadlineExceededError. Each statement of
+    a call gets the time left when the call took its connection.
+
     Raises UnavailableError if the database cannot be reached, InternalError if its schema
     is newer than this code (or, without ``migrate``, older).
     """
@@ -260,6 +269,11 @@ class PostgresRepository:
         # pool (with its background threads) is left behind.
         _prepare_schema(url, settings.connect_timeout, migrate=migrate)
         self._pool_timeout = settings.pool_timeout
+        self._statement_timeout = settings.statement_timeout
+        self._statement_timeout_ms = sql.statement_timeout_ms(settings.statement_timeout)
+        # Connections whose statement_timeout a deadline changed: the next call without one
+        # puts the configured value back (in the round trip that checks the connection).
+        self._deadline_bound: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._closed = False
         self._lock = threading.Lock()
 
@@ -285,28 +299,67 @@ class PostgresRepository:
         one comes or ``pool_timeout`` passes.
         """
         self._ensure_open()
-        with _translate_errors():
-            deadline = time.monotonic() + self._pool_timeout
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise PoolTimeout(f"no working connection after {self._pool_timeout:.2f} sec")
-                conn = self._pool.getconn(timeout=remaining)
-                try:
-                    ConnectionPool.check_connection(conn)
-                except psycopg.Error:
-                    # Closed, the pool replaces it with a fresh connection.
-                    conn.close()
-                    self._pool.putconn(conn)
-                    continue
-                except BaseException:
-                    self._pool.putconn(conn)
-                    raise
-                break
-            try:
+        call_deadline = deadlines.current()
+        try:
+            with _translate_errors(), self._checked_out(call_deadline) as conn:
                 yield conn
-            finally:
+        except UnavailableError as error:
+            # A pool wait or a statement cut short by the call's deadline.
+            if call_deadline is not None and call_deadline.expired:
+                raise call_deadline.exceeded("the postgres call") from error
+            raise
+
+    @contextmanager
+    def _checked_out(self, call_deadline: deadlines.Deadline | None) -> Iterator[Connection]:
+        """Yield a pooled connection checked by a round trip that also sets its
+        ``statement_timeout`` for ``call_deadline`` (or back to the configured value).
+        """
+        pool_wait = self._pool_timeout
+        if call_deadline is not None:
+            pool_wait = min(pool_wait, call_deadline.remaining())
+        deadline = time.monotonic() + pool_wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolTimeout(f"no working connection after {pool_wait:.2f} sec")
+            conn = self._pool.getconn(timeout=remaining)
+            try:
+                self._prepare(conn, call_deadline)
+            except psycopg.Error:
+                # Closed, the pool replaces it with a fresh connection.
+                conn.close()
                 self._pool.putconn(conn)
+                continue
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+            break
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def _prepare(self, conn: Connection, call_deadline: deadlines.Deadline | None) -> None:
+        """Check ``conn`` with one round trip; raise psycopg.Error if it is broken.
+
+        With ``call_deadline`` that round trip sets the ``statement_timeout`` to the time
+        left (at most the configured one); the first call without one sets it back.
+        Otherwise it is the pool's own check.
+        """
+        if call_deadline is not None:
+            left_ms = max(1, math.ceil(call_deadline.remaining() * 1000))
+            if self._statement_timeout_ms is not None:
+                left_ms = min(left_ms, self._statement_timeout_ms)
+            conn.execute(sql.SET_STATEMENT_TIMEOUT, (f"{left_ms}ms",))
+            self._deadline_bound.add(conn)
+        elif conn in self._deadline_bound:
+            if self._statement_timeout is None:
+                conn.execute(sql.RESET_STATEMENT_TIMEOUT)
+            else:
+                conn.execute(sql.SET_STATEMENT_TIMEOUT, (self._statement_timeout,))
+            self._deadline_bound.discard(conn)
+        else:
+            ConnectionPool.check_connection(conn)
 
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""

@@ -53,6 +53,9 @@ CONFIGURE_SESSION: Final = (
     " false)"
 )
 PING: Final = "SELECT 1"
+# A call's deadline bounds its statements (see PostgresRepository._prepare).
+SET_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, false)"
+RESET_STATEMENT_TIMEOUT: Final = "RESET statement_timeout"
 
 SELECT_ENTRY: Final = f"SELECT {ENTRY_COLUMNS} FROM cache_entries WHERE {SCOPE_KEY_WHERE}"
 SELECT_ENTRY_FOR_UPDATE: Final = f"{SELECT_ENTRY} FOR UPDATE"
@@ -412,6 +415,11 @@ def statement_timeout_setting(statement_timeout: float | None) -> str | None:
             "must be a positive number of seconds", field="statement_timeout"
         )
     return f"{max(1, round(statement_timeout * 1000))}ms"
+
+
+def statement_timeout_ms(setting: str | None) -> int | None:
+    """Return the milliseconds of a :func:`statement_timeout_setting` value (None stays)."""
+    return None if setting is None else int(setting.removesuffix("ms"))
 
 
 def connect_timeout_setting(connect_timeout: float) -> int:

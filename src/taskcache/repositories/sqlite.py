@@ -13,6 +13,7 @@ Rows only: it must not decide policy.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -25,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from taskcache import deadlines
+from taskcache.deadlines import Deadline
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
 from taskcache.repositories.base import (
     CatalogStats,
@@ -211,6 +214,32 @@ def _translate_errors() -> Iterator[None]:
         raise InternalError(f"sqlite error: {error}") from error
 
 
+@contextmanager
+def _lock_wait_bounded(
+    conn: sqlite3.Connection, deadline: Deadline, default_ms: int
+) -> Iterator[None]:
+    """Within the block, wait for the write lock no longer than ``deadline`` allows, and
+    report a busy database once it has passed as DeadlineExceededError.
+
+    The connection's busy timeout is set to the time left and put back afterwards: a
+    connection serves one thread, so no other call sees the change.
+    """
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise deadline.exceeded("the sqlite call")
+    with _translate_errors():
+        conn.execute(f"PRAGMA busy_timeout = {math.ceil(remaining * 1000):d}")
+    try:
+        yield
+    except UnavailableError as error:
+        if deadline.expired:
+            raise deadline.exceeded("waiting for the sqlite database lock") from error
+        raise
+    finally:
+        with suppress(sqlite3.Error):
+            conn.execute(f"PRAGMA busy_timeout = {default_ms:d}")
+
+
 def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """Switch the database to WAL mode, retrying for up to ``timeout`` seconds while busy."""
     # Switching the journal mode needs a brief exclusive lock and SQLite reports SQLITE_BUSY
@@ -346,7 +375,9 @@ class SqliteRepository:
     ``path`` None keeps the database in memory, private to this object, behind one
     lock-guarded connection. A file path (parent directories are created) gets one WAL-mode
     connection per thread, so threads and processes may share the file. ``busy_timeout`` is
-    how many seconds a write waits for another writer's lock before UnavailableError.
+    how many seconds a write waits for another writer's lock before UnavailableError; a call
+    carrying a deadline (:mod:`taskcache.deadlines`) waits only until the deadline instead,
+    then raises DeadlineExceededError, having applied nothing.
 
     After ``os.fork()`` a file repository keeps working in both processes: the fork waits
     for calls in flight to finish, the child closes the connections it inherited (the
@@ -365,6 +396,7 @@ class SqliteRepository:
                 f"{'.'.join(map(str, _MIN_SQLITE_VERSION))} or newer"
             )
         self._busy_timeout = busy_timeout
+        self._busy_timeout_ms = math.ceil(busy_timeout * 1000)
         self._closed = False
         self._closed_message = "the sqlite repository is closed"
         # Guards the in-memory connection for a whole operation, and the connection registry.
@@ -493,8 +525,13 @@ class SqliteRepository:
                         raise
                     self._connections.add(conn)
                 self._local.conn = conn
-            with _translate_errors():
-                yield conn
+            deadline = deadlines.current()
+            if deadline is None:
+                with _translate_errors():
+                    yield conn
+            else:
+                with _lock_wait_bounded(conn, deadline, self._busy_timeout_ms), _translate_errors():
+                    yield conn
         finally:
             with self._sessions:
                 self._in_use -= 1

@@ -9,6 +9,7 @@ add behaviour of its own (no retries, no caching): it is a thread hop and nothin
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -33,7 +34,9 @@ class ThreadedRepository:
 
     Each method means what the :class:`Repository` method of the same name means; errors are
     the repository's own. ``pool_stats`` stays synchronous (no I/O). Closing closes the
-    wrapped repository, not the executor (its owner shuts that down).
+    wrapped repository, not the executor (its owner shuts that down). A call runs in a copy
+    of the caller's context, so the deadline it carries (:mod:`taskcache.deadlines`) bounds
+    the repository's waits as it would in the caller's thread.
     """
 
     def __init__(self, repository: Repository, executor: Executor) -> None:
@@ -43,7 +46,8 @@ class ThreadedRepository:
     async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
         call = functools.partial(function, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
+        # run_in_executor, unlike asyncio.to_thread, does not carry the context by itself.
+        return await loop.run_in_executor(self._executor, contextvars.copy_context().run, call)
 
     async def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """See :meth:`Repository.get_entry`."""

@@ -8,7 +8,9 @@ match, never the empty one. ``#`` starts a comment; blank lines are ignored.
 
 Tokens are compared in constant time, as SHA-256 digests, and never appear in logs or error
 messages. This module knows nothing of transports: the service core hands it the request
-headers and the scope.
+headers and the scope. It also owns the seam every way of checking tokens fits
+(:class:`Authenticator`); JWTs verified against a JWKS file are
+:mod:`taskcache.server.jwt_auth`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from taskcache.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
 from taskcache.repositories.base import Scope
@@ -69,14 +71,24 @@ class Grant:
             raise PermissionDeniedError(f"this token may not use {shown}")
 
 
-def _pattern(text: str, line_number: int, path: Path) -> re.Pattern[str]:
+def scope_pattern(text: str) -> re.Pattern[str] | None:
+    """Return the compiled ``org/project/domain`` glob ``text`` (``*``: any run of characters
+    but ``/``), or None if it is not of that form.
+    """
     parts = text.split("/")
     if len(parts) != _SCOPE_PARTS or not all(parts):
+        return None
+    return re.compile("/".join(re.escape(part).replace(r"\*", "[^/]*") for part in parts))
+
+
+def _pattern(text: str, line_number: int, path: Path) -> re.Pattern[str]:
+    pattern = scope_pattern(text)
+    if pattern is None:
         raise InvalidArgumentError(
             f"{path}:{line_number}: scope pattern {text!r} is not org/project/domain",
             field="auth_token_file",
         )
-    return re.compile("/".join(re.escape(part).replace(r"\*", "[^/]*") for part in parts))
+    return pattern
 
 
 def parse_token_file(text: str, path: Path) -> tuple[Grant, ...]:
@@ -119,13 +131,60 @@ def read_token_file(path: str | Path) -> tuple[Grant, ...]:
     return parse_token_file(text, file)
 
 
-def _bearer_digest(headers: Mapping[str, str]) -> bytes | None:
-    """Return the :func:`token_digest` of the ``Bearer`` token in ``headers``, or None."""
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """Return the ``Bearer`` token of the ``authorization`` header in ``headers``, or None."""
     value = headers.get(AUTHORIZATION_HEADER)
     if value is None or value[: len(_BEARER)].lower() != _BEARER:
         return None
-    token = value[len(_BEARER) :].strip()
-    return token_digest(token) if token else None
+    return value[len(_BEARER) :].strip() or None
+
+
+def _bearer_digest(headers: Mapping[str, str]) -> bytes | None:
+    """Return the :func:`token_digest` of the ``Bearer`` token in ``headers``, or None."""
+    token = bearer_token(headers)
+    return None if token is None else token_digest(token)
+
+
+class Authenticator(Protocol):
+    """Finds the grant of a request's bearer token; the service core then asks the grant
+    whether the request's scope is allowed.
+    """
+
+    def authenticate(self, headers: Mapping[str, str]) -> Grant:
+        """Return the grant of the bearer token in ``headers``; UnauthenticatedError if it is
+        missing or not accepted.
+        """
+        ...
+
+    def reload(self) -> bool:
+        """Re-read what it checks tokens against (on SIGHUP); return whether the new content
+        is in force (a failed reload keeps the old and logs why).
+        """
+        ...
+
+
+class EitherAuthenticator:
+    """Accepts a token that ``first`` accepts, else one that ``second`` does (the token file
+    and JWTs, both configured).
+    """
+
+    def __init__(self, first: Authenticator, second: Authenticator) -> None:
+        self._first = first
+        self._second = second
+
+    def authenticate(self, headers: Mapping[str, str]) -> Grant:
+        """Return ``first``'s grant, else ``second``'s; the latter's UnauthenticatedError if
+        neither accepts the token.
+        """
+        try:
+            return self._first.authenticate(headers)
+        except UnauthenticatedError:
+            return self._second.authenticate(headers)
+
+    def reload(self) -> bool:
+        """Reload both; return whether both reloads took effect."""
+        first = self._first.reload()
+        return self._second.reload() and first
 
 
 class TokenAuthority:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Final, TypeVar
 
+from taskcache import deadlines
 from taskcache.errors import CacheError, DeadlineExceededError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,10 @@ class CallGate:
         one statement or transaction). A second cancellation would make psycopg drop the
         connection instead, leaving a blocked autocommit statement to run — and commit — on
         its own: hence the separate task. (psycopg also drops it if the server has not
-        confirmed the cancel within 5 s.) SQLite calls run on threads and always run to
-        completion; only the answer is abandoned.
+        confirmed the cancel within 5 s.) SQLite calls run on threads, which cannot be
+        cancelled: ``work`` runs carrying the deadline (:mod:`taskcache.deadlines`), so a
+        SQLite call waiting for the write lock gives up when it passes instead of applying
+        after the answer.
         """
         if timeout is not None and timeout <= 0:
             raise DeadlineExceededError("the call's deadline passed before it started")
@@ -180,7 +183,9 @@ class CallGate:
         probe = self.breaker.admit()
         self._in_flight += 1
         code: str | None = None
-        task = asyncio.create_task(_awaited(work))
+        # The task copies the context as it is created, and with it the deadline.
+        with deadlines.bounded(timeout):
+            task = asyncio.create_task(_awaited(work))
         try:
             async with asyncio.timeout(timeout):
                 result = await asyncio.shield(task)

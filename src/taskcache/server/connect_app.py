@@ -3,12 +3,13 @@
 
 It adapts Connect calls to the service core (request headers in, Connect codes out), bounds
 request bodies and refuses bodies that do not decode (INVALID_ARGUMENT) and gRPC requests,
-which need HTTP trailers this server cannot send (HTTP 415); it owns no validation of
-decoded requests and no cache rules.
+which need HTTP trailers this server cannot send (HTTP 415), and stops a call whose client
+disconnected; it owns no validation of decoded requests and no cache rules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -25,7 +26,7 @@ from google.protobuf.message import Message
 
 from taskcache.errors import CacheError, InvalidArgumentError
 from taskcache.rpcs import RPCS, SCOPED_SERVICE, UNSCOPED_SERVICE, Rpc, Service
-from taskcache.server.auth import TokenAuthority
+from taskcache.server.auth import Authenticator
 from taskcache.server.calls import CallObserver, RpcCall, observed_calls, servicer
 from taskcache.server.decoding import decode_binary, decode_json
 from taskcache.server.health import HealthMonitor
@@ -335,7 +336,7 @@ class ConnectApp:
         metrics: ServerMetrics,
         *,
         max_message_bytes: int,
-        metrics_auth: TokenAuthority | None = None,
+        metrics_auth: Authenticator | None = None,
     ) -> None:
         self._monitor = monitor
         self._metrics_auth = metrics_auth
@@ -375,9 +376,8 @@ class ConnectApp:
                     message = f"unsupported compression {compression!r}: use gzip or identity"
                     await _json(send, 400, {"code": "invalid_argument", "message": message})
                     return
-                await app(
-                    scope, _limited(receive, scope, self._max_body, self._max_message_bytes), send
-                )
+                limited = _limited(receive, scope, self._max_body, self._max_message_bytes)
+                await _stopped_on_disconnect(app, scope, limited, send)
                 return
         method: str = scope["method"]
         head = method == "HEAD"
@@ -406,6 +406,51 @@ class ConnectApp:
         except CacheError:
             return False
         return True
+
+
+async def _stopped_on_disconnect(
+    app: ASGIApp, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
+) -> None:
+    """Run ``app`` on one unary RPC request, cancelling it if the client disconnects before
+    the answer starts (an async client whose awaiting task was cancelled closes its
+    connection): the call is then stopped as one whose deadline passed, its database
+    statement cancelled. connectrpc itself watches for disconnects on streams only.
+    """
+    body_read = asyncio.Event()
+    answering = False
+
+    async def receive_body() -> MutableMapping[str, Any]:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    async def send_answer(message: MutableMapping[str, Any]) -> None:
+        nonlocal answering
+        answering = True
+        await send(message)
+
+    async def serve() -> None:
+        await app(scope, receive_body, send_answer)
+
+    handler = asyncio.create_task(serve())
+
+    async def watch() -> None:
+        await body_read.wait()
+        # Once the body is read, the next message can only say the client went away (or,
+        # after the answer, that the exchange is over).
+        if (await receive())["type"] == "http.disconnect" and not answering:
+            handler.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait({handler})
+    finally:
+        watcher.cancel()
+        if not handler.done():  # this task itself was cancelled (the server is stopping)
+            handler.cancel()
+    if not handler.cancelled():
+        handler.result()  # re-raise what the app raised
 
 
 async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:

@@ -32,7 +32,7 @@ from taskcache.rpcs import (
     UNSCOPED_SERVICE,
     Service,
 )
-from taskcache.server.auth import TokenAuthority
+from taskcache.server.auth import Authenticator, EitherAuthenticator, TokenAuthority
 from taskcache.server.breaker import CallGate, CircuitBreaker
 from taskcache.server.calls import CallObserver, ServiceCore
 from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
@@ -178,6 +178,26 @@ def _add_grpc_port(
     return bound
 
 
+def _authenticator(settings: Settings) -> Authenticator | None:
+    """Return what checks bearer tokens: the token file's, the JWKS file's, either of both,
+    or None (no authentication). Raises InvalidArgumentError for an unusable file.
+    """
+    tokens = TokenAuthority(settings.auth_token_file) if settings.auth_token_file else None
+    if settings.auth_jwks_file is None:
+        return tokens
+    # Imported only when configured: PyJWT is needed by JWT users alone.
+    from taskcache.server.jwt_auth import JwtAuthority  # noqa: PLC0415
+
+    assert settings.auth_jwt_issuer is not None and settings.auth_jwt_audience is not None
+    jwts = JwtAuthority(
+        settings.auth_jwks_file,
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+        scopes_claim=settings.auth_jwt_scopes_claim,
+    )
+    return jwts if tokens is None else EitherAuthenticator(tokens, jwts)
+
+
 async def serve(
     settings: Settings,
     *,
@@ -188,7 +208,7 @@ async def serve(
 
     Shutdown stops accepting new calls, gives in-flight ones up to
     ``settings.shutdown_grace`` seconds, then closes the repository. SIGHUP re-reads the token
-    file (certificates are read once, at startup). Raises InvalidArgumentError for a bad
+    and JWKS files (certificates are read once, at startup). Raises InvalidArgumentError for a bad
     database setting or an unreadable certificate or token file, UnavailableError if the
     database or a port cannot be opened.
     ``service_type`` builds the service cores (a subclass with canned answers lets benchmarks
@@ -196,7 +216,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     stop_event = stop if stop is not None else asyncio.Event()
-    auth = TokenAuthority(settings.auth_token_file) if settings.auth_token_file else None
+    auth = _authenticator(settings)
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_event.set)
     if auth is not None:
@@ -353,7 +373,7 @@ async def _run_until_stopped(
         _host_port(settings.host, grpc_port),
         redact(settings.database),
         settings.storage or "none (delete_blob disabled)",
-        "bearer tokens required" if settings.auth_token_file else "no authentication",
+        "bearer tokens required" if settings.authenticates else "no authentication",
     )
     stop_wait = asyncio.create_task(stop.wait())
     try:

@@ -45,7 +45,7 @@ from taskcache.rpcs import (
     EntryVersion,
     Rpc,
 )
-from taskcache.server.auth import TokenAuthority
+from taskcache.server.auth import Authenticator
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED, request_scope
 from taskcache.storage import BlobStore
@@ -139,7 +139,7 @@ class Backend:
     metrics: ServerMetrics
     executor: Executor
     blobs: BlobStore | None = None
-    auth: TokenAuthority | None = None
+    auth: Authenticator | None = None
 
 
 class CacheService:

@@ -43,8 +43,10 @@ class Settings:
     deletes blobs. Durations are seconds. ``tls_cert_file`` and ``tls_key_file`` come
     together (both listeners then refuse plaintext); ``tls_client_ca_file`` needs them and
     makes client certificates signed by that CA mandatory. ``auth_token_file`` (see
-    :mod:`taskcache.server.auth`) makes every RPC need a bearer token; ``metrics_auth`` makes
-    ``/metrics`` need one too and requires ``auth_token_file``.
+    :mod:`taskcache.server.auth`) makes every RPC need a bearer token, and so does
+    ``auth_jwks_file`` (JWTs, see :mod:`taskcache.server.jwt_auth`; it needs
+    ``auth_jwt_issuer`` and ``auth_jwt_audience``; either kind of token is then accepted);
+    ``metrics_auth`` makes ``/metrics`` need one too and requires one of them.
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +69,15 @@ class Settings:
     tls_client_ca_file: str | None = None
     auth_token_file: str | None = None
     metrics_auth: bool = False
+    auth_jwks_file: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwt_scopes_claim: str | None = None
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether every RPC needs a bearer token (a token file or a JWKS file is set)."""
+        return self.auth_token_file is not None or self.auth_jwks_file is not None
 
     @property
     def tls(self) -> bool:
@@ -110,7 +121,16 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "patterns org/project/domain with * globs (tok-a acme/ml/*); a bare token may use every "
     "scope and the unscoped APIs. Every RPC then needs a token; /healthz and gRPC health "
     "stay open. SIGHUP re-reads the file.",
-    "metrics_auth": "Require a bearer token from --auth-token-file on /metrics too (true/false).",
+    "metrics_auth": "Require a bearer token (from --auth-token-file or a JWT) on /metrics too "
+    "(true/false).",
+    "auth_jwks_file": "JWKS file (JSON) of the public keys JWT bearer tokens are verified "
+    "against: RS256 or ES256, picked by the token's kid; exp and nbf are honoured. Needs "
+    "--auth-jwt-issuer and --auth-jwt-audience. Every RPC then needs a token (one of the "
+    "token file, if also given, or a JWT). SIGHUP re-reads the file.",
+    "auth_jwt_issuer": "The iss a JWT must carry.",
+    "auth_jwt_audience": "The aud a JWT must carry.",
+    "auth_jwt_scopes_claim": "The JWT claim listing its scopes (a space-separated string or a "
+    "list of org/project/domain globs; * alone: every scope). Default: scope, else scopes.",
 }
 
 
@@ -228,8 +248,17 @@ def _check_security(settings: Settings) -> None:
         raise InvalidArgumentError(
             "needs tls_cert_file and tls_key_file", field="tls_client_ca_file"
         )
-    if settings.metrics_auth and settings.auth_token_file is None:
-        raise InvalidArgumentError("needs auth_token_file", field="metrics_auth")
+    if settings.metrics_auth and not settings.authenticates:
+        raise InvalidArgumentError("needs auth_token_file or auth_jwks_file", field="metrics_auth")
+    jwt_options = ("auth_jwt_issuer", "auth_jwt_audience", "auth_jwt_scopes_claim")
+    if settings.auth_jwks_file is None:
+        for name in jwt_options:
+            if getattr(settings, name) is not None:
+                raise InvalidArgumentError("needs auth_jwks_file", field=name)
+        return
+    for name in jwt_options[:2]:
+        if getattr(settings, name) is None:
+            raise InvalidArgumentError("needed with auth_jwks_file", field=name)
 
 
 def _log_level(value: Any, name: str) -> str:
@@ -267,6 +296,10 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "tls_client_ca_file": _optional_path,
     "auth_token_file": _optional_path,
     "metrics_auth": _boolean,
+    "auth_jwks_file": _optional_path,
+    "auth_jwt_issuer": _optional_text,
+    "auth_jwt_audience": _optional_text,
+    "auth_jwt_scopes_claim": _optional_text,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
