@@ -187,7 +187,7 @@ def _to_us(value: datetime, field: str) -> int:
 
 def _from_us(value: int) -> datetime:
     """Return the aware UTC datetime ``value`` microseconds after the epoch."""
-    return _EPOCH + timedelta(microseconds=value)
+    return _EPOCH + timedelta(0, 0, value)  # (days, seconds, microseconds): positional is faster
 
 
 def _encode_key_map(key_map: dict[str, str]) -> str:

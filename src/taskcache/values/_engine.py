@@ -106,6 +106,8 @@ def add_registered(python_type: type, converter: Converter) -> None:
 
 def strip_annotated(python_type: Any) -> Any:
     """Return ``T`` for ``Annotated[T, ...]`` (at the top level), else ``python_type``."""
+    if type(python_type) is type:  # a plain class (the common case) is never Annotated
+        return python_type
     while typing.get_origin(python_type) is typing.Annotated:
         python_type = typing.get_args(python_type)[0]
     return python_type
