@@ -92,6 +92,8 @@ _PLAIN_SCALARS: Final = frozenset({int, bool, type(None)})
 _MAX_REMEMBERED_LENGTH: Final = 1024
 # Keys remembered per function; the oldest is dropped first beyond this.
 MAX_REMEMBERED_KEYS: Final = 1024
+# Interfaces kept per function (one per set of input types); past this many, they start over.
+_MAX_SHAPES: Final = 256
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,8 @@ class _Signature:
         except TypeError:  # an unhashable annotation: computed on every call
             return self._new_shape(names, input_types)
         if shape is None:
+            if len(self._shapes) >= _MAX_SHAPES:  # unhinted inputs of ever new types
+                self._shapes.clear()
             shape = self._shapes[shape_key] = self._new_shape(names, input_types)
         return shape
 
@@ -505,9 +509,7 @@ class CachedFunction(Generic[_P, _R]):
 
     def cache_key(self, *args: _P.args, **kwargs: _P.kwargs) -> str:
         """Return the cache key of this call (computes nothing, opens no catalog)."""
-        from taskcache.hashing import cache_key  # noqa: PLC0415
-
-        return cache_key(self._signature.key(args, kwargs))
+        return hashing.cache_key(self._signature.key(args, kwargs))
 
     def forget(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Drop the stored result of this call; nothing happens if there is none."""
@@ -562,9 +564,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
 
     def cache_key(self, *args: _P.args, **kwargs: _P.kwargs) -> str:
         """Return the cache key of this call (computes nothing, opens no catalog)."""
-        from taskcache.hashing import cache_key  # noqa: PLC0415
-
-        return cache_key(self._signature.key(args, kwargs))
+        return hashing.cache_key(self._signature.key(args, kwargs))
 
     async def forget(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Drop the stored result of this call; nothing happens if there is none."""
