@@ -97,8 +97,9 @@ SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 # Memory-mapped reads, per connection, of up to this much of the file (address space, not
 # memory: the pages are the OS page cache's, shared by every connection and process). In a
 # large catalog a Get touches about eight B-tree pages of the key index and the table, at
-# random; read with pread into SQLite's 2 MiB page cache each is a system call and a copy,
-# and at 10^6 entries that made a Get 1.5-1.7x slower than at 10^3 (docs/benchmarks.md, P6).
+# random; read with pread into SQLite's 2 MiB page cache each is a system call and a copy.
+# Mapping removes those: about a third of the extra latency of a Get at 10^6 entries over one
+# at 10^3 (the rest is the deeper trees themselves; docs/benchmarks.md, P6).
 _MMAP_BYTES: Final = 1 << 30
 
 # UPSERT (INSERT ... ON CONFLICT DO UPDATE ... WHERE) arrived in 3.24.
