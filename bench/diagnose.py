@@ -191,7 +191,7 @@ def p3(calls: int = 5000) -> None:
             (hashing, "cache_key"): "hashing.cache_key (in client.get)",
             (client.manager, "get"): "manager.get: SQLite select -> row",
             (embedded, "read_payload"): "read_payload: decode the outputs",
-            (embedded, "hit_status"): "hit_status: provenance of the hit",
+            (embedded, "_hit_status"): "_hit_status: provenance (deferred, unread)",
             (signature, "result"): "_Signature.result: from_literal",
         }
         with contextlib.ExitStack() as stack:
@@ -201,7 +201,7 @@ def p3(calls: int = 5000) -> None:
             total = hits()
         print(f"In place, {calls} hits (us per hit, wall):")
         for label in steps.values():
-            print(f"  {label:46} {watch.nanoseconds[label] / calls / 1000:7.1f}")
+            print(f"  {label:46} {watch.nanoseconds.get(label, 0) / calls / 1000:7.1f}")
         rest = total - sum(watch.nanoseconds.values()) / calls / 1000
         print(f"  {'the rest (get_or_compute, get, __call__)':46} {rest:7.1f}")
         print(f"  {'the whole hit, timed in steps':46} {total:7.1f}")
@@ -209,7 +209,9 @@ def p3(calls: int = 5000) -> None:
 
         args = argument_sets[3]
         hints = [signature.hints[name] for name in signature.signature.parameters]
-        key = signature.key(args, {})
+        scope = signature.scope()
+        arguments = signature.arguments(args, {})
+        key = signature._build(arguments, scope, None)  # built afresh: it holds its inputs
         parts = {
             "bind the arguments": lambda: signature.arguments(args, {}),
             "values.to_literal x5": lambda: [
@@ -221,8 +223,13 @@ def p3(calls: int = 5000) -> None:
             "values.interface_variable (the output's)": lambda: values.interface_variable(
                 str, pickle_fallback=True
             ),
-            "the Identifier (scope from the environment)": signature.identifier,
-            "_Signature.key, all of it": lambda: signature.key(args, {}),
+            "the scope (environment) and its Identifier": lambda: signature.identity(
+                signature.scope()
+            ),
+            "_Signature.key, remembered (a repeated call)": lambda: signature.key(args, {}),
+            "_Signature key, built afresh (a new call)": lambda: signature._build(
+                arguments, scope, None
+            ),
             "hash_identifier_except_version": lambda: hashing.hash_identifier_except_version(
                 key.identifier
             ),
@@ -230,8 +237,8 @@ def p3(calls: int = 5000) -> None:
                 key.typed_interface
             ),
             "hash_literal_map (the 5 inputs)": lambda: hashing.hash_literal_map(key.read_inputs()),
-            "_Signature.key + hashing.cache_key (new key)": lambda: hashing.cache_key(
-                signature.key(args, {})
+            "hashing.cache_key of a Key built from scratch": lambda: hashing.cache_key(
+                taskcache.Key(key.identifier, key.cache_version, key.typed_interface, key.inputs)
             ),
         }
         print("On their own (CPU us per call, best of 7 rounds):")

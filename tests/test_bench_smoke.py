@@ -31,6 +31,7 @@ EXPECTED_IDS = {
     "P2-postgres-embedded",
     "P3-diskcache",
     "P3-joblib",
+    "P3-new-keys",
     "P4-scalars",
     "P4-list10k",
     "P4-nested4",

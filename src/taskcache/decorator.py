@@ -28,7 +28,7 @@ from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, c
 
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 
-from taskcache import values
+from taskcache import hashing, values
 from taskcache.clients.base import AsyncClient, Client
 from taskcache.clients.compute_once import DEFAULT_HEARTBEAT
 from taskcache.errors import NotFoundError
@@ -80,10 +80,41 @@ class _Options:
     scope: tuple[str | None, str | None, str | None]
     name: str | None
     pickle: bool
+    # Whether ``catalog``, a client object, is asynchronous (None for a target): a client's
+    # kind does not change, so it is looked up once instead of on every call.
+    catalog_is_async: bool | None = None
+
+
+# Arguments of these exact types are immutable and decide their literal by value, so calls
+# with equal ones have equal keys (see _Signature.remembered_key). Strings and bytes only up to
+# this length: a remembered key keeps its arguments alive.
+_PLAIN_SCALARS: Final = frozenset({int, bool, type(None)})
+_MAX_REMEMBERED_LENGTH: Final = 1024
+# Keys remembered per function; the oldest is dropped first beyond this.
+MAX_REMEMBERED_KEYS: Final = 1024
+# Interfaces kept per function (one per set of input types); past this many, they start over.
+_MAX_SHAPES: Final = 256
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the keys of calls with one set of input types share: the typed interface and its
+    signature hash (the middle of the cache key).
+    """
+
+    interface: interface_pb2.TypedInterface
+    signature: str
 
 
 class _Signature:
-    """How calls of one function become keys: its parameters, hints, identity and version."""
+    """How calls of one function become keys: its parameters, hints, identity and version.
+
+    The parts of a key that do not depend on the argument values are computed once: the
+    identifier and its hash per scope, the typed interface and its hash per set of input
+    types (and converter-registry version). Keys of calls whose arguments are plain scalars
+    (None, bool, int, float, str, bytes) are remembered whole, per scope and registry
+    version, up to :data:`MAX_REMEMBERED_KEYS` per function.
+    """
 
     def __init__(self, function: Callable[..., Any], options: _Options) -> None:
         self.function = function
@@ -97,31 +128,47 @@ class _Signature:
                 f"ignore names no parameter of {function.__qualname__}: {sorted(unknown)}"
             )
         self.ignore = options.ignore
+        # The parameters that take no part in the key.
+        self.excluded = options.ignore | ({self.receiver} if self.receiver else set())
         self.name = options.name or f"{function.__module__}.{function.__qualname__}"
         self.version = options.version or source_version(function)
         self.options = options
         self.return_type: Any = self.hints.get("return", inspect.Signature.empty)
         self.kinds = {name: given.kind for name, given in self.signature.parameters.items()}
         # With one positional argument per parameter, all positional, binding is zipping: the
-        # fast path in key() skips inspect's general binding (same arguments, same order).
+        # fast path in arguments() skips inspect's general binding (same arguments, same order).
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self.positional = all(kind in positional for kind in self.kinds.values())
-        # One Identifier per scope the environment resolves to: it depends on nothing else.
-        self.identifiers: dict[tuple[str, ...], identifier_pb2.Identifier] = {}
-
-    def identifier(self) -> identifier_pb2.Identifier:
-        scope = tuple(
-            given or os.environ.get(variable) or default
-            for given, variable, default in zip(
-                self.options.scope, SCOPE_ENVIRONMENT_VARIABLES, DEFAULT_SCOPE, strict=True
+        # The scope variables to read from the environment on each call (the others are given).
+        self._scope_lookups = tuple(
+            (index, variable, default)
+            for index, (given, variable, default) in enumerate(
+                zip(options.scope, SCOPE_ENVIRONMENT_VARIABLES, DEFAULT_SCOPE, strict=True)
             )
+            if not given
         )
-        identifier = self.identifiers.get(scope)
-        if identifier is None:
+        # Shared by the keys of every call, as nothing writes to a key's identifier or
+        # interface; a race only computes an equal value twice.
+        self._identities: dict[tuple[str, ...], tuple[identifier_pb2.Identifier, str]] = {}
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
+        self._remembered: dict[tuple[object, ...], tuple[str, _Shape]] = {}
+
+    def scope(self) -> tuple[str, ...]:
+        """Return the (org, project, domain) of a call now: given, else from the environment,
+        else the default.
+        """
+        scope = [given or "" for given in self.options.scope]
+        environ = os.environ
+        for index, variable, default in self._scope_lookups:
+            scope[index] = environ.get(variable) or default
+        return tuple(scope)
+
+    def identity(self, scope: tuple[str, ...]) -> tuple[identifier_pb2.Identifier, str]:
+        """Return the task Identifier of ``scope`` and its hash (the key's first part)."""
+        identity = self._identities.get(scope)
+        if identity is None:
             org, project, domain = scope
-            # Shared by the keys of every call in this scope: nothing writes to a key's
-            # identifier, and a race only builds an equal one twice.
-            identifier = self.identifiers[scope] = identifier_pb2.Identifier(
+            identifier = identifier_pb2.Identifier(
                 resource_type=identifier_pb2.TASK,
                 org=org,
                 project=project,
@@ -129,7 +176,9 @@ class _Signature:
                 name=self.name,
                 version=self.version,
             )
-        return identifier
+            identity = (identifier, hashing.hash_identifier_except_version(identifier))
+            self._identities[scope] = identity
+        return identity
 
     def arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
         """Return the call's arguments by parameter name, defaults applied; TypeError if they
@@ -145,24 +194,123 @@ class _Signature:
         """Return the key of the call ``function(*args, **kwargs)``; TypeError naming the
         parameter whose value has no converter, or if the arguments do not bind.
         """
-        interface = interface_pb2.TypedInterface()
-        inputs = literals_pb2.LiteralMap()
-        for name, given in self.arguments(args, kwargs).items():
-            if name == self.receiver or name in self.ignore:
+        arguments = self.arguments(args, kwargs)
+        scope = self.scope()
+        memo_key = self._memo_key(arguments, scope)
+        found = self._recall(memo_key, scope)
+        return found if found is not None else self._build(arguments, scope, memo_key)
+
+    def remembered_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Key | None:
+        """Return the key of this call if it is remembered (no conversion, no hashing), else
+        None; TypeError if the arguments do not bind.
+        """
+        scope = self.scope()
+        return self._recall(self._memo_key(self.arguments(args, kwargs), scope), scope)
+
+    def _memo_key(
+        self, arguments: Mapping[str, Any], scope: tuple[str, ...]
+    ) -> tuple[object, ...] | None:
+        """Return what identifies this call's key among remembered ones, or None if an
+        argument is not a plain scalar (its key is not remembered).
+        """
+        form: list[object] = [scope, values.registry_version()]
+        excluded = self.excluded
+        for name, value in arguments.items():
+            if name in excluded:
+                continue
+            kind = type(value)
+            if kind is float:
+                # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
+                form.append(kind)
+                form.append(value.hex())
+                continue
+            if kind is str or kind is bytes:
+                if len(value) > _MAX_REMEMBERED_LENGTH:
+                    return None
+            elif kind not in _PLAIN_SCALARS:
+                return None
+            form.append(kind)
+            form.append(value)
+        return tuple(form)
+
+    def _recall(self, memo_key: tuple[object, ...] | None, scope: tuple[str, ...]) -> Key | None:
+        if memo_key is None:
+            return None
+        found = self._remembered.get(memo_key)
+        if found is None:
+            return None
+        cache_key, shape = found
+        # The inputs are not kept: the key string is all a client reads once it is remembered.
+        key = Key(self.identity(scope)[0], self.version, shape.interface)
+        key.remember_cache_key(cache_key)
+        return key
+
+    def _build(
+        self,
+        arguments: Mapping[str, Any],
+        scope: tuple[str, ...],
+        memo_key: tuple[object, ...] | None,
+    ) -> Key:
+        literals: dict[str, literals_pb2.Literal] = {}
+        input_types: list[Any] = []
+        for name, given in arguments.items():
+            if name in self.excluded:
                 continue
             kind = self.kinds[name]
             # *args is a list input, like any other sequence.
             value = list(given) if kind is inspect.Parameter.VAR_POSITIONAL else given
             python_type = self._input_type(name, kind, value)
             try:
-                literal = values.to_literal(value, python_type)
+                literals[name] = values.to_literal(value, python_type)
+            except values.NoConverterError as error:
+                raise self._no_converter(name, error) from error
+            input_types.append(python_type)
+        shape = self._shape(tuple(literals), tuple(input_types))
+        identifier, identifier_hash = self.identity(scope)
+        inputs = literals_pb2.LiteralMap(literals=literals)
+        cache_key = hashing.compose_cache_key(
+            identifier_hash, shape.signature, hashing.hash_literal_map(inputs), self.version
+        )
+        key = Key(identifier, self.version, shape.interface, inputs=inputs)
+        key.remember_cache_key(cache_key)
+        if memo_key is not None:
+            self._remember(memo_key, (cache_key, shape))
+        return key
+
+    def _remember(self, memo_key: tuple[object, ...], value: tuple[str, _Shape]) -> None:
+        remembered = self._remembered
+        if len(remembered) >= MAX_REMEMBERED_KEYS:
+            # Another thread may evict the same one meanwhile.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del remembered[next(iter(remembered))]
+        remembered[memo_key] = value
+
+    def _no_converter(self, name: str, error: values.NoConverterError) -> TypeError:
+        # The converter's message already names the ways out (register, ignore=).
+        return TypeError(f"{self.function.__qualname__}: parameter {name!r}: {error}")
+
+    def _shape(self, names: tuple[str, ...], input_types: tuple[Any, ...]) -> _Shape:
+        """Return the interface of inputs ``names`` of ``input_types`` (and the return
+        annotation), computed once per registry version.
+        """
+        shape_key = (values.registry_version(), names, input_types)
+        try:
+            shape = self._shapes.get(shape_key)
+        except TypeError:  # an unhashable annotation: computed on every call
+            return self._new_shape(names, input_types)
+        if shape is None:
+            if len(self._shapes) >= _MAX_SHAPES:  # unhinted inputs of ever new types
+                self._shapes.clear()
+            shape = self._shapes[shape_key] = self._new_shape(names, input_types)
+        return shape
+
+    def _new_shape(self, names: tuple[str, ...], input_types: tuple[Any, ...]) -> _Shape:
+        interface = interface_pb2.TypedInterface()
+        for name, python_type in zip(names, input_types, strict=True):
+            try:
                 variable_type = values.literal_type(python_type)
             except values.NoConverterError as error:
-                # The converter's message already names the ways out (register, ignore=).
-                raise TypeError(
-                    f"{self.function.__qualname__}: parameter {name!r}: {error}"
-                ) from error
-            inputs.literals[name].CopyFrom(literal)
+                raise self._no_converter(name, error) from error
             entry = interface.inputs.variables.add()
             entry.key = name
             entry.value.type.CopyFrom(variable_type)
@@ -176,7 +324,7 @@ class _Signature:
                 entry.value.CopyFrom(output)
         if not interface.inputs.variables:
             interface.inputs.SetInParent()  # a function without inputs still hashes its map
-        return Key(self.identifier(), self.version, interface, inputs=inputs)
+        return _Shape(interface, hashing.interface_signature_hash(interface))
 
     def _input_type(self, name: str, kind: inspect._ParameterKind, value: Any) -> Any:
         hint = self.hints.get(name)
@@ -272,7 +420,7 @@ def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncC
     """
     given = options.catalog
     if not (given is None or isinstance(given, str | os.PathLike)):
-        if inspect.iscoroutinefunction(getattr(given, "get", None)) is not asynchronous:
+        if options.catalog_is_async is not asynchronous:
             wanted = "an AsyncClient" if asynchronous else "a Client"
             raise TypeError(f"catalog: this function needs {wanted}")
         return given
@@ -296,6 +444,12 @@ def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncC
             client = opener(target, max_cache_age=options.max_age)
             _opened[cache_key] = client
     return client
+
+
+def _is_async_client(catalog: Catalog) -> bool | None:
+    if catalog is None or isinstance(catalog, str | os.PathLike):
+        return None
+    return inspect.iscoroutinefunction(getattr(catalog, "get", None))
 
 
 def _sync_client(options: _Options) -> Client:
@@ -336,13 +490,16 @@ class CachedFunction(Generic[_P, _R]):
             result = self._signature.function(*args, **kwargs)
             return self._signature.outputs(result, _blobs(client))
 
-        entry = client.get_or_compute(
-            key,
-            compute,
-            serialize=self._options.serialize,
-            heartbeat=self._options.heartbeat,
-            wait_timeout=self._options.wait_timeout,
-        )
+        try:  # a hit is one get; get_or_compute (which asks again) handles a miss
+            entry = client.get(key)
+        except NotFoundError:
+            entry = client.get_or_compute(
+                key,
+                compute,
+                serialize=self._options.serialize,
+                heartbeat=self._options.heartbeat,
+                wait_timeout=self._options.wait_timeout,
+            )
         result: _R = self._signature.result(entry)
         return result
 
@@ -352,9 +509,7 @@ class CachedFunction(Generic[_P, _R]):
 
     def cache_key(self, *args: _P.args, **kwargs: _P.kwargs) -> str:
         """Return the cache key of this call (computes nothing, opens no catalog)."""
-        from taskcache.hashing import cache_key  # noqa: PLC0415
-
-        return cache_key(self._signature.key(args, kwargs))
+        return hashing.cache_key(self._signature.key(args, kwargs))
 
     def forget(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Drop the stored result of this call; nothing happens if there is none."""
@@ -380,20 +535,27 @@ class AsyncCachedFunction(Generic[_P, _R]):
 
     async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """See :meth:`CachedFunction.__call__` (awaits the function)."""
-        key = await asyncio.to_thread(self._signature.key, args, kwargs)
+        # A remembered key costs less than the hop to a worker thread; a new one is built
+        # there (converting arguments may read files, hash arrays).
+        key = self._signature.remembered_key(args, kwargs)
+        if key is None:
+            key = await asyncio.to_thread(self._signature.key, args, kwargs)
         client = _async_client(self._options)
 
         async def compute() -> literals_pb2.LiteralMap:
             result = await self._signature.function(*args, **kwargs)
             return await asyncio.to_thread(self._signature.outputs, result, _blobs(client))
 
-        entry = await client.get_or_compute(
-            key,
-            compute,
-            serialize=self._options.serialize,
-            heartbeat=self._options.heartbeat,
-            wait_timeout=self._options.wait_timeout,
-        )
+        try:  # see CachedFunction.__call__
+            entry = await client.get(key)
+        except NotFoundError:
+            entry = await client.get_or_compute(
+                key,
+                compute,
+                serialize=self._options.serialize,
+                heartbeat=self._options.heartbeat,
+                wait_timeout=self._options.wait_timeout,
+            )
         result: _R = await asyncio.to_thread(self._signature.result, entry)
         return result
 
@@ -402,9 +564,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
 
     def cache_key(self, *args: _P.args, **kwargs: _P.kwargs) -> str:
         """Return the cache key of this call (computes nothing, opens no catalog)."""
-        from taskcache.hashing import cache_key  # noqa: PLC0415
-
-        return cache_key(self._signature.key(args, kwargs))
+        return hashing.cache_key(self._signature.key(args, kwargs))
 
     async def forget(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Drop the stored result of this call; nothing happens if there is none."""
@@ -488,6 +648,7 @@ def cached(function: Callable[..., Any] | None = None, /, **options: Unpack[Cach
         scope=(options.get("org"), options.get("project"), options.get("domain")),
         name=options.get("name"),
         pickle=options.get("pickle", True),
+        catalog_is_async=_is_async_client(options.get("catalog")),
     )
 
     def decorate(target: Callable[..., Any]) -> Any:

@@ -8,7 +8,7 @@ The status types (:class:`CacheStatus`, :class:`ReservationStatus`, :class:`Stat
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, runtime_checkable
@@ -135,12 +135,56 @@ class Metadata:
     created_at: datetime | None = None
 
 
-@dataclass(frozen=True)
 class Entry:
-    """A cache hit: the outputs (already read into memory) and the hit's status."""
+    """A cache hit: the outputs (already read into memory) and the hit's status.
+
+    The status is given as ``status``, or as ``status_of``, a function that builds it, called
+    at most once, on first access: a caller that reads only the outputs (the decorator) never
+    pays for decoding the provenance. Exactly one of the two is required (TypeError
+    otherwise). Entries compare equal when their outputs and statuses do; they are read-only.
+    """
+
+    __slots__ = ("_status", "_status_of", "outputs")
 
     outputs: OutputReader
-    status: Status
+    _status: Status | None
+    _status_of: Callable[[], Status] | None
+
+    def __init__(
+        self,
+        outputs: OutputReader,
+        status: Status | None = None,
+        *,
+        status_of: Callable[[], Status] | None = None,
+    ) -> None:
+        if (status is None) is (status_of is None):
+            raise TypeError("Entry takes exactly one of status and status_of")
+        object.__setattr__(self, "outputs", outputs)
+        object.__setattr__(self, "_status", status)
+        object.__setattr__(self, "_status_of", status_of)
+
+    @property
+    def status(self) -> Status:
+        """The hit's status (built now if it was deferred; a race builds an equal one)."""
+        status = self._status
+        if status is None:
+            assert self._status_of is not None  # one of the two is set (__init__)
+            status = self._status_of()
+            object.__setattr__(self, "_status", status)
+        return status
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Entry is read-only: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return self.outputs == other.outputs and self.status == other.status
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and the status is mutable
+
+    def __repr__(self) -> str:
+        return f"Entry(outputs={self.outputs!r}, status={self.status!r})"
 
 
 def _utc(value: datetime) -> datetime:

@@ -39,6 +39,8 @@ from taskcache.storage import BlobStore
 from taskcache.wiretime import Interval, as_interval
 
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
+# Scope objects kept per client (see EmbeddedClient._scope); past this many, they start over.
+_MAX_SCOPES = 1024
 
 if TYPE_CHECKING:
     from taskcache.model import CatalogEntry
@@ -100,6 +102,7 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         self.inline_max_bytes = inline_max_bytes
         self.scope = scope
         self._reservations = ReservationCacheStore(reservation_cache_size)
+        self._scopes: dict[tuple[str, str, str], Scope] = {}
         self._on_close = on_close
 
     def _budget(self, timeout: Timeout) -> float | None:
@@ -108,8 +111,15 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         return self.timeout if seconds is None else seconds
 
     def _scope(self, key: Key) -> Scope:
-        org, project, domain = self.scope if self.scope is not None else key.scope
-        return Scope(org=org, project=project, domain=domain)
+        triple = self.scope if self.scope is not None else key.scope
+        # Scopes repeat: built once each (a frozen dataclass costs more than the look-up).
+        scope = self._scopes.get(triple)
+        if scope is None:
+            if len(self._scopes) >= _MAX_SCOPES:
+                self._scopes.clear()
+            org, project, domain = triple
+            scope = self._scopes[triple] = Scope(org=org, project=project, domain=domain)
+        return scope
 
     def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """Return the entry for ``key`` with its outputs read into memory.
@@ -138,10 +148,9 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
                 f"outputs of entry {cache_key!r} vanished from {row.output_uri}; "
                 "the entry was discarded"
             ) from error
-        source_identifier = identifier_pb2.Identifier.FromString(row.source_identifier)
         return Entry(
             outputs=InMemoryOutputReader(outputs, uri=row.output_uri),
-            status=hit_status(source_identifier, row.key_map),
+            status_of=functools.partial(_hit_status, row.source_identifier, row.key_map),
         )
 
     def _write(
@@ -461,6 +470,13 @@ async def _each_entry(pages: Iterator[list[CatalogEntry]]) -> AsyncIterator[Cata
     while (page := await _off_loop(next, pages, None)) is not None:
         for entry in page:
             yield entry
+
+
+def _hit_status(source_identifier: bytes, key_map: dict[str, str]) -> Status:
+    """Return the CACHE_HIT status of a stored entry (deferred: a hit's caller may never
+    read it).
+    """
+    return hit_status(identifier_pb2.Identifier.FromString(source_identifier), key_map)
 
 
 def _selected(selection: EntrySelection) -> tuple[EntryFilter, str | None]:

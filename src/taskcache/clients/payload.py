@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flyteidl2.core import literals_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from taskcache import hashing
 from taskcache.errors import CacheError, InternalError, NotFoundError
@@ -85,7 +85,10 @@ def read_payload(
     form is present.
     """
     if output_literals is not None:
-        return decode_literal_map(output_literals, source=f"entry {key!r}")
+        try:
+            return literals_pb2.LiteralMap.FromString(output_literals)
+        except DecodeError:  # named by decode_literal_map (not formatted on every hit)
+            return decode_literal_map(output_literals, source=f"entry {key!r}")
     if not output_uri:
         raise InternalError(f"entry {key!r} has neither outputs nor an output URI")
     return decode_literal_map(read_blob(output_uri), source=output_uri)

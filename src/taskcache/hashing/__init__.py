@@ -10,6 +10,7 @@ It must not depend on clients, repositories or the server.
 
 from taskcache.hashing.keys import (
     cache_key,
+    compose_cache_key,
     compute_hash,
     datacatalog_artifact_tag,
     datacatalog_dataset_version,
@@ -20,6 +21,7 @@ from taskcache.hashing.keys import (
 
 __all__ = [
     "cache_key",
+    "compose_cache_key",
     "compute_hash",
     "datacatalog_artifact_tag",
     "datacatalog_dataset_version",

@@ -155,14 +155,26 @@ def cache_key(key: Key) -> str:
     if key.typed_interface is None:
         raise InvalidArgumentError("is required", field="typed_interface")
     inputs = key.read_inputs() if key.typed_interface.HasField("inputs") else None
-    value = (
-        f"{hash_identifier_except_version(key.identifier)}"
-        f"-{interface_signature_hash(key.typed_interface)}"
-        f"-{hash_literal_map(inputs, key.cache_ignore_input_vars)}"
-        f"-{key.cache_version}"
+    value = compose_cache_key(
+        hash_identifier_except_version(key.identifier),
+        interface_signature_hash(key.typed_interface),
+        hash_literal_map(inputs, key.cache_ignore_input_vars),
+        key.cache_version,
     )
     key.remember_cache_key(value)
     return value
+
+
+def compose_cache_key(
+    identifier_hash: str, interface_signature: str, inputs_hash: str, cache_version: str
+) -> str:
+    """Return the Flyte 2 cache-service key from its parts, as :func:`cache_key` joins them:
+    :func:`hash_identifier_except_version`, :func:`interface_signature_hash`,
+    :func:`hash_literal_map` and the cache version.
+
+    For callers that compute the constant parts once (the decorator, per function).
+    """
+    return f"{identifier_hash}-{interface_signature}-{inputs_hash}-{cache_version}"
 
 
 def datacatalog_dataset_version(typed_interface: TypedInterface, cache_version: str) -> str:

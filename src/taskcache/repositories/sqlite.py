@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,6 +158,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 
+# Memory-mapped reads, per connection, of up to this much of the file (address space, not
+# memory: the pages are the OS page cache's, shared by every connection and process). In a
+# large catalog a Get touches about eight B-tree pages of the key index and the table, at
+# random; read with pread into SQLite's 2 MiB page cache each is a system call and a copy.
+# Mapping removes those: about a third of the extra latency of a Get at 10^6 entries over one
+# at 10^3 (the rest is the deeper trees themselves; docs/benchmarks.md, P6).
+_MMAP_BYTES: Final = 1 << 30
+
 # UPSERT (INSERT ... ON CONFLICT DO UPDATE ... WHERE) arrived in 3.24.
 _MIN_SQLITE_VERSION: Final = (3, 24, 0)
 
@@ -182,6 +190,7 @@ _ENTRY_COLUMNS: Final = (
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
 _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 _PLACEHOLDERS: Final = ", ".join("?" * 10)  # one per cache_entries column
+_GET_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
 _DELETE_IF_UNCHANGED: Final = f"""
     DELETE FROM cache_entries
     WHERE {_SCOPE_KEY_WHERE}
@@ -269,7 +278,7 @@ def _to_us(value: datetime, field: str) -> int:
 
 def _from_us(value: int) -> datetime:
     """Return the aware UTC datetime ``value`` microseconds after the epoch."""
-    return _EPOCH + timedelta(microseconds=value)
+    return _EPOCH + timedelta(0, 0, value)  # (days, seconds, microseconds): positional is faster
 
 
 def _encode_key_map(key_map: dict[str, str]) -> str:
@@ -277,6 +286,8 @@ def _encode_key_map(key_map: dict[str, str]) -> str:
 
 
 def _decode_key_map(text: str) -> dict[str, str]:
+    if text == "{}":  # what entries without execution metadata store: no JSON parse
+        return {}
     try:
         decoded = json.loads(text)
     except ValueError as error:
@@ -369,6 +380,33 @@ os.register_at_fork(
 )
 
 
+class _Session:
+    """One operation's use of a repository's connection: entering yields it, leaving ends
+    the session and re-raises sqlite errors as taskcache errors (the cause chained).
+    """
+
+    __slots__ = ("_in_memory", "_repository")
+
+    def __init__(self, repository: SqliteRepository) -> None:
+        self._repository = repository
+        self._in_memory = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        conn = self._repository._enter_session()
+        self._in_memory = conn is self._repository._memory
+        return conn
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        try:
+            if isinstance(error, sqlite3.Error):
+                with _translate_errors():
+                    raise error
+        finally:
+            self._repository._leave_session(in_memory=self._in_memory)
+
+
 class SqliteRepository:
     """Entries and reservations in a SQLite database.
 
@@ -446,6 +484,9 @@ class SqliteRepository:
                 if target != ":memory:":
                     _enable_wal(conn, self._busy_timeout)
                     conn.execute("PRAGMA synchronous=NORMAL")
+                    # Reads through the OS page cache without a copy into SQLite's own; see
+                    # _MMAP_BYTES.
+                    conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES:d}").fetchone()
             except BaseException:
                 conn.close()
                 raise
@@ -496,15 +537,38 @@ class SqliteRepository:
         for conn in inherited:
             conn.close()
 
+    def _session(self) -> AbstractContextManager[sqlite3.Connection]:
+        """Return a context that yields this thread's connection with sqlite errors
+        translated (a class, not a generator, when no deadline applies: it is entered on
+        every call); under a call's deadline the lock wait is bounded by it.
+        """
+        deadline = deadlines.current()
+        if deadline is None:
+            return _Session(self)
+        return self._bounded_session(deadline)
+
     @contextmanager
-    def _session(self) -> Iterator[sqlite3.Connection]:
-        """Yield this thread's connection with sqlite errors translated."""
+    def _bounded_session(self, deadline: Deadline) -> Iterator[sqlite3.Connection]:
+        """Yield a session whose write-lock wait ends at ``deadline`` (DeadlineExceededError)."""
+        with (
+            _Session(self) as conn,
+            _lock_wait_bounded(conn, deadline, self._busy_timeout_ms),
+            _translate_errors(),
+        ):
+            yield conn
+
+    def _enter_session(self) -> sqlite3.Connection:
+        """Start a session (see :class:`_Session`): take the in-memory connection's lock, or
+        count a file session and return this thread's connection (opened on first use).
+        """
         if self._memory is not None:
-            with self._lock:
+            self._lock.acquire()
+            try:
                 self._ensure_open()
-                with _translate_errors():
-                    yield self._memory
-            return
+            except BaseException:
+                self._lock.release()
+                raise
+            return self._memory
         self._ensure_open()
         # Counted, so that a fork can wait until no connection is in use (see _before_fork).
         with self._sessions:
@@ -525,18 +589,19 @@ class SqliteRepository:
                         raise
                     self._connections.add(conn)
                 self._local.conn = conn
-            deadline = deadlines.current()
-            if deadline is None:
-                with _translate_errors():
-                    yield conn
-            else:
-                with _lock_wait_bounded(conn, deadline, self._busy_timeout_ms), _translate_errors():
-                    yield conn
-        finally:
-            with self._sessions:
-                self._in_use -= 1
-                if not self._in_use:
-                    self._sessions.notify_all()
+        except BaseException:
+            self._leave_session(in_memory=False)
+            raise
+        return conn
+
+    def _leave_session(self, *, in_memory: bool) -> None:
+        if in_memory:
+            self._lock.release()
+            return
+        with self._sessions:
+            self._in_use -= 1
+            if not self._in_use:
+                self._sessions.notify_all()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -555,10 +620,7 @@ class SqliteRepository:
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
         with self._session() as conn:
-            found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
-                _scope_key(scope, key),
-            ).fetchone()
+            found = conn.execute(_GET_ENTRY, _scope_key(scope, key)).fetchone()
         return None if found is None else _entry_from_row(scope, key, found)
 
     def create_entry(

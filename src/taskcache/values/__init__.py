@@ -35,6 +35,7 @@ from taskcache.values._engine import (
     from_literal_of,
     infer_type,
     literal_type_of,
+    registry_version,
     to_literal_of,
     type_name,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "interface_variable",
     "literal_type",
     "register",
+    "registry_version",
     "to_literal",
 ]
 

@@ -73,20 +73,41 @@ class Converter:
 
 _BUILTINS: list[Converter] = []
 _REGISTERED: dict[type, Converter] = {}
+# Which converter handles a type, remembered per type: the dispatch walks every built-in's
+# ``handles`` otherwise, on every value converted. Cleared whenever the table changes.
+_FOUND: dict[Any, tuple[int, Converter]] = {}
+# Bumped on every change of the table, so that callers caching anything derived from a
+# conversion (the decorator's per-function keys) know when to drop it.
+_version = 0
+
+
+def registry_version() -> int:
+    """Return a counter that grows whenever a converter is added or replaced."""
+    return _version
+
+
+def _changed() -> None:
+    global _version  # noqa: PLW0603 - one counter per process, read by registry_version()
+    _FOUND.clear()
+    _version += 1
 
 
 def add_builtin(converter: Converter) -> None:
     """Append a built-in converter; earlier ones are asked first."""
     _BUILTINS.append(converter)
+    _changed()
 
 
 def add_registered(python_type: type, converter: Converter) -> None:
     """Make ``converter`` the one for ``python_type`` and its subclasses (replacing any)."""
     _REGISTERED[python_type] = converter
+    _changed()
 
 
 def strip_annotated(python_type: Any) -> Any:
     """Return ``T`` for ``Annotated[T, ...]`` (at the top level), else ``python_type``."""
+    if type(python_type) is type:  # a plain class (the common case) is never Annotated
+        return python_type
     while typing.get_origin(python_type) is typing.Annotated:
         python_type = typing.get_args(python_type)[0]
     return python_type
@@ -109,6 +130,21 @@ def type_name(python_type: Any) -> str:
 
 def find(python_type: Any) -> Converter:
     """Return the converter for ``python_type``; NoConverterError if none handles it."""
+    version = _version
+    try:
+        found = _FOUND.get(python_type)
+    except TypeError:  # an unhashable annotation: looked up afresh every time
+        return _search(python_type)
+    # Tagged with the table's version: a registration racing with this lookup cannot leave
+    # a stale answer behind.
+    if found is not None and found[0] == version:
+        return found[1]
+    converter = _search(python_type)
+    _FOUND[python_type] = (version, converter)
+    return converter
+
+
+def _search(python_type: Any) -> Converter:
     python_type = strip_annotated(python_type)
     if python_type is None:
         python_type = NONE_TYPE
