@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import functools
 import json
+import math
 import sys
 import typing
 from collections.abc import Callable
@@ -241,8 +242,28 @@ def _walk_enums(data: Any, python_type: Any, convert: Callable[[type[enum.Enum],
 def _model_to_literal(value: Any, python_type: Any, _: Options) -> Literal:
     if not isinstance(value, python_type):
         raise mismatch(value, python_type)
+    if value.model_config.get("ser_json_inf_nan", "null") == "null" and _has_non_finite(
+        value.model_dump()
+    ):
+        # pydantic's JSON writes inf, -inf and nan all as null: the literal (and so the
+        # cache key) could not tell them apart, and a float field would not read back.
+        raise TypeError(
+            f"{type(value).__qualname__} holds a non-finite float, which pydantic's JSON "
+            "writes as null; set model_config ser_json_inf_nan='constants' to keep it"
+        )
     data = _walk_enums(json.loads(value.model_dump_json()), type(value), _to_name)
     return tagged_binary(msgpack.packb(data), MSGPACK_TAG)
+
+
+def _has_non_finite(data: Any) -> bool:
+    """Return whether ``data`` (a model's Python dump) contains inf, -inf or nan."""
+    if isinstance(data, float):
+        return not math.isfinite(data)
+    if isinstance(data, dict):
+        return any(_has_non_finite(item) for item in data.values())
+    if isinstance(data, list | tuple | set | frozenset):
+        return any(_has_non_finite(item) for item in data)
+    return False
 
 
 def _model_from_literal(literal: Literal, python_type: Any) -> Any:
