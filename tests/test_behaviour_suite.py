@@ -57,6 +57,7 @@ from taskcache import (
     rpcs,
 )
 from taskcache.rpcs import Rpc
+from twins import BlockingAsyncClient
 
 pytestmark = pytest.mark.slow
 
@@ -120,34 +121,6 @@ def serve_postgres(
 
 
 # --- the catalog factory -----------------------------------------------------------------
-
-
-class BlockingAsyncClient:
-    """An async twin driven from synchronous test code: each call runs on the client's own
-    event loop, so the async twin runs the very tests the sync client runs.
-    """
-
-    def __init__(self, open_client: Callable[[], AsyncClient]) -> None:
-        self._loop = asyncio.new_event_loop()
-
-        async def opened() -> AsyncClient:  # async transports bind to the loop they start on
-            return open_client()
-
-        self.client = self._loop.run_until_complete(opened())
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._loop.run_until_complete(method(*args, **kwargs))
-
-        return call
-
-    def shut(self) -> None:
-        """Close the client (idempotent, like its close) and then its loop."""
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self.client.close())
-            self._loop.close()
 
 
 @dataclass
