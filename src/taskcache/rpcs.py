@@ -1,6 +1,5 @@
 """The cache service's RPCs and services: the one table the server's transports and the
-remote clients are built from (and the RPCs of Flyte 1's ``datacatalog.DataCatalog``, which
-the ``datacatalog://`` client sends).
+remote clients are built from.
 
 It owns names only (service names, each RPC's protobuf method name and its snake_case
 attribute on Connect clients, Connect services and the service core) plus the generated
@@ -44,30 +43,6 @@ GET_OR_EXTEND_RESERVATION: Final = Rpc("GetOrExtendReservation", "get_or_extend_
 RELEASE_RESERVATION: Final = Rpc("ReleaseReservation", "release_reservation")
 
 RPCS: Final[tuple[Rpc, ...]] = (GET, PUT, DELETE, GET_OR_EXTEND_RESERVATION, RELEASE_RESERVATION)
-
-# Flyte 1's datacatalog.DataCatalog (GetOrExtendReservation and ReleaseReservation: the Rpcs
-# above, which have the same names there).
-CREATE_DATASET: Final = Rpc("CreateDataset", "create_dataset")
-GET_DATASET: Final = Rpc("GetDataset", "get_dataset")
-LIST_DATASETS: Final = Rpc("ListDatasets", "list_datasets")
-CREATE_ARTIFACT: Final = Rpc("CreateArtifact", "create_artifact")
-GET_ARTIFACT: Final = Rpc("GetArtifact", "get_artifact")
-UPDATE_ARTIFACT: Final = Rpc("UpdateArtifact", "update_artifact")
-LIST_ARTIFACTS: Final = Rpc("ListArtifacts", "list_artifacts")
-ADD_TAG: Final = Rpc("AddTag", "add_tag")
-
-DATACATALOG_RPCS: Final[tuple[Rpc, ...]] = (
-    CREATE_DATASET,
-    GET_DATASET,
-    CREATE_ARTIFACT,
-    GET_ARTIFACT,
-    ADD_TAG,
-    LIST_ARTIFACTS,
-    LIST_DATASETS,
-    UPDATE_ARTIFACT,
-    GET_OR_EXTEND_RESERVATION,
-    RELEASE_RESERVATION,
-)
 
 
 @dataclass(frozen=True)
