@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 from taskcache.errors import InvalidArgumentError
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
+from taskcache.repositories.datacatalog_base import DatacatalogRepository
+from taskcache.repositories.datacatalog_sqlite import SqliteDatacatalogRepository
 from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
 from taskcache.repositories.threaded import ThreadedRepository
 
@@ -52,6 +54,7 @@ __all__ = [
     "LocationKind",
     "migrate",
     "open_async_repository",
+    "open_datacatalog_repository",
     "open_repository",
     "redact",
     "resolve",
@@ -256,6 +259,32 @@ def open_repository(
     if location.kind is LocationKind.MEMORY:
         return SqliteRepository(None)
     return SqliteRepository(Path(location.address))
+
+
+def open_datacatalog_repository(
+    database: Location | str | os.PathLike[str] | None,
+    *,
+    pool_size: int = 10,
+    field: str = "database",
+) -> DatacatalogRepository:
+    """Open and return the DataCatalog repository of ``database`` (its schema migrated):
+    the datasets, artifacts and tags Flyte 1's DataCatalog service stores there.
+
+    Takes and raises what :func:`open_repository` does. A ``memory://`` database is private
+    to the returned object, as every ``memory://`` repository is.
+    """
+    location = _database_location(database, field)
+    if location.kind is LocationKind.POSTGRES:
+        try:
+            from taskcache.repositories.datacatalog_postgres import (  # noqa: PLC0415
+                PostgresDatacatalogRepository,
+            )
+        except ImportError as error:
+            raise _missing_postgres(error, field) from error
+        return PostgresDatacatalogRepository(location.address, max_size=pool_size)
+    if location.kind is LocationKind.MEMORY:
+        return SqliteDatacatalogRepository(None)
+    return SqliteDatacatalogRepository(Path(location.address))
 
 
 async def open_async_repository(

@@ -1,5 +1,5 @@
-"""The cache service's RPCs and services: the one table the server's transports and the
-remote clients are built from.
+"""The served RPCs and services: the one table the server's transports and the remote clients
+are built from (the cache services' five RPCs, and Flyte 1's ``datacatalog.DataCatalog``).
 
 It owns names only (service names, each RPC's protobuf method name and its snake_case
 attribute on Connect clients, Connect services and the service core) plus the generated
@@ -16,6 +16,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from flyteidl.cacheservice import cacheservice_pb2 as flyte1_pb2
+from flyteidl.datacatalog import datacatalog_pb2
 from flyteidl2.cacheservice import cacheservice_pb2 as unscoped_pb2
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as scoped_pb2
 from google.protobuf.message import Message
@@ -45,12 +46,40 @@ RELEASE_RESERVATION: Final = Rpc("ReleaseReservation", "release_reservation")
 RPCS: Final[tuple[Rpc, ...]] = (GET, PUT, DELETE, GET_OR_EXTEND_RESERVATION, RELEASE_RESERVATION)
 
 
+# Flyte 1's datacatalog.DataCatalog, which flytepropeller memoizes through.
+CREATE_DATASET: Final = Rpc("CreateDataset", "create_dataset")
+GET_DATASET: Final = Rpc("GetDataset", "get_dataset")
+LIST_DATASETS: Final = Rpc("ListDatasets", "list_datasets")
+CREATE_ARTIFACT: Final = Rpc("CreateArtifact", "create_artifact")
+GET_ARTIFACT: Final = Rpc("GetArtifact", "get_artifact")
+ADD_TAG: Final = Rpc("AddTag", "add_tag")
+LIST_ARTIFACTS: Final = Rpc("ListArtifacts", "list_artifacts")
+UPDATE_ARTIFACT: Final = Rpc("UpdateArtifact", "update_artifact")
+
+DATACATALOG_RPCS: Final[tuple[Rpc, ...]] = (
+    CREATE_DATASET,
+    GET_DATASET,
+    LIST_DATASETS,
+    CREATE_ARTIFACT,
+    GET_ARTIFACT,
+    ADD_TAG,
+    LIST_ARTIFACTS,
+    UPDATE_ARTIFACT,
+    GET_OR_EXTEND_RESERVATION,
+    RELEASE_RESERVATION,
+)
+
+
 @dataclass(frozen=True)
 class Service:
-    """One of the three CacheService APIs served: its full name and its protobuf module."""
+    """One served API: its full name, its protobuf module, the protobuf service's short name
+    in that module and the RPCs it has (the three CacheService APIs share :data:`RPCS`).
+    """
 
     name: str
     messages: ModuleType
+    proto_service: str = "CacheService"
+    rpcs: tuple[Rpc, ...] = RPCS
 
     def request_type(self, rpc: Rpc) -> type[Message]:
         """Return the generated request class of ``rpc`` in this service."""
@@ -61,7 +90,8 @@ class Service:
         return self._message_type(rpc, output=True)
 
     def _message_type(self, rpc: Rpc, *, output: bool) -> type[Message]:
-        method = self.messages.DESCRIPTOR.services_by_name["CacheService"].methods_by_name[rpc.name]
+        service = self.messages.DESCRIPTOR.services_by_name[self.proto_service]
+        method = service.methods_by_name[rpc.name]
         descriptor = method.output_type if output else method.input_type
         # The v2 service answers with flyteidl2.cacheservice's responses: the class lives in
         # the module of the package that defines it.
@@ -72,7 +102,8 @@ class Service:
 
 
 _MODULES_BY_PACKAGE: Final = {
-    module.DESCRIPTOR.package: module for module in (scoped_pb2, unscoped_pb2, flyte1_pb2)
+    module.DESCRIPTOR.package: module
+    for module in (scoped_pb2, unscoped_pb2, flyte1_pb2, datacatalog_pb2)
 }
 
 # Flyte 2: entries scoped by the request's identifier (org, project, domain).
@@ -82,6 +113,11 @@ UNSCOPED_SERVICE: Final = Service("flyteidl2.cacheservice.CacheService", unscope
 FLYTE1_SERVICE: Final = Service("flyteidl.cacheservice.CacheService", flyte1_pb2)
 
 SERVICES: Final[tuple[Service, ...]] = (SCOPED_SERVICE, UNSCOPED_SERVICE, FLYTE1_SERVICE)
+
+# Flyte 1's DataCatalog (gRPC only, as flytepropeller speaks it).
+DATACATALOG_SERVICE: Final = Service(
+    "datacatalog.DataCatalog", datacatalog_pb2, "DataCatalog", DATACATALOG_RPCS
+)
 
 
 # A Delete carrying this header deletes the entry only if it is still the version the caller

@@ -89,6 +89,69 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Blob deletion asks whether any other entry still references an output URI.
         "CREATE INDEX cache_entries_output_uri ON cache_entries (output_uri)",
     ),
+    (
+        # Flyte 1's DataCatalog (repositories/datacatalog_sql.py); times in microseconds,
+        # as the SQL is shared with SQLite.
+        """
+        CREATE TABLE datacatalog_datasets (
+            org text COLLATE "C" NOT NULL,
+            project text COLLATE "C" NOT NULL,
+            domain text COLLATE "C" NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            version text COLLATE "C" NOT NULL,
+            uuid text COLLATE "C" NOT NULL UNIQUE,
+            metadata bytea NOT NULL,
+            partition_keys text NOT NULL,
+            created_at bigint NOT NULL,
+            PRIMARY KEY (org, project, domain, name, version)
+        )
+        """,
+        "CREATE INDEX datacatalog_datasets_created_at ON datacatalog_datasets (created_at)",
+        """
+        CREATE TABLE datacatalog_artifacts (
+            dataset_uuid text COLLATE "C" NOT NULL,
+            artifact_id text COLLATE "C" NOT NULL,
+            metadata bytea NOT NULL,
+            created_at bigint NOT NULL,
+            PRIMARY KEY (dataset_uuid, artifact_id)
+        )
+        """,
+        "CREATE INDEX datacatalog_artifacts_artifact_id ON datacatalog_artifacts (artifact_id)",
+        "CREATE INDEX datacatalog_artifacts_created_at ON datacatalog_artifacts (created_at)",
+        """
+        CREATE TABLE datacatalog_artifact_data (
+            dataset_uuid text COLLATE "C" NOT NULL,
+            artifact_id text COLLATE "C" NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            position integer NOT NULL,
+            literal bytea NULL,
+            uri text NULL,
+            PRIMARY KEY (dataset_uuid, artifact_id, name),
+            CONSTRAINT datacatalog_artifact_data_has_value
+                CHECK (literal IS NOT NULL OR uri IS NOT NULL)
+        )
+        """,
+        """
+        CREATE TABLE datacatalog_partitions (
+            dataset_uuid text COLLATE "C" NOT NULL,
+            artifact_id text COLLATE "C" NOT NULL,
+            position integer NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            value text COLLATE "C" NOT NULL,
+            PRIMARY KEY (dataset_uuid, artifact_id, key)
+        )
+        """,
+        """
+        CREATE TABLE datacatalog_tags (
+            dataset_uuid text COLLATE "C" NOT NULL,
+            tag_name text COLLATE "C" NOT NULL,
+            artifact_id text COLLATE "C" NOT NULL,
+            created_at bigint NOT NULL,
+            PRIMARY KEY (dataset_uuid, tag_name)
+        )
+        """,
+        "CREATE INDEX datacatalog_tags_artifact ON datacatalog_tags (dataset_uuid, artifact_id)",
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

@@ -90,6 +90,67 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Blob deletion asks whether any other entry still references an output URI.
         "CREATE INDEX cache_entries_output_uri ON cache_entries (output_uri)",
     ),
+    (
+        # Flyte 1's DataCatalog (repositories/datacatalog_sql.py); times in microseconds.
+        """
+        CREATE TABLE datacatalog_datasets (
+            org TEXT NOT NULL,
+            project TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            uuid TEXT NOT NULL UNIQUE,
+            metadata BLOB NOT NULL,
+            partition_keys TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (org, project, domain, name, version)
+        )
+        """,
+        "CREATE INDEX datacatalog_datasets_created_at ON datacatalog_datasets (created_at)",
+        """
+        CREATE TABLE datacatalog_artifacts (
+            dataset_uuid TEXT NOT NULL,
+            artifact_id TEXT NOT NULL,
+            metadata BLOB NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (dataset_uuid, artifact_id)
+        )
+        """,
+        "CREATE INDEX datacatalog_artifacts_artifact_id ON datacatalog_artifacts (artifact_id)",
+        "CREATE INDEX datacatalog_artifacts_created_at ON datacatalog_artifacts (created_at)",
+        """
+        CREATE TABLE datacatalog_artifact_data (
+            dataset_uuid TEXT NOT NULL,
+            artifact_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            literal BLOB NULL,
+            uri TEXT NULL,
+            PRIMARY KEY (dataset_uuid, artifact_id, name),
+            CHECK (literal IS NOT NULL OR uri IS NOT NULL)
+        )
+        """,
+        """
+        CREATE TABLE datacatalog_partitions (
+            dataset_uuid TEXT NOT NULL,
+            artifact_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (dataset_uuid, artifact_id, key)
+        )
+        """,
+        """
+        CREATE TABLE datacatalog_tags (
+            dataset_uuid TEXT NOT NULL,
+            tag_name TEXT NOT NULL,
+            artifact_id TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (dataset_uuid, tag_name)
+        )
+        """,
+        "CREATE INDEX datacatalog_tags_artifact ON datacatalog_tags (dataset_uuid, artifact_id)",
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

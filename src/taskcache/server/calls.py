@@ -18,14 +18,17 @@ from typing import Final
 from google.protobuf.message import Message
 
 from taskcache.errors import CacheError, InternalError
-from taskcache.rpcs import RPCS, Rpc, Service
+from taskcache.rpcs import Rpc, Service
 from taskcache.server.breaker import CallGate, DatabaseDownError
+from taskcache.server.datacatalog_service import DataCatalogService
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.service import CacheService, Headers
 from taskcache.server.tracing import RequestTracer
 
 # The request, its headers and the seconds left before the caller's deadline (None: none).
 RpcCall = Callable[[Message, Headers, float | None], Awaitable[Message]]
+# A service core: one coroutine method per RPC of its Service, named by Rpc.attribute.
+ServiceCore = CacheService | DataCatalogService
 
 logger = logging.getLogger(__name__)
 
@@ -155,17 +158,17 @@ class CallObserver:
 
 
 def observed_calls(
-    transport: str, service: Service, core: CacheService, observer: CallObserver
+    transport: str, service: Service, core: ServiceCore, observer: CallObserver
 ) -> dict[Rpc, RpcCall]:
-    """Return, for every RPC of the table, ``core``'s method for it wrapped in
+    """Return, for every RPC of ``service``, ``core``'s method for it wrapped in
     :meth:`CallObserver.observe`: what a transport's handler awaits with the request and its
     headers. It raises CacheError with a message safe to send.
     """
-    return {rpc: _observed(transport, service, rpc, core, observer) for rpc in RPCS}
+    return {rpc: _observed(transport, service, rpc, core, observer) for rpc in service.rpcs}
 
 
 def _observed(
-    transport: str, service: Service, rpc: Rpc, core: CacheService, observer: CallObserver
+    transport: str, service: Service, rpc: Rpc, core: ServiceCore, observer: CallObserver
 ) -> RpcCall:
     method: Callable[[Message, Headers], Awaitable[Message]] = getattr(core, rpc.attribute)
 

@@ -1,4 +1,5 @@
-"""The gRPC transport: a ``grpc.aio`` server with the cache services, health and reflection.
+"""The gRPC transport: a ``grpc.aio`` server with the cache services, Flyte 1's DataCatalog,
+health and reflection.
 
 It adapts gRPC calls to the service core (request headers in, status codes out) and decodes
 request bodies itself, so one that does not decode is INVALID_ARGUMENT (grpc's own
@@ -17,10 +18,9 @@ from grpc_reflection.v1alpha import reflection
 
 from taskcache.errors import CacheError, InvalidArgumentError
 from taskcache.rpcs import Rpc, Service
-from taskcache.server.calls import CallObserver, RpcCall, observed_calls
+from taskcache.server.calls import CallObserver, RpcCall, ServiceCore, observed_calls
 from taskcache.server.decoding import decode_binary
 from taskcache.server.health import HealthMonitor
-from taskcache.server.service import CacheService
 
 _TRANSPORT: Final = "grpc"
 
@@ -82,7 +82,7 @@ def _service_handler(
 
 
 def build_grpc_server(
-    cores: Mapping[Service, CacheService],
+    cores: Mapping[Service, ServiceCore],
     observer: CallObserver,
     monitor: HealthMonitor,
     *,

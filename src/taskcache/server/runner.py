@@ -22,12 +22,20 @@ import uvicorn
 
 from taskcache.errors import InvalidArgumentError, UnavailableError
 from taskcache.manager import AsyncCacheManager
-from taskcache.resolver import open_async_repository, redact
-from taskcache.rpcs import FLYTE1_SERVICE, SCOPED_SERVICE, UNSCOPED_SERVICE, Service
+from taskcache.repositories.datacatalog_base import ThreadedDatacatalogRepository
+from taskcache.resolver import open_async_repository, open_datacatalog_repository, redact
+from taskcache.rpcs import (
+    DATACATALOG_SERVICE,
+    FLYTE1_SERVICE,
+    SCOPED_SERVICE,
+    UNSCOPED_SERVICE,
+    Service,
+)
 from taskcache.server.auth import TokenAuthority
 from taskcache.server.breaker import CallGate, CircuitBreaker
-from taskcache.server.calls import CallObserver
+from taskcache.server.calls import CallObserver, ServiceCore
 from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
+from taskcache.server.datacatalog_service import DataCatalogService
 from taskcache.server.grpc_server import build_grpc_server
 from taskcache.server.health import HealthMonitor
 from taskcache.server.logs import configure_logging
@@ -203,6 +211,19 @@ async def serve(
             executor.shutdown(wait=False)
             raise
         try:
+            # Flyte 1's DataCatalog rows: a synchronous repository on the same database,
+            # its calls run on the executor's threads.
+            datacatalog = ThreadedDatacatalogRepository(
+                await asyncio.to_thread(
+                    open_datacatalog_repository, settings.database, pool_size=settings.pool_size
+                ),
+                executor,
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            await repository.close()
+            raise
+        try:
             manager = AsyncCacheManager(
                 repository,
                 max_reservation_heartbeat=timedelta(seconds=settings.max_reservation_heartbeat),
@@ -211,10 +232,12 @@ async def serve(
             await _serve(
                 settings,
                 Backend(manager, ServerMetrics(), executor, _blobs(settings), auth),
+                datacatalog,
                 stop_event,
                 service_type,
             )
         finally:
+            await datacatalog.close()
             executor.shutdown(wait=True)
             await repository.close()
     finally:
@@ -230,6 +253,7 @@ def _blobs(settings: Settings) -> BlobStore | None:
 async def _serve(
     settings: Settings,
     backend: Backend,
+    datacatalog: ThreadedDatacatalogRepository,
     stop: asyncio.Event,
     service_type: type[CacheService],
 ) -> None:
@@ -248,8 +272,12 @@ async def _serve(
     observer = CallObserver(metrics, tracer, gate=gate)
     monitor = HealthMonitor(repository, metrics, breaker=breaker)
 
+    grpc_cores: dict[Service, ServiceCore] = {
+        **cores,
+        DATACATALOG_SERVICE: DataCatalogService(backend, datacatalog),
+    }
     grpc_server = build_grpc_server(
-        cores, observer, monitor, max_message_bytes=settings.max_message_bytes
+        grpc_cores, observer, monitor, max_message_bytes=settings.max_message_bytes
     )
     grpc_port = _add_grpc_port(
         grpc_server, settings.host, settings.grpc_port, _grpc_credentials(settings)
