@@ -66,6 +66,7 @@ from taskcache import (
     hashing,
     rpcs,
 )
+from taskcache.repositories.base import Scope
 from taskcache.rpcs import Rpc
 from twins import BlockingAsyncClient
 
@@ -844,6 +845,85 @@ def test_scope_option_overrides_the_keys_scope(
     assert in_b.get_or_extend_reservation(key, "B", MAX_HEARTBEAT).owner_id == "B"
     in_a.delete(key)
     assert in_b.get(key).outputs.read() == int_map(o0=2)
+
+
+# --- Flyte interop: key map names, outputs by URI -----------------------------------------
+
+
+@CACHE_SERVICES_ONLY
+def test_the_key_map_uses_flytes_names(catalog: Catalog, keys: Keys, twin: str) -> None:
+    key = keys()
+    catalog.twin(twin).put(key, int_map(o0=1), Metadata(task_execution_id=task_execution_id(key)))
+
+    # Read the stored row itself, with an embedded client on the deployment's database.
+    reader = catalog.aged(timedelta(0))
+    row = reader.manager.get(  # type: ignore[attr-defined]
+        Scope(*key.scope), hashing.cache_key(key)
+    )
+    assert row.key_map == {
+        "task-version": "v7",
+        "exec-project": "exec-project",
+        "exec-domain": "exec-domain",
+        "execution-name": "exec-name",
+        "exec-node": "n3",
+        "exec-attempt": "2",
+        "exec-org": "exec-org",
+    }
+
+
+def test_outputs_uri_sends_every_output_by_uri(
+    remote_catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    sent: list[Any] = []
+    client = remote_catalog.twin(twin, outputs="uri")
+    recorded = client.client if isinstance(client, BlockingAsyncClient) else client
+    recorded._transport = Recording(recorded._transport, sent)  # type: ignore[attr-defined]
+
+    client.put(keys(1), int_map(o0=1))  # tiny: inline by default
+    client.update(keys(1), int_map(o0=2))
+    client.put(keys(2), UriOutputReader(_external(remote_catalog.storage, int_map(o0=3))))
+
+    puts = [request for rpc, request in sent if rpc == rpcs.PUT]
+    assert [put.base_request.output.WhichOneof("output") for put in puts] == ["output_uri"] * 3
+    entry = client.get(keys(1))
+    assert entry.outputs.read() == int_map(o0=2)
+    assert entry.outputs.uri is not None
+    assert normalized(entry.outputs.uri).is_relative_to(normalized(remote_catalog.storage))
+    assert client.get(keys(2)).outputs.read() == int_map(o0=3)
+
+
+def test_outputs_uri_needs_shared_storage_and_no_inline_limit(remote_catalog: Catalog) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        taskcache.open(remote_catalog.target, outputs="uri")
+    assert raised.value.field == "storage"
+    with pytest.raises(InvalidArgumentError) as raised:
+        remote_catalog(outputs="uri", inline_max_bytes=1024)
+    assert raised.value.field == "inline_max_bytes"
+    with pytest.raises(InvalidArgumentError) as raised:
+        remote_catalog(outputs="literals")  # type: ignore[arg-type]
+    assert raised.value.field == "outputs"
+
+
+class Recording:
+    """A transport (sync or async) that records every (rpc, request) it sends."""
+
+    def __init__(self, inner: Any, sent: list[Any]) -> None:
+        self.inner = inner
+        self.sent = sent
+
+    def send(self, rpc: Rpc, request: Any, headers: Any = None) -> Any:
+        self.sent.append((rpc, request))
+        return self.inner.send(rpc, request, headers)
+
+    def close(self) -> Any:
+        return self.inner.close()
+
+
+def _external(folder: Path, outputs: literals_pb2.LiteralMap) -> str:
+    path = folder / "external" / "outputs.pb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(outputs.SerializeToString())
+    return str(path)
 
 
 # --- invalid arguments -------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +29,7 @@ from flyteidl2.core import identifier_pb2
 
 import taskcache
 from builders import int_map, make_identifier, make_interface
+from certificates import make_certificate
 from taskcache import (
     AlreadyExistsError,
     CacheStatus,
@@ -60,7 +62,8 @@ def _dataset_key(dataset_id: dc.DatasetID) -> tuple[str, str, str, str]:
 @dataclass
 class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
     """An in-memory DataCatalog with Flyte's codes; ``hooks[rpc]`` runs before ``rpc`` is
-    answered, ``calls`` lists every (rpc, request) received, ``now`` stamps artifacts.
+    answered, ``calls`` lists every (rpc, request) received and ``headers`` its metadata,
+    ``now`` stamps artifacts.
     """
 
     datasets: dict[tuple[str, str, str, str], dc.Dataset] = field(default_factory=dict)
@@ -70,12 +73,14 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         default_factory=dict
     )
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     hooks: dict[str, Hook] = field(default_factory=dict)
     now: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _enter(self, rpc: str, request: Any) -> None:
+    def _enter(self, rpc: str, request: Any, context: grpc.ServicerContext) -> None:
         self.calls.append((rpc, request))
+        self.headers.append(dict(context.invocation_metadata()))
         hook = self.hooks.pop(rpc, None)
         if hook is not None:
             hook(request)
@@ -84,7 +89,7 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return [rpc for rpc, _ in self.calls]
 
     def CreateDataset(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("CreateDataset", request)
+        self._enter("CreateDataset", request, context)
         key = _dataset_key(request.dataset.id)
         with self.lock:
             if key in self.datasets:
@@ -93,14 +98,14 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return dc.CreateDatasetResponse()
 
     def GetDataset(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("GetDataset", request)
+        self._enter("GetDataset", request, context)
         dataset = self.datasets.get(_dataset_key(request.dataset))
         if dataset is None:
             return _abort(context, grpc.StatusCode.NOT_FOUND, "no dataset")
         return dc.GetDatasetResponse(dataset=dataset)
 
     def CreateArtifact(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("CreateArtifact", request)
+        self._enter("CreateArtifact", request, context)
         artifact = dc.Artifact()
         artifact.CopyFrom(request.artifact)
         artifact.created_at.FromDatetime(self.now())
@@ -113,7 +118,7 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return dc.CreateArtifactResponse()
 
     def AddTag(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("AddTag", request)
+        self._enter("AddTag", request, context)
         key = (_dataset_key(request.tag.dataset), request.tag.name)
         with self.lock:
             if key in self.tags:
@@ -126,7 +131,7 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return None if artifact_id is None else self.artifacts[artifact_id]
 
     def GetArtifact(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("GetArtifact", request)
+        self._enter("GetArtifact", request, context)
         artifact = self._tagged(request.dataset, request.tag_name)
         if artifact is None:
             return _abort(context, grpc.StatusCode.NOT_FOUND, "no artifact")
@@ -136,7 +141,7 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return dc.GetArtifactResponse(artifact=found)
 
     def UpdateArtifact(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("UpdateArtifact", request)
+        self._enter("UpdateArtifact", request, context)
         with self.lock:
             artifact = self._tagged(request.dataset, request.tag_name)
             if artifact is None:
@@ -147,7 +152,7 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return dc.UpdateArtifactResponse(artifact_id=artifact.id)
 
     def GetOrExtendReservation(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("GetOrExtendReservation", request)
+        self._enter("GetOrExtendReservation", request, context)
         rid = request.reservation_id
         key = (_dataset_key(rid.dataset_id), rid.tag_name)
         now = self.now()
@@ -168,7 +173,7 @@ class ScriptedCatalog(datacatalog_pb2_grpc.DataCatalogServicer):
         return dc.GetOrExtendReservationResponse(reservation=held)
 
     def ReleaseReservation(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._enter("ReleaseReservation", request)
+        self._enter("ReleaseReservation", request, context)
         rid = request.reservation_id
         key = (_dataset_key(rid.dataset_id), rid.tag_name)
         with self.lock:
@@ -581,3 +586,28 @@ def test_datacatalog_urls_resolve_as_services_in_any_case() -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         taskcache.open("datacatalog://")
     assert raised.value.field == "target"
+
+
+def test_datacatalogs_with_the_ca_file_and_a_token(tmp_path: Path) -> None:
+    certificate = make_certificate(tmp_path)
+    catalog = ScriptedCatalog()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    datacatalog_pb2_grpc.add_DataCatalogServicer_to_server(catalog, server)
+    credentials = grpc.ssl_server_credentials(
+        [(certificate.key.read_bytes(), certificate.cert.read_bytes())]
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        target = f"datacatalogs://localhost:{port}"
+        with taskcache.open(target, ca_file=str(certificate.cert), token="tok") as client:
+            client.put(key(), int_map(o0=1))
+            assert client.get(key()).outputs.read() == int_map(o0=1)
+        assert {headers.get("authorization") for headers in catalog.headers} == {"Bearer tok"}
+        with (
+            taskcache.open(target, timeout=5, max_retries=0) as untrusted,
+            pytest.raises(UnavailableError),
+        ):
+            untrusted.get(key())  # the system's roots do not trust the test certificate
+    finally:
+        server.stop(grace=None)
