@@ -902,6 +902,8 @@ def test_outputs_uri_needs_shared_storage_and_no_inline_limit(remote_catalog: Ca
     with pytest.raises(InvalidArgumentError) as raised:
         remote_catalog(outputs="literals")  # type: ignore[arg-type]
     assert raised.value.field == "outputs"
+    with pytest.raises(TypeError, match="outputs must be"):
+        remote_catalog(outputs=True)  # type: ignore[arg-type]
 
 
 class Recording:

@@ -68,7 +68,6 @@ class _Options:
     token: str | None
     scope: tuple[str, str, str] | None
     outputs: OutputsMode
-    storage_given: bool
     inline_given: bool
 
 
@@ -114,6 +113,8 @@ def _options(given: OpenOptions) -> _Options:
             "must be three non-empty names (org, project, domain)", field="scope"
         )
     outputs = given.get("outputs", "inline")
+    if not isinstance(outputs, str):
+        raise TypeError(f"outputs must be 'inline' or 'uri', not {type(outputs).__name__}")
     if outputs not in _OUTPUTS_MODES:
         raise InvalidArgumentError(f"must be 'inline' or 'uri', not {outputs!r}", field="outputs")
     if outputs == "uri" and inline_max_bytes > 0 and "inline_max_bytes" in given:
@@ -142,7 +143,6 @@ def _options(given: OpenOptions) -> _Options:
         token=given.get("token"),
         scope=scope,
         outputs=outputs,
-        storage_given=given.get("storage") is not None,
         inline_given="inline_max_bytes" in given,
     )
 
@@ -173,7 +173,7 @@ def _open_embedded(location: Location, options: _Options) -> EmbeddedClient:
 def _remote_rules(options: _Options, location: Location) -> RemoteRules:
     from taskcache.clients.remote import RemoteRules  # noqa: PLC0415
 
-    if options.outputs == "uri" and not options.storage_given:
+    if options.outputs == "uri" and options.storage is None:
         raise InvalidArgumentError(
             "outputs='uri' sends every output as a URI: give the storage its readers share "
             "(s3://..., gs://..., file:///shared/...)",
