@@ -80,7 +80,10 @@ def clean_postgres(postgres_url: str) -> str:
 
     # A new connection each time: a restart test may have restarted the server.
     with psycopg.connect(postgres_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute("TRUNCATE cache_entries, reservations")
+        conn.execute(
+            "TRUNCATE cache_entries, reservations, datacatalog_datasets, datacatalog_artifacts, "
+            "datacatalog_artifact_data, datacatalog_partitions, datacatalog_tags"
+        )
     return postgres_url
 
 

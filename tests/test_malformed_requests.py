@@ -25,6 +25,7 @@ import grpc
 import httpx
 import pytest
 from flyteidl.cacheservice import cacheservice_pb2 as flyte1_pb2
+from flyteidl.datacatalog import datacatalog_pb2 as dc
 from flyteidl2.cacheservice import cacheservice_pb2 as base_pb2
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2_pb2
 from flyteidl2.core import literals_pb2
@@ -35,6 +36,11 @@ from hypothesis import strategies as st
 
 from server_process import ServerProcess, running_server
 from taskcache.rpcs import (
+    ADD_TAG,
+    CREATE_ARTIFACT,
+    CREATE_DATASET,
+    DATACATALOG_RPCS,
+    DATACATALOG_SERVICE,
     FLYTE1_SERVICE,
     GET,
     GET_OR_EXTEND_RESERVATION,
@@ -578,6 +584,127 @@ def test_oversized_bodies_are_resource_exhausted(connect: Connect, grpc_sender: 
 def test_a_grpc_content_type_on_the_connect_port_is_unsupported_media(connect: Connect) -> None:
     answer = connect.post(SCOPED_GET, b"", "application/grpc")
     assert answer.code == "HTTP_415"
+
+
+# --- Flyte 1's DataCatalog -------------------------------------------------------------------
+
+DC_DATASET: Final = dc.DatasetID(project="p", domain="d", name="flyte_task-fuzz", version="v1")
+DC_PAGE: Final = dc.PaginationOptions(limit=3, token="1", sortOrder=dc.PaginationOptions.ASCENDING)
+DATACATALOG_TARGETS: Final = [(DATACATALOG_SERVICE, rpc) for rpc in DATACATALOG_RPCS]
+
+
+def datacatalog_request(rpc: Rpc) -> Message:
+    """A valid DataCatalog request for ``rpc`` on the fuzz dataset (created by the fixture)."""
+    data = [dc.ArtifactData(name="o0", value={"scalar": {"primitive": {"integer": 1}}})]
+    reservation = dc.ReservationID(dataset_id=DC_DATASET, tag_name="t")
+    partition = dc.SinglePropertyFilter(
+        partition_filter=dc.PartitionPropertyFilter(key_val=dc.KeyValuePair(key="k", value="v"))
+    )
+    requests: dict[str, Message] = {
+        "CreateDataset": dc.CreateDatasetRequest(
+            dataset=dc.Dataset(id=DC_DATASET, partitionKeys=["k"])
+        ),
+        "GetDataset": dc.GetDatasetRequest(dataset=DC_DATASET),
+        "ListDatasets": dc.ListDatasetsRequest(
+            filter=dc.FilterExpression(
+                filters=[
+                    dc.SinglePropertyFilter(dataset_filter=dc.DatasetPropertyFilter(project="p"))
+                ]
+            ),
+            pagination=DC_PAGE,
+        ),
+        "CreateArtifact": dc.CreateArtifactRequest(
+            artifact=dc.Artifact(
+                id="a", dataset=DC_DATASET, data=data, partitions=[dc.Partition(key="k", value="v")]
+            )
+        ),
+        "GetArtifact": dc.GetArtifactRequest(dataset=DC_DATASET, tag_name="t"),
+        "AddTag": dc.AddTagRequest(tag=dc.Tag(name="t", artifact_id="a", dataset=DC_DATASET)),
+        "ListArtifacts": dc.ListArtifactsRequest(
+            dataset=DC_DATASET, filter=dc.FilterExpression(filters=[partition]), pagination=DC_PAGE
+        ),
+        "UpdateArtifact": dc.UpdateArtifactRequest(dataset=DC_DATASET, tag_name="t", data=data),
+        "GetOrExtendReservation": dc.GetOrExtendReservationRequest(
+            reservation_id=reservation, owner_id="fuzzer", heartbeat_interval={"seconds": 5}
+        ),
+        "ReleaseReservation": dc.ReleaseReservationRequest(
+            reservation_id=reservation, owner_id="fuzzer"
+        ),
+    }
+    return requests[rpc.name]
+
+
+@pytest.fixture(scope="module")
+def datacatalog(grpc_sender: Grpc) -> Grpc:
+    """The fuzz server with the fuzz dataset, an artifact and its tag in place."""
+    for rpc in (CREATE_DATASET, CREATE_ARTIFACT, ADD_TAG):
+        body = datacatalog_request(rpc).SerializeToString()
+        assert grpc_sender.call(path(DATACATALOG_SERVICE, rpc), body).code == "OK"
+    return grpc_sender
+
+
+@st.composite
+def mutated_datacatalog_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """The path of a DataCatalog RPC and a :func:`mutated` encoding of its valid request."""
+    service, rpc = draw(st.sampled_from(DATACATALOG_TARGETS))
+    return path(service, rpc), draw(mutated(datacatalog_request(rpc).SerializeToString()))
+
+
+ODD_TEXT: Final = st.sampled_from(["", " ", "\x00", "a/b", "%", "x" * 2000, "p", "d", "t", "a"])
+
+
+@st.composite
+def odd_datacatalog_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A DataCatalog request that decodes, with odd strings, enums and limits in its fields."""
+    rpc = draw(st.sampled_from(DATACATALOG_RPCS))
+    request: Any = datacatalog_request(rpc)
+    dataset = dc.DatasetID(
+        project=draw(ODD_TEXT), domain=draw(ODD_TEXT), name=draw(ODD_TEXT), version=draw(ODD_TEXT)
+    )
+    for field in ("dataset", "artifact", "tag", "reservation_id"):
+        if field in request.DESCRIPTOR.fields_by_name and draw(st.booleans()):
+            target = getattr(request, field)
+            if field == "dataset" and rpc.name != "CreateDataset":
+                target.CopyFrom(dataset)
+            elif field == "reservation_id":
+                target.dataset_id.CopyFrom(dataset)
+                target.tag_name = draw(ODD_TEXT)
+    if "pagination" in request.DESCRIPTOR.fields_by_name:
+        request.pagination.limit = draw(st.integers(0, 2**32 - 1))
+        request.pagination.token = draw(st.sampled_from(["", " 2 ", "-1", "4294967296", "x", "0"]))
+        request.pagination.sortOrder = draw(st.integers(0, 3))
+        request.pagination.sortKey = draw(st.integers(0, 2))
+    if "filter" in request.DESCRIPTOR.fields_by_name and draw(st.booleans()):
+        single = request.filter.filters.add(operator=draw(st.integers(0, 2)))
+        kind = draw(st.sampled_from(["tag", "partition", "artifact", "dataset", "none"]))
+        if kind == "tag":
+            single.tag_filter.tag_name = draw(ODD_TEXT)
+        elif kind == "partition":
+            single.partition_filter.key_val.key = draw(ODD_TEXT)
+            single.partition_filter.key_val.value = draw(ODD_TEXT)
+        elif kind == "artifact":
+            single.artifact_filter.artifact_id = draw(ODD_TEXT)
+        elif kind == "dataset":
+            single.dataset_filter.name = draw(ODD_TEXT)
+    if rpc.name == "GetOrExtendReservation":
+        request.heartbeat_interval.seconds = draw(st.sampled_from([0, -5, 10**12, 315_576_000_001]))
+    return path(DATACATALOG_SERVICE, rpc), request.SerializeToString()
+
+
+@settings(FUZZ, max_examples=120)
+@given(request=mutated_datacatalog_requests())
+def test_datacatalog_refuses_mutated_binary_bodies(
+    datacatalog: Grpc, request: tuple[str, bytes]
+) -> None:
+    datacatalog.call(*request)
+
+
+@settings(FUZZ, max_examples=120)
+@given(request=odd_datacatalog_requests())
+def test_datacatalog_answers_odd_fields_with_client_codes(
+    datacatalog: Grpc, request: tuple[str, bytes]
+) -> None:
+    datacatalog.call(*request)
 
 
 # --- afterwards ------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ pays for the server stack, rich tables or database drivers:
 * ``key``: cache keys; ``demo``: a guided run of the embedded catalog;
 * ``serve``: the cache service;
 * ``operate``: catalog maintenance (``migrate``, ``ls``, ``show``, ``delete``, ``gc``,
-  ``stats``).
+  ``stats``);
+* ``artifacts``: the same for Flyte 1's DataCatalog artifacts (``taskcache artifacts ls`` …).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ COMMANDS: Final[Mapping[str, tuple[str, str]]] = {
     "delete": ("taskcache.cli.operate", "delete_command"),
     "gc": ("taskcache.cli.operate", "gc_command"),
     "stats": ("taskcache.cli.operate", "stats_command"),
+    "artifacts": ("taskcache.cli.artifacts", "artifacts_group"),
 }
 
 

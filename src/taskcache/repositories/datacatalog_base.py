@@ -196,10 +196,11 @@ class DatacatalogRepository(Protocol):
         ...
 
     def list_all_artifacts(
-        self, dataset_filter: DatasetFilter, created_before: datetime | None, limit: int
+        self, dataset_filter: DatasetFilter, created_before: datetime | None, page: Page
     ) -> list[ArtifactRow]:
-        """Return up to ``limit`` artifacts, of any dataset matching ``dataset_filter`` and
-        created strictly before ``created_before`` (None: any time), oldest first.
+        """Return one page of the artifacts of every dataset matching ``dataset_filter`` and
+        created strictly before ``created_before`` (None: any time), by creation time (ties
+        broken by dataset UUID, then id).
         """
         ...
 

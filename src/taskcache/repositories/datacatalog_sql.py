@@ -433,20 +433,21 @@ class DatacatalogTables:
     # --- operators --------------------------------------------------------------------------
 
     def list_all_artifacts(
-        self, dataset_filter: DatasetFilter, created_before: datetime | None, limit: int
+        self, dataset_filter: DatasetFilter, created_before: datetime | None, page: Page
     ) -> list[ArtifactRow]:
-        """Return up to ``limit`` artifacts of matching datasets created strictly before
-        ``created_before`` (None: any time), oldest first.
+        """Return one page of the artifacts of matching datasets created strictly before
+        ``created_before`` (None: any time), by creation time (ties by dataset UUID, id).
         """
-        _check_page(Page(0, limit))
+        _check_page(page)
         conditions, params = _dataset_conditions(dataset_filter)
         if created_before is not None:
             conditions.append("a.created_at < ?")
             params.append(to_us(created_before, "created_before"))
         return self._select_artifacts(
             f"""{_ARTIFACT_SELECT} {_where(conditions)}
-            ORDER BY a.created_at, a.dataset_uuid, a.artifact_id LIMIT ?""",
-            (*params, limit),
+            {_order(page, "a.created_at", "a.dataset_uuid", "a.artifact_id")}
+            LIMIT ? OFFSET ?""",
+            (*params, page.limit, page.offset),
         )
 
     def delete_artifacts(self, refs: Sequence[ArtifactRef]) -> list[ArtifactRow]:

@@ -113,8 +113,10 @@ class DataCatalogService:
         """Create the dataset; AlreadyExistsError if its id (or given UUID) is taken."""
         self._authorize(headers)
         create: dc.CreateDatasetRequest = request
+        if not create.HasField("dataset"):
+            raise InvalidArgumentError("missing dataset", field="dataset")
         dataset = create.dataset
-        key = read.dataset_key(dataset.id, "dataset.id", present=create.HasField("dataset"))
+        key = read.dataset_key(dataset.id, "dataset.id", present=dataset.HasField("id"))
         partition_keys = read.unique_partition_keys(dataset.partitionKeys, "dataset.partitionKeys")
         row = DatasetRow(
             key=key,
