@@ -21,7 +21,8 @@ The DataCatalog API cannot delete an artifact. A put therefore checks the tag be
 creates anything; only when another writer tags the same inputs between that check and this
 put's AddTag is an artifact left behind. The put then raises AlreadyExistsError (another writer
 won; its outputs are served) and logs the left-over artifact's id at warning level: it is
-untagged, so no Get ever returns it, and the server's operator commands can remove it.
+untagged, so no Get ever returns it, and ``taskcache artifacts delete`` (or ``artifacts gc``)
+on the server's database removes it.
 :meth:`DataCatalogClient.delete` is refused for the same reason.
 
 Request building and response reading live in :class:`DataCatalogRules` (no I/O), shared by
@@ -295,7 +296,7 @@ class DataCatalogRules:
         target = self.target(key)
         return FailedPreconditionError(
             f"the DataCatalog API cannot delete artifacts ({target.describe()}); "
-            "evict entries with taskcache delete or gc on the server's database"
+            "evict entries with taskcache artifacts delete or gc on the server's database"
         )
 
 
