@@ -59,17 +59,20 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(url)
 
 
+@pytest.fixture(scope="module")
+def pg_catalog(tmp_path_factory: pytest.TempPathFactory, pg_database: str) -> Iterator[Catalog]:
+    yield from _serve(tmp_path_factory.mktemp("datacatalog-postgres"), pg_database)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def catalog(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Catalog]:
-    folder = tmp_path_factory.mktemp(f"datacatalog-{request.param}")
-    database = (
-        str(folder / "catalog.db")
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_database")
-    )
-    yield from _serve(folder, database)
+    if request.param == "postgres":
+        yield request.getfixturevalue("pg_catalog")
+        return
+    folder = tmp_path_factory.mktemp("datacatalog-sqlite")
+    yield from _serve(folder, str(folder / "catalog.db"))
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -620,16 +623,14 @@ def test_health_and_reflection_list_the_datacatalog(catalog: Catalog) -> None:
 
 @pytest.fixture(scope="module")
 def replicas(
-    tmp_path_factory: pytest.TempPathFactory, pg_database: str
+    tmp_path_factory: pytest.TempPathFactory, pg_database: str, pg_catalog: Catalog
 ) -> Iterator[tuple[Catalog, Catalog]]:
-    first = _serve(tmp_path_factory.mktemp("replica-a"), pg_database)
+    """``pg_catalog`` and a second server on its database."""
     second = _serve(tmp_path_factory.mktemp("replica-b"), pg_database)
-    a, b = next(first), next(second)
     try:
-        yield a, b
+        yield pg_catalog, next(second)
     finally:
-        for generator in (first, second):
-            generator.close()
+        second.close()
 
 
 RACERS = 8
@@ -679,3 +680,28 @@ def test_replicas_racing_one_reservation_grant_one_owner(replicas: tuple[Catalog
         holders = set(pool.map(take, range(RACERS)))
     assert len(holders) == 1
     assert {reserve(stub, dataset_id, "t", "late").owner_id for stub in stubs} == holders
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+def test_the_unscoped_datacatalog_needs_an_all_scope_token(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-admin\ntok-ml acme/ml/*\n")
+    args = ["--auth-token-file", str(tokens)]
+    with (
+        running_server(tmp_path, database=str(tmp_path / "c.db"), extra_args=args) as server,
+        grpc.insecure_channel(server.grpc_target) as channel,
+    ):
+        stub = dcg.DataCatalogStub(channel)
+        dataset_id = dc.DatasetID(project="ml", domain="d", name="n", version="v", org="acme")
+        request = dc.GetDatasetRequest(dataset=dataset_id)
+
+        def get(token: str | None) -> Any:
+            metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+            return stub.GetDataset(request, metadata=metadata)
+
+        assert code_and_details(lambda: get(None))[0] == "UNAUTHENTICATED"
+        # Even for a dataset in its scope: lookups by id and listings span projects.
+        assert code_and_details(lambda: get("tok-ml"))[0] == "PERMISSION_DENIED"
+        assert code_and_details(lambda: get("tok-admin"))[0] == "NOT_FOUND"

@@ -669,6 +669,12 @@ def odd_datacatalog_requests(draw: st.DrawFn) -> tuple[str, bytes]:
             elif field == "reservation_id":
                 target.dataset_id.CopyFrom(dataset)
                 target.tag_name = draw(ODD_TEXT)
+            elif field == "artifact":
+                target.dataset.CopyFrom(dataset)
+                target.id = draw(ODD_TEXT)
+            elif field == "tag":
+                target.dataset.CopyFrom(dataset)
+                target.name = draw(ODD_TEXT)
     if "pagination" in request.DESCRIPTOR.fields_by_name:
         request.pagination.limit = draw(st.integers(0, 2**32 - 1))
         request.pagination.token = draw(st.sampled_from(["", " 2 ", "-1", "4294967296", "x", "0"]))

@@ -74,17 +74,13 @@ class ArtifactRow:
 
 @dataclass(frozen=True)
 class DatasetFilter:
-    """Which datasets a listing covers: each set field must equal; None matches all.
-
-    ``name_prefix`` (operators only) matches names starting with it.
-    """
+    """Which datasets a listing covers: each set field must equal; None matches all."""
 
     org: str | None = None
     project: str | None = None
     domain: str | None = None
     name: str | None = None
     version: str | None = None
-    name_prefix: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Rows only: it must not decide policy.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -91,11 +91,6 @@ def _dataset_from(values: Sequence[Any]) -> DatasetRow:
     )
 
 
-def _prefix_bound(prefix: str) -> str:
-    """Return the smallest string greater than every string starting with ``prefix``."""
-    return prefix + "\U0010ffff"
-
-
 def _dataset_conditions(dataset_filter: DatasetFilter) -> tuple[list[str], list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
@@ -104,10 +99,6 @@ def _dataset_conditions(dataset_filter: DatasetFilter) -> tuple[list[str], list[
         if value is not None:
             conditions.append(f"d.{column} = ?")
             params.append(value)
-    if dataset_filter.name_prefix:
-        # A range, not LIKE: LIKE treats % and _ as wildcards (and ignores case in SQLite).
-        conditions.append("d.name >= ? AND d.name < ?")
-        params.extend((dataset_filter.name_prefix, _prefix_bound(dataset_filter.name_prefix)))
     return conditions, params
 
 
@@ -133,7 +124,8 @@ class DatacatalogTables:
 
     A subclass implements :meth:`_dc_read` (a connection for one or more reads),
     :meth:`_dc_write` (a connection inside one transaction, committed on success) and
-    :meth:`_dc_sql` (rewrites ``?`` markers into its driver's).
+    :meth:`_dc_sql` (rewrites ``?`` markers into its driver's); it may override
+    :meth:`_dc_snapshot` with a cheaper read-only transaction.
     """
 
     def _dc_read(self) -> AbstractContextManager[Any]:
@@ -141,6 +133,10 @@ class DatacatalogTables:
 
     def _dc_write(self) -> AbstractContextManager[Any]:
         raise NotImplementedError  # pragma: no cover - every backend overrides it
+
+    def _dc_snapshot(self) -> AbstractContextManager[Any]:
+        """A connection whose reads see one snapshot; by default a write transaction."""
+        return self._dc_write()
 
     def _dc_sql(self, statement: str) -> str:
         return statement
@@ -311,8 +307,8 @@ class DatacatalogTables:
         return rows
 
     def _select_artifacts(self, statement: str, params: Sequence[Any]) -> list[ArtifactRow]:
-        # One read transaction, so the artifact rows and their details are one snapshot.
-        with self._dc_write() as conn:
+        # One transaction, so the artifact rows and their details are one snapshot.
+        with self._dc_snapshot() as conn:
             heads = self._run(conn, statement, params).fetchall()
             return self._load(conn, heads)
 
@@ -479,7 +475,7 @@ class DatacatalogTables:
 
     def datacatalog_stats(self) -> DatacatalogStats:
         """Return operator totals from one read snapshot."""
-        with self._dc_write() as conn:
+        with self._dc_snapshot() as conn:
             found = self._run(
                 conn,
                 """
@@ -498,11 +494,3 @@ class DatacatalogTables:
             inline_bytes=int(inline_bytes),
             blob_values=int(blob_values),
         )
-
-
-def iter_blob_uris(rows: Sequence[ArtifactRow]) -> Iterator[str]:
-    """Yield the blob URI of every data value of ``rows`` stored as a blob."""
-    for row in rows:
-        for datum in row.data:
-            if datum.uri is not None:
-                yield datum.uri

@@ -10,15 +10,12 @@ field by its protobuf path. It must not do I/O nor know the service's storage.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote
 
 from flyteidl.datacatalog import datacatalog_pb2 as dc
 
+from taskcache.datacatalog_manager import ArtifactHandle
 from taskcache.errors import InvalidArgumentError
-from taskcache.manager import MAX_KEY_LENGTH
-from taskcache.repositories.base import Scope
 from taskcache.repositories.datacatalog_base import (
     ArtifactFilter,
     DatasetFilter,
@@ -32,8 +29,6 @@ DEFAULT_PAGE_LIMIT: Final = 50
 MAX_PAGE_LIMIT: Final = 1000
 # Flyte's tokens are decimal offsets that fit an unsigned 32-bit integer.
 _MAX_TOKEN: Final = 2**32 - 1
-# Reservation keys in the cache's reservations table; no cache key starts with it.
-RESERVATION_KEY_PREFIX: Final = "datacatalog/"
 _DATASET_FIELDS: Final = ("project", "domain", "name", "version")
 
 
@@ -102,18 +97,6 @@ def data_names(data: Sequence[dc.ArtifactData], field: str) -> None:
     names = [datum.name for datum in data]
     if len(set(names)) != len(names):
         raise InvalidArgumentError(f"data names are not unique: {names}", field=field)
-
-
-@dataclass(frozen=True)
-class ArtifactHandle:
-    """Which artifact a Get/UpdateArtifact names: by ``artifact_id`` (``dataset`` optional,
-    as in Flyte) or by ``tag_name`` of ``dataset``.
-    """
-
-    dataset: DatasetKey | None
-    dataset_uuid: str
-    artifact_id: str | None
-    tag_name: str | None
 
 
 def artifact_handle(
@@ -256,21 +239,12 @@ def artifact_filter(expression: dc.FilterExpression) -> ArtifactFilter:
     return ArtifactFilter(tuple(partitions), tuple(tags), tuple(ids))
 
 
-@dataclass(frozen=True)
-class ReservationTarget:
-    """Where a DataCatalog reservation lives in the cache's reservations table."""
-
-    scope: Scope
-    key: str
-
-
-def reservation_target(
+def reservation_of(
     request: dc.GetOrExtendReservationRequest | dc.ReleaseReservationRequest,
-) -> ReservationTarget:
-    """Return the scope (the dataset's org, project and domain) and key
-    (``datacatalog/<name>/<version>/<tag>``, each part percent-encoded) of the reservation
-    ``request.reservation_id`` names. InvalidArgumentError naming ``reservation_id…`` for a
-    missing dataset id field or tag name, or a key too long for the reservations table.
+) -> tuple[DatasetKey, str]:
+    """Return the dataset and tag name ``request.reservation_id`` names; InvalidArgumentError
+    naming ``reservation_id.dataset_id…`` or ``reservation_id.tag_name`` if one is missing
+    (Flyte's datacatalog does not check, and would file it under empty names).
     """
     reservation_id = request.reservation_id
     dataset = dataset_key(
@@ -280,12 +254,4 @@ def reservation_target(
     )
     if not reservation_id.tag_name:
         raise InvalidArgumentError("missing tagName", field="reservation_id.tag_name")
-    parts = (dataset.name, dataset.version, reservation_id.tag_name)
-    key = RESERVATION_KEY_PREFIX + "/".join(quote(part, safe="") for part in parts)
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidArgumentError(
-            f"dataset name, version and tag name are too long together ({len(key)} "
-            f"characters encoded; the limit is {MAX_KEY_LENGTH})",
-            field="reservation_id",
-        )
-    return ReservationTarget(Scope(dataset.org, dataset.project, dataset.domain), key)
+    return dataset, reservation_id.tag_name

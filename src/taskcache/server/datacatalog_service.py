@@ -1,13 +1,12 @@
 """The DataCatalog service core: Flyte 1's ``datacatalog.DataCatalog``, all ten RPCs.
 
 A :class:`DataCatalogService` checks the caller's token, reads each request through
-:mod:`taskcache.server.datacatalog_requests` (Flyte's validation), stores datasets, artifacts
-and tags through the DataCatalog repository (whose conditional inserts decide who creates
-what) and builds the response. Reservations are the cache's: the shared
-:class:`~taskcache.manager.AsyncCacheManager` grants them, keyed by the reservation id, so the
-lease rule is the manager's and no other. Artifact values are kept inline up to the inline
-limit, else written as blobs under the server's storage root (and deleted with the
-artifact's data they belonged to). It knows nothing of gRPC.
+:mod:`taskcache.server.datacatalog_requests` (Flyte's validation), calls the
+:class:`~taskcache.datacatalog_manager.DatacatalogManager` (which decides what exists, and
+hands reservations to the cache manager's lease rule) and builds the response. It owns the
+values' storage: each is kept inline up to the inline limit, else written as a blob under the
+server's storage root, and the blobs it wrote are deleted when their values are replaced or
+a create is refused. It knows nothing of gRPC and decides no catalog rule.
 
 Errors are :class:`~taskcache.errors.CacheError` subclasses with Flyte's codes: ALREADY_EXISTS
 for a dataset, artifact id or tag that exists, NOT_FOUND for a missing one,
@@ -21,28 +20,16 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Final
 
 from flyteidl.core import literals_pb2
 from flyteidl.datacatalog import datacatalog_pb2 as dc
 from google.protobuf.message import DecodeError, Message
 
-from taskcache.errors import (
-    AlreadyExistsError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-)
-from taskcache.manager import utc_now
-from taskcache.repositories.datacatalog_base import (
-    ArtifactDatum,
-    ArtifactRef,
-    ArtifactRow,
-    DatasetKey,
-    DatasetRow,
-    TagOutcome,
-    ThreadedDatacatalogRepository,
-)
+# The limit cache entries are stored inline up to: larger values go to blobs.
+from taskcache.clients.embedded import DEFAULT_INLINE_MAX_BYTES
+from taskcache.datacatalog_manager import DatacatalogManager
+from taskcache.errors import InternalError, InvalidArgumentError
+from taskcache.repositories.datacatalog_base import ArtifactDatum, ArtifactRow, DatasetRow
 from taskcache.server import datacatalog_requests as read
 from taskcache.server.scope import UNSCOPED
 from taskcache.server.service import Backend, Headers
@@ -50,14 +37,6 @@ from taskcache.storage import read_blob
 from taskcache.wiretime import duration_to_timedelta
 
 logger = logging.getLogger(__name__)
-
-# The limit cache entries use (clients' inline_max_bytes default): larger values go to blobs.
-DEFAULT_INLINE_MAX_BYTES: Final = 64 * 1024
-
-
-def _dataset_text(key: DatasetKey) -> str:
-    org = f"{key.org}/" if key.org else ""
-    return f"{org}{key.project}/{key.domain}/{key.name}/{key.version}"
 
 
 def _dataset_id(row: DatasetRow) -> dc.DatasetID:
@@ -80,7 +59,8 @@ def _parse(message: Message, data: bytes, what: str) -> None:
 
 
 class DataCatalogService:
-    """Serves ``datacatalog.DataCatalog`` over ``repository`` and ``backend``'s manager.
+    """Serves ``datacatalog.DataCatalog`` through ``catalog`` (and ``backend``'s blob store,
+    executor, metrics and token authority).
 
     Each method takes the request message and its headers (lower-case names) and returns
     the response message; it raises CacheError subclasses. With a token authority every
@@ -92,13 +72,12 @@ class DataCatalogService:
     def __init__(
         self,
         backend: Backend,
-        repository: ThreadedDatacatalogRepository,
+        catalog: DatacatalogManager,
         *,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
     ) -> None:
         self._backend = backend
-        self._manager = backend.manager
-        self._repository = repository
+        self._catalog = catalog
         self._inline_max_bytes = inline_max_bytes
 
     def _authorize(self, headers: Headers) -> None:
@@ -118,36 +97,21 @@ class DataCatalogService:
         dataset = create.dataset
         key = read.dataset_key(dataset.id, "dataset.id", present=dataset.HasField("id"))
         partition_keys = read.unique_partition_keys(dataset.partitionKeys, "dataset.partitionKeys")
-        row = DatasetRow(
-            key=key,
-            uuid=dataset.id.UUID or str(uuid.uuid4()),
-            metadata=dataset.metadata.SerializeToString(deterministic=True),
-            partition_keys=partition_keys,
-            created_at=utc_now(),
+        await self._catalog.create_dataset(
+            key,
+            dataset.id.UUID or str(uuid.uuid4()),
+            dataset.metadata.SerializeToString(deterministic=True),
+            partition_keys,
         )
-        if not await self._repository.create_dataset(row):
-            raise AlreadyExistsError(f"dataset {_dataset_text(key)} already exists")
         return dc.CreateDatasetResponse()
-
-    async def _dataset(self, key: DatasetKey, uuid_: str = "") -> DatasetRow:
-        found = await self._repository.get_dataset(key, uuid_ or None)
-        if found is None:
-            raise NotFoundError(f"missing entity of type Dataset: {_dataset_text(key)}")
-        return found
 
     async def get_dataset(self, request: Message, headers: Headers) -> dc.GetDatasetResponse:
         """Return the dataset; NotFoundError if there is none."""
         self._authorize(headers)
         get: dc.GetDatasetRequest = request
         key = read.dataset_key(get.dataset, "dataset", present=get.HasField("dataset"))
-        row = await self._dataset(key, get.dataset.UUID)
-        return dc.GetDatasetResponse(dataset=self._dataset_message(row))
-
-    @staticmethod
-    def _dataset_message(row: DatasetRow) -> dc.Dataset:
-        message = dc.Dataset(id=_dataset_id(row), partitionKeys=list(row.partition_keys))
-        _parse(message.metadata, row.metadata, "dataset metadata")
-        return message
+        row = await self._catalog.get_dataset(key, get.dataset.UUID)
+        return dc.GetDatasetResponse(dataset=_dataset_message(row))
 
     async def list_datasets(self, request: Message, headers: Headers) -> dc.ListDatasetsResponse:
         """Return one page of the datasets the filter matches, newest first by default, with
@@ -156,25 +120,21 @@ class DataCatalogService:
         self._authorize(headers)
         listing: dc.ListDatasetsRequest = request
         page = read.page(listing)
-        dataset_filter = read.dataset_filter(listing.filter)
-        rows = (
-            []
-            if dataset_filter is None
-            else await self._repository.list_datasets(dataset_filter, page)
-        )
+        rows = await self._catalog.list_datasets(read.dataset_filter(listing.filter), page)
         return dc.ListDatasetsResponse(
-            datasets=[self._dataset_message(row) for row in rows],
+            datasets=[_dataset_message(row) for row in rows],
             next_token=read.next_token(page, len(rows)),
         )
 
     # --- artifacts --------------------------------------------------------------------------
 
-    async def _store_data(
+    async def _store_values(
         self, dataset: DatasetRow, artifact_id: str, data: Sequence[dc.ArtifactData]
     ) -> list[ArtifactDatum]:
-        """Return ``data`` as stored values: inline up to the limit, else written as blobs."""
+        """Return ``data`` as stored values: inline up to the limit, else written as blobs
+        (those already written are deleted if a later write fails).
+        """
         stored: list[ArtifactDatum] = []
-        written: list[str] = []
         blobs = self._backend.blobs
         try:
             for position, datum in enumerate(data):
@@ -189,18 +149,18 @@ class DataCatalogService:
                     f"value-{position}.pb",
                     literal,
                 )
-                written.append(uri)
                 stored.append(ArtifactDatum(datum.name, None, uri))
         except BaseException:
-            await self._delete_blobs(written)
+            await self._delete_blobs(stored)
             raise
         return stored
 
-    async def _delete_blobs(self, uris: Sequence[str]) -> None:
-        """Delete the blobs at ``uris`` that lie under the storage root; log failures (the
+    async def _delete_blobs(self, values: Sequence[ArtifactDatum]) -> None:
+        """Delete the blobs of ``values`` that lie under the storage root; log failures (the
         request's outcome does not depend on them).
         """
         blobs = self._backend.blobs
+        uris = [datum.uri for datum in values if datum.uri is not None]
         if blobs is None or not uris:
             return
         loop = asyncio.get_running_loop()
@@ -213,7 +173,7 @@ class DataCatalogService:
     async def create_artifact(
         self, request: Message, headers: Headers
     ) -> dc.CreateArtifactResponse:
-        """Store the artifact (data, partitions, metadata); NotFoundError if its dataset is
+        """Store the artifact (values, partitions, metadata); NotFoundError if its dataset is
         missing, AlreadyExistsError if the dataset has an artifact of that id.
         """
         self._authorize(headers)
@@ -227,68 +187,23 @@ class DataCatalogService:
         if not artifact.id:
             raise InvalidArgumentError("missing artifactID", field="artifact.id")
         read.data_names(artifact.data, "artifact.data")
-        dataset = await self._dataset(key, artifact.dataset.UUID)
+        dataset = await self._catalog.get_dataset(key, artifact.dataset.UUID)
         partitions = read.artifact_partitions(
             dataset.partition_keys, artifact.partitions, "artifact.partitions"
         )
-        data = await self._store_data(dataset, artifact.id, artifact.data)
-        row = ArtifactRow(
-            dataset=dataset,
-            artifact_id=artifact.id,
-            metadata=artifact.metadata.SerializeToString(deterministic=True),
-            partitions=partitions,
-            data=tuple(data),
-            tags=(),
-            created_at=utc_now(),
-        )
+        values = await self._store_values(dataset, artifact.id, artifact.data)
         try:
-            created = await self._repository.create_artifact(row)
+            await self._catalog.create_artifact(
+                dataset,
+                artifact.id,
+                artifact.metadata.SerializeToString(deterministic=True),
+                partitions,
+                values,
+            )
         except BaseException:
-            await self._delete_blobs([datum.uri for datum in data if datum.uri])
+            await self._delete_blobs(values)  # refused or failed: nothing references them
             raise
-        if not created:
-            await self._delete_blobs([datum.uri for datum in data if datum.uri])
-            raise AlreadyExistsError(
-                f"artifact {artifact.id!r} already exists in dataset {_dataset_text(key)}"
-            )
         return dc.CreateArtifactResponse()
-
-    async def _find(self, handle: read.ArtifactHandle) -> ArtifactRow:
-        """Return the artifact ``handle`` names; NotFoundError if it (or its dataset) is
-        missing.
-        """
-        if handle.artifact_id is not None:
-            if handle.dataset is None:
-                found = await self._repository.find_artifact(handle.artifact_id)
-            else:
-                dataset = await self._repository.get_dataset(
-                    handle.dataset, handle.dataset_uuid or None
-                )
-                found = (
-                    None
-                    if dataset is None
-                    else await self._repository.get_artifact(
-                        ArtifactRef(dataset.uuid, handle.artifact_id)
-                    )
-                )
-            if found is None:
-                raise NotFoundError(
-                    f"missing entity of type Artifact with id {handle.artifact_id!r}"
-                )
-            return found
-        assert handle.dataset is not None and handle.tag_name is not None  # artifact_handle's
-        dataset = await self._repository.get_dataset(handle.dataset, handle.dataset_uuid or None)
-        found = (
-            None
-            if dataset is None
-            else await self._repository.get_tagged_artifact(dataset.uuid, handle.tag_name)
-        )
-        if found is None:
-            raise NotFoundError(
-                f"missing entity of type Tag {handle.tag_name!r} in dataset "
-                f"{_dataset_text(handle.dataset)}"
-            )
-        return found
 
     async def _artifact_message(self, row: ArtifactRow) -> dc.Artifact:
         """Return ``row`` as Flyte's Artifact, blob values read back; NotFoundError if a blob
@@ -322,7 +237,7 @@ class DataCatalogService:
         """Return the artifact named by id or by tag; NotFoundError if there is none."""
         self._authorize(headers)
         get: dc.GetArtifactRequest = request
-        row = await self._find(read.artifact_handle(get))
+        row = await self._catalog.find_artifact(read.artifact_handle(get))
         return dc.GetArtifactResponse(artifact=await self._artifact_message(row))
 
     async def add_tag(self, request: Message, headers: Headers) -> dc.AddTagResponse:
@@ -339,16 +254,8 @@ class DataCatalogService:
             raise InvalidArgumentError("missing tagName", field="tag.name")
         if not tag.artifact_id:
             raise InvalidArgumentError("missing artifactID", field="tag.artifact_id")
-        dataset = await self._dataset(key, tag.dataset.UUID)
-        outcome = await self._repository.add_tag(
-            ArtifactRef(dataset.uuid, tag.artifact_id), tag.name, utc_now()
-        )
-        if outcome is TagOutcome.NO_ARTIFACT:
-            raise NotFoundError(f"missing entity of type Artifact with id {tag.artifact_id!r}")
-        if outcome is TagOutcome.EXISTS:
-            raise AlreadyExistsError(
-                f"tag {tag.name!r} already exists in dataset {_dataset_text(key)}"
-            )
+        dataset = await self._catalog.get_dataset(key, tag.dataset.UUID)
+        await self._catalog.add_tag(dataset, tag.artifact_id, tag.name)
         return dc.AddTagResponse()
 
     async def list_artifacts(self, request: Message, headers: Headers) -> dc.ListArtifactsResponse:
@@ -360,8 +267,8 @@ class DataCatalogService:
         key = read.dataset_key(listing.dataset, "dataset", present=listing.HasField("dataset"))
         artifact_filter = read.artifact_filter(listing.filter)
         page = read.page(listing)
-        dataset = await self._dataset(key, listing.dataset.UUID)
-        rows = await self._repository.list_artifacts(dataset.uuid, artifact_filter, page)
+        dataset = await self._catalog.get_dataset(key, listing.dataset.UUID)
+        rows = await self._catalog.list_artifacts(dataset, artifact_filter, page)
         return dc.ListArtifactsResponse(
             artifacts=[await self._artifact_message(row) for row in rows],
             next_token=read.next_token(page, len(rows)),
@@ -370,29 +277,25 @@ class DataCatalogService:
     async def update_artifact(
         self, request: Message, headers: Headers
     ) -> dc.UpdateArtifactResponse:
-        """Replace the data and metadata of the artifact named by id or tag (values no longer
-        present are removed, with the blobs the service wrote for them); NotFoundError if it
-        is missing.
+        """Replace the values and metadata of the artifact named by id or tag (values no
+        longer present are removed, with the blobs the service wrote for them); NotFoundError
+        if it is missing.
         """
         self._authorize(headers)
         update: dc.UpdateArtifactRequest = request
         handle = read.artifact_handle(update)
         read.data_names(update.data, "data")
-        found = await self._find(handle)
-        data = await self._store_data(found.dataset, found.artifact_id, update.data)
-        ref = ArtifactRef(found.dataset.uuid, found.artifact_id)
-        new_uris = [datum.uri for datum in data if datum.uri]
+        found = await self._catalog.find_artifact(handle)
+        values = await self._store_values(found.dataset, found.artifact_id, update.data)
         try:
-            former = await self._repository.update_artifact(
-                ref, update.metadata.SerializeToString(deterministic=True), data
+            former = await self._catalog.update_artifact(
+                found, update.metadata.SerializeToString(deterministic=True), values
             )
         except BaseException:
-            await self._delete_blobs(new_uris)
+            await self._delete_blobs(values)
             raise
-        if former is None:
-            await self._delete_blobs(new_uris)
-            raise NotFoundError(f"missing entity of type Artifact with id {found.artifact_id!r}")
-        await self._delete_blobs([datum.uri for datum in former if datum.uri])
+        # Each blob is written once under a fresh name, so no new value shares one.
+        await self._delete_blobs(former)
         return dc.UpdateArtifactResponse(artifact_id=found.artifact_id)
 
     # --- reservations -----------------------------------------------------------------------
@@ -401,18 +304,18 @@ class DataCatalogService:
         self, request: Message, headers: Headers
     ) -> dc.GetOrExtendReservationResponse:
         """Grant or extend the caller's reservation on (dataset, tag), or return the current
-        holder's. The manager decides, as for cache reservations.
+        holder's (the cache manager's lease rule).
         """
         self._authorize(headers)
         wanted: dc.GetOrExtendReservationRequest = request
-        target = read.reservation_target(wanted)
+        dataset, tag_name = read.reservation_of(wanted)
         heartbeat = (
             duration_to_timedelta(wanted.heartbeat_interval, "heartbeat_interval")
             if wanted.HasField("heartbeat_interval")
             else timedelta(0)
         )
-        row = await self._manager.get_or_extend_reservation(
-            target.scope, target.key, wanted.owner_id, heartbeat
+        row = await self._catalog.get_or_extend_reservation(
+            dataset, tag_name, wanted.owner_id, heartbeat
         )
         if row.owner_id != wanted.owner_id:
             outcome = "contended"
@@ -435,6 +338,12 @@ class DataCatalogService:
         """Release the caller's reservation; absent or foreign ones are left alone (OK)."""
         self._authorize(headers)
         release: dc.ReleaseReservationRequest = request
-        target = read.reservation_target(release)
-        await self._manager.release_reservation(target.scope, target.key, release.owner_id)
+        dataset, tag_name = read.reservation_of(release)
+        await self._catalog.release_reservation(dataset, tag_name, release.owner_id)
         return dc.ReleaseReservationResponse()
+
+
+def _dataset_message(row: DatasetRow) -> dc.Dataset:
+    message = dc.Dataset(id=_dataset_id(row), partitionKeys=list(row.partition_keys))
+    _parse(message.metadata, row.metadata, "dataset metadata")
+    return message

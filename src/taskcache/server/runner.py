@@ -20,6 +20,7 @@ from typing import Any, Final
 import grpc
 import uvicorn
 
+from taskcache.datacatalog_manager import DatacatalogManager
 from taskcache.errors import InvalidArgumentError, UnavailableError
 from taskcache.manager import AsyncCacheManager
 from taskcache.repositories.datacatalog_base import ThreadedDatacatalogRepository
@@ -274,7 +275,9 @@ async def _serve(
 
     grpc_cores: dict[Service, ServiceCore] = {
         **cores,
-        DATACATALOG_SERVICE: DataCatalogService(backend, datacatalog),
+        DATACATALOG_SERVICE: DataCatalogService(
+            backend, DatacatalogManager(datacatalog, backend.manager)
+        ),
     }
     grpc_server = build_grpc_server(
         grpc_cores, observer, monitor, max_message_bytes=settings.max_message_bytes
