@@ -1,13 +1,19 @@
 """The core client rules, one suite over every deployment.
 
-The same tests run against four deployments of the catalog:
+The same tests run against six deployments of the catalog:
 
 * ``embedded-sqlite``: ``taskcache.open("sqlite:///<tmp>/c.db")``;
 * ``embedded-postgres``: ``taskcache.open(postgres_url, storage=<tmp>/blobs)``;
 * ``remote-connect-sqlite``: a ``taskcache serve`` subprocess on a SQLite file, reached over
   Connect (``http://``);
 * ``remote-grpc-postgres``: a ``taskcache serve`` subprocess on the session's PostgreSQL
-  database, reached over gRPC (``grpc://``).
+  database, reached over gRPC (``grpc://``);
+* ``datacatalog-sqlite`` and ``datacatalog-postgres``: the two servers' Flyte 1 DataCatalog,
+  reached with ``datacatalog://`` (keys become datasets and tags, as flytepropeller files them).
+
+Tests of what only a cache service has (deleting, blob outputs, the cache-key string, entries
+written by an embedded client with its clock behind) run on the first four
+(:data:`CACHE_SERVICES_ONLY`); the DataCatalog's own rules are tested at the end.
 
 Servers start once per module and share their database between tests, so every test works on
 task names of its own (the ``keys`` fixture). Every deployment grants heartbeats of at most
@@ -31,7 +37,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from flyteidl.datacatalog import datacatalog_pb2 as dc
+from flyteidl.datacatalog import datacatalog_pb2_grpc
 from flyteidl2.core import identifier_pb2, literals_pb2
 from fsspec.core import url_to_fs
 
@@ -45,6 +54,7 @@ from taskcache import (
     CacheStatus,
     Client,
     DeadlineExceededError,
+    FailedPreconditionError,
     InvalidArgumentError,
     Key,
     Metadata,
@@ -56,7 +66,9 @@ from taskcache import (
     hashing,
     rpcs,
 )
+from taskcache.repositories.base import Scope
 from taskcache.rpcs import Rpc
+from twins import BlockingAsyncClient
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +76,21 @@ EMBEDDED_SQLITE = "embedded-sqlite"
 EMBEDDED_POSTGRES = "embedded-postgres"
 REMOTE_CONNECT_SQLITE = "remote-connect-sqlite"
 REMOTE_GRPC_POSTGRES = "remote-grpc-postgres"
-DEPLOYMENTS = (EMBEDDED_SQLITE, EMBEDDED_POSTGRES, REMOTE_CONNECT_SQLITE, REMOTE_GRPC_POSTGRES)
+DATACATALOG_SQLITE = "datacatalog-sqlite"
+DATACATALOG_POSTGRES = "datacatalog-postgres"
+CACHE_DEPLOYMENTS = (
+    EMBEDDED_SQLITE,
+    EMBEDDED_POSTGRES,
+    REMOTE_CONNECT_SQLITE,
+    REMOTE_GRPC_POSTGRES,
+)
+DATACATALOG_DEPLOYMENTS = (DATACATALOG_SQLITE, DATACATALOG_POSTGRES)
+DEPLOYMENTS = (*CACHE_DEPLOYMENTS, *DATACATALOG_DEPLOYMENTS)
 REMOTE_DEPLOYMENTS = (REMOTE_CONNECT_SQLITE, REMOTE_GRPC_POSTGRES)
+# A DataCatalog cannot delete, stores outputs as literals (no blobs, no URIs), files a key
+# under a dataset and tag (no cache-key string) and keeps its own tables, which an embedded
+# client cannot age: tests of those run on the cache-service deployments only.
+CACHE_SERVICES_ONLY = pytest.mark.parametrize("catalog", CACHE_DEPLOYMENTS, indirect=True)
 
 # Long enough that no contention check here can outlive a reservation on a slow machine.
 MAX_HEARTBEAT = timedelta(seconds=30)
@@ -90,10 +115,13 @@ def _server_args(heartbeat: timedelta, grace: float) -> list[str]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where a module's server listens (Connect URL, ``grpc://`` URL) and its database."""
+    """Where a module's server listens (Connect URL, ``grpc://`` and ``datacatalog://`` URLs)
+    and its database.
+    """
 
     http_url: str
     grpc_url: str
+    datacatalog_url: str
     database: str
 
 
@@ -102,7 +130,12 @@ def _serve(folder: Path, database: str, heartbeat: timedelta, grace: float) -> I
     with running_server(
         folder, database=database, extra_args=_server_args(heartbeat, grace)
     ) as server:
-        yield Endpoints(server.http_url, f"grpc://{server.grpc_target}", database)
+        yield Endpoints(
+            server.http_url,
+            f"grpc://{server.grpc_target}",
+            f"datacatalog://{server.grpc_target}",
+            database,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -120,34 +153,6 @@ def serve_postgres(
 
 
 # --- the catalog factory -----------------------------------------------------------------
-
-
-class BlockingAsyncClient:
-    """An async twin driven from synchronous test code: each call runs on the client's own
-    event loop, so the async twin runs the very tests the sync client runs.
-    """
-
-    def __init__(self, open_client: Callable[[], AsyncClient]) -> None:
-        self._loop = asyncio.new_event_loop()
-
-        async def opened() -> AsyncClient:  # async transports bind to the loop they start on
-            return open_client()
-
-        self.client = self._loop.run_until_complete(opened())
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._loop.run_until_complete(method(*args, **kwargs))
-
-        return call
-
-    def shut(self) -> None:
-        """Close the client (idempotent, like its close) and then its loop."""
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self.client.close())
-            self._loop.close()
 
 
 @dataclass
@@ -171,7 +176,31 @@ class Catalog:
 
     @property
     def remote(self) -> bool:
-        return self.deployment in REMOTE_DEPLOYMENTS
+        return self.deployment in (*REMOTE_DEPLOYMENTS, *DATACATALOG_DEPLOYMENTS)
+
+    @property
+    def datacatalog(self) -> bool:
+        return self.deployment in DATACATALOG_DEPLOYMENTS
+
+    def dataset_id(self, key: Key) -> identifier_pb2.Identifier:
+        """The dataset id a populated or hit status reports: the key's task identifier, or
+        for a DataCatalog the DATASET identifier of its dataset (as flytepropeller reports).
+        """
+        if not self.datacatalog:
+            return key.identifier  # type: ignore[return-value]  # flyteidl2 in these tests
+        return identifier_pb2.Identifier(
+            resource_type=identifier_pb2.DATASET,
+            project=key.identifier.project,
+            domain=key.identifier.domain,
+            name=hashing.datacatalog_dataset_name(key.identifier),
+            version=hashing.datacatalog_dataset_version(key.typed_interface, key.cache_version),
+        )
+
+    def reservation_key(self, key: Key) -> str:
+        """The ``key`` of a reservation on ``key``: its cache key, or its DataCatalog tag."""
+        if not self.datacatalog:
+            return hashing.cache_key(key)
+        return hashing.datacatalog_artifact_tag(key.read_inputs())
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         merged = dict(self.embedded_options) if not self.remote else {}
@@ -230,9 +259,15 @@ def _make_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
     elif deployment == EMBEDDED_POSTGRES:
         target = database = request.getfixturevalue("postgres_url")
     else:
-        fixture = "serve_sqlite" if deployment == REMOTE_CONNECT_SQLITE else "serve_postgres"
+        on_postgres = deployment in (REMOTE_GRPC_POSTGRES, DATACATALOG_POSTGRES)
+        fixture = "serve_postgres" if on_postgres else "serve_sqlite"
         endpoints: Endpoints = request.getfixturevalue(fixture)
-        target = endpoints.http_url if deployment == REMOTE_CONNECT_SQLITE else endpoints.grpc_url
+        target = {
+            REMOTE_CONNECT_SQLITE: endpoints.http_url,
+            REMOTE_GRPC_POSTGRES: endpoints.grpc_url,
+            DATACATALOG_SQLITE: endpoints.datacatalog_url,
+            DATACATALOG_POSTGRES: endpoints.datacatalog_url,
+        }[deployment]
         database = endpoints.database
     catalog = Catalog(deployment, target, database, tmp_path / "blobs", embedded_options)
     try:
@@ -331,7 +366,7 @@ def assert_put_failure(error: CacheError, key: Key) -> None:
     assert status is not None, f"{type(error).__name__} carries no status"
     assert status.cache_status is CacheStatus.CACHE_PUT_FAILURE
     assert status.metadata is not None
-    assert status.metadata.dataset_id == key.identifier
+    assert status.metadata.dataset_id == key.identifier  # every client, as Flyte's
 
 
 def around(before: datetime, after: datetime, delta: timedelta) -> Callable[[datetime], bool]:
@@ -362,7 +397,7 @@ def test_put_then_hit_returns_outputs_and_provenance(
 
     assert status.cache_status is CacheStatus.CACHE_POPULATED
     assert status.metadata is not None
-    assert status.metadata.dataset_id == key.identifier
+    assert status.metadata.dataset_id == catalog.dataset_id(key)
     assert status.metadata.source_task_execution == source
 
     entry = catalog.twin(twin).get(keys(3))  # another client, a fresh but equal key
@@ -371,7 +406,7 @@ def test_put_then_hit_returns_outputs_and_provenance(
     assert entry.outputs.exists()
     metadata = entry.status.metadata
     assert metadata is not None
-    assert metadata.dataset_id == key.identifier
+    assert metadata.dataset_id == catalog.dataset_id(key)
     assert metadata.source_task_execution == source  # rebuilt from the stored key map
     with pytest.raises(NotFoundError):
         catalog.twin(twin).get(keys(4))
@@ -440,12 +475,18 @@ def test_update_overwrites_and_creates(catalog: Catalog, keys: Keys, twin: str) 
     hit = client.get(keys(1))
     assert hit.outputs.read() == int_map(o0=2)
     assert hit.status.metadata is not None
-    assert hit.status.metadata.source_task_execution == source  # the update's provenance
+    rebuilt = hit.status.metadata.source_task_execution
+    if catalog.datacatalog:
+        # The task version is the dataset's, recorded when the first put created it (with no
+        # metadata): flytepropeller reads it there too.
+        assert rebuilt.task_id.version == "unknown"
+        rebuilt.task_id.version = source.task_id.version
+    assert rebuilt == source  # the update's provenance
 
     created = client.update(keys(2), int_map(o0=3))
     assert created.cache_status is CacheStatus.CACHE_POPULATED
     assert created.metadata is not None
-    assert created.metadata.dataset_id == keys(2).identifier
+    assert created.metadata.dataset_id == catalog.dataset_id(keys(2))
     assert client.get(keys(2)).outputs.read() == int_map(o0=3)
 
 
@@ -463,6 +504,7 @@ def test_small_outputs_are_inline(catalog: Catalog, keys: Keys) -> None:
     assert files_under(catalog.storage) == set()
 
 
+@CACHE_SERVICES_ONLY
 @pytest.mark.parametrize("inline_max_bytes", [0, DEFAULT_INLINE_MAX_BYTES])
 def test_blob_outputs_round_trip(
     catalog: Catalog, keys: Keys, inline_max_bytes: int, twin: str
@@ -481,6 +523,7 @@ def test_blob_outputs_round_trip(
     assert entry.status.cache_status is CacheStatus.CACHE_HIT
 
 
+@CACHE_SERVICES_ONLY
 def test_uri_output_reader_is_stored_by_reference(
     catalog: Catalog, keys: Keys, tmp_path: Path, twin: str
 ) -> None:
@@ -508,6 +551,7 @@ def test_missing_outputs_fail_the_put(
         client.get(keys())
 
 
+@CACHE_SERVICES_ONLY
 def test_dangling_blob_is_a_miss_then_put_repopulates(
     catalog: Catalog, keys: Keys, twin: str
 ) -> None:
@@ -592,6 +636,7 @@ def test_remote_repair_deletes_the_unchanged_dangling_entry(
 # --- max age, delete ---------------------------------------------------------------------
 
 
+@CACHE_SERVICES_ONLY
 def test_max_cache_age_misses_old_entries_and_put_replaces_them(
     catalog: Catalog, keys: Keys, twin: str
 ) -> None:
@@ -616,6 +661,7 @@ def test_max_cache_age_misses_old_entries_and_put_replaces_them(
         aging.put(keys(), int_map(o0=4))  # the fresh entry is live
 
 
+@CACHE_SERVICES_ONLY
 def test_delete_then_not_found(catalog: Catalog, keys: Keys, twin: str) -> None:
     client = catalog.twin(twin)
     client.put(keys(1), int_map(o0=1))
@@ -642,7 +688,7 @@ def test_reservation_acquire_contend_extend_release(
 
     held = client.get_or_extend_reservation(keys(), "A", heartbeat)
     assert held.owner_id == "A"
-    assert held.key == hashing.cache_key(keys())
+    assert held.key == catalog.reservation_key(keys())
     assert held.heartbeat_interval == heartbeat
 
     seen = other.get_or_extend_reservation(keys(), "B", heartbeat)
@@ -671,7 +717,7 @@ def test_reservations_are_per_key(catalog: Catalog, keys: Keys, twin: str) -> No
     client.get_or_extend_reservation(keys(1), "A", timedelta(seconds=2))
     other = client.get_or_extend_reservation(keys(2), "B", timedelta(seconds=2))
     assert other.owner_id == "B"
-    assert other.key == hashing.cache_key(keys(2))
+    assert other.key == catalog.reservation_key(keys(2))
 
 
 def test_heartbeat_is_clamped_to_the_maximum(catalog: Catalog, keys: Keys, twin: str) -> None:
@@ -735,6 +781,7 @@ def test_outputs_must_be_a_literal_map_or_a_reader(catalog: Catalog, keys: Keys,
         client.get(keys())
 
 
+@CACHE_SERVICES_ONLY
 def test_expired_reservation_is_taken_over(catalog: Catalog, keys: Keys, twin: str) -> None:
     # A's reservation was taken an hour ago (on A's clock): long expired, no waiting needed.
     held = catalog.aged(timedelta(hours=1)).get_or_extend_reservation(keys(), "A", MAX_HEARTBEAT)
@@ -751,6 +798,7 @@ def test_expired_reservation_is_taken_over(catalog: Catalog, keys: Keys, twin: s
 # --- scope -------------------------------------------------------------------------------
 
 
+@CACHE_SERVICES_ONLY
 def test_same_task_under_two_projects_is_two_entries(catalog: Catalog, keys: Keys) -> None:
     client = catalog()
     first, second = keys(project="project_a"), keys(project="project_b")
@@ -799,6 +847,87 @@ def test_scope_option_overrides_the_keys_scope(
     assert in_b.get(key).outputs.read() == int_map(o0=2)
 
 
+# --- Flyte interop: key map names, outputs by URI -----------------------------------------
+
+
+@CACHE_SERVICES_ONLY
+def test_the_key_map_uses_flytes_names(catalog: Catalog, keys: Keys, twin: str) -> None:
+    key = keys()
+    catalog.twin(twin).put(key, int_map(o0=1), Metadata(task_execution_id=task_execution_id(key)))
+
+    # Read the stored row itself, with an embedded client on the deployment's database.
+    reader = catalog.aged(timedelta(0))
+    row = reader.manager.get(  # type: ignore[attr-defined]
+        Scope(*key.scope), hashing.cache_key(key)
+    )
+    assert row.key_map == {
+        "task-version": "v7",
+        "exec-project": "exec-project",
+        "exec-domain": "exec-domain",
+        "execution-name": "exec-name",
+        "exec-node": "n3",
+        "exec-attempt": "2",
+        "exec-org": "exec-org",
+    }
+
+
+def test_outputs_uri_sends_every_output_by_uri(
+    remote_catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    sent: list[Any] = []
+    client = remote_catalog.twin(twin, outputs="uri")
+    recorded = client.client if isinstance(client, BlockingAsyncClient) else client
+    recorded._transport = Recording(recorded._transport, sent)  # type: ignore[attr-defined]
+
+    client.put(keys(1), int_map(o0=1))  # tiny: inline by default
+    client.update(keys(1), int_map(o0=2))
+    client.put(keys(2), UriOutputReader(_external(remote_catalog.storage, int_map(o0=3))))
+
+    puts = [request for rpc, request in sent if rpc == rpcs.PUT]
+    assert [put.base_request.output.WhichOneof("output") for put in puts] == ["output_uri"] * 3
+    entry = client.get(keys(1))
+    assert entry.outputs.read() == int_map(o0=2)
+    assert entry.outputs.uri is not None
+    assert normalized(entry.outputs.uri).is_relative_to(normalized(remote_catalog.storage))
+    assert client.get(keys(2)).outputs.read() == int_map(o0=3)
+
+
+def test_outputs_uri_needs_shared_storage_and_no_inline_limit(remote_catalog: Catalog) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        taskcache.open(remote_catalog.target, outputs="uri")
+    assert raised.value.field == "storage"
+    with pytest.raises(InvalidArgumentError) as raised:
+        remote_catalog(outputs="uri", inline_max_bytes=1024)
+    assert raised.value.field == "inline_max_bytes"
+    with pytest.raises(InvalidArgumentError) as raised:
+        remote_catalog(outputs="literals")  # type: ignore[arg-type]
+    assert raised.value.field == "outputs"
+    with pytest.raises(TypeError, match="outputs must be"):
+        remote_catalog(outputs=True)  # type: ignore[arg-type]
+
+
+class Recording:
+    """A transport (sync or async) that records every (rpc, request) it sends."""
+
+    def __init__(self, inner: Any, sent: list[Any]) -> None:
+        self.inner = inner
+        self.sent = sent
+
+    def send(self, rpc: Rpc, request: Any, headers: Any = None) -> Any:
+        self.sent.append((rpc, request))
+        return self.inner.send(rpc, request, headers)
+
+    def close(self) -> Any:
+        return self.inner.close()
+
+
+def _external(folder: Path, outputs: literals_pb2.LiteralMap) -> str:
+    path = folder / "external" / "outputs.pb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(outputs.SerializeToString())
+    return str(path)
+
+
 # --- invalid arguments -------------------------------------------------------------------
 
 
@@ -824,6 +953,7 @@ CALLS: list[Any] = [
 Call = Callable[[Client, Key], object]
 
 
+@CACHE_SERVICES_ONLY
 @pytest.mark.parametrize("call", CALLS)
 def test_empty_or_overlong_key_is_invalid(
     catalog: Catalog, keys: Keys, call: Call, twin: str
@@ -838,6 +968,7 @@ def test_empty_or_overlong_key_is_invalid(
     assert raised.value.field == "identifier"
 
 
+@CACHE_SERVICES_ONLY
 @pytest.mark.parametrize("call", [CALLS[1], CALLS[2]])
 def test_invalid_put_carries_put_failure_status(
     catalog: Catalog, keys: Keys, call: Call, twin: str
@@ -894,6 +1025,7 @@ def test_reservation_cache_methods(catalog: Catalog, twin: str) -> None:
 # --- the async twin ----------------------------------------------------------------------
 
 
+@CACHE_SERVICES_ONLY
 def test_async_twin_round_trip(catalog: Catalog, keys: Keys) -> None:
     key = keys()
 
@@ -966,6 +1098,8 @@ def test_deployments_are_what_they_claim(catalog: Catalog) -> None:
         EMBEDDED_POSTGRES: "EmbeddedClient",
         REMOTE_CONNECT_SQLITE: "RemoteClient",
         REMOTE_GRPC_POSTGRES: "RemoteClient",
+        DATACATALOG_SQLITE: "DataCatalogClient",
+        DATACATALOG_POSTGRES: "DataCatalogClient",
     }[catalog.deployment]
     assert type(client).__name__ == expected
     scheme = catalog.target.split("://", 1)[0]
@@ -976,6 +1110,8 @@ def test_deployments_are_what_they_claim(catalog: Catalog) -> None:
             EMBEDDED_POSTGRES: "postgresql",
             REMOTE_CONNECT_SQLITE: "http",
             REMOTE_GRPC_POSTGRES: "grpc",
+            DATACATALOG_SQLITE: "datacatalog",
+            DATACATALOG_POSTGRES: "datacatalog",
         }[catalog.deployment]
     )
 
@@ -1071,6 +1207,7 @@ def test_get_or_compute_gives_up_after_wait_timeout(catalog: Catalog, keys: Keys
     assert compute.calls == 0
 
 
+@CACHE_SERVICES_ONLY
 def test_get_or_compute_takes_over_an_expired_reservation(catalog: Catalog, keys: Keys) -> None:
     # A dead owner's lease, expired an hour ago for everyone else.
     catalog.aged(timedelta(hours=1)).get_or_extend_reservation(keys(), "dead", timedelta(seconds=1))
@@ -1123,3 +1260,79 @@ def test_get_or_compute_validates_its_options(catalog: Catalog, keys: Keys) -> N
     with pytest.raises(InvalidArgumentError) as caught:
         client.get_or_compute(keys(), Counting(), wait_timeout=timedelta(seconds=-1))
     assert caught.value.field == "wait_timeout"
+
+
+# --- the DataCatalog's own rules -----------------------------------------------------------
+
+DATACATALOG_ONLY = pytest.mark.parametrize("catalog", DATACATALOG_DEPLOYMENTS, indirect=True)
+
+
+@DATACATALOG_ONLY
+def test_datacatalog_max_age_runs_on_created_at_and_a_tag_is_for_good(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    catalog.twin(twin).put(keys(), int_map(o0=1))
+
+    def later(hours: int, **options: Any) -> Client:
+        """A client whose clock is ``hours`` ahead: the artifact is that much older to it."""
+        ahead = datetime.now(UTC) + timedelta(hours=hours)
+        return catalog.twin(twin, clock=lambda: ahead, **options)
+
+    aging = later(2, max_cache_age=timedelta(hours=1))
+    with pytest.raises(NotFoundError, match="max_cache_age"):
+        aging.get(keys())
+    assert later(2, max_cache_age=timedelta(hours=3)).get(keys()).outputs.read() == int_map(o0=1)
+    assert later(2).get(keys()).outputs.read() == int_map(o0=1)
+    # The tag names its artifact for good and an update keeps created_at: too old stays too old.
+    with pytest.raises(AlreadyExistsError):
+        aging.put(keys(), int_map(o0=2))
+    aging.update(keys(), int_map(o0=3))
+    with pytest.raises(NotFoundError):
+        aging.get(keys())
+    assert catalog.twin(twin).get(keys()).outputs.read() == int_map(o0=3)
+
+
+@DATACATALOG_ONLY
+def test_datacatalog_refuses_delete_and_cache_service_options(
+    catalog: Catalog, keys: Keys, twin: str
+) -> None:
+    client = catalog.twin(twin)
+    client.put(keys(), int_map(o0=1))
+    with pytest.raises(FailedPreconditionError, match="cannot delete"):
+        client.delete(keys())
+    assert client.get(keys()).outputs.read() == int_map(o0=1)
+    for options in ({"inline_max_bytes": 0}, {"outputs": "uri"}, {"scope": ("o", "p", "d")}):
+        with pytest.raises(InvalidArgumentError):
+            catalog(**options)
+
+
+@DATACATALOG_ONLY
+def test_datacatalog_entries_are_the_ones_flyte_1_reads(catalog: Catalog, keys: Keys) -> None:
+    """What the client stores is what flytepropeller's calls find, on the same service."""
+    key = keys(7)
+    catalog().put(key, int_map(o0=49), Metadata(task_execution_id=task_execution_id(key)))
+    dataset = dc.DatasetID(
+        project="project_1",
+        domain="domain_1",
+        name=f"flyte_task-{keys.task}",
+        version=f"1.0-{hashing.interface_signature_hash(key.typed_interface)}",
+    )
+    tag = "flyte_cached-" + hashing.hash_literal_map(int_map(x=7))
+    with grpc.insecure_channel(catalog.target.split("://", 1)[1]) as channel:
+        stub = datacatalog_pb2_grpc.DataCatalogStub(channel)
+        found = stub.GetDataset(dc.GetDatasetRequest(dataset=dataset), timeout=10)
+        artifact = stub.GetArtifact(
+            dc.GetArtifactRequest(dataset=dataset, tag_name=tag), timeout=10
+        ).artifact
+    assert dict(found.dataset.metadata.key_map) == {"task-version": "v7"}
+    assert [(datum.name, datum.value.scalar.primitive.integer) for datum in artifact.data] == [
+        ("o0", 49)
+    ]
+    assert dict(artifact.metadata.key_map) == {
+        "exec-project": "exec-project",
+        "exec-domain": "exec-domain",
+        "execution-name": "exec-name",
+        "exec-node": "n3",
+        "exec-attempt": "2",
+        "exec-org": "exec-org",
+    }

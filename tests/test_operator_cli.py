@@ -227,7 +227,7 @@ def test_show_inline_entry_with_provenance(populated: Catalog) -> None:
     assert shown["output_uri"] is None
     assert shown["source_identifier"]["name"] == "tests.cube"
     assert shown["source_identifier"]["resourceType"] == "TASK"
-    assert shown["key_map"]["exec-name"] == "run-42"
+    assert shown["key_map"]["execution-name"] == "run-42"
     execution = shown["source_execution"]
     assert execution["nodeExecutionId"]["executionId"]["name"] == "run-42"
     assert execution["retryAttempt"] == 1

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
+
+from taskcache.server.settings import Settings
 
 _README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -45,3 +50,29 @@ def test_flyte_level_example_runs_and_memoizes(
     outputs = second["outputs"]
     assert outputs.literals["o0"].scalar.primitive.integer == 144  # type: ignore[attr-defined]
     assert (tmp_path / "catalog.db").exists()
+
+
+def _yaml_blocks() -> list[dict[str, Any]]:
+    blocks = re.findall(r"```yaml\n(.*?)```", _README.read_text(), flags=re.DOTALL)
+    return [yaml.safe_load(block) for block in blocks]
+
+
+def test_flyte_configuration_examples_use_flytes_sections() -> None:
+    """The pasteable Flyte setups put each setting where Flyte's configuration code reads it:
+    Flyte 2's ``executor.cacheServiceURL`` and ``plugins.catalogCache`` (a sub-section of
+    ``plugins``), Flyte 1 propeller's top-level ``catalog-cache`` on the gRPC port.
+    """
+    flyte2 = next(block for block in _yaml_blocks() if "executor" in block)
+    assert "catalogCache" not in flyte2  # a plugins sub-section, never top-level
+    assert set(flyte2["plugins"]["catalogCache"]) == {"maxCacheAge"}
+    url = urlsplit(flyte2["executor"]["cacheServiceURL"])
+    assert (url.scheme, url.port) == ("http", Settings().port)
+
+    flyte1 = next(block for block in _yaml_blocks() if "catalog-cache" in block)
+    section = flyte1["catalog-cache"]
+    assert section["type"] == "datacatalog"
+    assert isinstance(section["insecure"], bool)
+    assert set(section) <= {"type", "endpoint", "insecure", "max-cache-age", "use-admin-auth"}
+    host, _, port = section["endpoint"].rpartition(":")
+    assert host and "://" not in host  # propeller dials host:port
+    assert int(port) == Settings().grpc_port

@@ -19,10 +19,18 @@ from taskcache import open as open_catalog
 from taskcache import open_async as open_async_catalog
 from taskcache.clients import transports
 from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
+from taskcache.clients.datacatalog import (
+    AsyncDataCatalogClient,
+    DataCatalogClient,
+    open_datacatalog,
+    open_datacatalog_async,
+)
 from taskcache.clients.embedded import AsyncEmbeddedClient, EmbeddedClient
 from taskcache.clients.remote import (
+    AsyncRemote,
     AsyncRemoteClient,
     RemoteClient,
+    SyncRemote,
     open_remote,
     open_remote_async,
 )
@@ -41,6 +49,8 @@ TWINS: list[tuple[type, type]] = [
     (transports.SyncTransport, transports.AsyncTransport),
     (EmbeddedClient, AsyncEmbeddedClient),
     (RemoteClient, AsyncRemoteClient),
+    (SyncRemote, AsyncRemote),
+    (DataCatalogClient, AsyncDataCatalogClient),
     (CacheManager, AsyncCacheManager),
     (transports.ConnectTransport, transports.AsyncConnectTransport),
     (transports.GrpcTransport, transports.AsyncGrpcTransport),
@@ -54,6 +64,8 @@ IMPLEMENTATIONS: list[tuple[type, type]] = [
     (AsyncEmbeddedClient, AsyncClient),
     (AsyncEmbeddedClient, AsyncOperatorClient),
     (AsyncRemoteClient, AsyncClient),
+    (DataCatalogClient, Client),
+    (AsyncDataCatalogClient, AsyncClient),
     (SqliteRepository, Repository),
     (PostgresRepository, Repository),
     (ThreadedRepository, AsyncRepository),
@@ -68,6 +80,8 @@ IMPLEMENTATIONS: list[tuple[type, type]] = [
 FUNCTION_TWINS: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
     (open_catalog, open_async_catalog),
     (open_remote, open_remote_async),
+    (open_datacatalog, open_datacatalog_async),
+    (transports.open_datacatalog_transport, transports.open_async_datacatalog_transport),
     (transports.open_transport, transports.open_async_transport),
 ]
 

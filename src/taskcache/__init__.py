@@ -4,7 +4,8 @@
 :mod:`taskcache.values`). ``taskcache.open()`` returns a :class:`Client` with Flyte's catalog
 methods (get, put, update, get_or_extend_reservation, release_reservation,
 get_reservation_cache, update_reservation_cache) plus delete and get_or_compute;
-``taskcache.open_async()`` its async twin. On a local or PostgreSQL catalog (not a service
+``taskcache.open_async()`` its async twin, on an embedded catalog, a ``taskcache serve`` or
+a Flyte 1 DataCatalog (``datacatalog://``). On a local or PostgreSQL catalog (not a service
 URL) the client is also an :class:`OperatorClient` (:class:`AsyncOperatorClient`):
 ``entries()``, ``stats()`` and ``clear()`` do from Python what ``taskcache ls``, ``stats`` and
 ``gc`` do from a shell.

@@ -1,6 +1,10 @@
 """Provenance of entries: the key map stored with an entry and the CatalogMetadata rebuilt
 from it, following Flyte's cache-service client.
 
+Keys are written with Flyte's names (``flyteplugins/.../catalog/cache_service/metadata_keys.go``
+and flytepropeller's datacatalog transformer): the execution name as ``execution-name``.
+Entries written by taskcache before it followed Flyte used ``exec-name``; it is still read.
+
 It stores and fetches nothing.
 """
 
@@ -15,9 +19,9 @@ from taskcache.model import CacheStatus, Metadata, Status
 TASK_VERSION = "task-version"
 EXEC_PROJECT = "exec-project"
 EXEC_DOMAIN = "exec-domain"
-EXEC_NAME = "exec-name"
-# Flyte's Go clients write the execution name under this key; read it too.
-FLYTE_EXEC_NAME = "execution-name"
+EXEC_NAME = "execution-name"
+# What taskcache wrote before it used Flyte's name: read, never written.
+LEGACY_EXEC_NAME = "exec-name"
 EXEC_NODE = "exec-node"
 EXEC_ATTEMPT = "exec-attempt"
 EXEC_ORG = "exec-org"
@@ -64,6 +68,41 @@ def key_map_for(metadata: Metadata | None) -> dict[str, str]:
     return {}
 
 
+def datacatalog_dataset_key_map(metadata: Metadata | None) -> dict[str, str]:
+    """Return the key map of a DataCatalog dataset created for ``metadata``, as flytepropeller
+    writes it: the task version of its task execution id, else nothing.
+    """
+    task = metadata.task_execution_id if metadata is not None else None
+    return {} if task is None else {TASK_VERSION: task.task_id.version}
+
+
+def datacatalog_artifact_key_map(metadata: Metadata | None) -> dict[str, str]:
+    """Return the key map of a DataCatalog artifact stored with ``metadata``.
+
+    From a task execution id: flytepropeller's five keys (``exec-project``, ``exec-domain``,
+    ``execution-name``, ``exec-node``, ``exec-attempt``), plus ``exec-org`` when the
+    execution has an org (Flyte 1 records none; Flyte 2's name for it). From a node execution
+    id alone (propeller always has a task execution): the same keys but the attempt.
+    """
+    key_map = key_map_for(metadata)
+    key_map.pop(TASK_VERSION, None)  # a dataset's, in the DataCatalog
+    if not key_map.get(EXEC_ORG):
+        key_map.pop(EXEC_ORG, None)
+    return key_map
+
+
+def datacatalog_source_key_map(
+    dataset_key_map: dict[str, str], artifact_key_map: dict[str, str]
+) -> dict[str, str]:
+    """Return the one key map :func:`source_execution` reads for a DataCatalog hit: the
+    artifact's, with the task version taken from the dataset only (as flytepropeller does).
+    """
+    merged = {key: value for key, value in artifact_key_map.items() if key != TASK_VERSION}
+    if TASK_VERSION in dataset_key_map:
+        merged[TASK_VERSION] = dataset_key_map[TASK_VERSION]
+    return merged
+
+
 def _value(key_map: dict[str, str], key: str, fallback: str) -> str:
     return key_map.get(key) or fallback
 
@@ -84,7 +123,7 @@ def source_execution(
     Missing or empty values read "unknown"; project, domain and org fall back to the source
     identifier's.
     """
-    name = key_map.get(EXEC_NAME) or _value(key_map, FLYTE_EXEC_NAME, UNKNOWN)
+    name = key_map.get(EXEC_NAME) or _value(key_map, LEGACY_EXEC_NAME, UNKNOWN)
     return identifier_pb2.TaskExecutionIdentifier(
         task_id=identifier_pb2.Identifier(
             resource_type=source.resource_type,

@@ -14,7 +14,8 @@ Accepted forms (scheme names are case-insensitive):
 - ``memory://``: a private in-process catalog;
 - ``postgresql://…`` or ``postgres://…``: a PostgreSQL database;
 - ``http(s)://host:port`` (Connect) and ``grpc(s)://host:port`` (gRPC): a running
-  ``taskcache serve``, which only :func:`resolve` accepts (clients), never
+  ``taskcache serve``; ``datacatalog(s)://host:port``: a Flyte 1 DataCatalog (gRPC; Flyte's
+  own or ``taskcache serve``). Only :func:`resolve` accepts these (clients), never
   :func:`resolve_database` (``serve``, ``migrate``, operator commands).
 
 Refused, always with :class:`~taskcache.errors.InvalidArgumentError`: an empty or blank
@@ -66,8 +67,8 @@ DATABASE_FORMS: Final = (
     "or postgresql://user@host/db"
 )
 TARGET_FORMS: Final = (
-    f"{DATABASE_FORMS}, or a running service: http(s)://host:port (Connect) "
-    "or grpc(s)://host:port (gRPC)"
+    f"{DATABASE_FORMS}, or a running service: http(s)://host:port (Connect), "
+    "grpc(s)://host:port (gRPC) or datacatalog(s)://host:port (a Flyte 1 DataCatalog)"
 )
 
 
@@ -79,9 +80,12 @@ class LocationKind(enum.Enum):
     POSTGRES = "postgresql"
     CONNECT = "connect"
     GRPC = "grpc"
+    DATACATALOG = "datacatalog"
 
 
-_SERVICE_KINDS: Final = frozenset({LocationKind.CONNECT, LocationKind.GRPC})
+_SERVICE_KINDS: Final = frozenset(
+    {LocationKind.CONNECT, LocationKind.GRPC, LocationKind.DATACATALOG}
+)
 _SCHEME_KINDS: Final = {
     "postgresql": LocationKind.POSTGRES,
     "postgres": LocationKind.POSTGRES,
@@ -89,6 +93,8 @@ _SCHEME_KINDS: Final = {
     "https": LocationKind.CONNECT,
     "grpc": LocationKind.GRPC,
     "grpcs": LocationKind.GRPC,
+    "datacatalog": LocationKind.DATACATALOG,
+    "datacatalogs": LocationKind.DATACATALOG,
 }
 _DATABASE_SUFFIXES: Final = (".db", ".sqlite", ".sqlite3")
 _MEMORY_ADDRESS: Final = "memory://"

@@ -1,8 +1,8 @@
 """``taskcache.open``/``open_async``: validate the options and build the client.
 
 Which catalog or service a target names is decided by :mod:`taskcache.resolver` alone; this
-module only builds an embedded client on the repository it opens, or a remote client for a
-service URL.
+module only builds an embedded client on the repository it opens, a remote client for a
+cache-service URL, or a DataCatalog client for a ``datacatalog(s)://`` URL.
 
 It must not parse target strings (:mod:`taskcache.resolver` does) nor decide policy.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
 
 from taskcache.clients.base import AsyncClient, Client
 from taskcache.clients.embedded import (
@@ -31,12 +31,16 @@ from taskcache.manager import (
     Clock,
     utc_now,
 )
-from taskcache.resolver import Location, open_repository, resolve
+from taskcache.resolver import Location, LocationKind, open_repository, resolve
 from taskcache.storage import BlobStore
 
 if TYPE_CHECKING:
+    from taskcache.clients.datacatalog import DataCatalogRules
     from taskcache.clients.remote import RemoteRules
     from taskcache.clients.transports import RemoteOptions
+
+OutputsMode = Literal["inline", "uri"]
+_OUTPUTS_MODES: tuple[OutputsMode, ...] = ("inline", "uri")
 
 
 def _duration(value: timedelta | float, field: str) -> timedelta:
@@ -65,6 +69,8 @@ class _Options:
     client_key: str | None
     token: str | None
     scope: tuple[str, str, str] | None
+    outputs: OutputsMode
+    inline_given: bool
 
 
 class OpenOptions(TypedDict, total=False):
@@ -84,6 +90,7 @@ class OpenOptions(TypedDict, total=False):
     client_key: str | None
     token: str | None
     scope: tuple[str, str, str] | None
+    outputs: OutputsMode
 
 
 # The default budget of a remote call (retries included) when ``open`` is given none.
@@ -112,10 +119,20 @@ def _options(given: OpenOptions) -> _Options:
         raise InvalidArgumentError(
             "must be three non-empty names (org, project, domain)", field="scope"
         )
+    outputs = given.get("outputs", "inline")
+    if not isinstance(outputs, str):
+        raise TypeError(f"outputs must be 'inline' or 'uri', not {type(outputs).__name__}")
+    if outputs not in _OUTPUTS_MODES:
+        raise InvalidArgumentError(f"must be 'inline' or 'uri', not {outputs!r}", field="outputs")
+    if outputs == "uri" and inline_max_bytes > 0 and "inline_max_bytes" in given:
+        raise InvalidArgumentError(
+            "must be 0 (or left out) with outputs='uri': every put sends a URI",
+            field="inline_max_bytes",
+        )
     return _Options(
         storage=given.get("storage"),
         max_cache_age=None if max_cache_age is None else _duration(max_cache_age, "max_cache_age"),
-        inline_max_bytes=inline_max_bytes,
+        inline_max_bytes=0 if outputs == "uri" else inline_max_bytes,
         max_reservation_heartbeat=_duration(
             given.get("max_reservation_heartbeat", DEFAULT_MAX_RESERVATION_HEARTBEAT),
             "max_reservation_heartbeat",
@@ -133,6 +150,8 @@ def _options(given: OpenOptions) -> _Options:
         client_key=client_key,
         token=given.get("token"),
         scope=scope,
+        outputs=outputs,
+        inline_given="inline_max_bytes" in given,
     )
 
 
@@ -163,11 +182,43 @@ def _open_embedded(location: Location, options: _Options) -> EmbeddedClient:
 def _remote_rules(options: _Options, location: Location) -> RemoteRules:
     from taskcache.clients.remote import RemoteRules  # noqa: PLC0415
 
+    if options.outputs == "uri" and options.storage is None:
+        raise InvalidArgumentError(
+            "outputs='uri' sends every output as a URI: give the storage its readers share "
+            "(s3://..., gs://..., file:///shared/...)",
+            field="storage",
+        )
     return RemoteRules(
         BlobStore(options.storage or location.blob_root),
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,
+        reservations=ReservationCacheStore(options.reservation_cache_size),
+    )
+
+
+def _datacatalog_rules(options: _Options, location: Location) -> DataCatalogRules:
+    from taskcache.clients.datacatalog import DataCatalogRules  # noqa: PLC0415
+
+    if options.outputs == "uri":
+        raise InvalidArgumentError(
+            "a DataCatalog stores output literals, not URIs; outputs='uri' is for cache services",
+            field="outputs",
+        )
+    if options.inline_given:
+        raise InvalidArgumentError(
+            "a DataCatalog stores outputs itself; inline_max_bytes is for cache services",
+            field="inline_max_bytes",
+        )
+    if options.scope is not None:
+        raise InvalidArgumentError(
+            "a DataCatalog files a task's entries under the task's own project and domain",
+            field="scope",
+        )
+    return DataCatalogRules(
+        BlobStore(options.storage or location.blob_root),
+        max_cache_age=options.max_cache_age,
+        clock=options.clock,
         reservations=ReservationCacheStore(options.reservation_cache_size),
     )
 
@@ -200,16 +251,24 @@ def open_catalog(
       of ``taskcache serve``. ``max_retries`` (on Unavailable, DeadlineExceeded and
       ResourceExhausted, with exponential backoff and jitter), ``ca_file`` (TLS),
       ``client_cert`` and ``client_key`` (PEM files, for mutual TLS), ``token`` (bearer) and
-      ``scope`` ((org, project, domain); default: the key's) apply.
+      ``scope`` ((org, project, domain); default: the key's) apply;
+    - ``"datacatalog(s)://host:port"``: a client of a Flyte 1 DataCatalog (Flyte's own, or
+      ``taskcache serve``'s gRPC port), calling it as flytepropeller does (see
+      :mod:`taskcache.clients.datacatalog`). The service options but ``scope`` apply, and
+      ``clock`` (the max-age check is the client's); outputs travel as literals, so
+      ``inline_max_bytes`` and ``outputs`` do not.
 
     An empty string, an unknown scheme and ``host:port`` without a scheme are refused.
 
     Options (:class:`OpenOptions`): ``storage`` is the fsspec URL large outputs are written
     under (default: ``blobs/`` beside the database, or in the default home);
     ``max_cache_age`` (None: never expire); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
-    ``max_reservation_heartbeat`` (10 s); ``heartbeat_grace_multiplier`` (3);
-    ``reservation_cache_size`` (10 000 owners); ``clock``; ``timeout``; ``max_retries`` (5);
-    ``ca_file``; ``client_cert``; ``client_key``; ``token``; ``scope``.
+    ``outputs`` (``"inline"``, the default: inline up to ``inline_max_bytes``; ``"uri"``:
+    every output is written to ``storage``, which must then be given for a service, and sent
+    by URI, as Flyte 2's own cache service requires); ``max_reservation_heartbeat`` (10 s);
+    ``heartbeat_grace_multiplier`` (3); ``reservation_cache_size`` (10 000 owners);
+    ``clock``; ``timeout``; ``max_retries`` (5); ``ca_file``; ``client_cert``;
+    ``client_key``; ``token``; ``scope``.
 
     ``timeout`` (seconds or a timedelta; None: unbounded) is the default budget of every
     call, retries included, which a call's own ``timeout=`` overrides; when it passes the
@@ -225,6 +284,12 @@ def open_catalog(
     location = resolve(target)
     if not location.is_service:
         return _open_embedded(location, resolved)
+    if location.kind is LocationKind.DATACATALOG:
+        from taskcache.clients.datacatalog import open_datacatalog  # noqa: PLC0415
+
+        return open_datacatalog(
+            location.address, _remote_options(resolved), _datacatalog_rules(resolved, location)
+        )
     from taskcache.clients.remote import open_remote  # noqa: PLC0415
 
     return open_remote(
@@ -240,6 +305,12 @@ def open_async_catalog(
     location = resolve(target)
     if not location.is_service:
         return AsyncEmbeddedClient(_open_embedded(location, resolved))
+    if location.kind is LocationKind.DATACATALOG:
+        from taskcache.clients.datacatalog import open_datacatalog_async  # noqa: PLC0415
+
+        return open_datacatalog_async(
+            location.address, _remote_options(resolved), _datacatalog_rules(resolved, location)
+        )
     from taskcache.clients.remote import open_remote_async  # noqa: PLC0415
 
     return open_remote_async(

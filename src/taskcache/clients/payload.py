@@ -61,15 +61,11 @@ def prepare_payload(
     when at most ``inline_max_bytes`` (0 = never), else written once to ``blobs``. Raises
     NotFoundError when a reader says its outputs do not exist.
     """
-    if isinstance(outputs, OutputReader):
+    if isinstance(outputs, OutputReader) and outputs.uri is not None:
         if not outputs.exists():
             raise NotFoundError(f"outputs do not exist for {cache_key!r}")
-        if outputs.uri is not None:
-            return Payload(output_uri=outputs.uri, output_literals=None)
-        literal_map = as_literal_map(outputs.read(), "the OutputReader's read()")
-    else:
-        literal_map = outputs
-    data = literal_map.SerializeToString()
+        return Payload(output_uri=outputs.uri, output_literals=None)
+    data = literal_outputs(outputs, cache_key).SerializeToString()
     if inline_max_bytes > 0 and len(data) <= inline_max_bytes:
         return Payload(output_uri=None, output_literals=data)
     uri = blobs.write_outputs(cache_key, data)
@@ -94,6 +90,40 @@ def read_payload(
     return decode_literal_map(read_blob(output_uri), source=output_uri)
 
 
+def literal_outputs(outputs: Outputs, cache_key: str) -> LiteralMap:
+    """Return ``outputs`` as a LiteralMap: itself, or what a reader reads.
+
+    Raises TypeError (see :func:`check_outputs`) for another type or a reader whose
+    ``read()`` returns something else; NotFoundError when a reader says its outputs do not
+    exist.
+    """
+    check_outputs(outputs)
+    if not isinstance(outputs, OutputReader):
+        return outputs
+    if not outputs.exists():
+        raise NotFoundError(f"outputs do not exist for {cache_key!r}")
+    return as_literal_map(outputs.read(), "the OutputReader's read()")
+
+
+@contextmanager
+def put_failures(key: Key) -> Iterator[None]:
+    """Give every error raised in the block the CACHE_PUT_FAILURE status of ``key``.
+
+    A CacheError is re-raised as it is, a TypeError as it is (the caller passed the wrong
+    thing), any other exception as an InternalError caused by it.
+    """
+    try:
+        yield
+    except Exception as error:
+        status = put_failure_status(key.identifier)
+        if isinstance(error, CacheError):
+            error.status = status
+            raise
+        if isinstance(error, TypeError):
+            raise
+        raise InternalError(f"put failed: {error}", status=status) from error
+
+
 @contextmanager
 def staged_put(
     key: Key, outputs: Outputs, blobs: BlobStore, inline_max_bytes: int
@@ -104,22 +134,22 @@ def staged_put(
     Raises TypeError (see :func:`check_outputs`) before anything is done for outputs of
     another type, and for a reader whose ``read()`` returns something else. If hashing,
     staging or the block fails otherwise, the blob written for the payload (if any) is
-    deleted and the error is raised with the CACHE_PUT_FAILURE status: a CacheError as it is,
-    any other exception as an InternalError caused by it.
+    deleted and the error is raised with the CACHE_PUT_FAILURE status (see
+    :func:`put_failures`).
     """
     check_outputs(outputs)
     payload: Payload | None = None
-    try:
-        cache_key = hashing.cache_key(key)
-        payload = prepare_payload(cache_key, outputs, blobs, inline_max_bytes)
-        yield cache_key, payload
-    except Exception as error:
-        if payload is not None and payload.written_uri is not None:
-            blobs.delete(payload.written_uri)
-        status = put_failure_status(key.identifier)
-        if isinstance(error, CacheError):
-            error.status = status
+    with put_failures(key):
+        try:
+            cache_key = hashing.cache_key(key)
+            payload = prepare_payload(cache_key, outputs, blobs, inline_max_bytes)
+            yield cache_key, payload
+        except Exception as error:
+            if payload is None:
+                raise
+            if payload.written_uri is not None:
+                blobs.delete(payload.written_uri)
+            if isinstance(error, TypeError):
+                # Past staging the outputs were fine: a TypeError is taskcache's failure.
+                raise InternalError(f"put failed: {error}") from error
             raise
-        if isinstance(error, TypeError) and payload is None:
-            raise  # the caller passed the wrong thing; not the catalog's failure
-        raise InternalError(f"put failed: {error}", status=status) from error

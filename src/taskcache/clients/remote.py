@@ -4,6 +4,10 @@ The key is computed here (Flyte-identical hashing); outputs go inline when small
 written to this client's storage and sent by URI; hits are read back through fsspec. Request
 building and response reading are shared by the sync and async clients; only the I/O differs.
 
+It also owns what every remote client shares, whatever service it speaks: the transport, the
+closed-client refusal and the client-side reservation cache (:class:`SyncRemote`,
+:class:`AsyncRemote`; the DataCatalog client builds on them too).
+
 The service's manager decides policy, never this client; the wire is the transports' business.
 """
 
@@ -13,7 +17,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from flyteidl2.cacheservice import cacheservice_pb2 as base
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2
@@ -173,12 +177,29 @@ class RemoteRules:
         )
 
 
-class _Remote(Generic[_Transport]):
-    """What both remote clients hold: a transport and the shared request rules."""
+class SharedRules(Protocol):
+    """What every remote client's rules hold: the blob store and the reservation cache."""
 
-    def __init__(self, transport: _Transport, rules: RemoteRules) -> None:
+    @property
+    def blobs(self) -> BlobStore:
+        """Where this client writes large outputs (and ``@cached`` its values)."""
+        ...
+
+    @property
+    def reservations(self) -> ReservationCacheStore:
+        """What the client remembers of its reservation attempts."""
+        ...
+
+
+_Rules = TypeVar("_Rules", bound=SharedRules)
+
+
+class _Remote(Generic[_Transport, _Rules]):
+    """What every remote client holds: a transport and its request rules."""
+
+    def __init__(self, transport: _Transport, rules: _Rules) -> None:
         self._transport: _Transport = transport
-        self._rules = rules
+        self._rules: _Rules = rules
 
     @property
     def blobs(self) -> BlobStore:
@@ -186,7 +207,79 @@ class _Remote(Generic[_Transport]):
         return self._rules.blobs
 
 
-class RemoteClient(Writes, ComputesOnce, _Remote[SyncTransport], Closeable):
+class SyncRemote(_Remote[SyncTransport, _Rules], Closeable):
+    """A synchronous remote client's plumbing: sending (refused once closed), closing, and the
+    client-side reservation cache.
+    """
+
+    def get_reservation_cache(self, owner_id: str, *, timeout: Timeout = None) -> ReservationCache:
+        """Return what this client remembers of ``owner_id``'s last reservation attempt (in
+        memory: ``timeout`` is checked, never needed).
+        """
+        as_timeout(timeout)
+        return self._rules.reservations.get(owner_id)
+
+    def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
+        """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first;
+        in memory: ``timeout`` is checked, never needed).
+        """
+        as_timeout(timeout)
+        self._rules.reservations.put(owner_id, entry)
+
+    def _send(
+        self,
+        rpc: rpcs.Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None,
+    ) -> Message:
+        # A closed transport fails in its own ways (gRPC raises ValueError, Connect quietly
+        # reconnects); a closed client refuses every call the same way.
+        if self.closed:
+            raise UnavailableError("the client is closed")
+        return self._transport.send(rpc, request, headers, timeout=timeout)
+
+    def _release(self) -> None:
+        self._transport.close()
+
+
+class AsyncRemote(_Remote[AsyncTransport, _Rules], AsyncCloseable):
+    """The asynchronous twin of :class:`SyncRemote`."""
+
+    async def get_reservation_cache(
+        self, owner_id: str, *, timeout: Timeout = None
+    ) -> ReservationCache:
+        """See :meth:`SyncRemote.get_reservation_cache`."""
+        as_timeout(timeout)
+        return self._rules.reservations.get(owner_id)
+
+    async def update_reservation_cache(
+        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
+    ) -> None:
+        """See :meth:`SyncRemote.update_reservation_cache`."""
+        as_timeout(timeout)
+        self._rules.reservations.put(owner_id, entry)
+
+    async def _send(
+        self,
+        rpc: rpcs.Rpc,
+        request: Message,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None,
+    ) -> Message:
+        if self.closed:
+            raise UnavailableError("the client is closed")
+        return await self._transport.send(rpc, request, headers, timeout=timeout)
+
+    async def _release(self) -> None:
+        await self._transport.close()
+
+
+class RemoteClient(Writes, ComputesOnce, SyncRemote[RemoteRules]):
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
     def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
@@ -259,41 +352,8 @@ class RemoteClient(Writes, ComputesOnce, _Remote[SyncTransport], Closeable):
         request = self._rules.release_request(key, owner_id)
         self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
 
-    def get_reservation_cache(self, owner_id: str, *, timeout: Timeout = None) -> ReservationCache:
-        """Return what this client remembers of ``owner_id``'s last reservation attempt (in
-        memory: ``timeout`` is checked, never needed).
-        """
-        as_timeout(timeout)
-        return self._rules.reservations.get(owner_id)
 
-    def update_reservation_cache(
-        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
-    ) -> None:
-        """Remember ``entry`` for ``owner_id`` (bounded, least recently used forgotten first;
-        in memory: ``timeout`` is checked, never needed).
-        """
-        as_timeout(timeout)
-        self._rules.reservations.put(owner_id, entry)
-
-    def _send(
-        self,
-        rpc: rpcs.Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None,
-    ) -> Message:
-        # A closed transport fails in its own ways (gRPC raises ValueError, Connect quietly
-        # reconnects); a closed client refuses every call the same way.
-        if self.closed:
-            raise UnavailableError("the client is closed")
-        return self._transport.send(rpc, request, headers, timeout=timeout)
-
-    def _release(self) -> None:
-        self._transport.close()
-
-
-class AsyncRemoteClient(AsyncComputesOnce, _Remote[AsyncTransport], AsyncCloseable):
+class AsyncRemoteClient(AsyncComputesOnce, AsyncRemote[RemoteRules]):
     """The asynchronous twin of :class:`RemoteClient`."""
 
     async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
@@ -380,35 +440,6 @@ class AsyncRemoteClient(AsyncComputesOnce, _Remote[AsyncTransport], AsyncCloseab
         seconds = as_timeout(timeout)
         request = self._rules.release_request(key, owner_id)
         await self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
-
-    async def get_reservation_cache(
-        self, owner_id: str, *, timeout: Timeout = None
-    ) -> ReservationCache:
-        """See :meth:`RemoteClient.get_reservation_cache`."""
-        as_timeout(timeout)
-        return self._rules.reservations.get(owner_id)
-
-    async def update_reservation_cache(
-        self, owner_id: str, entry: ReservationCache, *, timeout: Timeout = None
-    ) -> None:
-        """See :meth:`RemoteClient.update_reservation_cache`."""
-        as_timeout(timeout)
-        self._rules.reservations.put(owner_id, entry)
-
-    async def _send(
-        self,
-        rpc: rpcs.Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None,
-    ) -> Message:
-        if self.closed:
-            raise UnavailableError("the client is closed")
-        return await self._transport.send(rpc, request, headers, timeout=timeout)
-
-    async def _release(self) -> None:
-        await self._transport.close()
 
 
 def _if_unchanged(version: EntryVersion) -> dict[str, str]:

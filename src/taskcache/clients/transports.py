@@ -1,6 +1,7 @@
-"""Wire transports to a cache service: Connect (HTTP) and gRPC, each sync and async.
+"""Wire transports to a service: Connect (HTTP) and gRPC, each sync and async.
 
-A transport sends ``flyteidl2.cacheservice.v2`` requests with Flyte's generated clients,
+A transport sends ``flyteidl2.cacheservice.v2`` requests (or, on a ``datacatalog(s)://``
+channel, Flyte 1's ``datacatalog.DataCatalog`` requests) with Flyte's generated clients,
 applies the per-call timeout, the bearer token and the retry policy, and turns wire errors
 into :mod:`taskcache.errors` exceptions. It knows nothing about keys or outputs.
 
@@ -28,6 +29,7 @@ import grpc.aio
 import pyqwest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
+from flyteidl.datacatalog import datacatalog_pb2_grpc
 from flyteidl2.cacheservice.v2 import cacheservice_connect, cacheservice_pb2_grpc
 from google.protobuf.message import Message
 
@@ -91,6 +93,10 @@ class AsyncTransport(Protocol):
 _RETRYABLE = (UnavailableError, DeadlineExceededError, ResourceExhaustedError)
 CONNECT_SCHEMES = ("http", "https")
 GRPC_SCHEMES = ("grpc", "grpcs")
+DATACATALOG_SCHEMES = ("datacatalog", "datacatalogs")
+_TLS_SCHEMES = frozenset({"grpcs", "datacatalogs"})
+# A generated stub class: called with a channel, it has one attribute per RPC.
+Stub = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -290,9 +296,9 @@ def _connect_address(url: str) -> str:
 
 def _grpc_target(url: str) -> tuple[str, bool]:
     parts = urlsplit(url)
-    if parts.scheme not in GRPC_SCHEMES or not parts.netloc:
-        raise InvalidArgumentError(f"not a grpc(s) URL: {url!r}", field="target")
-    return parts.netloc, parts.scheme == "grpcs"
+    if parts.scheme not in (*GRPC_SCHEMES, *DATACATALOG_SCHEMES) or not parts.netloc:
+        raise InvalidArgumentError(f"not a grpc(s) or datacatalog(s) URL: {url!r}", field="target")
+    return parts.netloc, parts.scheme in _TLS_SCHEMES
 
 
 def _grpc_credentials(options: RemoteOptions) -> grpc.ChannelCredentials:
@@ -404,13 +410,17 @@ class ConnectTransport:
 
 
 class GrpcTransport:
-    """Sync gRPC transport with the generated ``CacheServiceStub``."""
+    """Sync gRPC transport with a generated stub: ``CacheServiceStub`` unless ``stub`` says
+    otherwise (``DataCatalogStub`` for a DataCatalog).
+    """
 
-    def __init__(self, url: str, options: RemoteOptions) -> None:
+    def __init__(
+        self, url: str, options: RemoteOptions, stub: Stub = cacheservice_pb2_grpc.CacheServiceStub
+    ) -> None:
         self._url = url
         self._options = options
         self._channel = _grpc_channel(url, options, grpc)
-        self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
+        self._stub = stub(self._channel)
         self._headers = _headers(options)
 
     def send(
@@ -489,13 +499,15 @@ class AsyncConnectTransport:
 
 
 class AsyncGrpcTransport:
-    """Async gRPC transport (``grpc.aio``) with the generated ``CacheServiceStub``."""
+    """Async gRPC transport (``grpc.aio``); ``stub`` as for :class:`GrpcTransport`."""
 
-    def __init__(self, url: str, options: RemoteOptions) -> None:
+    def __init__(
+        self, url: str, options: RemoteOptions, stub: Stub = cacheservice_pb2_grpc.CacheServiceStub
+    ) -> None:
         self._url = url
         self._options = options
         self._channel = _grpc_channel(url, options, grpc.aio)
-        self._stub = cacheservice_pb2_grpc.CacheServiceStub(self._channel)
+        self._stub = stub(self._channel)
         self._headers = _headers(options)
 
     async def send(
@@ -545,3 +557,23 @@ def open_async_transport(url: str, options: RemoteOptions) -> AsyncTransport:
     if _is_grpc(url):
         return AsyncGrpcTransport(url, options)
     return AsyncConnectTransport(url, options)
+
+
+def open_datacatalog_transport(url: str, options: RemoteOptions) -> SyncTransport:
+    """Return the sync gRPC transport to the DataCatalog at a ``datacatalog(s)://`` URL.
+
+    Raises InvalidArgumentError if ``url`` is not one.
+    """
+    _check_datacatalog(url)
+    return GrpcTransport(url, options, datacatalog_pb2_grpc.DataCatalogStub)
+
+
+def open_async_datacatalog_transport(url: str, options: RemoteOptions) -> AsyncTransport:
+    """Async twin of :func:`open_datacatalog_transport`."""
+    _check_datacatalog(url)
+    return AsyncGrpcTransport(url, options, datacatalog_pb2_grpc.DataCatalogStub)
+
+
+def _check_datacatalog(url: str) -> None:
+    if url.split("://", 1)[0].lower() not in DATACATALOG_SCHEMES:
+        raise InvalidArgumentError(f"not a datacatalog(s) URL: {url!r}", field="target")

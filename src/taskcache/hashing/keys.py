@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 _SIGNATURE_HASH_LENGTH = 8
 ARTIFACT_TAG_PREFIX = "flyte_cached-"
+DATASET_NAME_PREFIX = "flyte_task-"
 
 
 def compute_hash(message: Message) -> bytes:
@@ -187,6 +188,12 @@ def datacatalog_dataset_version(typed_interface: TypedInterface, cache_version: 
     if not trimmed:
         raise InvalidArgumentError("must not be empty", field="cache_version")
     return f"{trimmed}-{interface_signature_hash(typed_interface)}"
+
+
+def datacatalog_dataset_name(identifier: TaskIdentifier) -> str:
+    """Return the Flyte 1 datacatalog dataset name of a task: ``"flyte_task-<task name>"``."""
+    name: str = identifier.name
+    return DATASET_NAME_PREFIX + name
 
 
 def datacatalog_artifact_tag(literal_map: LiteralMap | None, ignore: Collection[str] = ()) -> str:
