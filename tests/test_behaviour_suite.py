@@ -913,9 +913,9 @@ class Recording:
         self.inner = inner
         self.sent = sent
 
-    def send(self, rpc: Rpc, request: Any, headers: Any = None) -> Any:
+    def send(self, rpc: Rpc, request: Any, headers: Any = None, *, timeout: Any = None) -> Any:
         self.sent.append((rpc, request))
-        return self.inner.send(rpc, request, headers)
+        return self.inner.send(rpc, request, headers, timeout=timeout)
 
     def close(self) -> Any:
         return self.inner.close()
