@@ -114,11 +114,13 @@ def test_timeout_arguments_are_checked_on_every_method(tmp_path: Path) -> None:
     ]
     # A service nobody listens on: the argument is refused before anything is sent.
     nobody = f"grpc://127.0.0.1:{free_port()}"
+    catalog = f"datacatalog://127.0.0.1:{free_port()}"
     with (
         taskcache.open("memory://") as embedded,
         taskcache.open(nobody, storage=str(tmp_path), max_retries=0) as remote,
+        taskcache.open(catalog, max_retries=0) as datacatalog,
     ):
-        for client in (embedded, remote):
+        for client in (embedded, remote, datacatalog):
             for method, args in calls:
                 if not hasattr(client, method):
                     continue  # stats: embedded only

@@ -14,6 +14,7 @@ The behaviour suite runs the same client against ``taskcache serve``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from taskcache import (
     AlreadyExistsError,
     CacheStatus,
     Client,
+    DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     Key,
@@ -345,6 +347,19 @@ def test_a_miss_is_not_found_for_a_missing_dataset_or_tag(deployment: Deployment
         client.get(key(2))  # the dataset, but no such tag
     with pytest.raises(NotFoundError):
         client.get(key(1, cache_version="2.0"))  # another dataset version
+
+
+def test_a_calls_timeout_bounds_all_its_rpcs_together(deployment: Deployment) -> None:
+    client = deployment.client()
+    slow = 0.3  # each RPC alone fits in the timeout; together they do not
+    deployment.catalog.hooks["CreateArtifact"] = lambda _: time.sleep(slow)
+    deployment.catalog.hooks["AddTag"] = lambda _: time.sleep(slow)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        client.put(key(), int_map(o0=1), timeout=slow * 1.5)
+    assert time.monotonic() - started < slow * 10
+    # The answer stopped at the deadline: the last RPC was sent with only what was left.
+    assert deployment.catalog.names()[-1] == "AddTag"
 
 
 def test_put_over_a_tagged_artifact_creates_nothing(deployment: Deployment) -> None:
