@@ -101,12 +101,12 @@ def _run_processes(count: int, target: Callable[..., None], *args: Any) -> list[
 
 
 def test_migrate_creates_the_schema_and_is_idempotent(fresh_database: str) -> None:
-    assert migrate(fresh_database) == SCHEMA_VERSION == 2
+    assert migrate(fresh_database) == SCHEMA_VERSION == 3
     assert migrate(fresh_database) == SCHEMA_VERSION
     with PostgresRepository(fresh_database) as repository:  # migrates again: no-op
         repository.ping()
     versions = _query(fresh_database, f"SELECT version FROM {SCHEMA_VERSION_TABLE}")
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     indexes = {
         row[0]
         for row in _query(

@@ -10,9 +10,10 @@ It must not parse target strings (:mod:`taskcache.resolver` does) nor decide pol
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from taskcache.clients.base import AsyncClient, Client
 from taskcache.clients.embedded import (
@@ -29,6 +30,7 @@ from taskcache.manager import (
     CacheManager,
     Clock,
     utc_now,
+    validate_ttl,
 )
 from taskcache.resolver import Location, open_repository, resolve
 from taskcache.storage import BlobStore
@@ -50,7 +52,9 @@ class _Options:
     """Validated options shared by the sync and async openers."""
 
     storage: str | None
+    storage_options: dict[str, Any]
     max_cache_age: timedelta | None
+    default_ttl: timedelta | None
     inline_max_bytes: int
     max_reservation_heartbeat: timedelta
     heartbeat_grace_multiplier: float
@@ -69,7 +73,9 @@ class OpenOptions(TypedDict, total=False):
     """Keyword options of :func:`open_catalog` and :func:`open_async_catalog`."""
 
     storage: str | None
+    storage_options: Mapping[str, Any] | None
     max_cache_age: timedelta | float | None
+    default_ttl: timedelta | float | None
     inline_max_bytes: int
     max_reservation_heartbeat: timedelta | float
     heartbeat_grace_multiplier: float
@@ -91,6 +97,10 @@ def _options(given: OpenOptions) -> _Options:
     timeout = given.get("timeout", 30.0)
     scope = given.get("scope")
     max_cache_age = given.get("max_cache_age")
+    default_ttl = given.get("default_ttl")
+    storage_options = given.get("storage_options")
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise TypeError(f"storage_options must be a mapping, not {type(storage_options).__name__}")
     if inline_max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
     if max_retries < 0:
@@ -105,9 +115,13 @@ def _options(given: OpenOptions) -> _Options:
         raise InvalidArgumentError(
             "must be three non-empty names (org, project, domain)", field="scope"
         )
+    ttl = None if default_ttl is None else _duration(default_ttl, "default_ttl")
+    validate_ttl(ttl, "default_ttl")
     return _Options(
         storage=given.get("storage"),
+        storage_options=dict(storage_options or {}),
         max_cache_age=None if max_cache_age is None else _duration(max_cache_age, "max_cache_age"),
+        default_ttl=ttl,
         inline_max_bytes=inline_max_bytes,
         max_reservation_heartbeat=_duration(
             given.get("max_reservation_heartbeat", DEFAULT_MAX_RESERVATION_HEARTBEAT),
@@ -136,8 +150,9 @@ def _open_embedded(location: Location, options: _Options) -> EmbeddedClient:
             clock=options.clock,
             max_reservation_heartbeat=options.max_reservation_heartbeat,
             heartbeat_grace_multiplier=options.heartbeat_grace_multiplier,
+            default_ttl=options.default_ttl,
         )
-        blobs = BlobStore(options.storage or location.blob_root)
+        blobs = _blobs(options, location)
         return EmbeddedClient(
             manager,
             blobs,
@@ -155,12 +170,17 @@ def _remote_rules(options: _Options, location: Location) -> RemoteRules:
     from taskcache.clients.remote import RemoteRules  # noqa: PLC0415
 
     return RemoteRules(
-        BlobStore(options.storage or location.blob_root),
+        _blobs(options, location),
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,
         reservations=ReservationCacheStore(options.reservation_cache_size),
+        default_ttl=options.default_ttl,
     )
+
+
+def _blobs(options: _Options, location: Location) -> BlobStore:
+    return BlobStore(options.storage or location.blob_root, **options.storage_options)
 
 
 def _remote_options(options: _Options) -> RemoteOptions:
@@ -196,8 +216,12 @@ def open_catalog(
     An empty string, an unknown scheme and ``host:port`` without a scheme are refused.
 
     Options (:class:`OpenOptions`): ``storage`` is the fsspec URL large outputs are written
-    under (default: ``blobs/`` beside the database, or in the default home);
-    ``max_cache_age`` (None: never expire); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
+    under (default: ``blobs/`` beside the database, or in the default home), e.g.
+    ``s3://bucket/prefix``; ``storage_options`` what its fsspec filesystem needs (e.g.
+    ``{"endpoint_url": ...}``; credentials otherwise come from the backend's environment);
+    ``max_cache_age`` (None: never expire); ``default_ttl`` (the expiry of puts that name no
+    ``ttl``; None: the catalog's, i.e. never embedded, the server's ``--default-ttl``
+    remote); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
     ``max_reservation_heartbeat`` (10 s); ``heartbeat_grace_multiplier`` (3);
     ``reservation_cache_size`` (10 000 owners); ``clock``; ``timeout`` (30 s);
     ``max_retries`` (5); ``ca_file``; ``client_cert``; ``client_key``; ``token``; ``scope``.

@@ -16,9 +16,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Protocol, Self, TypedDict, Unpack, runtime_checkable
 
 from taskcache.clients.payload import Outputs
+from taskcache.manager import validate_ttl
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.repositories.base import CatalogStats
-from taskcache.wiretime import Interval
+from taskcache.wiretime import Interval, as_interval
 
 # Rows fetched (or deleted) per repository call by the operator methods.
 OPERATOR_BATCH_SIZE: Final = 500
@@ -53,12 +54,28 @@ class Client(Protocol):
         """Return the entry for ``key``; NotFoundError on a miss."""
         ...
 
-    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create the entry; AlreadyExistsError if a live one exists."""
+    def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
+        """Create the entry (expiring ``ttl`` after now; None: the catalog's default);
+        AlreadyExistsError if a live one exists.
+        """
         ...
 
-    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create or overwrite the entry."""
+    def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
+        """Create or overwrite the entry (expiring ``ttl`` after now, as :meth:`put`)."""
         ...
 
     def delete(self, key: Key) -> None:
@@ -107,12 +124,26 @@ class AsyncClient(Protocol):
         """Return the entry for ``key``; NotFoundError on a miss."""
         ...
 
-    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create the entry; AlreadyExistsError if a live one exists."""
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
+        """See :meth:`Client.put`."""
         ...
 
-    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create or overwrite the entry."""
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
+        """See :meth:`Client.update`."""
         ...
 
     async def delete(self, key: Key) -> None:
@@ -223,20 +254,57 @@ class Writes(ABC):
     overwriting.
     """
 
-    def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
         """Create the entry for ``key``; return CACHE_POPULATED.
 
-        Raises AlreadyExistsError if a live entry exists; every error carries ``.status`` =
-        CACHE_PUT_FAILURE.
+        ``ttl`` (a timedelta or seconds; None: the catalog's default, if any) is how long
+        the entry is served. Raises AlreadyExistsError if a live entry exists, TypeError for a
+        ``ttl`` of another type, InvalidArgumentError for one not positive; every catalog
+        error carries ``.status`` = CACHE_PUT_FAILURE.
         """
-        return self._write(key, outputs, metadata, overwrite=False)
+        return self._write(key, outputs, metadata, overwrite=False, ttl=optional_ttl(ttl))
 
-    def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
-        """Create or overwrite the entry for ``key``; errors carry a CACHE_PUT_FAILURE status."""
-        return self._write(key, outputs, metadata, overwrite=True)
+    def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
+        """Create or overwrite the entry for ``key`` (``ttl`` as for :meth:`put`); errors
+        carry a CACHE_PUT_FAILURE status.
+        """
+        return self._write(key, outputs, metadata, overwrite=True, ttl=optional_ttl(ttl))
 
     @abstractmethod
     def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        ttl: timedelta | None,
     ) -> Status:
-        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``)."""
+        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``),
+        expiring ``ttl`` after now (None: the catalog's default).
+        """
+
+
+def optional_ttl(ttl: object) -> timedelta | None:
+    """Return a put's ``ttl`` argument as a timedelta (None stays None); TypeError naming
+    ``ttl`` for another type, InvalidArgumentError if it is not positive.
+    """
+    if ttl is None:
+        return None
+    interval = as_interval(ttl, "ttl")
+    validate_ttl(interval, "ttl")
+    return interval

@@ -85,13 +85,16 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
     def get(self, key: Key) -> Entry:
         """Return the entry for ``key`` with its outputs read into memory.
 
-        Raises NotFoundError on a miss: no entry, one older than ``max_cache_age``, or one whose
-        outputs blob vanished (that dangling entry is removed so a later put repopulates it).
+        Raises NotFoundError on a miss: no entry, an expired one, one older than
+        ``max_cache_age``, or one whose outputs blob vanished (that dangling entry is removed
+        so a later put repopulates it).
         """
         cache_key = hashing.cache_key(key)
         row = self.manager.get(self._scope(key), cache_key, max_age=self.max_cache_age)
         try:
-            outputs = read_payload(row.output_literals, row.output_uri, key=cache_key)
+            outputs = read_payload(
+                row.output_literals, row.output_uri, key=cache_key, blobs=self.blobs
+            )
         except NotFoundError as error:
             if row.output_uri is not None:
                 self.manager.discard_dangling(
@@ -108,7 +111,13 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         )
 
     def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        ttl: timedelta | None,
     ) -> Status:
         with staged_put(key, outputs, self.blobs, self.inline_max_bytes) as (cache_key, payload):
             entry = NewEntry(
@@ -117,6 +126,8 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
                 source_identifier=as_identifier(key.identifier).SerializeToString(),
                 key_map=key_map_for(metadata),
                 created_at=metadata.created_at if metadata is not None else None,
+                ttl=ttl,
+                blob_bytes=payload.blob_bytes,
             )
             # An entry older than max_cache_age is a miss, so a put may replace it.
             result = self.manager.put(
@@ -259,13 +270,27 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         """See :meth:`EmbeddedClient.get`."""
         return await asyncio.to_thread(self._client.get, key)
 
-    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
         """See :meth:`EmbeddedClient.put`."""
-        return await asyncio.to_thread(self._client.put, key, outputs, metadata)
+        return await asyncio.to_thread(self._client.put, key, outputs, metadata, ttl=ttl)
 
-    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
         """See :meth:`EmbeddedClient.update`."""
-        return await asyncio.to_thread(self._client.update, key, outputs, metadata)
+        return await asyncio.to_thread(self._client.update, key, outputs, metadata, ttl=ttl)
 
     async def delete(self, key: Key) -> None:
         """See :meth:`EmbeddedClient.delete`."""

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import Writes
+from taskcache.clients.base import Writes, optional_ttl
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
@@ -37,7 +37,7 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.rpcs import IF_UNCHANGED_HEADER, EntryVersion
+from taskcache.rpcs import BLOB_BYTES_HEADER, IF_UNCHANGED_HEADER, TTL_HEADER, EntryVersion
 from taskcache.storage import BlobStore
 from taskcache.wiretime import Interval, as_interval
 
@@ -51,7 +51,8 @@ class RemoteRules:
 
     ``blobs`` receives outputs too large to send inline; entries are filed under ``scope``
     or, if None, the key's own; with ``max_cache_age`` older entries miss; ``reservations``
-    remembers the client's reservation attempts.
+    remembers the client's reservation attempts; ``default_ttl`` is sent with puts that name
+    no TTL of their own (None: the server's default applies).
     """
 
     blobs: BlobStore
@@ -59,6 +60,7 @@ class RemoteRules:
     max_cache_age: timedelta | None
     inline_max_bytes: int
     reservations: ReservationCacheStore
+    default_ttl: timedelta | None = None
 
     def identifier(self, key: Key) -> v2.Identifier:
         """Return the v2 identifier (scope) a request for ``key`` is filed under."""
@@ -101,7 +103,7 @@ class RemoteRules:
         kind = output.WhichOneof("output")
         literals = output.output_literals.SerializeToString() if kind == "output_literals" else None
         uri = output.output_uri if kind == "output_uri" else None
-        outputs = read_payload(literals, uri, key=hashing.cache_key(key))
+        outputs = read_payload(literals, uri, key=hashing.cache_key(key), blobs=self.blobs)
         return Entry(
             outputs=InMemoryOutputReader(outputs, uri=uri),
             status=hit_status(metadata.source_identifier, dict(metadata.key_map.values)),
@@ -135,6 +137,18 @@ class RemoteRules:
             ),
             identifier=self.identifier(key),
         )
+
+    def put_headers(self, payload: Payload, ttl: timedelta | None) -> dict[str, str]:
+        """Return the headers of a Put of ``payload``: its TTL (``ttl``, else
+        ``default_ttl``) and the size of a blob this client wrote.
+        """
+        headers: dict[str, str] = {}
+        chosen = ttl if ttl is not None else self.default_ttl
+        if chosen is not None:
+            headers[TTL_HEADER] = rpcs.ttl_header_value(chosen)
+        if payload.blob_bytes is not None:
+            headers[BLOB_BYTES_HEADER] = str(payload.blob_bytes)
+        return headers
 
     def delete_request(self, key: Key) -> v2.DeleteCacheRequest:
         """Return the Delete request for ``key``."""
@@ -210,12 +224,18 @@ class RemoteClient(Writes, ComputesOnce, _Remote[SyncTransport], Closeable):
             self._send(rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version))
 
     def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        ttl: timedelta | None,
     ) -> Status:
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            self._send(rpcs.PUT, request)
+            self._send(rpcs.PUT, request, headers=rules.put_headers(payload, ttl))
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key) -> None:
@@ -279,21 +299,41 @@ class AsyncRemoteClient(AsyncComputesOnce, _Remote[AsyncTransport], AsyncCloseab
                 rpcs.DELETE, self._rules.delete_request(key), headers=_if_unchanged(version)
             )
 
-    async def put(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
         """See :meth:`RemoteClient.put`."""
-        return await self._write(key, outputs, metadata, overwrite=False)
+        return await self._write(key, outputs, metadata, overwrite=False, ttl=optional_ttl(ttl))
 
-    async def update(self, key: Key, outputs: Outputs, metadata: Metadata | None = None) -> Status:
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+    ) -> Status:
         """See :meth:`RemoteClient.update`."""
-        return await self._write(key, outputs, metadata, overwrite=True)
+        return await self._write(key, outputs, metadata, overwrite=True, ttl=optional_ttl(ttl))
 
     async def _write(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        ttl: timedelta | None,
     ) -> Status:
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            await self._send(rpcs.PUT, request)
+            await self._send(rpcs.PUT, request, headers=rules.put_headers(payload, ttl))
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key) -> None:
