@@ -23,9 +23,14 @@ _SERVE_DEFAULTS = Settings(database="<home>")
 def _serve_help(name: str) -> str:
     """Return the help of a serve option: its description, env variable and default."""
     default = getattr(_SERVE_DEFAULTS, name)
-    shown = {"database": "$TASKCACHE_HOME or the platform data dir", "storage": "see above"}.get(
-        name, default
-    )
+    shown = {
+        "database": "$TASKCACHE_HOME or the platform data dir",
+        "storage": "see above",
+        "storage_options": "{}",
+        "default_ttl": "never",
+        "max_bytes": "no cap",
+        "gc_interval": "see above",
+    }.get(name, default)
     return f"{OPTION_HELP[name]} [env: {environment_variable(name)}; default: {shown}]"
 
 
@@ -35,6 +40,7 @@ def _serve_help(name: str) -> str:
 @click.option("--grpc-port", type=int, default=None, help=_serve_help("grpc_port"))
 @click.option("--database", default=None, help=_serve_help("database"))
 @click.option("--storage", default=None, help=_serve_help("storage"))
+@click.option("--storage-options", default=None, help=_serve_help("storage_options"))
 @click.option(
     "--config",
     "config_file",
@@ -66,12 +72,16 @@ def _serve_help(name: str) -> str:
 @click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
 @click.option("--auth-token-file", default=None, help=_serve_help("auth_token_file"))
 @click.option("--metrics-auth/--no-metrics-auth", default=None, help=_serve_help("metrics_auth"))
+@click.option("--default-ttl", default=None, help=_serve_help("default_ttl"))
+@click.option("--max-bytes", default=None, help=_serve_help("max_bytes"))
+@click.option("--gc-interval", default=None, help=_serve_help("gc_interval"))
 def serve_command(
     host: str | None,
     port: int | None,
     grpc_port: int | None,
     database: str | None,
     storage: str | None,
+    storage_options: str | None,
     config_file: str | None,
     max_reservation_heartbeat: str | None,
     heartbeat_grace_multiplier: float | None,
@@ -88,6 +98,9 @@ def serve_command(
     tls_client_ca_file: str | None,
     auth_token_file: str | None,
     metrics_auth: bool | None,
+    default_ttl: str | None,
+    max_bytes: str | None,
+    gc_interval: str | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
@@ -102,6 +115,7 @@ def serve_command(
         "grpc_port": grpc_port,
         "database": database,
         "storage": storage,
+        "storage_options": storage_options,
         "max_reservation_heartbeat": max_reservation_heartbeat,
         "heartbeat_grace_multiplier": heartbeat_grace_multiplier,
         "pool_size": pool_size,
@@ -117,6 +131,9 @@ def serve_command(
         "tls_client_ca_file": tls_client_ca_file,
         "auth_token_file": auth_token_file,
         "metrics_auth": metrics_auth,
+        "default_ttl": default_ttl,
+        "max_bytes": max_bytes,
+        "gc_interval": gc_interval,
     }
     try:
         settings = load_settings(flags, config_file=config_file)
