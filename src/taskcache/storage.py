@@ -46,6 +46,8 @@ class BlobStore:
         )
         self._protocol = self._protocols[0]
         self._local = self._protocol in ("file", "local")
+        # Object stores have no folders to tidy (and asking costs requests); memory:// does.
+        self._has_folders = self._local or self._protocol == "memory"
         self.root = root
 
     def _uri(self, path: str) -> str:
@@ -70,7 +72,8 @@ class BlobStore:
         folder = posixpath.join(self._root_path, digest[:2], digest, uuid.uuid4().hex)
         final_path = posixpath.join(folder, file_name)
         try:
-            self._fs.makedirs(folder, exist_ok=True)
+            if self._has_folders:
+                self._fs.makedirs(folder, exist_ok=True)
             if self._local:
                 temporary = posixpath.join(folder, f".{file_name}.{uuid.uuid4().hex}.tmp")
                 with self._fs.open(temporary, "wb") as stream:
@@ -163,13 +166,19 @@ class BlobStore:
         if path is None:
             return False
         try:
+            # An object store deletes a missing key without complaint: ask first, so that
+            # "deleted" means a blob was there.
+            if not self._has_folders and not self._fs.exists(path):
+                return False
             self._fs.rm_file(path)
         except FileNotFoundError:
             return False
         except OSError as error:
             raise UnavailableError(f"cannot delete {uri}: {error}") from error
+        if not self._has_folders:
+            return True
         # Each write has its own folder under two levels of digest folders; drop the ones left
-        # empty, never the root (object stores have no folders, so this does nothing there).
+        # empty, never the root.
         root = self._resolved(self._root_path).rstrip("/") + "/"
         folder = posixpath.dirname(path)
         while folder.startswith(root):
