@@ -848,8 +848,9 @@ class SqliteRepository:
         try:
             yield taken
         finally:
+            # Closed meanwhile: the lease runs out on its own, as a dead holder's does.
             if taken:
-                with self._session() as conn:
+                with suppress(UnavailableError), self._session() as conn:
                     conn.execute(
                         "DELETE FROM maintenance_leases WHERE name = ? AND holder = ?",
                         (_CLEANUP_LEASE, holder),
