@@ -6,9 +6,10 @@ Two protocols, so a backend implements only what its callers need:
   cache manager serves requests from: read, write and delete one entry, take and release a
   reservation, plus health and pool figures.
 * :class:`OperatorRepository` adds the operator queries :mod:`taskcache.operations` runs
-  (listings, bulk deletion by age or of listed rows, totals, reading a reservation). The SQLite and
-  synchronous PostgreSQL repositories implement it; the server's asynchronous PostgreSQL
-  repository does not.
+  (listings, bulk deletion by age, by expiry or of listed rows, the least-recently-used
+  listing and stored bytes of the size cap, totals, reading a reservation, the one-cleaner
+  lock). The SQLite and synchronous PostgreSQL repositories implement it; the server's
+  asynchronous PostgreSQL repository does not.
 
 Repositories never decide policy; the manager tells them the condition (a cutoff, an owner,
 "now") and they apply it atomically. Times are timezone-aware UTC datetimes with microsecond
