@@ -554,3 +554,27 @@ def test_a_cleanup_thread_and_hits_share_a_sqlite_file(tmp_path: Path) -> None:
             reader.join()
         assert summary.expired.entries == 200 and hits > 0
         assert repository.get_entry(SCOPE, "live") is not None
+
+
+def test_cached_and_get_or_compute_store_with_a_ttl(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    with taskcache.open(tmp_path / "c.db", clock=clock) as client:
+        calls: list[int] = []
+
+        @taskcache.cached(catalog=client, ttl=timedelta(minutes=5))
+        def square(x: int) -> int:
+            calls.append(x)
+            return x * x
+
+        assert square(3) == 9 and square(3) == 9
+        assert calls == [3]
+        clock.advance(timedelta(minutes=5))
+        assert square(3) == 9  # expired: computed again
+        assert calls == [3, 3]
+        key = make_key(1, name="ttl.compute")
+        client.get_or_compute(key, lambda: int_map(y=1), ttl=10)
+        clock.advance(10)
+        with pytest.raises(NotFoundError, match="expired"):
+            client.get(key)
+    with pytest.raises(TypeError, match="ttl"):
+        taskcache.cached(ttl="5m")(lambda: 1)  # type: ignore[call-overload]

@@ -38,6 +38,8 @@ class ComputeOptions(TypedDict, total=False):
     may grant less). ``wait_timeout`` (None: wait as long as the owner keeps its lease): how
     long to wait for another owner, then DeadlineExceededError. ``owner_id``: the reservation
     owner (default: unique per host, process and thread). ``metadata``: stored with the entry.
+    ``ttl`` (a timedelta or seconds; None: the catalog's default): how long the computed
+    entry is served (see :meth:`Client.put`).
     """
 
     serialize: bool
@@ -45,6 +47,7 @@ class ComputeOptions(TypedDict, total=False):
     wait_timeout: timedelta | None
     owner_id: str
     metadata: Metadata | None
+    ttl: Interval | None
 
 
 class Client(Protocol):

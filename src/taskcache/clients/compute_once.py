@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Unpack, cast
 
-from taskcache.clients.base import AsyncClient, Client, ComputeOptions
+from taskcache.clients.base import AsyncClient, Client, ComputeOptions, optional_ttl
 from taskcache.errors import (
     AlreadyExistsError,
     CacheError,
@@ -60,6 +60,7 @@ class _Plan:
     wait_timeout: timedelta | None
     given_owner_id: str | None
     metadata: Metadata | None
+    ttl: timedelta | None
 
     @functools.cached_property
     def owner_id(self) -> str:
@@ -82,6 +83,7 @@ def _plan(options: ComputeOptions) -> _Plan:
         wait_timeout=wait_timeout,
         given_owner_id=options.get("owner_id"),
         metadata=options.get("metadata"),
+        ttl=optional_ttl(options.get("ttl")),
     )
 
 
@@ -168,7 +170,7 @@ def get_or_compute(
 
 def _store(client: Client, key: Key, outputs: Outputs, plan: _Plan) -> Entry:
     try:
-        client.put(key, outputs, plan.metadata)
+        client.put(key, outputs, plan.metadata, ttl=plan.ttl)
     except AlreadyExistsError:
         # Another writer stored it first: serve what is stored, as every other caller will.
         with contextlib.suppress(NotFoundError):
@@ -263,7 +265,7 @@ async def get_or_compute_async(
 
 async def _store_async(client: AsyncClient, key: Key, outputs: Outputs, plan: _Plan) -> Entry:
     try:
-        await client.put(key, outputs, plan.metadata)
+        await client.put(key, outputs, plan.metadata, ttl=plan.ttl)
     except AlreadyExistsError:
         with contextlib.suppress(NotFoundError):
             return await client.get(key)
