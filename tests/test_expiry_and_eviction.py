@@ -87,6 +87,12 @@ def test_default_and_per_put_ttl_make_misses_that_a_create_replaces(
         with pytest.raises(NotFoundError, match="expired"):
             client.get(by_default)
         assert client.get(long).outputs.read() == int_map(y=3)
+        expiries = {entry.key: entry.expires_at for entry in client.entries()}  # type: ignore[attr-defined]
+        assert sorted(expiries.values()) == [
+            T0 + timedelta(seconds=10),
+            T0 + timedelta(seconds=60),
+            T0 + timedelta(seconds=3600),
+        ]
         # An expired entry does not block a create-only put (as one older than max age).
         client.put(by_default, int_map(y=10))
         assert client.get(by_default).outputs.read() == int_map(y=10)

@@ -183,6 +183,7 @@ def catalog_entry(row: EntryRow) -> CatalogEntry:
         inline_bytes=None if literals is None else len(literals),
         source=source,
         source_execution=_execution(source, row),
+        expires_at=row.expires_at,
     )
 
 
