@@ -21,6 +21,8 @@ import pytest
 from click.testing import CliRunner
 from flyteidl2.cacheservice import cacheservice_pb2 as base_pb2
 from flyteidl2.cacheservice.v2 import cacheservice_pb2 as v2_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import taskcache
 from builders import FakeClock, int_map, make_key
@@ -34,7 +36,7 @@ from taskcache.operations import cleanup, evict_to_size
 from taskcache.repositories.base import OperatorRepository, Scope
 from taskcache.repositories.sqlite import SqliteRepository
 from taskcache.repositories.threaded import ThreadedRepository
-from taskcache.rpcs import BLOB_BYTES_HEADER, TTL_HEADER
+from taskcache.rpcs import BLOB_BYTES_HEADER, TTL_HEADER, parse_ttl_header, ttl_header_value
 from taskcache.server.cleanup import Cleaner
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.service import Backend, CacheService, ScopedDialect
@@ -584,3 +586,49 @@ def test_cached_and_get_or_compute_store_with_a_ttl(tmp_path: Path) -> None:
             client.get(key)
     with pytest.raises(TypeError, match="ttl"):
         taskcache.cached(ttl="5m")(lambda: 1)  # type: ignore[call-overload]
+
+
+# --- invariants --------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=500), min_size=1, max_size=12),
+    hits=st.lists(st.integers(min_value=0, max_value=11), max_size=12),
+    cap=st.integers(min_value=0, max_value=3000),
+)
+def test_eviction_keeps_the_most_recently_used_under_the_cap(
+    sizes: list[int], hits: list[int], cap: int
+) -> None:
+    clock = FakeClock(T0)
+    with SqliteRepository(None) as repository:
+        manager = CacheManager(repository, clock=clock)
+        for index, size in enumerate(sizes):
+            manager.put(SCOPE, f"k{index}", inline(size))
+            clock.advance(61)
+        for index in hits:
+            if index < len(sizes):
+                manager.get(SCOPE, f"k{index}")
+                clock.advance(61)
+        before = {row.key: row for row in repository.list_least_recently_used(100)}
+        evict_to_size(repository, None, cap, batch_size=3)
+        after = {row.key for row in repository.list_least_recently_used(100)}
+        assert repository.stored_bytes() <= cap
+        gone = set(before) - after
+        # Only least recently used entries went: none outlived by an older one...
+        if gone and after:
+            newest_gone = max(before[key].last_accessed_at for key in gone)  # type: ignore[type-var]
+            oldest_kept = min(before[key].last_accessed_at for key in after)  # type: ignore[type-var]
+            assert newest_gone <= oldest_kept
+        # ...and no more than needed: putting back the last one evicted would exceed the cap.
+        if gone:
+            last = max(gone, key=lambda key: before[key].last_accessed_at)  # type: ignore[arg-type,return-value]
+            assert (
+                repository.stored_bytes() + before[last].stored_bytes > cap
+                or not before[last].stored_bytes
+            )
+
+
+@given(ttl=st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=10**5)))
+def test_the_ttl_header_round_trips(ttl: timedelta) -> None:
+    assert parse_ttl_header(ttl_header_value(ttl)) == ttl
