@@ -2,9 +2,9 @@
 per session, as s3fs's own test suite runs it); GCS and Azure to construction and URI handling.
 
 S3: the embedded client with ``storage="s3://bucket/prefix"``, a remote client writing URIs
-that ``taskcache serve --storage s3://... --storage-options`` reads and deletes (Put with
-``delete_blob``), ``taskcache gc --delete-blobs``, and a deleted object reading as a miss that
-repairs the entry. Credentials come from the environment (``AWS_*``), the endpoint from the
+that ``taskcache serve --storage s3://... --storage-options`` deletes (Put with
+``delete_blob``; plus a per-put TTL on that SQLite-backed server), ``taskcache gc
+--delete-blobs``, and a deleted object reading as a miss that repairs the entry. Credentials come from the environment (``AWS_*``), the endpoint from the
 storage options, as a user would configure them. Without moto (or s3fs) the S3 tests skip
 loudly, and fail under ``CI=true``.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,6 +183,17 @@ def test_remote_client_writes_s3_uris_the_server_reads_and_deletes(
             client.get(key)
         client.put(key, int_map(y=26))
         assert client.get(key).outputs.read() == int_map(y=26)
+        # A per-put TTL travels with the Put to this SQLite-backed server.
+        brief = make_key(6, name="s3.remote")
+        client.put(brief, int_map(y=36), ttl=0.2)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.get(brief)
+            except NotFoundError:
+                break
+            assert time.monotonic() < deadline, "the entry never expired"
+            time.sleep(0.05)
 
 
 def test_gc_delete_blobs_removes_s3_objects_only_under_the_root(s3: S3, tmp_path: Path) -> None:
