@@ -4,9 +4,9 @@ per session, as s3fs's own test suite runs it); GCS and Azure to construction an
 S3: the embedded client with ``storage="s3://bucket/prefix"``, a remote client writing URIs
 that ``taskcache serve --storage s3://... --storage-options`` deletes (Put with
 ``delete_blob``; plus a per-put TTL on that SQLite-backed server), ``taskcache gc
---delete-blobs``, and a deleted object reading as a miss that repairs the entry. Credentials come from the environment (``AWS_*``), the endpoint from the
-storage options, as a user would configure them. Without moto (or s3fs) the S3 tests skip
-loudly, and fail under ``CI=true``.
+--delete-blobs``, and a deleted object reading as a miss that repairs the entry. Credentials
+come from the environment (``AWS_*``), the endpoint from the storage options, as a user would
+configure them. Without moto (or s3fs) the S3 tests skip loudly, and fail under ``CI=true``.
 """
 
 from __future__ import annotations
