@@ -82,7 +82,9 @@ def load_sqlite(path: Path, count: int) -> None:
         for batch in _batches(count):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
-                "INSERT INTO cache_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO cache_entries (org, project, domain, key, output_uri, output_literals,"
+                " source_identifier, key_map, created_at, last_updated_at, last_accessed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         SCOPE.org,
@@ -93,6 +95,7 @@ def load_sqlite(path: Path, count: int) -> None:
                         output,
                         _SOURCE,
                         "{}",
+                        (at - _EPOCH) // timedelta(microseconds=1),
                         (at - _EPOCH) // timedelta(microseconds=1),
                         (at - _EPOCH) // timedelta(microseconds=1),
                     )
@@ -114,7 +117,7 @@ def load_postgres(url: str, count: int) -> None:
             with conn.transaction(), conn.cursor() as cursor:
                 columns = (
                     "org, project, domain, key, output_uri, output_literals, source_identifier, "
-                    "key_map, created_at, last_updated_at"
+                    "key_map, created_at, last_updated_at, last_accessed_at"
                 )
                 with cursor.copy(f"COPY cache_entries ({columns}) FROM STDIN") as copy:
                     for key, output, at in batch:
@@ -128,6 +131,7 @@ def load_postgres(url: str, count: int) -> None:
                                 output,
                                 _SOURCE,
                                 "{}",
+                                at,
                                 at,
                                 at,
                             )

@@ -29,7 +29,7 @@ from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, c
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 
 from taskcache import hashing, values
-from taskcache.clients.base import AsyncClient, Client
+from taskcache.clients.base import AsyncClient, Client, optional_ttl
 from taskcache.clients.compute_once import DEFAULT_HEARTBEAT
 from taskcache.errors import NotFoundError
 from taskcache.home import HOME_ENVIRONMENT_VARIABLE
@@ -59,6 +59,7 @@ class CachedOptions(TypedDict, total=False):
     ignore: Iterable[str]
     serialize: bool
     max_age: timedelta | None
+    ttl: timedelta | float | None
     heartbeat: timedelta
     wait_timeout: timedelta | None
     org: str | None
@@ -75,6 +76,7 @@ class _Options:
     ignore: frozenset[str]
     serialize: bool
     max_age: timedelta | None
+    ttl: timedelta | None
     heartbeat: timedelta
     wait_timeout: timedelta | None
     scope: tuple[str | None, str | None, str | None]
@@ -499,6 +501,7 @@ class CachedFunction(Generic[_P, _R]):
                 serialize=self._options.serialize,
                 heartbeat=self._options.heartbeat,
                 wait_timeout=self._options.wait_timeout,
+                ttl=self._options.ttl,
             )
         result: _R = self._signature.result(entry)
         return result
@@ -555,6 +558,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
                 serialize=self._options.serialize,
                 heartbeat=self._options.heartbeat,
                 wait_timeout=self._options.wait_timeout,
+                ttl=self._options.ttl,
             )
         result: _R = await asyncio.to_thread(self._signature.result, entry)
         return result
@@ -625,11 +629,12 @@ def cached(function: Callable[..., Any] | None = None, /, **options: Unpack[Cach
     lazily, once per process); ``ignore`` (parameter names left out of the key);
     ``serialize`` (compute once across workers under a reservation; False: every missing
     caller computes and the first put wins); ``max_age`` (older entries miss; applies when
-    the decorator opens the catalog); ``heartbeat`` (10 s) and ``wait_timeout`` (None) of
-    ``get_or_compute``; ``org``/``project``/``domain`` (default ``$TASKCACHE_ORG`` ... or
-    ``taskcache``/``default``/``development``); ``name`` (default ``module.qualname``);
-    ``pickle`` (store return values with no converter pickled — trusted catalogs only;
-    False makes them a TypeError).
+    the decorator opens the catalog); ``ttl`` (a timedelta or seconds: computed entries
+    expire that long after they are stored; None: the catalog's default); ``heartbeat``
+    (10 s) and ``wait_timeout`` (None) of ``get_or_compute``; ``org``/``project``/``domain``
+    (default ``$TASKCACHE_ORG`` ... or ``taskcache``/``default``/``development``); ``name``
+    (default ``module.qualname``); ``pickle`` (store return values with no converter
+    pickled — trusted catalogs only; False makes them a TypeError).
 
     Returns a :class:`CachedFunction` (an :class:`AsyncCachedFunction` for ``async def``).
     Raises TypeError at decoration for an ``ignore`` name that is not a parameter, and at a
@@ -643,6 +648,7 @@ def cached(function: Callable[..., Any] | None = None, /, **options: Unpack[Cach
         ignore=frozenset(options.get("ignore", ())),
         serialize=options.get("serialize", True),
         max_age=options.get("max_age"),
+        ttl=optional_ttl(options.get("ttl")),
         heartbeat=options.get("heartbeat", DEFAULT_HEARTBEAT),
         wait_timeout=options.get("wait_timeout"),
         scope=(options.get("org"), options.get("project"), options.get("domain")),

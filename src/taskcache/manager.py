@@ -1,4 +1,5 @@
-"""The cache policy: the one place that decides put, overwrite, max age and reservation owners.
+"""The cache policy: the one place that decides put, overwrite, max age, expiry, access
+recording and reservation owners.
 
 Every client (embedded or behind the service) calls a :class:`CacheManager` (or, on the
 server's PostgreSQL path, an :class:`AsyncCacheManager`: the same rules, awaited); repositories
@@ -13,11 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypedDict, TypeVar, Unpack
 
-from taskcache.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from taskcache.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from taskcache.repositories.base import (
     AsyncRepository,
     CreateOutcome,
@@ -37,6 +44,9 @@ MAX_KEY_LENGTH = 1024
 MAX_OUTPUT_URI_LENGTH = 4096
 DEFAULT_MAX_RESERVATION_HEARTBEAT = timedelta(seconds=10)
 DEFAULT_HEARTBEAT_GRACE_MULTIPLIER = 3.0
+# A hit records its time only if the last recorded access is older than this: at most one
+# write per entry per window, so a hot entry's hits stay reads.
+DEFAULT_ACCESS_RESOLUTION = timedelta(seconds=60)
 
 
 def utc_now() -> datetime:
@@ -46,13 +56,19 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class NewEntry:
-    """What a caller asks to store; ``created_at`` None means "now" (or "keep" on overwrite)."""
+    """What a caller asks to store; ``created_at`` None means "now" (or "keep" on overwrite).
+
+    ``ttl``: how long the entry is served (None: the catalog's default TTL, if any).
+    ``blob_bytes``: the size of the blob at ``output_uri``, when the writer knows it.
+    """
 
     output_uri: str | None
     output_literals: bytes | None
     source_identifier: bytes
     key_map: dict[str, str]
     created_at: datetime | None = None
+    ttl: timedelta | None = None
+    blob_bytes: int | None = None
 
 
 class PutOptions(TypedDict, total=False):
@@ -78,7 +94,9 @@ class _CachePolicy(Generic[_Repository]):
     Pure decisions only, no I/O: the managers validate and plan with these methods, make one
     call on ``repository``, and interpret its answer with them. ``max_reservation_heartbeat``
     caps the heartbeat a caller may ask for; ``heartbeat_grace_multiplier`` sets how many
-    heartbeats a reservation outlives its last extension. ``clock`` returns aware UTC
+    heartbeats a reservation outlives its last extension. ``default_ttl`` is the expiry of
+    puts that ask for none (None: they never expire). A hit records its time only when the
+    last recorded access is older than ``access_resolution``. ``clock`` returns aware UTC
     datetimes (injectable for tests). Raises InvalidArgumentError for a bad option.
     """
 
@@ -89,6 +107,8 @@ class _CachePolicy(Generic[_Repository]):
         clock: Clock = utc_now,
         max_reservation_heartbeat: timedelta = DEFAULT_MAX_RESERVATION_HEARTBEAT,
         heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
+        default_ttl: timedelta | None = None,
+        access_resolution: timedelta = DEFAULT_ACCESS_RESOLUTION,
     ) -> None:
         if max_reservation_heartbeat <= timedelta(0):
             raise InvalidArgumentError("must be positive", field="max_reservation_heartbeat")
@@ -96,10 +116,15 @@ class _CachePolicy(Generic[_Repository]):
             raise InvalidArgumentError(
                 "must be a positive finite number", field="heartbeat_grace_multiplier"
             )
+        validate_ttl(default_ttl, "default_ttl")
+        if access_resolution < timedelta(0):
+            raise InvalidArgumentError("must not be negative", field="access_resolution")
         self.repository = repository
         self.clock = clock
         self.max_reservation_heartbeat = max_reservation_heartbeat
         self.heartbeat_grace_multiplier = heartbeat_grace_multiplier
+        self.default_ttl = default_ttl
+        self.access_resolution = access_resolution
 
     # --- get / delete ---------------------------------------------------------------------
 
@@ -108,14 +133,29 @@ class _CachePolicy(Generic[_Repository]):
         validate_key(key)
         validate_max_age(max_age)
 
-    def _check_hit(self, row: EntryRow | None, key: str, max_age: timedelta | None) -> EntryRow:
-        """Return ``row`` if it may be served; NotFoundError if absent or too old."""
+    @staticmethod
+    def _check_hit(
+        row: EntryRow | None, key: str, max_age: timedelta | None, now: datetime
+    ) -> EntryRow:
+        """Return ``row`` if it may be served at ``now``; NotFoundError if absent, too old or
+        expired.
+        """
         if row is None:
             raise NotFoundError(f"no cache entry for key {key!r}")
-        # The clock is read only when an age limit applies: a hit without one needs no "now".
-        if max_age is not None and is_stale(row.last_updated_at, self.clock(), max_age):
+        if is_stale(row.last_updated_at, now, max_age):
             raise NotFoundError(f"cache entry for key {key!r} is older than {max_age}")
+        if is_expired(row.expires_at, now):
+            raise NotFoundError(f"cache entry for key {key!r} expired at {row.expires_at}")
         return row
+
+    def _access_cutoff(self, row: EntryRow, now: datetime) -> datetime | None:
+        """Return the ``if_before`` of the access write a hit on ``row`` at ``now`` makes, or
+        None when its last recorded access is recent enough that the hit writes nothing.
+        """
+        cutoff = now - self.access_resolution
+        if row.last_accessed_at is not None and row.last_accessed_at >= cutoff:
+            return None
+        return cutoff
 
     @staticmethod
     def _dangling_row(
@@ -160,7 +200,11 @@ class _CachePolicy(Generic[_Repository]):
             validate_output_uri(entry.output_uri, "output_uri")
         if entry.created_at is not None and entry.created_at.utcoffset() is None:
             raise InvalidArgumentError("must be timezone-aware", field="created_at")
+        validate_ttl(entry.ttl, "ttl")
+        if entry.blob_bytes is not None and entry.blob_bytes < 0:
+            raise InvalidArgumentError("must not be negative", field="blob_bytes")
         now = self.clock()
+        ttl = entry.ttl if entry.ttl is not None else self.default_ttl
         row = EntryRow(
             scope=scope,
             key=key,
@@ -170,6 +214,9 @@ class _CachePolicy(Generic[_Repository]):
             key_map=dict(entry.key_map),
             created_at=entry.created_at if entry.created_at is not None else now,
             last_updated_at=now,
+            expires_at=expiry(now, ttl),
+            blob_bytes=entry.blob_bytes if entry.output_uri is not None else None,
+            last_accessed_at=now,
         )
         return row, replacement_cutoff(now, max_age)
 
@@ -232,21 +279,31 @@ class CacheManager(_CachePolicy[_SyncRepository]):
     def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
         """Return the entry for ``key``.
 
-        Raises NotFoundError when absent or, with ``max_age``, last updated longer ago than
-        that; InvalidArgumentError for a malformed key.
+        Raises NotFoundError when absent, expired or, with ``max_age``, last updated longer
+        ago than that; InvalidArgumentError for a malformed key. A hit records its time when
+        the last recorded access is older than ``access_resolution`` (a failure to record it
+        does not fail the hit).
         """
         self._plan_get(key, max_age)
-        return self._check_hit(self.repository.get_entry(scope, key), key, max_age)
+        now = self.clock()
+        row = self._check_hit(self.repository.get_entry(scope, key), key, max_age, now)
+        cutoff = self._access_cutoff(row, now)
+        if cutoff is not None:
+            # A lost access record only makes the entry look older to size eviction.
+            with suppress(UnavailableError):
+                self.repository.record_access(scope, key, now, cutoff)
+        return row
 
     def put(
         self, scope: Scope, key: str, entry: NewEntry, **options: Unpack[PutOptions]
     ) -> PutResult:
         """Store ``entry`` under ``key`` (options: :class:`PutOptions`).
 
-        Without ``overwrite``: raises AlreadyExistsError if an entry exists that is not older
-        than ``max_age`` (any existing entry when ``max_age`` is None); the check and the write
-        are atomic. With ``overwrite``: replaces any entry, keeping its ``created_at`` unless
-        ``entry.created_at`` is set. ``last_updated_at`` is always now.
+        Without ``overwrite``: raises AlreadyExistsError if an unexpired entry exists that is
+        not older than ``max_age`` (any unexpired entry when ``max_age`` is None); the check
+        and the write are atomic. With ``overwrite``: replaces any entry, keeping its
+        ``created_at`` unless ``entry.created_at`` is set. ``last_updated_at`` is always now;
+        the entry expires ``entry.ttl`` (else ``default_ttl``) after now, or never.
         """
         row, cutoff = self._plan_put(scope, key, entry, options.get("max_age"))
         if options.get("overwrite", False):
@@ -254,7 +311,9 @@ class CacheManager(_CachePolicy[_SyncRepository]):
                 row, keep_created_at=self._keep_created_at(entry)
             )
             return self._finish_overwrite(row, replaced, entry)
-        outcome = self.repository.create_entry(row, replace_if_updated_before=cutoff)
+        outcome = self.repository.create_entry(
+            row, replace_if_updated_before=cutoff, replace_if_expired_at=row.last_updated_at
+        )
         return self._finish_create(row, outcome)
 
     def delete(self, scope: Scope, key: str) -> EntryRow:
@@ -301,7 +360,13 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
     async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
         """See :meth:`CacheManager.get`."""
         self._plan_get(key, max_age)
-        return self._check_hit(await self.repository.get_entry(scope, key), key, max_age)
+        now = self.clock()
+        row = self._check_hit(await self.repository.get_entry(scope, key), key, max_age, now)
+        cutoff = self._access_cutoff(row, now)
+        if cutoff is not None:
+            with suppress(UnavailableError):
+                await self.repository.record_access(scope, key, now, cutoff)
+        return row
 
     async def put(
         self, scope: Scope, key: str, entry: NewEntry, **options: Unpack[PutOptions]
@@ -313,7 +378,9 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
                 row, keep_created_at=self._keep_created_at(entry)
             )
             return self._finish_overwrite(row, replaced, entry)
-        outcome = await self.repository.create_entry(row, replace_if_updated_before=cutoff)
+        outcome = await self.repository.create_entry(
+            row, replace_if_updated_before=cutoff, replace_if_expired_at=row.last_updated_at
+        )
         return self._finish_create(row, outcome)
 
     async def delete(self, scope: Scope, key: str) -> EntryRow:
@@ -345,6 +412,29 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
 def is_stale(last_updated_at: datetime, now: datetime, max_age: timedelta | None) -> bool:
     """Return whether an entry last updated at ``last_updated_at`` is too old to serve."""
     return max_age is not None and now - last_updated_at > max_age
+
+
+def is_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """Return whether an entry expiring at ``expires_at`` (None: never) is expired at ``now``."""
+    return expires_at is not None and expires_at <= now
+
+
+def expiry(now: datetime, ttl: timedelta | None) -> datetime | None:
+    """Return when an entry written at ``now`` with ``ttl`` expires (None: never); a TTL
+    reaching past year 9999 never expires.
+    """
+    if ttl is None:
+        return None
+    try:
+        return now + ttl
+    except OverflowError:
+        return None
+
+
+def validate_ttl(ttl: timedelta | None, field: str) -> None:
+    """Raise InvalidArgumentError naming ``field`` unless ``ttl`` is None or positive."""
+    if ttl is not None and ttl <= timedelta(0):
+        raise InvalidArgumentError("must be positive", field=field)
 
 
 def replacement_cutoff(now: datetime, max_age: timedelta | None) -> datetime | None:

@@ -242,6 +242,7 @@ class CatalogEntry:
     decode). ``output_uri`` is the outputs blob (None for inline outputs) and
     ``inline_bytes`` the size of inline outputs (None for a blob entry).
     ``source_execution`` is the task execution Flyte is told produced it, when recorded.
+    ``expires_at`` is when it stops being served (None: never).
     """
 
     key: str
@@ -256,3 +257,4 @@ class CatalogEntry:
     inline_bytes: int | None
     source: identifier_pb2.Identifier | None
     source_execution: identifier_pb2.TaskExecutionIdentifier | None
+    expires_at: datetime | None = None

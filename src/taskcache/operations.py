@@ -1,5 +1,5 @@
-"""Catalog maintenance for operators: list, show, delete, clear, garbage-collect, stats,
-migrate.
+"""Catalog maintenance for operators: list, show, delete, clear, garbage-collect (by age,
+expiry and size), stats, migrate.
 
 Plain functions over an :class:`~taskcache.repositories.base.OperatorRepository` (a
 :class:`~taskcache.repositories.base.Repository` with the operator queries; ``delete_entry``
@@ -13,21 +13,26 @@ It must not parse target strings (:mod:`taskcache.resolver` does) nor print (the
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
+from uuid import uuid4
 
 from flyteidl2.core import identifier_pb2, literals_pb2
 from google.protobuf.message import DecodeError
 
 from taskcache import resolver
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from taskcache.manager import is_expired
 from taskcache.model import CatalogEntry
 from taskcache.outputs import decode_literal_map
 from taskcache.provenance import source_execution
 from taskcache.repositories.base import (
+    AccessCursor,
     CatalogStats,
     EntryCursor,
     EntryFilter,
@@ -47,19 +52,23 @@ __all__ = [
     "UNSCOPED",
     "AmbiguousKeyError",
     "CatalogEntry",
+    "CleanupSummary",
     "DeleteResult",
     "EntryDetails",
     "GcSummary",
     "Page",
     "catalog_entry",
     "catalog_stats",
+    "cleanup",
     "clear",
     "cursor_after",
     "delete_entry",
+    "delete_expired",
     "describe_entry",
     "describe_scope",
     "describe_selection",
     "entry_not_found",
+    "evict_to_size",
     "find_entry",
     "gc",
     "iter_entries",
@@ -68,6 +77,7 @@ __all__ = [
     "migrate_database",
     "parse_duration",
     "parse_scope",
+    "parse_size",
     "task_name",
 ]
 
@@ -239,6 +249,7 @@ def catalog_entry(row: EntryRow) -> CatalogEntry:
         inline_bytes=None if literals is None else len(literals),
         source=source,
         source_execution=_execution(source, row),
+        expires_at=row.expires_at,
     )
 
 
@@ -500,9 +511,11 @@ class GcSummary:
 
     ``entries`` deleted; ``blobs_deleted`` output blobs removed (dry run: owned blobs that
     would be removed); ``blob_errors`` blobs the storage failed to delete;
-    ``inline_bytes_freed`` inline output bytes of the deleted entries; ``blobs_skipped``
-    output URIs left alone because they lie outside the storage root or (not checked in a
-    dry run, where the entries still exist) another entry still references them.
+    ``inline_bytes_freed`` inline output bytes of the deleted entries; ``blob_bytes_freed``
+    their recorded blob sizes (what a size cap counts, whether or not the blob itself was
+    deleted); ``blobs_skipped`` output URIs left alone because they lie outside the storage
+    root or (not checked in a dry run, where the entries still exist) another entry still
+    references them.
     """
 
     entries: int = 0
@@ -510,6 +523,23 @@ class GcSummary:
     blob_errors: int = 0
     inline_bytes_freed: int = 0
     blobs_skipped: int = 0
+    blob_bytes_freed: int = 0
+
+    @property
+    def bytes_freed(self) -> int:
+        """Inline bytes plus recorded blob sizes of the deleted entries."""
+        return self.inline_bytes_freed + self.blob_bytes_freed
+
+    def __add__(self, other: GcSummary) -> GcSummary:
+        """Return the field-by-field sum of two summaries."""
+        return GcSummary(
+            entries=self.entries + other.entries,
+            blobs_deleted=self.blobs_deleted + other.blobs_deleted,
+            blob_errors=self.blob_errors + other.blob_errors,
+            inline_bytes_freed=self.inline_bytes_freed + other.inline_bytes_freed,
+            blobs_skipped=self.blobs_skipped + other.blobs_skipped,
+            blob_bytes_freed=self.blob_bytes_freed + other.blob_bytes_freed,
+        )
 
 
 GcProgress = Callable[[GcSummary], None]
@@ -637,14 +667,15 @@ def _tally(
                         deleted += 1
                 except UnavailableError:
                     errors += 1
-    return replace(
-        summary,
-        entries=summary.entries + len(batch),
-        blobs_deleted=summary.blobs_deleted + deleted,
-        blob_errors=summary.blob_errors + errors,
-        inline_bytes_freed=summary.inline_bytes_freed
-        + sum(len(row.output_literals) for row in batch if row.output_literals is not None),
-        blobs_skipped=summary.blobs_skipped + skipped,
+    return summary + GcSummary(
+        entries=len(batch),
+        blobs_deleted=deleted,
+        blob_errors=errors,
+        inline_bytes_freed=sum(
+            len(row.output_literals) for row in batch if row.output_literals is not None
+        ),
+        blobs_skipped=skipped,
+        blob_bytes_freed=sum(row.blob_bytes or 0 for row in batch),
     )
 
 
@@ -681,6 +712,275 @@ def clear(
         if progress_callback is not None:
             progress_callback(summary)
     return summary
+
+
+# --- expiry and size eviction --------------------------------------------------------------------
+
+# How long a cleaner's SQLite lease lasts if it dies without giving it back.
+DEFAULT_CLEANUP_LEASE: Final = timedelta(minutes=10)
+
+
+def delete_expired(
+    repository: OperatorRepository,
+    blobs: BlobStore | None,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_GC_BATCH_SIZE,
+    progress_callback: GcProgress | None = None,
+) -> GcSummary:
+    """Delete every entry whose expiry (chosen at put, see ``ttl``) is at or before ``now``.
+
+    Batches of ``batch_size``, each one atomic repository call, soonest expired first. With
+    ``blobs`` each deleted entry's blob goes too if ``blobs`` owns it and no remaining entry
+    references it (as :func:`gc` with ``delete_blobs``). ``dry_run`` deletes nothing: it scans
+    the listing for what would go. Returns the totals; InvalidArgumentError if
+    ``batch_size`` < 1; store errors as the repository does.
+    """
+    _check_positive(batch_size, "batch_size")
+    batches: Iterator[list[EntryRow]]
+    if dry_run:
+        batches = (
+            [row for row in page.entries if is_expired(row.expires_at, now)]
+            for page in iter_pages(repository, EntryFilter(), batch_size)
+        )
+    else:
+        batches = iter(lambda: repository.delete_expired_entries(now, batch_size), [])
+    return _collect(batches, repository, blobs, dry_run, progress_callback)
+
+
+def evict_to_size(
+    repository: OperatorRepository,
+    blobs: BlobStore | None,
+    max_bytes: int,
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_GC_BATCH_SIZE,
+    progress_callback: GcProgress | None = None,
+) -> GcSummary:
+    """Delete least-recently-used entries until the catalog's stored bytes (inline bytes
+    plus recorded blob sizes, :attr:`EntryRow.stored_bytes`) are at most ``max_bytes``.
+
+    The total is measured once at the start; each batch is the fewest least recently
+    accessed entries (up to ``batch_size``) that cover what is still over, deleted only if
+    unchanged since read (an entry rewritten meanwhile survives, and its rewrite made it
+    recent). Blobs as for :func:`delete_expired`. ``dry_run`` deletes nothing and reports
+    what would go. Returns the totals; InvalidArgumentError for a negative ``max_bytes`` or
+    ``batch_size`` < 1; store errors as the repository does.
+    """
+    _check_positive(batch_size, "batch_size")
+    if max_bytes < 0:
+        raise InvalidArgumentError("must not be negative", field="max_bytes")
+    excess = repository.stored_bytes() - max_bytes
+    return _collect(
+        _over_size_batches(repository, excess, batch_size, dry_run=dry_run),
+        repository,
+        blobs,
+        dry_run,
+        progress_callback,
+    )
+
+
+def _over_size_batches(
+    repository: OperatorRepository, excess: int, batch_size: int, *, dry_run: bool
+) -> Iterator[list[EntryRow]]:
+    """Yield the batches that bring ``excess`` bytes down to zero, deleting them unless
+    ``dry_run``.
+    """
+    after: AccessCursor | None = None
+    while excess > 0:
+        # Deleted rows leave the listing, so a real run always reads from the start.
+        page = repository.list_least_recently_used(batch_size, after if dry_run else None)
+        if not page:
+            return
+        chosen: list[EntryRow] = []
+        for row in page:
+            if excess <= 0:
+                break
+            chosen.append(row)
+            excess -= row.stored_bytes
+        if dry_run:
+            last = page[-1]
+            after = AccessCursor(
+                last_accessed_at=last.last_accessed_at or last.last_updated_at,
+                scope=last.scope,
+                key=last.key,
+            )
+            yield chosen
+            continue
+        deleted = repository.delete_entries_if_unchanged(chosen)
+        # Rows rewritten since they were read survive: their bytes still count.
+        excess += sum(row.stored_bytes for row in chosen) - sum(row.stored_bytes for row in deleted)
+        if not deleted:
+            return  # every candidate changed under us; the next run looks again
+        yield deleted
+
+
+def _collect(
+    batches: Iterator[list[EntryRow]],
+    repository: OperatorRepository,
+    blobs: BlobStore | None,
+    dry_run: bool,
+    progress_callback: GcProgress | None,
+) -> GcSummary:
+    summary = GcSummary()
+    for batch in batches:
+        if not batch:
+            continue
+        summary = _tally(summary, batch, repository, blobs, dry_run=dry_run)
+        if progress_callback is not None:
+            progress_callback(summary)
+    return summary
+
+
+@dataclass(frozen=True)
+class CleanupSummary:
+    """What one cleanup run did (or, in a dry run, would do), phase by phase.
+
+    ``older``: entries not updated for ``older_than`` (None when not asked); ``expired``:
+    entries past their expiry; ``over_size``: least-recently-used entries evicted to bring the
+    catalog under ``max_bytes`` (None when no cap). ``locked_out``: another cleaner held the
+    catalog's maintenance lock, so nothing ran.
+    """
+
+    expired: GcSummary = GcSummary()
+    over_size: GcSummary | None = None
+    older: GcSummary | None = None
+    locked_out: bool = False
+
+    @property
+    def total(self) -> GcSummary:
+        """The three phases added up."""
+        return self.expired + (self.over_size or GcSummary()) + (self.older or GcSummary())
+
+
+def cleanup(
+    repository: OperatorRepository,
+    blobs: BlobStore | None,
+    now: datetime,
+    *,
+    max_bytes: int | None = None,
+    older_than: timedelta | None = None,
+    dry_run: bool = False,
+    holder: str | None = None,
+    lease: timedelta = DEFAULT_CLEANUP_LEASE,
+    batch_size: int = DEFAULT_GC_BATCH_SIZE,
+    progress_callback: GcProgress | None = None,
+    entry_filter: EntryFilter | None = None,
+) -> CleanupSummary:
+    """Run the catalog's eviction policies once: ``older_than`` (as :func:`gc`), then expiry
+    (:func:`delete_expired`), then the size cap (:func:`evict_to_size`) if ``max_bytes``.
+    With ``entry_filter`` only the ``older_than`` phase runs, on the scopes it matches: expiry
+    and the size cap are the whole catalog's (a ``max_bytes`` is then refused).
+
+    A real run first takes the catalog's maintenance lock as ``holder`` (default: unique to
+    this call), so several replicas or ``taskcache gc`` beside ``taskcache serve`` never
+    clean at once; a run that finds it held does nothing and says ``locked_out``. A dry run
+    takes no lock. Blobs go only with ``blobs``, only under its root and only when no other
+    entry references them. ``progress_callback`` gets the running total after each batch.
+
+    Raises InvalidArgumentError for a bad option; store errors as the repository does
+    (batches already deleted stay deleted).
+    """
+    _check_positive(batch_size, "batch_size")
+    if max_bytes is not None and max_bytes < 0:
+        raise InvalidArgumentError("must not be negative", field="max_bytes")
+    if max_bytes is not None and entry_filter is not None:
+        raise InvalidArgumentError(
+            "the size cap covers the whole catalog; leave out the scope selection",
+            field="max_bytes",
+        )
+    phases = _Phases(max_bytes, older_than, batch_size, progress_callback, entry_filter)
+    if dry_run:
+        return _cleanup_phases(repository, blobs, now, phases, dry_run=True)
+    name = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex}"
+    with repository.maintenance_lock(name, now, lease) as taken:
+        if not taken:
+            return CleanupSummary(locked_out=True)
+        return _cleanup_phases(repository, blobs, now, phases, dry_run=False)
+
+
+@dataclass(frozen=True)
+class _Phases:
+    """What one cleanup run does (see :func:`cleanup`)."""
+
+    max_bytes: int | None
+    older_than: timedelta | None
+    batch_size: int
+    progress_callback: GcProgress | None
+    entry_filter: EntryFilter | None
+
+
+def _cleanup_phases(
+    repository: OperatorRepository,
+    blobs: BlobStore | None,
+    now: datetime,
+    phases: _Phases,
+    *,
+    dry_run: bool,
+) -> CleanupSummary:
+    max_bytes, older_than, batch_size = phases.max_bytes, phases.older_than, phases.batch_size
+    progress_callback = phases.progress_callback
+    done = GcSummary()
+
+    def report(phase: GcSummary) -> None:
+        if progress_callback is not None:
+            progress_callback(done + phase)
+
+    older = None
+    if older_than is not None:
+        older = gc(
+            repository,
+            blobs,
+            older_than,
+            now,
+            dry_run=dry_run,
+            delete_blobs=blobs is not None,
+            batch_size=batch_size,
+            progress_callback=report,
+            entry_filter=phases.entry_filter,
+        )
+        done += older
+    if phases.entry_filter is not None:
+        return CleanupSummary(expired=GcSummary(), over_size=None, older=older)
+    expired = delete_expired(
+        repository, blobs, now, dry_run=dry_run, batch_size=batch_size, progress_callback=report
+    )
+    done += expired
+    over_size = None
+    if max_bytes is not None:
+        over_size = evict_to_size(
+            repository,
+            blobs,
+            max_bytes,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress_callback=report,
+        )
+    return CleanupSummary(expired=expired, over_size=over_size, older=older)
+
+
+_SIZE: Final = re.compile(r"([0-9]+)\s*(?:([KMGT])(I)?)?B?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Return the number of bytes ``text`` names: an integer, optionally with a unit ``B``,
+    ``KB``/``MB``/``GB``/``TB`` (powers of 1000) or ``KiB``/``MiB``/``GiB``/``TiB``
+    (powers of 1024), case-insensitive (``500MB``, ``2GiB``, ``1000000``).
+
+    Raises InvalidArgumentError for anything else.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidArgumentError(
+            f"{text!r} is not a size; use bytes with an optional unit (e.g. 500MB, 2GiB)"
+        )
+    number, prefix, binary = match.groups()
+    if prefix is None:
+        return int(number)
+    base = 1024 if binary else 1000
+    scale: int = base ** ("KMGT".index(prefix.upper()) + 1)
+    return int(number) * scale
 
 
 # --- stats and schema -----------------------------------------------------------------------------

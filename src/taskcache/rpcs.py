@@ -9,6 +9,7 @@ grpc, connectrpc or anything of the server, so clients can use it without the se
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -125,6 +126,16 @@ DATACATALOG_SERVICE: Final = Service(
 # "<last_updated_at as integer microseconds since the epoch>;<percent-encoded output_uri>".
 IF_UNCHANGED_HEADER: Final = "taskcache-if-unchanged"
 
+# A Put carrying this header asks that the entry expire this long after it is written:
+# seconds, a decimal number with at most six fractional digits (e.g. "3600" or "0.25").
+TTL_HEADER: Final = "taskcache-ttl"
+# A Put of an output URI may carry the blob's size in bytes (a decimal integer), so a size
+# cap (``--max-bytes``) can count it.
+BLOB_BYTES_HEADER: Final = "taskcache-blob-bytes"
+
+_TTL_TEXT: Final = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
+_BLOB_BYTES_TEXT: Final = re.compile(r"[0-9]{1,19}")
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -154,3 +165,36 @@ class EntryVersion:
         except OverflowError as error:
             raise InvalidArgumentError("time out of range", field=IF_UNCHANGED_HEADER) from error
         return cls(output_uri=unquote(uri), last_updated_at=updated)
+
+
+def ttl_header_value(ttl: timedelta) -> str:
+    """Return ``ttl`` (positive) as the value of :data:`TTL_HEADER`."""
+    micros = ttl // _MICROSECOND
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{seconds}.{fraction:06d}" if fraction else str(seconds)
+
+
+def parse_ttl_header(value: str) -> timedelta:
+    """Parse :data:`TTL_HEADER`'s text; InvalidArgumentError naming the header unless it is a
+    positive number of seconds (at most six fractional digits).
+    """
+    text = value.strip()
+    if not _TTL_TEXT.fullmatch(text):
+        raise InvalidArgumentError(
+            "must be a positive number of seconds (e.g. 3600 or 0.25)", field=TTL_HEADER
+        )
+    seconds, _, fraction = text.partition(".")
+    ttl = timedelta(seconds=int(seconds), microseconds=int(fraction.ljust(6, "0") or 0))
+    if ttl <= timedelta(0):
+        raise InvalidArgumentError("must be positive", field=TTL_HEADER)
+    return ttl
+
+
+def parse_blob_bytes_header(value: str) -> int:
+    """Parse :data:`BLOB_BYTES_HEADER`'s text; InvalidArgumentError naming the header unless
+    it is a non-negative decimal integer that fits 63 bits.
+    """
+    text = value.strip()
+    if not _BLOB_BYTES_TEXT.fullmatch(text) or int(text) >= 2**63:
+        raise InvalidArgumentError("must be a number of bytes", field=BLOB_BYTES_HEADER)
+    return int(text)

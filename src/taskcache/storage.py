@@ -1,8 +1,10 @@
 """Blob IO: ``outputs.pb`` LiteralMaps and other blobs at storage URIs, through fsspec.
 
-A :class:`BlobStore` owns one root URL (a local folder, ``memory://…``, ``s3://…``, …). It
-writes each blob once under a fresh name, atomically, and only ever deletes blobs under its
-own root.
+A :class:`BlobStore` owns one root URL (a local folder, ``memory://…``, ``s3://…``,
+``gs://…``, ``abfs://…``, …) and the fsspec options its filesystem needs (endpoint, anonymous
+access, …; credentials otherwise come from each backend's usual environment and config). It
+writes each blob once under a fresh name, atomically, reads blobs of its own filesystem with
+its own options, and only ever deletes blobs under its own root.
 
 Paths and bytes only: it must not know about entries, keys or policy.
 """
@@ -41,12 +43,16 @@ def _missing_backend(url: str, error: ImportError, field: str | None) -> Excepti
 class BlobStore:
     """Reads and writes blobs; writes and deletes only under ``root``.
 
-    ``root`` is an fsspec URL or a local path. ``storage_options`` go to the filesystem.
+    ``root`` is an fsspec URL or a local path. ``storage_options`` go to the filesystem
+    (for S3, say, ``endpoint_url``, ``anon`` or ``client_kwargs``). Raises
+    InvalidArgumentError for an empty root; ImportError (from fsspec, naming the package)
+    when the root's filesystem is not installed; ValueError for an unknown protocol.
     """
 
     def __init__(self, root: str, **storage_options: Any) -> None:
         if not root:
             raise InvalidArgumentError("must not be empty", field="storage")
+        self.storage_options = dict(storage_options)
         try:
             self._fs, root_path = url_to_fs(root, **storage_options)
         except ImportError as error:
@@ -58,6 +64,8 @@ class BlobStore:
         )
         self._protocol = self._protocols[0]
         self._local = self._protocol in ("file", "local")
+        # Object stores have no folders to tidy (and asking costs requests); memory:// does.
+        self._has_folders = self._local or self._protocol == "memory"
         self.root = root
 
     def _uri(self, path: str) -> str:
@@ -82,7 +90,8 @@ class BlobStore:
         folder = posixpath.join(self._root_path, digest[:2], digest, uuid.uuid4().hex)
         final_path = posixpath.join(folder, file_name)
         try:
-            self._fs.makedirs(folder, exist_ok=True)
+            if self._has_folders:
+                self._fs.makedirs(folder, exist_ok=True)
             if self._local:
                 temporary = posixpath.join(folder, f".{file_name}.{uuid.uuid4().hex}.tmp")
                 with self._fs.open(temporary, "wb") as stream:
@@ -103,14 +112,37 @@ class BlobStore:
             return os.path.realpath(path)
         return posixpath.normpath(path)
 
+    def _own_path(self, uri: str) -> str | None:
+        """Return ``uri``'s path on this store's filesystem if ``uri`` names that filesystem
+        (one of its protocols, or a bare path for a local store), else None.
+        """
+        # fsspec is loaded by now (this store's filesystem came from it).
+        from fsspec.core import split_protocol  # noqa: PLC0415
+
+        protocol, _ = split_protocol(uri)
+        if protocol is None:
+            return self._fs._strip_protocol(uri) if self._local else None
+        if protocol not in self._protocols:
+            return None
+        path: str = self._fs._strip_protocol(uri)
+        return path
+
     def _owned_path(self, uri: str) -> str | None:
         """Return the resolved path of ``uri`` if it lies strictly under the resolved root,
         else None (another filesystem, or outside the root once resolved).
+
+        An object store has no symlinks, but its keys may literally contain ``..``, ``.`` or
+        empty segments, which name other objects than their normalised spelling: such a URI
+        is never owned, so a deletion always reaches exactly the object the URI names.
+        Bucket and prefix boundaries are whole segments (``s3://b/prefix-evil/x`` is not under
+        ``s3://b/prefix``).
         """
-        fs, path = url_to_fs(uri)
-        if type(fs) is not type(self._fs):
+        path = self._own_path(uri)
+        if path is None:
             return None
         resolved = self._resolved(path)
+        if not self._local and resolved != path:
+            return None
         root = self._resolved(self._root_path).rstrip("/") + "/"
         return resolved if resolved.startswith(root) else None
 
@@ -136,7 +168,8 @@ class BlobStore:
                 return ()
         except (ValueError, ImportError):
             return ()
-        path = url_to_fs(uri)[1]
+        path = self._own_path(uri)
+        assert path is not None  # owned, so on this filesystem
         paths = dict.fromkeys((posixpath.normpath(path), self._resolved(path)))
         found = dict.fromkeys((uri, *paths))
         for protocol in self._protocols:
@@ -154,13 +187,19 @@ class BlobStore:
         if path is None:
             return False
         try:
+            # An object store deletes a missing key without complaint: ask first, so that
+            # "deleted" means a blob was there.
+            if not self._has_folders and not self._fs.exists(path):
+                return False
             self._fs.rm_file(path)
         except FileNotFoundError:
             return False
         except OSError as error:
             raise UnavailableError(f"cannot delete {uri}: {error}") from error
+        if not self._has_folders:
+            return True
         # Each write has its own folder under two levels of digest folders; drop the ones left
-        # empty, never the root (object stores have no folders, so this does nothing there).
+        # empty, never the root.
         root = self._resolved(self._root_path).rstrip("/") + "/"
         folder = posixpath.dirname(path)
         while folder.startswith(root):
@@ -170,6 +209,23 @@ class BlobStore:
                 break
             folder = posixpath.dirname(folder)
         return True
+
+    def read(self, uri: str) -> bytes:
+        """Return the bytes at ``uri``: through this store's filesystem (and options) when
+        ``uri`` names it, else as :func:`read_blob` does.
+
+        Raises NotFoundError if nothing is there, UnavailableError if the storage fails.
+        """
+        path = self._own_path(uri)
+        if path is None:
+            return read_blob(uri)
+        try:
+            data: bytes = self._fs.cat_file(path)
+        except FileNotFoundError as error:
+            raise NotFoundError(f"no blob at {uri}") from error
+        except OSError as error:
+            raise UnavailableError(f"cannot read {uri}: {error}") from error
+        return data
 
 
 def read_blob(uri: str) -> bytes:

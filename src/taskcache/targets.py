@@ -10,9 +10,10 @@ It must not parse target strings (:mod:`taskcache.resolver` does) nor decide pol
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from taskcache.clients.base import AsyncClient, Client
 from taskcache.clients.embedded import (
@@ -30,6 +31,7 @@ from taskcache.manager import (
     CacheManager,
     Clock,
     utc_now,
+    validate_ttl,
 )
 from taskcache.resolver import Location, LocationKind, open_repository, resolve
 from taskcache.storage import BlobStore
@@ -55,7 +57,9 @@ class _Options:
     """Validated options shared by the sync and async openers."""
 
     storage: str | None
+    storage_options: dict[str, Any]
     max_cache_age: timedelta | None
+    default_ttl: timedelta | None
     inline_max_bytes: int
     max_reservation_heartbeat: timedelta
     heartbeat_grace_multiplier: float
@@ -77,7 +81,9 @@ class OpenOptions(TypedDict, total=False):
     """Keyword options of :func:`open_catalog` and :func:`open_async_catalog`."""
 
     storage: str | None
+    storage_options: Mapping[str, Any] | None
     max_cache_age: timedelta | float | None
+    default_ttl: timedelta | float | None
     inline_max_bytes: int
     max_reservation_heartbeat: timedelta | float
     heartbeat_grace_multiplier: float
@@ -107,6 +113,10 @@ def _options(given: OpenOptions) -> _Options:
     timeout = embedded_timeout if "timeout" in given else DEFAULT_REMOTE_TIMEOUT
     scope = given.get("scope")
     max_cache_age = given.get("max_cache_age")
+    default_ttl = given.get("default_ttl")
+    storage_options = given.get("storage_options")
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise TypeError(f"storage_options must be a mapping, not {type(storage_options).__name__}")
     if inline_max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="inline_max_bytes")
     if max_retries < 0:
@@ -129,9 +139,13 @@ def _options(given: OpenOptions) -> _Options:
             "must be 0 (or left out) with outputs='uri': every put sends a URI",
             field="inline_max_bytes",
         )
+    ttl = None if default_ttl is None else _duration(default_ttl, "default_ttl")
+    validate_ttl(ttl, "default_ttl")
     return _Options(
         storage=given.get("storage"),
+        storage_options=dict(storage_options or {}),
         max_cache_age=None if max_cache_age is None else _duration(max_cache_age, "max_cache_age"),
+        default_ttl=ttl,
         inline_max_bytes=0 if outputs == "uri" else inline_max_bytes,
         max_reservation_heartbeat=_duration(
             given.get("max_reservation_heartbeat", DEFAULT_MAX_RESERVATION_HEARTBEAT),
@@ -163,8 +177,9 @@ def _open_embedded(location: Location, options: _Options) -> EmbeddedClient:
             clock=options.clock,
             max_reservation_heartbeat=options.max_reservation_heartbeat,
             heartbeat_grace_multiplier=options.heartbeat_grace_multiplier,
+            default_ttl=options.default_ttl,
         )
-        blobs = BlobStore(options.storage or location.blob_root)
+        blobs = _blobs(options, location)
         return EmbeddedClient(
             manager,
             blobs,
@@ -189,11 +204,12 @@ def _remote_rules(options: _Options, location: Location) -> RemoteRules:
             field="storage",
         )
     return RemoteRules(
-        BlobStore(options.storage or location.blob_root),
+        _blobs(options, location),
         scope=options.scope,
         max_cache_age=options.max_cache_age,
         inline_max_bytes=options.inline_max_bytes,
         reservations=ReservationCacheStore(options.reservation_cache_size),
+        default_ttl=options.default_ttl,
     )
 
 
@@ -215,12 +231,22 @@ def _datacatalog_rules(options: _Options, location: Location) -> DataCatalogRule
             "a DataCatalog files a task's entries under the task's own project and domain",
             field="scope",
         )
+    if options.default_ttl is not None:
+        raise InvalidArgumentError(
+            "a DataCatalog keeps artifacts until they are evicted on the server; default_ttl "
+            "is for catalogs and cache services",
+            field="default_ttl",
+        )
     return DataCatalogRules(
-        BlobStore(options.storage or location.blob_root),
+        _blobs(options, location),
         max_cache_age=options.max_cache_age,
         clock=options.clock,
         reservations=ReservationCacheStore(options.reservation_cache_size),
     )
+
+
+def _blobs(options: _Options, location: Location) -> BlobStore:
+    return BlobStore(options.storage or location.blob_root, **options.storage_options)
 
 
 def _remote_options(options: _Options) -> RemoteOptions:
@@ -261,8 +287,12 @@ def open_catalog(
     An empty string, an unknown scheme and ``host:port`` without a scheme are refused.
 
     Options (:class:`OpenOptions`): ``storage`` is the fsspec URL large outputs are written
-    under (default: ``blobs/`` beside the database, or in the default home);
-    ``max_cache_age`` (None: never expire); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
+    under (default: ``blobs/`` beside the database, or in the default home), e.g.
+    ``s3://bucket/prefix``; ``storage_options`` what its fsspec filesystem needs (e.g.
+    ``{"endpoint_url": ...}``; credentials otherwise come from the backend's environment);
+    ``max_cache_age`` (None: never expire); ``default_ttl`` (the expiry of puts that name no
+    ``ttl``; None: the catalog's, i.e. never embedded, the server's ``--default-ttl``
+    remote); ``inline_max_bytes`` (64 KiB; 0 = always a blob);
     ``outputs`` (``"inline"``, the default: inline up to ``inline_max_bytes``; ``"uri"``:
     every output is written to ``storage``, which must then be given for a service, and sent
     by URI, as Flyte 2's own cache service requires); ``max_reservation_heartbeat`` (10 s);

@@ -115,25 +115,33 @@ def _json_option(function: F) -> F:
 
 
 def _settings(
-    database: str | None, config_file: str | None, storage: str | None = None
+    database: str | None,
+    config_file: str | None,
+    storage: str | None = None,
+    **more: str | None,
 ) -> Settings:
-    """Return serve's settings for these flags (env and config file applied)."""
+    """Return serve's settings for these flags (env and config file applied); ``more`` are
+    further serve options given as flags (None: not given).
+    """
     try:
-        return load_settings({"database": database, "storage": storage}, config_file=config_file)
+        return load_settings(
+            {"database": database, "storage": storage, **more}, config_file=config_file
+        )
     except CacheError as error:
         raise from_cache_error(error) from error
 
 
 @contextmanager
-def _catalog(settings: Settings) -> Iterator[OperatorRepository]:
-    """Yield the repository of ``settings.database``; close it afterwards.
+def _catalog(settings: Settings, *, connections: int = 1) -> Iterator[OperatorRepository]:
+    """Yield the repository of ``settings.database`` (at most ``connections`` PostgreSQL
+    connections); close it afterwards.
 
     Taskcache errors become command failures: a bad ``--database`` a usage error (exit 2),
     anything else (unreachable, not found, ...) exit 1 with its message.
     """
     try:
-        # One connection is all a command ever uses.
-        repository = open_repository(settings.database, pool_size=1)
+        # One connection is all most commands use.
+        repository = open_repository(settings.database, pool_size=connections)
     except InvalidArgumentError as error:
         raise from_cache_error(error) from error
     except CacheError as error:
@@ -157,10 +165,10 @@ def _blob_store(settings: Settings, flag: str) -> BlobStore:
             exit_code=USAGE_EXIT_CODE,
         )
     try:
-        return BlobStore(settings.storage)
+        return BlobStore(settings.storage, **settings.storage_options)
     except CacheError as error:
         raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError, TypeError) as error:
         raise CommandError(
             f"--storage {settings.storage!r}: {error}",
             code="INVALID_ARGUMENT",
@@ -469,12 +477,41 @@ class DurationType(_DurationParamType):
             self.fail(error.message, param, ctx)
 
 
+if TYPE_CHECKING:
+    _SizeParamType = click.ParamType[int]
+else:
+    _SizeParamType = click.ParamType
+
+
+class SizeType(_SizeParamType):
+    """A size in bytes such as ``500MB``, ``2GiB`` or ``1000000``."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """Return ``value`` as a number of bytes; a usage error if it is not a size."""
+        if isinstance(value, int):
+            return value
+        try:
+            return operations.parse_size(str(value))
+        except InvalidArgumentError as error:
+            self.fail(error.message, param, ctx)
+
+
 @click.command("gc")
 @click.option(
     "--older-than",
     type=DurationType(),
-    required=True,
-    help="Delete entries last updated longer ago than this: 30d, 12h, 90m, 45s, 1w, 1d12h.",
+    default=None,
+    help="Also delete entries last updated longer ago than this: 30d, 12h, 90m, 45s, 1w, 1d12h.",
+)
+@click.option(
+    "--max-bytes",
+    type=SizeType(),
+    default=None,
+    help="Then evict least-recently-used entries until the catalog's stored bytes (inline "
+    "outputs plus recorded blob sizes) are at most this: 500MB, 2GiB, ... "
+    f"[env: {environment_variable('max_bytes')}; default: serve's --max-bytes, else no cap]",
 )
 @click.option("--dry-run", is_flag=True, help="Delete nothing; report what would go.")
 @click.option(
@@ -485,45 +522,66 @@ class DurationType(_DurationParamType):
 @_database_options
 @_scope_option("Only entries")
 @click.option("--storage", default=None, help=_STORAGE_HELP)
+@click.option(
+    "--storage-options",
+    default=None,
+    help=f"{OPTION_HELP['storage_options']} [env: {environment_variable('storage_options')}]",
+)
 @_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
 @_json_option
 def gc_command(
-    older_than: timedelta,
+    older_than: timedelta | None,
+    max_bytes: int | None,
     dry_run: bool,
     delete_blobs: bool,
     database: str | None,
     config_file: str | None,
     entry_filter: EntryFilter,
     storage: str | None,
+    storage_options: str | None,
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Delete entries not updated for --older-than (a cache miss re-creates them).
+    """Delete expired entries (past the TTL chosen at put), and with --older-than entries not
+    updated for that long, then with --max-bytes the least recently used over the cap (a
+    cache miss re-creates them all).
 
-    Shows a progress bar on a terminal, then a summary. Batches already deleted stay deleted
-    if the run is interrupted.
+    Takes the catalog's cleanup lock, so it never runs beside another gc or a serve
+    --gc-interval cleaner (exits 1 if one holds it). Shows a progress bar on a terminal,
+    then a summary. Batches already deleted stay deleted if the run is interrupted.
     """
-    settings = _settings(database, config_file, storage)
+    settings = _settings(database, config_file, storage, storage_options=storage_options)
     blobs = _blob_store(settings, "--delete-blobs") if delete_blobs else None
+    cap = max_bytes if max_bytes is not None else settings.max_bytes
     now = utc_now()
-    with _catalog(settings) as repository:
+    # Two connections: one holds PostgreSQL's advisory lock while the other deletes.
+    with _catalog(settings, connections=2) as repository:
         summary = _run_gc(
             repository,
             blobs,
-            older_than,
             now,
-            dry_run,
-            batch_size,
-            entry_filter,
+            older_than=older_than,
+            max_bytes=cap,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            entry_filter=entry_filter,
             show_progress=not as_json,
         )
-    cutoff = now - older_than
+    if summary.locked_out:
+        raise CommandError(
+            "another cleaner holds this catalog's cleanup lock (a taskcache gc, or a taskcache "
+            "serve with --gc-interval); nothing was deleted, try again later",
+            code="ABORTED",
+        )
+    cutoff = None if older_than is None else now - older_than
     if as_json:
         _echo_json(
             render.gc_json(
                 summary,
+                now=now,
                 cutoff=cutoff,
                 older_than=older_than,
+                max_bytes=cap,
                 dry_run=dry_run,
                 delete_blobs=delete_blobs,
             )
@@ -531,7 +589,12 @@ def gc_command(
     else:
         render.make_console().print(
             render.gc_renderable(
-                summary, cutoff=cutoff, dry_run=dry_run, delete_blobs=delete_blobs
+                summary,
+                now=now,
+                cutoff=cutoff,
+                max_bytes=cap,
+                dry_run=dry_run,
+                delete_blobs=delete_blobs,
             ),
             soft_wrap=True,
         )
@@ -540,15 +603,16 @@ def gc_command(
 def _run_gc(
     repository: OperatorRepository,
     blobs: BlobStore | None,
-    older_than: timedelta,
     now: datetime,
+    *,
+    older_than: timedelta | None,
+    max_bytes: int | None,
     dry_run: bool,
     batch_size: int,
     entry_filter: EntryFilter,
-    *,
     show_progress: bool,
-) -> operations.GcSummary:
-    """Run the collection behind a progress display on stderr (when it is a terminal)."""
+) -> operations.CleanupSummary:
+    """Run the cleanup behind a progress display on stderr (when it is a terminal)."""
     # Imported here: only gc draws progress.
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
@@ -577,13 +641,13 @@ def _run_gc(
             progress.update(task, completed=summary.entries)
 
         try:
-            return operations.gc(
+            return operations.cleanup(
                 repository,
                 blobs,
-                older_than,
                 now,
+                max_bytes=max_bytes,
+                older_than=older_than,
                 dry_run=dry_run,
-                delete_blobs=blobs is not None,
                 batch_size=batch_size,
                 progress_callback=report,
                 entry_filter=entry_filter,

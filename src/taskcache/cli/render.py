@@ -19,7 +19,13 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from taskcache.cli.literal_text import literal_text
-from taskcache.operations import EntryDetails, GcSummary, describe_scope, task_name
+from taskcache.operations import (
+    CleanupSummary,
+    EntryDetails,
+    GcSummary,
+    describe_scope,
+    task_name,
+)
 from taskcache.repositories.base import CatalogStats, EntryRow, Scope
 
 # Wide enough for a whole listing row: piped or redirected output is read whole, not on an
@@ -169,25 +175,41 @@ def stats_json(stats: CatalogStats, now: datetime) -> dict[str, Any]:
     }
 
 
-def gc_json(
-    summary: GcSummary,
-    *,
-    cutoff: datetime,
-    older_than: timedelta,
-    dry_run: bool,
-    delete_blobs: bool,
-) -> dict[str, Any]:
-    """Return a garbage collection's parameters and totals."""
+def _gc_totals(summary: GcSummary) -> dict[str, Any]:
     return {
-        "dry_run": dry_run,
-        "cutoff": iso(cutoff),
-        "older_than_seconds": seconds(older_than),
-        "delete_blobs": delete_blobs,
         "entries": summary.entries,
         "blobs_deleted": summary.blobs_deleted,
         "blob_errors": summary.blob_errors,
         "blobs_skipped": summary.blobs_skipped,
         "inline_bytes_freed": summary.inline_bytes_freed,
+        "blob_bytes_freed": summary.blob_bytes_freed,
+    }
+
+
+def gc_json(
+    summary: CleanupSummary,
+    *,
+    now: datetime,
+    cutoff: datetime | None,
+    older_than: timedelta | None,
+    max_bytes: int | None,
+    dry_run: bool,
+    delete_blobs: bool,
+) -> dict[str, Any]:
+    """Return a cleanup's parameters, its totals and each phase's (None: not run)."""
+    return {
+        "dry_run": dry_run,
+        "now": iso(now),
+        "cutoff": None if cutoff is None else iso(cutoff),
+        "older_than_seconds": None if older_than is None else seconds(older_than),
+        "max_bytes": max_bytes,
+        "delete_blobs": delete_blobs,
+        **_gc_totals(summary.total),
+        "phases": {
+            "older": None if summary.older is None else _gc_totals(summary.older),
+            "expired": _gc_totals(summary.expired),
+            "over_size": None if summary.over_size is None else _gc_totals(summary.over_size),
+        },
     }
 
 
@@ -355,25 +377,46 @@ def stats_renderable(stats: CatalogStats, *, scoped: bool = False) -> Renderable
 
 
 def gc_renderable(
-    summary: GcSummary, *, cutoff: datetime, dry_run: bool, delete_blobs: bool
+    summary: CleanupSummary,
+    *,
+    now: datetime,
+    cutoff: datetime | None,
+    max_bytes: int | None,
+    dry_run: bool,
+    delete_blobs: bool,
 ) -> RenderableType:
-    """Return a garbage collection's summary."""
+    """Return a cleanup's summary: what went in each phase, then the totals."""
     verb = "would delete" if dry_run else "deleted"
-    items = [
-        ("cutoff", f"last updated before {iso(cutoff)}"),
-        (f"entries {verb}", str(summary.entries)),
+    total = summary.total
+    items = [(f"expired entries {verb}", f"{summary.expired.entries} (expiry up to {iso(now)})")]
+    if summary.older is not None and cutoff is not None:
+        items.append(
+            (f"old entries {verb}", f"{summary.older.entries} (last updated before {iso(cutoff)})")
+        )
+    if summary.over_size is not None and max_bytes is not None:
+        items.append(
+            (
+                f"over-size entries {verb}",
+                f"{summary.over_size.entries} (least recently used, above "
+                f"{human_bytes(max_bytes)})",
+            )
+        )
+    items += [
+        (f"entries {verb}", str(total.entries)),
         (
             f"inline bytes {'to free' if dry_run else 'freed'}",
-            f"{human_bytes(summary.inline_bytes_freed)} ({summary.inline_bytes_freed} bytes)",
+            f"{human_bytes(total.inline_bytes_freed)} ({total.inline_bytes_freed} bytes)",
         ),
     ]
+    if total.blob_bytes_freed:
+        items.append(("recorded blob bytes", human_bytes(total.blob_bytes_freed)))
     if delete_blobs:
-        items.append((f"blobs {verb}", str(summary.blobs_deleted)))
-        if summary.blobs_skipped:
+        items.append((f"blobs {verb}", str(total.blobs_deleted)))
+        if total.blobs_skipped:
             kept = "blobs kept (outside storage root or still referenced)"
-            items.append((kept, str(summary.blobs_skipped)))
-        if summary.blob_errors:
-            items.append(("blob errors", str(summary.blob_errors)))
+            items.append((kept, str(total.blobs_skipped)))
+        if total.blob_errors:
+            items.append(("blob errors", str(total.blob_errors)))
     else:
         items.append(("blobs", "kept (no --delete-blobs)"))
     return _fields(items)

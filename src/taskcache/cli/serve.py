@@ -24,9 +24,14 @@ _SERVE_DEFAULTS = Settings(database="<home>")
 def _serve_help(name: str) -> str:
     """Return the help of a serve option: its description, env variable and default."""
     default = getattr(_SERVE_DEFAULTS, name)
-    shown = {"database": "$TASKCACHE_HOME or the platform data dir", "storage": "see above"}.get(
-        name, default
-    )
+    shown = {
+        "database": "$TASKCACHE_HOME or the platform data dir",
+        "storage": "see above",
+        "storage_options": "{}",
+        "default_ttl": "never",
+        "max_bytes": "no cap",
+        "gc_interval": "see above",
+    }.get(name, default)
     return f"{OPTION_HELP[name]} [env: {environment_variable(name)}; default: {shown}]"
 
 
@@ -36,6 +41,7 @@ def _serve_help(name: str) -> str:
 @click.option("--grpc-port", type=int, default=None, help=_serve_help("grpc_port"))
 @click.option("--database", default=None, help=_serve_help("database"))
 @click.option("--storage", default=None, help=_serve_help("storage"))
+@click.option("--storage-options", default=None, help=_serve_help("storage_options"))
 @click.option(
     "--config",
     "config_file",
@@ -78,12 +84,16 @@ def _serve_help(name: str) -> str:
     help="Report a failure to start (bad option, unreachable database, port in use) as one "
     'JSON document on stdout: {"error": {"code": ..., "message": ...}}.',
 )
+@click.option("--default-ttl", default=None, help=_serve_help("default_ttl"))
+@click.option("--max-bytes", default=None, help=_serve_help("max_bytes"))
+@click.option("--gc-interval", default=None, help=_serve_help("gc_interval"))
 def serve_command(
     host: str | None,
     port: int | None,
     grpc_port: int | None,
     database: str | None,
     storage: str | None,
+    storage_options: str | None,
     config_file: str | None,
     max_reservation_heartbeat: str | None,
     heartbeat_grace_multiplier: float | None,
@@ -105,6 +115,9 @@ def serve_command(
     auth_jwt_audience: str | None,
     auth_jwt_scopes_claim: str | None,
     as_json: bool,
+    default_ttl: str | None,
+    max_bytes: str | None,
+    gc_interval: str | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
@@ -119,6 +132,7 @@ def serve_command(
         "grpc_port": grpc_port,
         "database": database,
         "storage": storage,
+        "storage_options": storage_options,
         "max_reservation_heartbeat": max_reservation_heartbeat,
         "heartbeat_grace_multiplier": heartbeat_grace_multiplier,
         "pool_size": pool_size,
@@ -138,6 +152,9 @@ def serve_command(
         "auth_jwt_issuer": auth_jwt_issuer,
         "auth_jwt_audience": auth_jwt_audience,
         "auth_jwt_scopes_claim": auth_jwt_scopes_claim,
+        "default_ttl": default_ttl,
+        "max_bytes": max_bytes,
+        "gc_interval": gc_interval,
     }
     # as_json is read by the command group, which renders every failure (taskcache.cli).
     del as_json

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Final, Protocol, Self, TypedDict, Unpack, runt
 
 from taskcache.clients.payload import Outputs
 from taskcache.deadlines import Timeout, as_timeout
+from taskcache.manager import validate_ttl
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.repositories.base import CatalogStats
-from taskcache.wiretime import Interval
+from taskcache.wiretime import Interval, as_interval
 
 # Rows fetched (or deleted) per repository call by the operator methods.
 OPERATOR_BATCH_SIZE: Final = 500
@@ -39,6 +40,8 @@ class ComputeOptions(TypedDict, total=False):
     may grant less). ``wait_timeout`` (None: wait as long as the owner keeps its lease): how
     long to wait for another owner, then DeadlineExceededError. ``owner_id``: the reservation
     owner (default: unique per host, process and thread). ``metadata``: stored with the entry.
+    ``ttl`` (a timedelta or seconds; None: the catalog's default): how long the computed
+    entry is served (see :meth:`Client.put`).
     ``timeout`` (None: the client's default): the budget of each catalog call it makes, as
     for any client method; given without ``wait_timeout``, it also bounds the wait for
     another owner, counted from its first reservation attempt. Running ``compute`` itself
@@ -50,6 +53,7 @@ class ComputeOptions(TypedDict, total=False):
     wait_timeout: timedelta | None
     owner_id: str
     metadata: Metadata | None
+    ttl: Interval | None
     timeout: Timeout
 
 
@@ -76,9 +80,12 @@ class Client(Protocol):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
-        """Create the entry; AlreadyExistsError if a live one exists."""
+        """Create the entry (expiring ``ttl`` after now; None: the catalog's default);
+        AlreadyExistsError if a live one exists.
+        """
         ...
 
     def update(
@@ -87,9 +94,10 @@ class Client(Protocol):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
-        """Create or overwrite the entry."""
+        """Create or overwrite the entry (expiring ``ttl`` after now, as :meth:`put`)."""
         ...
 
     def delete(self, key: Key, *, timeout: Timeout = None) -> None:
@@ -151,9 +159,10 @@ class AsyncClient(Protocol):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
-        """Create the entry; AlreadyExistsError if a live one exists."""
+        """See :meth:`Client.put`."""
         ...
 
     async def update(
@@ -162,9 +171,10 @@ class AsyncClient(Protocol):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
-        """Create or overwrite the entry."""
+        """See :meth:`Client.update`."""
         ...
 
     async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
@@ -308,14 +318,25 @@ class Writes(ABC):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """Create the entry for ``key``; return CACHE_POPULATED.
 
-        Raises AlreadyExistsError if a live entry exists, DeadlineExceededError once
-        ``timeout`` passes; every error carries ``.status`` = CACHE_PUT_FAILURE.
+        ``ttl`` (a timedelta or seconds; None: the catalog's default, if any) is how long
+        the entry is served. Raises AlreadyExistsError if a live entry exists, TypeError for a
+        ``ttl`` of another type, InvalidArgumentError for one not positive,
+        DeadlineExceededError once ``timeout`` passes; every catalog error carries
+        ``.status`` = CACHE_PUT_FAILURE.
         """
-        return self._write(key, outputs, metadata, overwrite=False, timeout=as_timeout(timeout))
+        return self._write(
+            key,
+            outputs,
+            metadata,
+            overwrite=False,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
+        )
 
     def update(
         self,
@@ -323,10 +344,20 @@ class Writes(ABC):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
-        """Create or overwrite the entry for ``key``; errors carry a CACHE_PUT_FAILURE status."""
-        return self._write(key, outputs, metadata, overwrite=True, timeout=as_timeout(timeout))
+        """Create or overwrite the entry for ``key`` (``ttl`` and ``timeout`` as for
+        :meth:`put`); errors carry a CACHE_PUT_FAILURE status.
+        """
+        return self._write(
+            key,
+            outputs,
+            metadata,
+            overwrite=True,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
+        )
 
     @abstractmethod
     def _write(
@@ -336,8 +367,21 @@ class Writes(ABC):
         metadata: Metadata | None,
         *,
         overwrite: bool,
+        ttl: timedelta | None,
         timeout: float | None,
     ) -> Status:
-        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``)
-        within ``timeout`` seconds (None: the client's default).
+        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``),
+        expiring ``ttl`` after now (None: the catalog's default), within ``timeout`` seconds
+        (None: the client's default).
         """
+
+
+def optional_ttl(ttl: object) -> timedelta | None:
+    """Return a put's ``ttl`` argument as a timedelta (None stays None); TypeError naming
+    ``ttl`` for another type, InvalidArgumentError if it is not positive.
+    """
+    if ttl is None:
+        return None
+    interval = as_interval(ttl, "ttl")
+    validate_ttl(interval, "ttl")
+    return interval

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Unpack, cast
 
-from taskcache.clients.base import AsyncClient, Client, ComputeOptions
+from taskcache.clients.base import AsyncClient, Client, ComputeOptions, optional_ttl
 from taskcache.deadlines import as_timeout
 from taskcache.errors import (
     AlreadyExistsError,
@@ -67,6 +67,7 @@ class _Plan:
     given_owner_id: str | None
     metadata: Metadata | None
     timeout: float | None
+    ttl: timedelta | None
 
     @functools.cached_property
     def owner_id(self) -> str:
@@ -93,6 +94,7 @@ def _plan(options: ComputeOptions) -> _Plan:
         given_owner_id=options.get("owner_id"),
         metadata=options.get("metadata"),
         timeout=timeout,
+        ttl=optional_ttl(options.get("ttl")),
     )
 
 
@@ -183,7 +185,7 @@ def get_or_compute(
 
 def _store(client: Client, key: Key, outputs: Outputs, plan: _Plan) -> Entry:
     try:
-        client.put(key, outputs, plan.metadata, timeout=plan.timeout)
+        client.put(key, outputs, plan.metadata, ttl=plan.ttl, timeout=plan.timeout)
     except AlreadyExistsError:
         # Another writer stored it first: serve what is stored, as every other caller will.
         with contextlib.suppress(NotFoundError):
@@ -287,7 +289,7 @@ async def get_or_compute_async(
 
 async def _store_async(client: AsyncClient, key: Key, outputs: Outputs, plan: _Plan) -> Entry:
     try:
-        await client.put(key, outputs, plan.metadata, timeout=plan.timeout)
+        await client.put(key, outputs, plan.metadata, ttl=plan.ttl, timeout=plan.timeout)
     except AlreadyExistsError:
         with contextlib.suppress(NotFoundError):
             return await client.get(key, timeout=plan.timeout)

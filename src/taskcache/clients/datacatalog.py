@@ -45,7 +45,7 @@ from flyteidl2.core import catalog_pb2, identifier_pb2
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import Writes
+from taskcache.clients.base import Writes, optional_ttl
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, check_outputs, literal_outputs, put_failures
 from taskcache.clients.remote import AsyncRemote, SyncRemote
@@ -325,6 +325,16 @@ def catalog_metadata(
     return metadata
 
 
+def _refuse_ttl(ttl: timedelta | None) -> None:
+    """Raise InvalidArgumentError for a put's ``ttl``: a DataCatalog cannot expire artifacts."""
+    if ttl is not None:
+        raise InvalidArgumentError(
+            "a DataCatalog keeps artifacts until they are evicted on the server; ttl is for "
+            "cache services",
+            field="ttl",
+        )
+
+
 def _call_deadline(timeout: Timeout) -> Deadline | None:
     """Return the deadline of one client call made of several RPCs (None: each RPC has the
     client's default timeout).
@@ -377,9 +387,11 @@ class DataCatalogClient(Writes, ComputesOnce, SyncRemote[DataCatalogRules]):
         metadata: Metadata | None,
         *,
         overwrite: bool,
+        ttl: timedelta | None,
         timeout: float | None,
     ) -> Status:
         check_outputs(outputs)
+        _refuse_ttl(ttl)
         deadline = _call_deadline(timeout)
         rules = self._rules
         with put_failures(key):
@@ -488,11 +500,17 @@ class AsyncDataCatalogClient(AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """See :meth:`DataCatalogClient.put`."""
         return await self._write(
-            key, outputs, metadata, overwrite=False, timeout=as_timeout(timeout)
+            key,
+            outputs,
+            metadata,
+            overwrite=False,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
         )
 
     async def update(
@@ -501,11 +519,17 @@ class AsyncDataCatalogClient(AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """See :meth:`DataCatalogClient.update`."""
         return await self._write(
-            key, outputs, metadata, overwrite=True, timeout=as_timeout(timeout)
+            key,
+            outputs,
+            metadata,
+            overwrite=True,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
         )
 
     async def _write(
@@ -515,9 +539,11 @@ class AsyncDataCatalogClient(AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
         metadata: Metadata | None,
         *,
         overwrite: bool,
+        ttl: timedelta | None,
         timeout: float | None,
     ) -> Status:
         check_outputs(outputs)
+        _refuse_ttl(ttl)
         deadline = _call_deadline(timeout)
         rules = self._rules
         with put_failures(key):

@@ -124,9 +124,9 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
     def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """Return the entry for ``key`` with its outputs read into memory.
 
-        Raises NotFoundError on a miss: no entry, one older than ``max_cache_age``, or one whose
-        outputs blob vanished (that dangling entry is removed so a later put repopulates it);
-        DeadlineExceededError once ``timeout`` passes.
+        Raises NotFoundError on a miss: no entry, an expired one, one older than
+        ``max_cache_age``, or one whose outputs blob vanished (that dangling entry is removed
+        so a later put repopulates it); DeadlineExceededError once ``timeout`` passes.
         """
         # The hot path: without any timeout, one branch and no deadline to carry.
         if timeout is None and self.timeout is None:
@@ -138,7 +138,9 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         cache_key = hashing.cache_key(key)
         row = self.manager.get(self._scope(key), cache_key, max_age=self.max_cache_age)
         try:
-            outputs = read_payload(row.output_literals, row.output_uri, key=cache_key)
+            outputs = read_payload(
+                row.output_literals, row.output_uri, key=cache_key, blobs=self.blobs
+            )
         except NotFoundError as error:
             if row.output_uri is not None:
                 self.manager.discard_dangling(
@@ -160,15 +162,22 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         metadata: Metadata | None,
         *,
         overwrite: bool,
+        ttl: timedelta | None,
         timeout: float | None,
     ) -> Status:
         if timeout is None and self.timeout is None:
-            return self._store(key, outputs, metadata, overwrite=overwrite)
+            return self._store(key, outputs, metadata, overwrite=overwrite, ttl=ttl)
         with deadlines.bounded(self.timeout if timeout is None else timeout):
-            return self._store(key, outputs, metadata, overwrite=overwrite)
+            return self._store(key, outputs, metadata, overwrite=overwrite, ttl=ttl)
 
     def _store(
-        self, key: Key, outputs: Outputs, metadata: Metadata | None, *, overwrite: bool
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        ttl: timedelta | None,
     ) -> Status:
         with staged_put(key, outputs, self.blobs, self.inline_max_bytes) as (cache_key, payload):
             entry = NewEntry(
@@ -177,6 +186,8 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
                 source_identifier=as_identifier(key.identifier).SerializeToString(),
                 key_map=key_map_for(metadata),
                 created_at=metadata.created_at if metadata is not None else None,
+                ttl=ttl,
+                blob_bytes=payload.blob_bytes,
             )
             # An entry older than max_cache_age is a miss, so a put may replace it.
             result = self.manager.put(
@@ -362,10 +373,11 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """See :meth:`EmbeddedClient.put`."""
-        put = functools.partial(self._client.put, key, outputs, metadata, timeout=timeout)
+        put = functools.partial(self._client.put, key, outputs, metadata, ttl=ttl, timeout=timeout)
         return await _off_loop(put)
 
     async def update(
@@ -374,10 +386,13 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """See :meth:`EmbeddedClient.update`."""
-        update = functools.partial(self._client.update, key, outputs, metadata, timeout=timeout)
+        update = functools.partial(
+            self._client.update, key, outputs, metadata, ttl=ttl, timeout=timeout
+        )
         return await _off_loop(update)
 
     async def delete(self, key: Key, *, timeout: Timeout = None) -> None:

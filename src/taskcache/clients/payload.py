@@ -20,7 +20,7 @@ from taskcache.errors import CacheError, InternalError, NotFoundError
 from taskcache.model import LITERAL_MAP_TYPES, Key, LiteralMap, as_literal_map
 from taskcache.outputs import OutputReader, decode_literal_map
 from taskcache.provenance import put_failure_status
-from taskcache.storage import BlobStore, read_blob
+from taskcache.storage import BlobStore
 
 Outputs = LiteralMap | OutputReader
 
@@ -44,12 +44,14 @@ def check_outputs(outputs: object) -> None:
 class Payload:
     """Outputs ready to store: by URI or as serialized LiteralMap bytes.
 
-    ``written_uri`` is a blob written for this payload, to delete if the put fails.
+    ``written_uri`` is a blob written for this payload, to delete if the put fails;
+    ``blob_bytes`` its size (None for inline outputs and outputs stored by reference).
     """
 
     output_uri: str | None
     output_literals: bytes | None
     written_uri: str | None = None
+    blob_bytes: int | None = None
 
 
 def prepare_payload(
@@ -69,13 +71,15 @@ def prepare_payload(
     if inline_max_bytes > 0 and len(data) <= inline_max_bytes:
         return Payload(output_uri=None, output_literals=data)
     uri = blobs.write_outputs(cache_key, data)
-    return Payload(output_uri=uri, output_literals=None, written_uri=uri)
+    return Payload(output_uri=uri, output_literals=None, written_uri=uri, blob_bytes=len(data))
 
 
 def read_payload(
-    output_literals: bytes | None, output_uri: str | None, *, key: str
+    output_literals: bytes | None, output_uri: str | None, *, key: str, blobs: BlobStore
 ) -> literals_pb2.LiteralMap:
-    """Return the stored outputs: the inline bytes if any, else the blob at ``output_uri``.
+    """Return the stored outputs: the inline bytes if any, else the blob at ``output_uri``
+    (read through ``blobs`` when it lies on that store's filesystem, so its storage options
+    apply).
 
     Raises NotFoundError if the blob vanished (a dangling entry), InternalError if neither
     form is present.
@@ -87,7 +91,7 @@ def read_payload(
             return decode_literal_map(output_literals, source=f"entry {key!r}")
     if not output_uri:
         raise InternalError(f"entry {key!r} has neither outputs nor an output URI")
-    return decode_literal_map(read_blob(output_uri), source=output_uri)
+    return decode_literal_map(blobs.read(output_uri), source=output_uri)
 
 
 def literal_outputs(outputs: Outputs, cache_key: str) -> LiteralMap:

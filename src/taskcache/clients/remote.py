@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import Writes
+from taskcache.clients.base import Writes, optional_ttl
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
@@ -42,7 +42,7 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.rpcs import IF_UNCHANGED_HEADER, EntryVersion
+from taskcache.rpcs import BLOB_BYTES_HEADER, IF_UNCHANGED_HEADER, TTL_HEADER, EntryVersion
 from taskcache.storage import BlobStore
 from taskcache.wiretime import Interval, as_interval
 
@@ -56,7 +56,8 @@ class RemoteRules:
 
     ``blobs`` receives outputs too large to send inline; entries are filed under ``scope``
     or, if None, the key's own; with ``max_cache_age`` older entries miss; ``reservations``
-    remembers the client's reservation attempts.
+    remembers the client's reservation attempts; ``default_ttl`` is sent with puts that name
+    no TTL of their own (None: the server's default applies).
     """
 
     blobs: BlobStore
@@ -64,6 +65,7 @@ class RemoteRules:
     max_cache_age: timedelta | None
     inline_max_bytes: int
     reservations: ReservationCacheStore
+    default_ttl: timedelta | None = None
 
     def identifier(self, key: Key) -> v2.Identifier:
         """Return the v2 identifier (scope) a request for ``key`` is filed under."""
@@ -106,7 +108,7 @@ class RemoteRules:
         kind = output.WhichOneof("output")
         literals = output.output_literals.SerializeToString() if kind == "output_literals" else None
         uri = output.output_uri if kind == "output_uri" else None
-        outputs = read_payload(literals, uri, key=hashing.cache_key(key))
+        outputs = read_payload(literals, uri, key=hashing.cache_key(key), blobs=self.blobs)
         return Entry(
             outputs=InMemoryOutputReader(outputs, uri=uri),
             status=hit_status(metadata.source_identifier, dict(metadata.key_map.values)),
@@ -140,6 +142,18 @@ class RemoteRules:
             ),
             identifier=self.identifier(key),
         )
+
+    def put_headers(self, payload: Payload, ttl: timedelta | None) -> dict[str, str]:
+        """Return the headers of a Put of ``payload``: its TTL (``ttl``, else
+        ``default_ttl``) and the size of a blob this client wrote.
+        """
+        headers: dict[str, str] = {}
+        chosen = ttl if ttl is not None else self.default_ttl
+        if chosen is not None:
+            headers[TTL_HEADER] = rpcs.ttl_header_value(chosen)
+        if payload.blob_bytes is not None:
+            headers[BLOB_BYTES_HEADER] = str(payload.blob_bytes)
+        return headers
 
     def delete_request(self, key: Key) -> v2.DeleteCacheRequest:
         """Return the Delete request for ``key``."""
@@ -316,12 +330,14 @@ class RemoteClient(Writes, ComputesOnce, SyncRemote[RemoteRules]):
         metadata: Metadata | None,
         *,
         overwrite: bool,
+        ttl: timedelta | None,
         timeout: float | None,
     ) -> Status:
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            self._send(rpcs.PUT, request, timeout=timeout)
+            headers = rules.put_headers(payload, ttl)
+            self._send(rpcs.PUT, request, headers, timeout=timeout)
         return populated_status(key.identifier, metadata)
 
     def delete(self, key: Key, *, timeout: Timeout = None) -> None:
@@ -384,11 +400,18 @@ class AsyncRemoteClient(AsyncComputesOnce, AsyncRemote[RemoteRules]):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """See :meth:`RemoteClient.put`."""
-        seconds = as_timeout(timeout)
-        return await self._write(key, outputs, metadata, overwrite=False, timeout=seconds)
+        return await self._write(
+            key,
+            outputs,
+            metadata,
+            overwrite=False,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
+        )
 
     async def update(
         self,
@@ -396,11 +419,18 @@ class AsyncRemoteClient(AsyncComputesOnce, AsyncRemote[RemoteRules]):
         outputs: Outputs,
         metadata: Metadata | None = None,
         *,
+        ttl: Interval | None = None,
         timeout: Timeout = None,
     ) -> Status:
         """See :meth:`RemoteClient.update`."""
-        seconds = as_timeout(timeout)
-        return await self._write(key, outputs, metadata, overwrite=True, timeout=seconds)
+        return await self._write(
+            key,
+            outputs,
+            metadata,
+            overwrite=True,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
+        )
 
     async def _write(
         self,
@@ -409,12 +439,14 @@ class AsyncRemoteClient(AsyncComputesOnce, AsyncRemote[RemoteRules]):
         metadata: Metadata | None,
         *,
         overwrite: bool,
+        ttl: timedelta | None,
         timeout: float | None,
     ) -> Status:
         rules = self._rules
         with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
             request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            await self._send(rpcs.PUT, request, timeout=timeout)
+            headers = rules.put_headers(payload, ttl)
+            await self._send(rpcs.PUT, request, headers, timeout=timeout)
         return populated_status(key.identifier, metadata)
 
     async def delete(self, key: Key, *, timeout: Timeout = None) -> None:

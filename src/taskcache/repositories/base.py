@@ -6,9 +6,10 @@ Two protocols, so a backend implements only what its callers need:
   cache manager serves requests from: read, write and delete one entry, take and release a
   reservation, plus health and pool figures.
 * :class:`OperatorRepository` adds the operator queries :mod:`taskcache.operations` runs
-  (listings, bulk deletion by age or of listed rows, totals, reading a reservation). The SQLite and
-  synchronous PostgreSQL repositories implement it; the server's asynchronous PostgreSQL
-  repository does not.
+  (listings, bulk deletion by age, by expiry or of listed rows, the least-recently-used
+  listing and stored bytes of the size cap, totals, reading a reservation, the one-cleaner
+  lock). The SQLite and synchronous PostgreSQL repositories implement it; the server's
+  asynchronous PostgreSQL repository does not.
 
 Repositories never decide policy; the manager tells them the condition (a cutoff, an owner,
 "now") and they apply it atomically. Times are timezone-aware UTC datetimes with microsecond
@@ -18,6 +19,7 @@ precision.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -40,7 +42,12 @@ class EntryRow:
     """One stored cache entry.
 
     At least one of ``output_uri`` and ``output_literals`` (a serialized LiteralMap) is set.
-    ``source_identifier`` is a serialized ``flyteidl2.core.Identifier``.
+    ``source_identifier`` is a serialized ``flyteidl2.core.Identifier``. ``expires_at``: when
+    the entry stops being served (None: never). ``blob_bytes``: the size of the blob at
+    ``output_uri`` recorded at put (None: unknown, e.g. outputs stored by reference).
+    ``last_accessed_at``: the last recorded hit or write (coalesced, see
+    :meth:`Repository.record_access`); None on a row about to be written means
+    ``last_updated_at``. It is bookkeeping, so it takes no part in equality.
     """
 
     scope: Scope
@@ -51,6 +58,15 @@ class EntryRow:
     key_map: dict[str, str]
     created_at: datetime
     last_updated_at: datetime
+    expires_at: datetime | None = None
+    blob_bytes: int | None = None
+    last_accessed_at: datetime | None = field(default=None, compare=False)
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the entry counts against a size cap: inline bytes plus the recorded blob size."""
+        inline = 0 if self.output_literals is None else len(self.output_literals)
+        return inline + (self.blob_bytes or 0)
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,15 @@ class EntryCursor:
 
 
 @dataclass(frozen=True)
+class AccessCursor:
+    """Position after the last row of a least-recently-used page."""
+
+    last_accessed_at: datetime
+    scope: Scope
+    key: str
+
+
+@dataclass(frozen=True)
 class ProjectStats:
     """Entry count, inline bytes and entries with a blob of one (org, project, domain)."""
 
@@ -137,13 +162,17 @@ class Repository(Protocol):
         ...
 
     def create_entry(
-        self, row: EntryRow, replace_if_updated_before: datetime | None
+        self,
+        row: EntryRow,
+        replace_if_updated_before: datetime | None,
+        replace_if_expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key.
 
         An existing entry is replaced only when ``replace_if_updated_before`` is given and the
-        entry's ``last_updated_at`` is strictly before it; otherwise nothing is written and
-        ``written`` is False. Check and write are one atomic step.
+        entry's ``last_updated_at`` is strictly before it, or when ``replace_if_expired_at``
+        is given and the entry's ``expires_at`` is at or before it; otherwise nothing is
+        written and ``written`` is False. Check and write are one atomic step.
         """
         ...
 
@@ -160,6 +189,12 @@ class Repository(Protocol):
 
     def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
         """Delete the entry only if it still has ``row``'s outputs and ``last_updated_at``."""
+        ...
+
+    def record_access(self, scope: Scope, key: str, at: datetime, if_before: datetime) -> bool:
+        """Set the entry's ``last_accessed_at`` to ``at`` only if it is strictly before
+        ``if_before`` (one conditional statement); return whether a row changed.
+        """
         ...
 
     def output_uri_referenced(self, uris: Sequence[str]) -> bool:
@@ -237,6 +272,35 @@ class OperatorRepository(Repository, Protocol):
         """Return catalog totals; reservations count as active while ``expires_at > now``."""
         ...
 
+    def delete_expired_entries(self, now: datetime, limit: int) -> list[EntryRow]:
+        """Delete up to ``limit`` entries whose ``expires_at`` is at or before ``now``,
+        soonest expired first; return those rows. One atomic step, re-checked as it deletes.
+        """
+        ...
+
+    def list_least_recently_used(
+        self, limit: int, after: AccessCursor | None = None
+    ) -> list[EntryRow]:
+        """Return up to ``limit`` entries, least recently accessed first (ties by scope,
+        then key), strictly after ``after`` in that order.
+        """
+        ...
+
+    def stored_bytes(self) -> int:
+        """Return the sum of :attr:`EntryRow.stored_bytes` over every entry."""
+        ...
+
+    def maintenance_lock(
+        self, holder: str, now: datetime, lease: timedelta
+    ) -> AbstractContextManager[bool]:
+        """Try to become the one cleaner of this catalog; yield whether it succeeded.
+
+        At most one holder at a time across processes and replicas sharing the database;
+        released on exit (and by the database if the holder dies: PostgreSQL when its session
+        ends, SQLite once ``lease`` after ``now`` has passed). Never waits for a holder.
+        """
+        ...
+
 
 class AsyncRepository(Protocol):
     """:class:`Repository`'s row storage as coroutines (the server's PostgreSQL path).
@@ -250,7 +314,10 @@ class AsyncRepository(Protocol):
         ...
 
     async def create_entry(
-        self, row: EntryRow, replace_if_updated_before: datetime | None
+        self,
+        row: EntryRow,
+        replace_if_updated_before: datetime | None,
+        replace_if_expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
         ...
@@ -265,6 +332,12 @@ class AsyncRepository(Protocol):
 
     async def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
         """See :meth:`Repository.delete_entry_if_unchanged`."""
+        ...
+
+    async def record_access(
+        self, scope: Scope, key: str, at: datetime, if_before: datetime
+    ) -> bool:
+        """See :meth:`Repository.record_access`."""
         ...
 
     async def output_uri_referenced(self, uris: Sequence[str]) -> bool:

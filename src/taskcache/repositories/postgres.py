@@ -20,7 +20,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Unpack
 
 import psycopg
@@ -39,7 +39,13 @@ from taskcache.repositories.postgres_sql import (
 from taskcache.repositories.postgres_sql import translate_errors as _translate_errors
 
 if TYPE_CHECKING:  # annotations only
-    from taskcache.repositories.base import CatalogStats, EntryCursor, EntryFilter, PoolStats
+    from taskcache.repositories.base import (
+        AccessCursor,
+        CatalogStats,
+        EntryCursor,
+        EntryFilter,
+        PoolStats,
+    )
 
 __all__ = ["SCHEMA_VERSION", "PostgresRepository", "migrate"]
 
@@ -154,6 +160,24 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
         "CREATE INDEX datacatalog_tags_artifact ON datacatalog_tags (dataset_uuid, artifact_id)",
+    ),
+    (
+        # Expiry chosen at write, recorded blob sizes and coalesced last access (eviction).
+        """
+        ALTER TABLE cache_entries
+            ADD COLUMN expires_at timestamptz NULL,
+            ADD COLUMN blob_bytes bigint NULL,
+            ADD COLUMN last_accessed_at timestamptz NULL
+        """,
+        "UPDATE cache_entries SET last_accessed_at = last_updated_at",
+        """
+        CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at)
+            WHERE expires_at IS NOT NULL
+        """,
+        """
+        CREATE INDEX cache_entries_least_recently_used
+            ON cache_entries (last_accessed_at, org, project, domain, key)
+        """,
     ),
 )
 
@@ -368,7 +392,13 @@ class PostgresRepository:
         return None if found is None else sql.entry_from_row(scope, key, found)
 
     def _write_entry(
-        self, row: EntryRow, *, cutoff: datetime | None, overwrite: bool, keep_created_at: bool
+        self,
+        row: EntryRow,
+        *,
+        cutoff: datetime | None,
+        overwrite: bool,
+        keep_created_at: bool,
+        expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """Insert ``row``, or replace the existing entry when ``overwrite`` or it is stale.
 
@@ -387,7 +417,9 @@ class PostgresRepository:
                     if found is None:
                         continue  # deleted since the insert saw it; try the insert again
                     existing = sql.entry_from_row(row.scope, row.key, found)
-                    if not sql.may_replace(existing, cutoff=cutoff, overwrite=overwrite):
+                    if not sql.may_replace(
+                        existing, cutoff=cutoff, overwrite=overwrite, expired_at=expired_at
+                    ):
                         return CreateOutcome(written=False, replaced=None)
                     conn.execute(sql.UPDATE_ENTRY, update_params)
                     return CreateOutcome(written=True, replaced=existing)
@@ -396,14 +428,22 @@ class PostgresRepository:
         )
 
     def create_entry(
-        self, row: EntryRow, replace_if_updated_before: datetime | None
+        self,
+        row: EntryRow,
+        replace_if_updated_before: datetime | None,
+        replace_if_expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key; see the protocol for the rule.
 
         Returns whether it wrote and the stale row it replaced, if any.
         """
-        cutoff = sql.create_cutoff(replace_if_updated_before)
-        return self._write_entry(row, cutoff=cutoff, overwrite=False, keep_created_at=False)
+        return self._write_entry(
+            row,
+            cutoff=sql.create_cutoff(replace_if_updated_before),
+            overwrite=False,
+            keep_created_at=False,
+            expired_at=sql.create_cutoff(replace_if_expired_at),
+        )
 
     def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
         """Insert or replace ``row``; return the replaced row, if any.
@@ -429,6 +469,14 @@ class PostgresRepository:
         params = sql.delete_if_unchanged_params(row)
         with self._connection() as conn:
             return conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params).rowcount > 0
+
+    def record_access(self, scope: Scope, key: str, at: datetime, if_before: datetime) -> bool:
+        """Set ``last_accessed_at`` to ``at`` if it is strictly before ``if_before``; return
+        whether a row changed (one conditional statement).
+        """
+        params = sql.record_access_params(scope, key, at, if_before)
+        with self._connection() as conn:
+            return conn.execute(sql.RECORD_ACCESS, params).rowcount > 0
 
     def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""
@@ -521,6 +569,48 @@ class PostgresRepository:
             groups = conn.execute(sql.STATS_BY_SCOPE).fetchall()
             active = conn.execute(sql.STATS_ACTIVE_RESERVATIONS, (now,)).fetchone()
         return sql.catalog_stats(groups, active)
+
+    def delete_expired_entries(self, now: datetime, limit: int) -> list[EntryRow]:
+        """See :meth:`OperatorRepository.delete_expired_entries` (one statement; rows being
+        rewritten right now are skipped, the rest re-checked as they are deleted).
+        """
+        params = sql.delete_expired_params(now, limit)
+        with self._connection() as conn:
+            rows = conn.execute(sql.DELETE_EXPIRED, params).fetchall()
+        entries = [sql.scoped_entry_from_row(row) for row in rows]
+        # RETURNING has no order.
+        entries.sort(key=lambda e: (e.expires_at, *sql.scope_key(e.scope, e.key)))
+        return entries
+
+    def list_least_recently_used(
+        self, limit: int, after: AccessCursor | None = None
+    ) -> list[EntryRow]:
+        """See :meth:`OperatorRepository.list_least_recently_used`."""
+        query, params = sql.least_recently_used_query(limit, after)
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [sql.scoped_entry_from_row(row) for row in rows]
+
+    def stored_bytes(self) -> int:
+        """Return the inline bytes plus the recorded blob sizes of every entry."""
+        with self._connection() as conn:
+            found = conn.execute(sql.STORED_BYTES).fetchone()
+        return 0 if found is None else int(found[0])
+
+    @contextmanager
+    def maintenance_lock(self, holder: str, now: datetime, lease: timedelta) -> Iterator[bool]:
+        """Try ``pg_try_advisory_lock`` on a connection held for the whole ``with`` block;
+        yield whether it was taken. The lock is the session's, so a holder that dies loses it
+        with its connection; ``holder``, ``now`` and ``lease`` are not needed here.
+        """
+        with self._connection() as conn:
+            found = conn.execute(sql.TRY_CLEANUP_LOCK, (sql.CLEANUP_LOCK_ID,)).fetchone()
+            taken = found is not None and bool(found[0])
+            try:
+                yield taken
+            finally:
+                if taken:
+                    conn.execute(sql.RELEASE_CLEANUP_LOCK, (sql.CLEANUP_LOCK_ID,))
 
     def pool_stats(self) -> PoolStats | None:
         """Return the pool's open, idle and waiting figures."""

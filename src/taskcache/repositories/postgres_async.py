@@ -126,7 +126,13 @@ class AsyncPostgresRepository:
         return None if found is None else sql.entry_from_row(scope, key, found)
 
     async def _write_entry(
-        self, row: EntryRow, *, cutoff: datetime | None, overwrite: bool, keep_created_at: bool
+        self,
+        row: EntryRow,
+        *,
+        cutoff: datetime | None,
+        overwrite: bool,
+        keep_created_at: bool,
+        expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """See ``PostgresRepository._write_entry``: insert, else lock, decide and update."""
         key_params, insert_params, update_params = sql.write_entry_params(row, keep_created_at)
@@ -141,7 +147,9 @@ class AsyncPostgresRepository:
                     if found is None:
                         continue  # deleted since the insert saw it; try the insert again
                     existing = sql.entry_from_row(row.scope, row.key, found)
-                    if not sql.may_replace(existing, cutoff=cutoff, overwrite=overwrite):
+                    if not sql.may_replace(
+                        existing, cutoff=cutoff, overwrite=overwrite, expired_at=expired_at
+                    ):
                         return CreateOutcome(written=False, replaced=None)
                     await conn.execute(sql.UPDATE_ENTRY, update_params)
                     return CreateOutcome(written=True, replaced=existing)
@@ -150,11 +158,19 @@ class AsyncPostgresRepository:
         )
 
     async def create_entry(
-        self, row: EntryRow, replace_if_updated_before: datetime | None
+        self,
+        row: EntryRow,
+        replace_if_updated_before: datetime | None,
+        replace_if_expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
-        cutoff = sql.create_cutoff(replace_if_updated_before)
-        return await self._write_entry(row, cutoff=cutoff, overwrite=False, keep_created_at=False)
+        return await self._write_entry(
+            row,
+            cutoff=sql.create_cutoff(replace_if_updated_before),
+            overwrite=False,
+            keep_created_at=False,
+            expired_at=sql.create_cutoff(replace_if_expired_at),
+        )
 
     async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
         """See :meth:`Repository.overwrite_entry`."""
@@ -175,6 +191,15 @@ class AsyncPostgresRepository:
         params = sql.delete_if_unchanged_params(row)
         async with self._connection() as conn:
             cursor = await conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params)
+            return cursor.rowcount > 0
+
+    async def record_access(
+        self, scope: Scope, key: str, at: datetime, if_before: datetime
+    ) -> bool:
+        """See :meth:`Repository.record_access`."""
+        params = sql.record_access_params(scope, key, at, if_before)
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql.RECORD_ACCESS, params)
             return cursor.rowcount > 0
 
     async def output_uri_referenced(self, uris: Sequence[str]) -> bool:

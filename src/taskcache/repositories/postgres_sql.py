@@ -24,6 +24,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
 from taskcache.repositories.base import (
+    AccessCursor,
     CatalogStats,
     EntryRow,
     PoolStats,
@@ -32,7 +33,7 @@ from taskcache.repositories.base import (
     Scope,
 )
 from taskcache.repositories.listing import ListingDialect, check_limit
-from taskcache.repositories.rows import RowCodec
+from taskcache.repositories.rows import ENTRY_COLUMN_NAMES, RowCodec
 
 Params = tuple[Any, ...]
 
@@ -41,9 +42,8 @@ MAX_ATTEMPTS: Final = 100
 
 _MICROSECOND: Final = timedelta(microseconds=1)
 
-ENTRY_COLUMNS: Final = (
-    "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
-)
+ENTRY_COLUMNS: Final = ", ".join(ENTRY_COLUMN_NAMES)
+ALL_COLUMNS: Final = f"org, project, domain, key, {ENTRY_COLUMNS}"
 RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 SCOPE_KEY_WHERE: Final = "org = %s AND project = %s AND domain = %s AND key = %s"
 
@@ -60,8 +60,8 @@ RESET_STATEMENT_TIMEOUT: Final = "RESET statement_timeout"
 SELECT_ENTRY: Final = f"SELECT {ENTRY_COLUMNS} FROM cache_entries WHERE {SCOPE_KEY_WHERE}"
 SELECT_ENTRY_FOR_UPDATE: Final = f"{SELECT_ENTRY} FOR UPDATE"
 INSERT_ENTRY: Final = f"""
-    INSERT INTO cache_entries (org, project, domain, key, {ENTRY_COLUMNS})
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    INSERT INTO cache_entries ({ALL_COLUMNS})
+    VALUES ({", ".join(["%s"] * (4 + len(ENTRY_COLUMN_NAMES)))})
     ON CONFLICT (org, project, domain, key) DO NOTHING
     RETURNING true
 """
@@ -72,8 +72,15 @@ UPDATE_ENTRY: Final = f"""
         source_identifier = %s,
         key_map = %s,
         created_at = CASE WHEN %s THEN created_at ELSE %s END,
-        last_updated_at = %s
+        last_updated_at = %s,
+        expires_at = %s,
+        blob_bytes = %s,
+        last_accessed_at = %s
     WHERE {SCOPE_KEY_WHERE}
+"""
+RECORD_ACCESS: Final = f"""
+    UPDATE cache_entries SET last_accessed_at = %s
+    WHERE {SCOPE_KEY_WHERE} AND (last_accessed_at IS NULL OR last_accessed_at < %s)
 """
 DELETE_ENTRY: Final = f"DELETE FROM cache_entries WHERE {SCOPE_KEY_WHERE} RETURNING {ENTRY_COLUMNS}"
 DELETE_ENTRY_IF_UNCHANGED: Final = f"""
@@ -106,13 +113,16 @@ SELECT_RESERVATION: Final = (
     f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE {SCOPE_KEY_WHERE}"
 )
 RELEASE_RESERVATION: Final = f"DELETE FROM reservations WHERE {SCOPE_KEY_WHERE} AND owner_id = %s"
+_RETURNING_ENTRY: Final = ", ".join(
+    f"e.{name}" for name in ("org", "project", "domain", "key", *ENTRY_COLUMN_NAMES)
+)
 SELECT_EXPIRED_CANDIDATES: Final = f"""
-    SELECT org, project, domain, key, {ENTRY_COLUMNS} FROM cache_entries
+    SELECT {ALL_COLUMNS} FROM cache_entries
     WHERE last_updated_at < %s
     ORDER BY last_updated_at, org, project, domain, key
     LIMIT %s
 """
-DELETE_UPDATED_BEFORE: Final = """
+DELETE_UPDATED_BEFORE: Final = f"""
     WITH doomed AS (
         SELECT org, project, domain, key FROM cache_entries
         WHERE last_updated_at < %s
@@ -124,10 +134,37 @@ DELETE_UPDATED_BEFORE: Final = """
     USING doomed AS d
     WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain
       AND e.key = d.key AND e.last_updated_at < %s
-    RETURNING e.org, e.project, e.domain, e.key,
-        e.output_uri, e.output_literals, e.source_identifier, e.key_map,
-        e.created_at, e.last_updated_at
+    RETURNING {_RETURNING_ENTRY}
 """
+DELETE_EXPIRED: Final = f"""
+    WITH doomed AS (
+        SELECT org, project, domain, key FROM cache_entries
+        WHERE expires_at IS NOT NULL AND expires_at <= %s
+        ORDER BY expires_at, org, project, domain, key
+        LIMIT %s
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM cache_entries AS e
+    USING doomed AS d
+    WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain
+      AND e.key = d.key AND e.expires_at <= %s
+    RETURNING {_RETURNING_ENTRY}
+"""
+LIST_LEAST_RECENTLY_USED: Final = f"""
+    SELECT {ALL_COLUMNS} FROM cache_entries
+    {{condition}}
+    ORDER BY last_accessed_at, org, project, domain, key
+    LIMIT %s
+"""
+LRU_AFTER: Final = "WHERE (last_accessed_at, org, project, domain, key) > (%s, %s, %s, %s, %s)"
+STORED_BYTES: Final = (
+    "SELECT coalesce(sum(coalesce(octet_length(output_literals), 0)"
+    " + coalesce(blob_bytes, 0)), 0) FROM cache_entries"
+)
+# pg_try_advisory_lock key of the one cleaner at a time: b"tc-clean" as a big-endian int64.
+CLEANUP_LOCK_ID: Final = 0x74632D636C65616E
+TRY_CLEANUP_LOCK: Final = "SELECT pg_try_advisory_lock(%s)"
+RELEASE_CLEANUP_LOCK: Final = "SELECT pg_advisory_unlock(%s)"
 # Locks the rows still unchanged in key order (so two concurrent batches cannot deadlock);
 # a row being rewritten is waited for and re-checked, so a rewrite survives.
 DELETE_LISTED_IF_UNCHANGED: Final = """
@@ -184,7 +221,7 @@ def write_entry_params(row: EntryRow, keep_created_at: bool) -> tuple[Params, Pa
     """
     key_params = scope_key(row.scope, row.key)
     values = entry_values(row)
-    output_uri, output_literals, source_identifier, key_map, created_at, updated_at = values
+    output_uri, output_literals, source_identifier, key_map, created_at, *rest = values
     update_params = (
         output_uri,
         output_literals,
@@ -192,7 +229,7 @@ def write_entry_params(row: EntryRow, keep_created_at: bool) -> tuple[Params, Pa
         key_map,
         keep_created_at,
         created_at,
-        updated_at,
+        *rest,
         *key_params,
     )
     return key_params, (*key_params, *values), update_params
@@ -205,9 +242,48 @@ def create_cutoff(replace_if_updated_before: datetime | None) -> datetime | None
     return aware(replace_if_updated_before, "replace_if_updated_before")
 
 
-def may_replace(existing: EntryRow, *, cutoff: datetime | None, overwrite: bool) -> bool:
-    """Whether a write (create-only with ``cutoff``, or ``overwrite``) replaces ``existing``."""
-    return overwrite or (cutoff is not None and existing.last_updated_at < cutoff)
+def may_replace(
+    existing: EntryRow,
+    *,
+    cutoff: datetime | None,
+    overwrite: bool,
+    expired_at: datetime | None = None,
+) -> bool:
+    """Whether a write (create-only with ``cutoff`` and ``expired_at``, or ``overwrite``)
+    replaces ``existing``.
+    """
+    if overwrite or (cutoff is not None and existing.last_updated_at < cutoff):
+        return True
+    return (
+        expired_at is not None
+        and existing.expires_at is not None
+        and existing.expires_at <= expired_at
+    )
+
+
+def record_access_params(scope: Scope, key: str, at: datetime, if_before: datetime) -> Params:
+    """Return the parameters of :data:`RECORD_ACCESS`."""
+    return (aware(at, "at"), *scope_key(scope, key), aware(if_before, "if_before"))
+
+
+def least_recently_used_query(limit: int, after: AccessCursor | None) -> tuple[str, Params]:
+    """Return the least-recently-used listing statement and its parameters."""
+    check_limit(limit)
+    if after is None:
+        return LIST_LEAST_RECENTLY_USED.format(condition=""), (limit,)
+    params = (
+        aware(after.last_accessed_at, "after.last_accessed_at"),
+        *scope_key(after.scope, after.key),
+        limit,
+    )
+    return LIST_LEAST_RECENTLY_USED.format(condition=LRU_AFTER), params
+
+
+def delete_expired_params(now: datetime, limit: int) -> Params:
+    """Return the parameters of :data:`DELETE_EXPIRED`."""
+    check_limit(limit)
+    now = aware(now, "now")
+    return (now, limit, now)
 
 
 def delete_if_unchanged_params(row: EntryRow) -> Params:

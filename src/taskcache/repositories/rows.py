@@ -10,15 +10,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from taskcache.repositories.base import EntryRow, ReservationRow, Scope
+
+# Every entry column but the key, in the order :class:`RowCodec` encodes and decodes them.
+ENTRY_COLUMN_NAMES: Final = (
+    "output_uri",
+    "output_literals",
+    "source_identifier",
+    "key_map",
+    "created_at",
+    "last_updated_at",
+    "expires_at",
+    "blob_bytes",
+    "last_accessed_at",
+)
+ENTRY_COLUMNS: Final = ", ".join(ENTRY_COLUMN_NAMES)
 
 
 @dataclass(frozen=True)
 class RowCodec:
-    """Encodes and decodes the entry columns ``output_uri, output_literals,
-    source_identifier, key_map, created_at, last_updated_at`` with the backend's codecs:
+    """Encodes and decodes the entry columns (:data:`ENTRY_COLUMNS`, in that order) with the
+    backend's codecs:
     ``time``/``key_map`` decode (InternalError for a corrupt value), ``encode_time`` (given
     the field name; InvalidArgumentError for a naive datetime) and ``encode_key_map`` encode.
     """
@@ -30,6 +44,7 @@ class RowCodec:
 
     def values(self, row: EntryRow) -> tuple[Any, ...]:
         """Return the entry columns of ``row``, encoded, in the order above."""
+        accessed = row.last_updated_at if row.last_accessed_at is None else row.last_accessed_at
         return (
             row.output_uri,
             row.output_literals,
@@ -37,11 +52,24 @@ class RowCodec:
             self.encode_key_map(row.key_map),
             self.encode_time(row.created_at, "created_at"),
             self.encode_time(row.last_updated_at, "last_updated_at"),
+            None if row.expires_at is None else self.encode_time(row.expires_at, "expires_at"),
+            row.blob_bytes,
+            self.encode_time(accessed, "last_accessed_at"),
         )
 
     def entry(self, scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
         """Return the entry ``key`` of ``scope`` from its entry columns."""
-        output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at = row
+        (
+            output_uri,
+            output_literals,
+            source_identifier,
+            key_map,
+            created_at,
+            last_updated_at,
+            expires_at,
+            blob_bytes,
+            last_accessed_at,
+        ) = row
         return EntryRow(
             scope=scope,
             key=key,
@@ -51,6 +79,13 @@ class RowCodec:
             key_map=self.key_map(key_map),
             created_at=self.time(created_at),
             last_updated_at=self.time(last_updated_at),
+            expires_at=None if expires_at is None else self.time(expires_at),
+            blob_bytes=None if blob_bytes is None else int(blob_bytes),
+            last_accessed_at=(
+                self.time(last_updated_at)
+                if last_accessed_at is None
+                else self.time(last_accessed_at)
+            ),
         )
 
     def scoped_entry(self, row: Sequence[Any]) -> EntryRow:

@@ -24,12 +24,13 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from taskcache import deadlines
 from taskcache.deadlines import Deadline
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
 from taskcache.repositories.base import (
+    AccessCursor,
     CatalogStats,
     CreateOutcome,
     EntryCursor,
@@ -42,7 +43,8 @@ from taskcache.repositories.base import (
 )
 from taskcache.repositories.listing import ListingDialect, check_limit, list_entries_query
 from taskcache.repositories.migrations import pending
-from taskcache.repositories.rows import RowCodec
+from taskcache.repositories.rows import ENTRY_COLUMN_NAMES, RowCodec
+from taskcache.repositories.rows import ENTRY_COLUMNS as _ENTRY_COLUMNS
 
 __all__ = ["SCHEMA_VERSION", "SqliteRepository"]
 
@@ -154,6 +156,29 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX datacatalog_tags_artifact ON datacatalog_tags (dataset_uuid, artifact_id)",
     ),
+    (
+        # Expiry chosen at write, recorded blob sizes and coalesced last access (eviction);
+        # the lease row lets one cleaner at a time run over a shared file.
+        "ALTER TABLE cache_entries ADD COLUMN expires_at INTEGER NULL",
+        "ALTER TABLE cache_entries ADD COLUMN blob_bytes INTEGER NULL",
+        "ALTER TABLE cache_entries ADD COLUMN last_accessed_at INTEGER NULL",
+        "UPDATE cache_entries SET last_accessed_at = last_updated_at",
+        """
+        CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at)
+            WHERE expires_at IS NOT NULL
+        """,
+        """
+        CREATE INDEX cache_entries_least_recently_used
+            ON cache_entries (last_accessed_at, org, project, domain, key)
+        """,
+        """
+        CREATE TABLE maintenance_leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
@@ -184,12 +209,12 @@ _UNAVAILABLE_CODES: Final = frozenset(
 )
 _UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable to open")
 
-_ENTRY_COLUMNS: Final = (
-    "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
-)
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
 _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
-_PLACEHOLDERS: Final = ", ".join("?" * 10)  # one per cache_entries column
+# Columns named, so a column added by a later migration cannot shift the values.
+_ALL_COLUMNS: Final = f"org, project, domain, key, {_ENTRY_COLUMNS}"
+_PLACEHOLDERS: Final = ", ".join("?" * (4 + len(ENTRY_COLUMN_NAMES)))
+_CLEANUP_LEASE: Final = "cleanup"
 _GET_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
 _DELETE_IF_UNCHANGED: Final = f"""
     DELETE FROM cache_entries
@@ -624,7 +649,10 @@ class SqliteRepository:
         return None if found is None else _entry_from_row(scope, key, found)
 
     def create_entry(
-        self, row: EntryRow, replace_if_updated_before: datetime | None
+        self,
+        row: EntryRow,
+        replace_if_updated_before: datetime | None,
+        replace_if_expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key; see the protocol for the rule.
 
@@ -636,6 +664,11 @@ class SqliteRepository:
             if replace_if_updated_before is None
             else _to_us(replace_if_updated_before, "replace_if_updated_before")
         )
+        expired_at = (
+            None
+            if replace_if_expired_at is None
+            else _to_us(replace_if_expired_at, "replace_if_expired_at")
+        )
         with self._transaction() as conn:
             found = conn.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
@@ -643,13 +676,19 @@ class SqliteRepository:
             ).fetchone()
             if found is not None:
                 existing = _entry_from_row(row.scope, row.key, found)
-                if cutoff is None or found[5] >= cutoff:
+                stale = cutoff is not None and found[5] < cutoff
+                expired = expired_at is not None and found[6] is not None and found[6] <= expired_at
+                if not (stale or expired):
                     return CreateOutcome(written=False, replaced=None)
                 conn.execute(
-                    f"INSERT OR REPLACE INTO cache_entries VALUES ({_PLACEHOLDERS})", params
+                    f"INSERT OR REPLACE INTO cache_entries ({_ALL_COLUMNS})"
+                    f" VALUES ({_PLACEHOLDERS})",
+                    params,
                 )
                 return CreateOutcome(written=True, replaced=existing)
-            conn.execute(f"INSERT INTO cache_entries VALUES ({_PLACEHOLDERS})", params)
+            conn.execute(
+                f"INSERT INTO cache_entries ({_ALL_COLUMNS}) VALUES ({_PLACEHOLDERS})", params
+            )
         return CreateOutcome(written=True, replaced=None)
 
     def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
@@ -665,7 +704,7 @@ class SqliteRepository:
             ).fetchone()
             conn.execute(
                 f"""
-                INSERT INTO cache_entries VALUES ({_PLACEHOLDERS})
+                INSERT INTO cache_entries ({_ALL_COLUMNS}) VALUES ({_PLACEHOLDERS})
                 ON CONFLICT (org, project, domain, key) DO UPDATE SET
                     output_uri = excluded.output_uri,
                     output_literals = excluded.output_literals,
@@ -673,7 +712,10 @@ class SqliteRepository:
                     key_map = excluded.key_map,
                     created_at = CASE WHEN ? THEN cache_entries.created_at
                                       ELSE excluded.created_at END,
-                    last_updated_at = excluded.last_updated_at
+                    last_updated_at = excluded.last_updated_at,
+                    expires_at = excluded.expires_at,
+                    blob_bytes = excluded.blob_bytes,
+                    last_accessed_at = excluded.last_accessed_at
                 """,
                 (*params, keep_created_at),
             )
@@ -701,6 +743,22 @@ class SqliteRepository:
         params = _unchanged_params(row)
         with self._session() as conn:
             return conn.execute(_DELETE_IF_UNCHANGED, params).rowcount > 0
+
+    def record_access(self, scope: Scope, key: str, at: datetime, if_before: datetime) -> bool:
+        """Set ``last_accessed_at`` to ``at`` if it is strictly before ``if_before``; return
+        whether a row changed (one conditional statement).
+        """
+        params = (_to_us(at, "at"), *_scope_key(scope, key), _to_us(if_before, "if_before"))
+        with self._session() as conn:
+            cursor = conn.execute(
+                f"""
+                UPDATE cache_entries SET last_accessed_at = ?
+                WHERE {_SCOPE_KEY_WHERE}
+                  AND (last_accessed_at IS NULL OR last_accessed_at < ?)
+                """,
+                params,
+            )
+            return cursor.rowcount > 0
 
     def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""
@@ -876,6 +934,92 @@ class SqliteRepository:
             active_reservations=active,
             by_scope=by_scope,
         )
+
+    def delete_expired_entries(self, now: datetime, limit: int) -> list[EntryRow]:
+        """Delete up to ``limit`` entries with ``expires_at`` at or before ``now``, soonest
+        expired first (ties by scope, then key); return them. One ``BEGIN IMMEDIATE``.
+        """
+        check_limit(limit)
+        select = f"""
+            SELECT {_ALL_COLUMNS} FROM cache_entries
+            WHERE expires_at IS NOT NULL AND expires_at <= ?
+            ORDER BY expires_at, org, project, domain, key
+            LIMIT ?
+        """
+        with self._transaction() as conn:
+            rows = conn.execute(select, (_to_us(now, "now"), limit)).fetchall()
+            conn.executemany(
+                f"DELETE FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                [tuple(row[:4]) for row in rows],
+            )
+        return [_scoped_entry_from_row(row) for row in rows]
+
+    def list_least_recently_used(
+        self, limit: int, after: AccessCursor | None = None
+    ) -> list[EntryRow]:
+        """Return up to ``limit`` entries, least recently accessed first (ties by scope, then
+        key), strictly after ``after``.
+        """
+        check_limit(limit)
+        condition, params = "", cast(tuple[Any, ...], ())
+        if after is not None:
+            condition = "WHERE (last_accessed_at, org, project, domain, key) > (?, ?, ?, ?, ?)"
+            params = (
+                _to_us(after.last_accessed_at, "after.last_accessed_at"),
+                *_scope_key(after.scope, after.key),
+            )
+        with self._session() as conn:
+            rows = conn.execute(
+                f"""
+                SELECT {_ALL_COLUMNS} FROM cache_entries {condition}
+                ORDER BY last_accessed_at, org, project, domain, key
+                LIMIT ?
+                """,
+                (*params, limit),
+            ).fetchall()
+        return [_scoped_entry_from_row(row) for row in rows]
+
+    def stored_bytes(self) -> int:
+        """Return the inline bytes plus the recorded blob sizes of every entry."""
+        with self._session() as conn:
+            total: int = conn.execute(
+                "SELECT coalesce(sum(coalesce(length(output_literals), 0)"
+                " + coalesce(blob_bytes, 0)), 0) FROM cache_entries"
+            ).fetchone()[0]
+        return total
+
+    @contextmanager
+    def maintenance_lock(self, holder: str, now: datetime, lease: timedelta) -> Iterator[bool]:
+        """Take the cleanup lease row for ``holder`` unless another holder's lease is still
+        running at ``now``; yield whether it was taken, and give it back on exit.
+
+        A holder that dies leaves its lease to expire ``lease`` after ``now``.
+        """
+        now_us = _to_us(now, "now")
+        with self._session() as conn:
+            taken = (
+                conn.execute(
+                    """
+                    INSERT INTO maintenance_leases (name, holder, expires_at) VALUES (?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET
+                        holder = excluded.holder, expires_at = excluded.expires_at
+                    WHERE maintenance_leases.holder = excluded.holder
+                       OR maintenance_leases.expires_at <= ?
+                    """,
+                    (_CLEANUP_LEASE, holder, now_us + lease // _MICROSECOND, now_us),
+                ).rowcount
+                > 0
+            )
+        try:
+            yield taken
+        finally:
+            # Closed meanwhile: the lease runs out on its own, as a dead holder's does.
+            if taken:
+                with suppress(UnavailableError), self._session() as conn:
+                    conn.execute(
+                        "DELETE FROM maintenance_leases WHERE name = ? AND holder = ?",
+                        (_CLEANUP_LEASE, holder),
+                    )
 
     def pool_stats(self) -> PoolStats | None:
         """Return None: SQLite connections are per thread, not pooled."""

@@ -54,10 +54,15 @@ class ThreadedRepository:
         return await self._run(self.repository.get_entry, scope, key)
 
     async def create_entry(
-        self, row: EntryRow, replace_if_updated_before: datetime | None
+        self,
+        row: EntryRow,
+        replace_if_updated_before: datetime | None,
+        replace_if_expired_at: datetime | None = None,
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
-        return await self._run(self.repository.create_entry, row, replace_if_updated_before)
+        return await self._run(
+            self.repository.create_entry, row, replace_if_updated_before, replace_if_expired_at
+        )
 
     async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
         """See :meth:`Repository.overwrite_entry`."""
@@ -70,6 +75,12 @@ class ThreadedRepository:
     async def delete_entry_if_unchanged(self, row: EntryRow) -> bool:
         """See :meth:`Repository.delete_entry_if_unchanged`."""
         return await self._run(self.repository.delete_entry_if_unchanged, row)
+
+    async def record_access(
+        self, scope: Scope, key: str, at: datetime, if_before: datetime
+    ) -> bool:
+        """See :meth:`Repository.record_access`."""
+        return await self._run(self.repository.record_access, scope, key, at, if_before)
 
     async def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """See :meth:`Repository.output_uri_referenced`."""

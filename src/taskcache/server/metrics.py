@@ -74,6 +74,32 @@ class ServerMetrics:
             ("outcome",),
             registry=self.registry,
         )
+        self.evicted_entries = Counter(
+            "taskcache_evicted_entries",
+            "Entries deleted by the background cleanup: expired (past their TTL) or size "
+            "(least recently used, over --max-bytes).",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.evicted_bytes = Counter(
+            "taskcache_evicted_bytes",
+            "Stored bytes (inline outputs plus recorded blob sizes) of the entries the "
+            "background cleanup deleted, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.evicted_blobs = Counter(
+            "taskcache_evicted_blobs",
+            "Blobs under --storage the background cleanup deleted with their entries.",
+            registry=self.registry,
+        )
+        self.cleanup_runs = Counter(
+            "taskcache_cleanup_runs",
+            "Background cleanup runs: completed, locked_out (another replica was cleaning) "
+            "or failed.",
+            ("outcome",),
+            registry=self.registry,
+        )
         self.database_up = Gauge(
             "taskcache_database_up",
             "1 if the last database ping succeeded, else 0.",
@@ -82,6 +108,11 @@ class ServerMetrics:
         # Pre-create the outcome series so dashboards see zeros before the first call.
         for outcome in ("granted", "taken_over", "contended"):
             self.reservations.labels(outcome=outcome)
+        for reason in ("expired", "size"):
+            self.evicted_entries.labels(reason=reason)
+            self.evicted_bytes.labels(reason=reason)
+        for outcome in ("completed", "locked_out", "failed"):
+            self.cleanup_runs.labels(outcome=outcome)
 
     def watch_pool(self, stats: Callable[[], PoolStats | None]) -> None:
         """Export the repository's connection-pool figures, read at every scrape.

@@ -11,7 +11,7 @@ import logging
 import signal
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +23,16 @@ import uvicorn
 from taskcache.datacatalog_manager import DatacatalogManager
 from taskcache.errors import InvalidArgumentError, UnavailableError
 from taskcache.manager import AsyncCacheManager
+from taskcache.repositories.base import AsyncRepository, OperatorRepository
 from taskcache.repositories.datacatalog_base import ThreadedDatacatalogRepository
-from taskcache.resolver import open_async_repository, open_datacatalog_repository, redact
+from taskcache.repositories.sqlite import SqliteRepository
+from taskcache.repositories.threaded import ThreadedRepository
+from taskcache.resolver import (
+    open_async_repository,
+    open_datacatalog_repository,
+    open_repository,
+    redact,
+)
 from taskcache.rpcs import (
     DATACATALOG_SERVICE,
     FLYTE1_SERVICE,
@@ -35,6 +43,7 @@ from taskcache.rpcs import (
 from taskcache.server.auth import Authenticator, EitherAuthenticator, TokenAuthority
 from taskcache.server.breaker import CallGate, CircuitBreaker
 from taskcache.server.calls import CallObserver, ServiceCore
+from taskcache.server.cleanup import Cleaner
 from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
 from taskcache.server.datacatalog_service import DataCatalogService
 from taskcache.server.grpc_server import build_grpc_server
@@ -249,14 +258,15 @@ async def serve(
                 repository,
                 max_reservation_heartbeat=timedelta(seconds=settings.max_reservation_heartbeat),
                 heartbeat_grace_multiplier=settings.heartbeat_grace_multiplier,
+                default_ttl=(
+                    None
+                    if settings.default_ttl is None
+                    else timedelta(seconds=settings.default_ttl)
+                ),
             )
-            await _serve(
-                settings,
-                Backend(manager, ServerMetrics(), executor, _blobs(settings), auth),
-                datacatalog,
-                stop_event,
-                service_type,
-            )
+            backend = Backend(manager, ServerMetrics(), executor, _blobs(settings), auth)
+            async with _cleaning(settings, repository, backend, stop_event):
+                await _serve(settings, backend, datacatalog, stop_event, service_type)
         finally:
             await datacatalog.close()
             executor.shutdown(wait=True)
@@ -268,7 +278,63 @@ async def serve(
 
 
 def _blobs(settings: Settings) -> BlobStore | None:
-    return BlobStore(settings.storage) if settings.storage else None
+    """Return the storage root of ``settings`` (None: none); InvalidArgumentError if its
+    filesystem cannot be built (unknown protocol, package not installed, bad options).
+    """
+    if not settings.storage:
+        return None
+    try:
+        return BlobStore(settings.storage, **settings.storage_options)
+    except (ValueError, ImportError, TypeError) as error:
+        raise InvalidArgumentError(f"{settings.storage!r}: {error}", field="storage") from error
+
+
+@contextlib.asynccontextmanager
+async def _cleaning(
+    settings: Settings, repository: AsyncRepository, backend: Backend, stop: asyncio.Event
+) -> AsyncIterator[None]:
+    """Run the background cleanup beside the listeners when ``settings`` asks for one; on
+    exit, let a run in progress finish (up to the shutdown grace) and close what it opened.
+    """
+    interval = settings.cleanup_interval
+    if interval is None:
+        yield
+        return
+    # The operator queries run on a synchronous repository: SQLite's own (so ``memory://``
+    # cleans the catalog it serves), or a small PostgreSQL pool of its own (one connection
+    # holds the advisory lock, one deletes).
+    own: OperatorRepository | None = None
+    if isinstance(repository, ThreadedRepository) and isinstance(
+        repository.repository, SqliteRepository
+    ):
+        operator: OperatorRepository = repository.repository
+    else:
+        own = operator = await asyncio.to_thread(open_repository, settings.database, pool_size=2)
+    cleaner = Cleaner(
+        operator,
+        backend.blobs,
+        backend.metrics,
+        interval=interval,
+        max_bytes=settings.max_bytes,
+    )
+    logger.info(
+        "background cleanup every %.1f s: expired entries (default TTL %s), size cap %s, blobs %s",
+        interval,
+        "none" if settings.default_ttl is None else f"{settings.default_ttl:g} s",
+        "none" if settings.max_bytes is None else f"{settings.max_bytes} bytes",
+        f"under {settings.storage}" if backend.blobs is not None else "kept (no --storage)",
+    )
+    task = asyncio.create_task(cleaner.run(stop), name="taskcache-cleanup")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, settings.shutdown_grace)
+        except TimeoutError:
+            logger.warning("cleanup still running at shutdown; abandoned")
+        if own is not None:
+            await asyncio.to_thread(own.close)
 
 
 async def _serve(

@@ -34,6 +34,7 @@ from taskcache.errors import (
 from taskcache.manager import AsyncCacheManager, NewEntry, validate_output_uri
 from taskcache.repositories.base import EntryRow, Scope
 from taskcache.rpcs import (
+    BLOB_BYTES_HEADER,
     DELETE,
     FLYTE1_SERVICE,
     GET,
@@ -41,9 +42,12 @@ from taskcache.rpcs import (
     IF_UNCHANGED_HEADER,
     PUT,
     RELEASE_RESERVATION,
+    TTL_HEADER,
     UNSCOPED_SERVICE,
     EntryVersion,
     Rpc,
+    parse_blob_bytes_header,
+    parse_ttl_header,
 )
 from taskcache.server.auth import Authenticator
 from taskcache.server.metrics import ServerMetrics
@@ -187,11 +191,13 @@ class CacheService:
         """Store the request's output; AlreadyExistsError if a live entry exists and the
         request neither overwrites nor finds it older than ``overwrite.max_age``. With
         ``overwrite.delete_blob`` the replaced entry's blob is deleted if the storage root
-        owns it and no other entry, in any scope, references it.
+        owns it and no other entry, in any scope, references it. The :data:`TTL_HEADER` and
+        :data:`BLOB_BYTES_HEADER` headers set the entry's TTL and recorded blob size
+        (InvalidArgumentError naming the header if malformed).
         """
         scope, base = self._unwrap(PUT, request, headers)
         put: cacheservice_pb2.PutCacheRequest = base
-        entry = _new_entry(put.output)
+        entry = _new_entry(put.output, headers)
         options = put.overwrite
         max_age = (
             duration_to_timedelta(options.max_age, "overwrite.max_age")
@@ -304,8 +310,10 @@ class CacheService:
         )
 
 
-def _new_entry(output: cacheservice_pb2.CachedOutput) -> NewEntry:
-    """Translate a CachedOutput into the manager's NewEntry (outputs checked by the manager)."""
+def _new_entry(output: cacheservice_pb2.CachedOutput, headers: Headers) -> NewEntry:
+    """Translate a CachedOutput and the Put's headers into the manager's NewEntry (outputs
+    checked by the manager).
+    """
     which = output.WhichOneof("output")
     output_uri: str | None = None
     output_literals: bytes | None = None
@@ -325,12 +333,16 @@ def _new_entry(output: cacheservice_pb2.CachedOutput) -> NewEntry:
         if metadata.HasField("created_at")
         else None
     )
+    ttl = headers.get(TTL_HEADER)
+    blob_bytes = headers.get(BLOB_BYTES_HEADER)
     return NewEntry(
         output_uri=output_uri,
         output_literals=output_literals,
         source_identifier=source,
         key_map=dict(metadata.key_map.values),
         created_at=created_at,
+        ttl=None if ttl is None else parse_ttl_header(ttl),
+        blob_bytes=None if blob_bytes is None else parse_blob_bytes_header(blob_bytes),
     )
 
 

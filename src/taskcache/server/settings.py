@@ -7,6 +7,7 @@ It must not open databases or sockets: it only reads and validates values.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import tomllib
@@ -25,6 +26,7 @@ CONFIG_ENVIRONMENT_VARIABLE: Final = "TASKCACHE_CONFIG"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("console", "json")
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_GC_INTERVAL: Final = 600.0
 _MAX_PORT: Final = 65535
 
 
@@ -47,6 +49,11 @@ class Settings:
     ``auth_jwks_file`` (JWTs, see :mod:`taskcache.server.jwt_auth`; it needs
     ``auth_jwt_issuer`` and ``auth_jwt_audience``; either kind of token is then accepted);
     ``metrics_auth`` makes ``/metrics`` need one too and requires one of them.
+    ``storage_options`` go to the storage's fsspec filesystem. ``default_ttl`` (seconds) is
+    the expiry of puts that name none; ``max_bytes`` caps the catalog's stored bytes (least
+    recently used evicted first); ``gc_interval`` (seconds) is how often the background
+    cleanup runs: by default every :data:`DEFAULT_GC_INTERVAL` seconds when a TTL or a size
+    cap is set, else never.
     """
 
     host: str = "127.0.0.1"
@@ -74,10 +81,24 @@ class Settings:
     auth_jwt_audience: str | None = None
     auth_jwt_scopes_claim: str | None = None
 
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    default_ttl: float | None = None
+    max_bytes: int | None = None
+    gc_interval: float | None = None
+
     @property
     def authenticates(self) -> bool:
         """Whether every RPC needs a bearer token (a token file or a JWKS file is set)."""
         return self.auth_token_file is not None or self.auth_jwks_file is not None
+
+    @property
+    def cleanup_interval(self) -> float | None:
+        """Seconds between background cleanup runs, or None when it never runs."""
+        if self.gc_interval is not None:
+            return self.gc_interval
+        if self.default_ttl is not None or self.max_bytes is not None:
+            return DEFAULT_GC_INTERVAL
+        return None
 
     @property
     def tls(self) -> bool:
@@ -131,6 +152,18 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "auth_jwt_audience": "The aud a JWT must carry.",
     "auth_jwt_scopes_claim": "The JWT claim listing its scopes (a space-separated string or a "
     "list of org/project/domain globs; * alone: every scope). Default: scope, else scopes.",
+    "storage_options": "JSON object of fsspec options for --storage, e.g. "
+    '\'{"endpoint_url": "http://127.0.0.1:9000"}\' for an S3-compatible server or '
+    "'{\"anon\": true}'. Credentials otherwise come from the backend's usual environment "
+    "and config files (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*).",
+    "default_ttl": "Expiry of entries whose put names no TTL: an expired entry is a miss and "
+    "the background cleanup deletes it (suffixes ms, s, m, h, d accepted).",
+    "max_bytes": "Cap on the catalog's stored bytes (inline outputs plus recorded blob "
+    "sizes); the background cleanup evicts least-recently-used entries above it (suffixes "
+    "KB, MB, GB, TB, KiB, MiB, GiB, TiB accepted).",
+    "gc_interval": "Seconds between background cleanup runs (expired entries, then the size "
+    "cap; blobs only under --storage); one replica cleans at a time. Unset: every 600 s when "
+    "--default-ttl or --max-bytes is set, else never.",
 }
 
 
@@ -139,8 +172,8 @@ def environment_variable(name: str) -> str:
     return ENVIRONMENT_PREFIX + name.upper()
 
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def _seconds(value: Any, name: str) -> float:
@@ -158,6 +191,50 @@ def _seconds(value: Any, name: str) -> float:
     if not seconds > 0:
         raise InvalidArgumentError("must be positive", field=name)
     return seconds
+
+
+def _optional_seconds(value: Any, name: str) -> float | None:
+    if isinstance(value, str) and not value.strip():
+        return None
+    seconds = _seconds(value, name)
+    if seconds == float("inf"):
+        raise InvalidArgumentError("must be finite", field=name)
+    return seconds
+
+
+def _optional_size(value: Any, name: str) -> int | None:
+    if isinstance(value, bool):
+        raise InvalidArgumentError("must be a number of bytes", field=name)
+    if isinstance(value, int):
+        size = value
+    else:
+        text = _text(value, name).strip()
+        if not text:
+            return None
+        # Imported here: settings stay free of the operator module until a size is given.
+        from taskcache.operations import parse_size  # noqa: PLC0415
+
+        try:
+            size = parse_size(text)
+        except InvalidArgumentError as error:
+            raise InvalidArgumentError(error.message, field=name) from error
+    if size < 1:
+        raise InvalidArgumentError("must be at least 1 byte", field=name)
+    return size
+
+
+def _storage_options(value: Any, name: str) -> dict[str, Any]:
+    """Return a JSON object (text, or a table from a config file) as a dict."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise InvalidArgumentError(f"is not valid JSON: {error}", field=name) from error
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise InvalidArgumentError("must be a JSON object", field=name)
+    return dict(value)
 
 
 def _integer(value: Any, name: str) -> int:
@@ -300,6 +377,10 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "auth_jwt_issuer": _optional_text,
     "auth_jwt_audience": _optional_text,
     "auth_jwt_scopes_claim": _optional_text,
+    "storage_options": _storage_options,
+    "default_ttl": _optional_seconds,
+    "max_bytes": _optional_size,
+    "gc_interval": _optional_seconds,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
