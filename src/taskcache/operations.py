@@ -162,6 +162,12 @@ def describe_selection(entry_filter: EntryFilter, task: str | None = None) -> st
     return " ".join(words)
 
 
+def _selects_everything(entry_filter: EntryFilter) -> bool:
+    """Return whether ``entry_filter`` matches every entry (any scope, any key)."""
+    parts = (entry_filter.org, entry_filter.project, entry_filter.domain)
+    return parts == (None, None, None) and not entry_filter.key_prefix
+
+
 def _in_scope(scope: Scope, entry_filter: EntryFilter) -> bool:
     """Return whether ``scope`` matches ``entry_filter``'s org, project and domain."""
     return all(
@@ -885,11 +891,13 @@ def cleanup(
     _check_positive(batch_size, "batch_size")
     if max_bytes is not None and max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="max_bytes")
-    if max_bytes is not None and entry_filter is not None:
+    if max_bytes is not None and entry_filter is not None and not _selects_everything(entry_filter):
         raise InvalidArgumentError(
             "the size cap covers the whole catalog; leave out the scope selection",
             field="max_bytes",
         )
+    if entry_filter is not None and _selects_everything(entry_filter):
+        entry_filter = None
     phases = _Phases(max_bytes, older_than, batch_size, progress_callback, entry_filter)
     if dry_run:
         return _cleanup_phases(repository, blobs, now, phases, dry_run=True)
