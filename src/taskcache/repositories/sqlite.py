@@ -116,6 +116,8 @@ _ENTRY_COLUMNS: Final = (
     "output_uri, output_literals, source_identifier, key_map, created_at, last_updated_at"
 )
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
+# One text per statement, so sqlite3's per-connection statement cache prepares it once.
+_SELECT_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
 _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 _PLACEHOLDERS: Final = ", ".join("?" * 10)  # one per cache_entries column
 _DELETE_IF_UNCHANGED: Final = f"""
@@ -458,7 +460,7 @@ class SqliteRepository:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
         with self._session() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(scope, key),
             ).fetchone()
         return None if found is None else _entry_from_row(scope, key, found)
@@ -478,7 +480,7 @@ class SqliteRepository:
         )
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(row.scope, row.key),
             ).fetchone()
             if found is not None:
@@ -500,7 +502,7 @@ class SqliteRepository:
         params = _entry_params(row)
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(row.scope, row.key),
             ).fetchone()
             conn.execute(
@@ -523,7 +525,7 @@ class SqliteRepository:
         """Delete the entry; return the deleted row, or None if there was none."""
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(scope, key),
             ).fetchone()
             if found is None:
