@@ -66,6 +66,7 @@ def _serve_help(name: str) -> str:
 @click.option("--tls-client-ca-file", default=None, help=_serve_help("tls_client_ca_file"))
 @click.option("--auth-token-file", default=None, help=_serve_help("auth_token_file"))
 @click.option("--metrics-auth/--no-metrics-auth", default=None, help=_serve_help("metrics_auth"))
+@click.option("--workers", type=int, default=None, help=_serve_help("workers"))
 def serve_command(
     host: str | None,
     port: int | None,
@@ -88,13 +89,14 @@ def serve_command(
     tls_client_ca_file: str | None,
     auth_token_file: str | None,
     metrics_auth: bool | None,
+    workers: int | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
     Serves flyteidl2.cacheservice.v2 (scoped by org/project/domain), flyteidl2.cacheservice
     and Flyte 1's flyteidl.cacheservice (both unscoped), gRPC health and reflection, plus
     GET /healthz and GET /metrics on the Connect port. With no options it serves the embedded
-    default catalog. SIGTERM or SIGINT drain in-flight calls and exit 0.
+    default catalog. SIGTERM or SIGINT drain in-flight calls (of every worker) and exit 0.
     """
     flags = {
         "host": host,
@@ -117,6 +119,7 @@ def serve_command(
         "tls_client_ca_file": tls_client_ca_file,
         "auth_token_file": auth_token_file,
         "metrics_auth": metrics_auth,
+        "workers": workers,
     }
     try:
         settings = load_settings(flags, config_file=config_file)

@@ -37,10 +37,10 @@ _LATENCY_BUCKETS: Final = (
 
 class ServerMetrics:
     """Counters, histogram and gauge of one server process (``worker``: its index among a
-    supervisor's workers, 0 alone); :meth:`render` returns the text format.
+    supervisor's workers, from 1; 1 alone); :meth:`render` returns the text format.
     """
 
-    def __init__(self, *, worker: int = 0) -> None:
+    def __init__(self, *, worker: int = 1) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # Per-call series, looked up once per label set: labels() validates and locks.
         self._request_series: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from taskcache.errors import InvalidArgumentError
 from taskcache.home import BLOBS_FOLDER_NAME, default_home
-from taskcache.resolver import DATABASE_FORMS, resolve_database
+from taskcache.resolver import DATABASE_FORMS, LocationKind, resolve_database
 from taskcache.server.breaker import DEFAULT_BREAKER_COOLDOWN, DEFAULT_MAX_IN_FLIGHT
 
 ENVIRONMENT_PREFIX: Final = "TASKCACHE_"
@@ -44,7 +44,9 @@ class Settings:
     together (both listeners then refuse plaintext); ``tls_client_ca_file`` needs them and
     makes client certificates signed by that CA mandatory. ``auth_token_file`` (see
     :mod:`taskcache.server.auth`) makes every RPC need a bearer token; ``metrics_auth`` makes
-    ``/metrics`` need one too and requires ``auth_token_file``.
+    ``/metrics`` need one too and requires ``auth_token_file``. ``workers`` above 1 serves
+    from that many processes sharing both ports (:mod:`taskcache.server.workers`); it refuses
+    ``memory://`` databases and storage, which a process cannot share.
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +69,7 @@ class Settings:
     tls_client_ca_file: str | None = None
     auth_token_file: str | None = None
     metrics_auth: bool = False
+    workers: int = 1
 
     @property
     def tls(self) -> bool:
@@ -111,6 +114,9 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "scope and the unscoped APIs. Every RPC then needs a token; /healthz and gRPC health "
     "stay open. SIGHUP re-reads the file.",
     "metrics_auth": "Require a bearer token from --auth-token-file on /metrics too (true/false).",
+    "workers": "Server processes sharing both ports (one supervisor forwards SIGTERM/SIGINT and "
+    "SIGHUP to them; if one dies the others are stopped and serve exits non-zero). Each has "
+    "its own --pool-size and --max-in-flight. Not with memory:// database or storage.",
 }
 
 
@@ -232,6 +238,24 @@ def _check_security(settings: Settings) -> None:
         raise InvalidArgumentError("needs auth_token_file", field="metrics_auth")
 
 
+def _check_workers(settings: Settings) -> None:
+    """Refuse several workers on what only one process can see: each would get its own."""
+    if settings.workers == 1:
+        return
+    if resolve_database(settings.database).kind is LocationKind.MEMORY:
+        raise InvalidArgumentError(
+            "a memory:// database cannot be shared by several workers (each would get its "
+            "own empty catalog); use a SQLite file or PostgreSQL",
+            field="workers",
+        )
+    if settings.storage is not None and settings.storage.lower().startswith("memory://"):
+        raise InvalidArgumentError(
+            "memory:// storage cannot be shared by several workers; use a folder or an "
+            "object store",
+            field="workers",
+        )
+
+
 def _log_level(value: Any, name: str) -> str:
     level = _text(value, name).strip().upper()
     if level not in LOG_LEVELS:
@@ -267,6 +291,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "tls_client_ca_file": _optional_path,
     "auth_token_file": _optional_path,
     "metrics_auth": _boolean,
+    "workers": _positive_int,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
@@ -356,4 +381,5 @@ def load_settings(
         # blob root implied. Any other database must name its root explicitly.
         settings = replace(settings, storage=str(Path(settings.database) / BLOBS_FOLDER_NAME))
     _check_security(settings)
+    _check_workers(settings)
     return settings
