@@ -22,7 +22,7 @@ from builders import int_map, make_key
 from locked_postgres import HANG_GUARD, entries_locked, wait_for_blocked_calls
 from scrape import Scrape, scrape
 from server_process import ServerProcess
-from taskcache import CacheStatus, NotFoundError
+from taskcache import CacheStatus, NotFoundError, UnauthenticatedError
 from taskcache.errors import InvalidArgumentError
 from taskcache.server.settings import load_settings
 
@@ -255,3 +255,36 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     assert server.stop() == -signal.SIGKILL
     _wait_gone(workers)
     assert server.log_text().count("supervisor gone: stopping") == 2
+
+
+def _wait_logged(server: ServerProcess, text: str, count: int) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while server.log_text().count(text) < count:
+        assert time.monotonic() < deadline, (
+            f"{text!r} not logged {count} times:\n{server.log_text()}"
+        )
+        time.sleep(0.05)
+
+
+def test_sighup_makes_every_worker_reread_the_token_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("old-token-0123456789\n")
+    server = _server(
+        tmp_path, "hup", str(tmp_path / "c.db"), "--workers", "2", "--auth-token-file", str(tokens)
+    )
+    with server:
+        before = server.log_text().count("reloaded:")
+        tokens.write_text("new-token-0123456789\n")
+        server.send_signal(signal.SIGHUP)
+        _wait_logged(server, "reloaded:", before + 2)  # once per worker
+        for index in range(4):
+            for token, works in (("new-token-0123456789", True), ("old-token-0123456789", False)):
+                with taskcache.open(
+                    f"grpc://{server.grpc_target}",
+                    storage=str(tmp_path / "blobs"),
+                    max_retries=0,
+                    token=token,
+                ) as client:
+                    expected = NotFoundError if works else UnauthenticatedError
+                    with pytest.raises(expected):
+                        client.get(make_key(name=f"tests.hup.{index}"))
