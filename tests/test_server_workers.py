@@ -273,6 +273,12 @@ def test_sighup_makes_every_worker_reread_the_token_file(tmp_path: Path) -> None
         tmp_path, "hup", str(tmp_path / "c.db"), "--workers", "2", "--auth-token-file", str(tokens)
     )
     with server:
+        workers = _children(server.pid)
+        # Healthy means one worker serves: the other may still be starting, and a signal
+        # forwarded then must neither kill it (SIGHUP's default action) nor be lost.
+        server.send_signal(signal.SIGHUP)
+        _scrape_every_worker(server)  # both serve (a worker reads the file as it starts)
+        assert _children(server.pid) == workers
         before = server.log_text().count("reloaded:")
         tokens.write_text("new-token-0123456789\n")
         server.send_signal(signal.SIGHUP)

@@ -19,7 +19,9 @@ worker.
 
 A worker reads its assignment as one JSON line on its stdin and keeps stdin open: end of
 file there means the supervisor is gone (even SIGKILLed), and the worker drains and exits,
-so no worker outlives its supervisor.
+so no worker outlives its supervisor. Workers start with the forwarded signals blocked, so
+one that arrives while a worker is still starting is handled, not fatal: a stop drains it,
+a SIGHUP is moot (the token file is read at start).
 
 It must not handle an RPC itself, nor decide cache policy.
 """
@@ -50,6 +52,8 @@ logger = logging.getLogger("taskcache.server")
 _POLL_SECONDS: Final = 0.05
 # After the drain grace, how long a worker may take to close its database before SIGKILL.
 _EXIT_SLACK_SECONDS: Final = 10.0
+# What the supervisor forwards; a worker handles each from its first instruction on.
+_WORKER_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class _Supervisor:
@@ -64,9 +68,16 @@ class _Supervisor:
         """Start the workers on the held ports (their assignment goes to their stdin)."""
         settings = dataclasses.replace(self._settings, port=port, grpc_port=grpc_port, workers=1)
         for worker_number in range(1, self._settings.workers + 1):
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "taskcache.server.workers"], stdin=subprocess.PIPE
-            )
+            # Started with the signals blocked (the mask survives exec): one that arrives
+            # while the worker imports waits until it can handle it (see main). Here they
+            # wait the few milliseconds of the spawn, then go to forward().
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+            try:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "taskcache.server.workers"], stdin=subprocess.PIPE
+                )
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self._workers.append(worker)
             assignment = {
                 "settings": dataclasses.asdict(settings),
@@ -192,11 +203,25 @@ def _settings_from(data: dict[str, Any]) -> Settings:
     return Settings(**{name: value for name, value in data.items() if name in names})
 
 
-async def _serve_worker(settings: Settings, place: WorkerPlace) -> None:
-    """Serve as one worker until a stop signal or the end of stdin (supervisor gone)."""
+async def _serve_worker(settings: Settings, place: WorkerPlace, early: list[int]) -> None:
+    """Serve as one worker until a stop signal or the end of stdin (supervisor gone).
+
+    ``early``: signals received before the event loop ran (a stop among them stops at once).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     supervisor_pipe = sys.stdin.fileno()
+
+    def stop_soon(signum: int, _frame: FrameType | None) -> None:
+        # Until serve() installs its own handlers: a stop still drains, SIGHUP changes
+        # nothing (the token file has not been read yet, or is read just now).
+        if signum != signal.SIGHUP:
+            loop.call_soon_threadsafe(stop.set)
+
+    for signum in _WORKER_SIGNALS:
+        signal.signal(signum, stop_soon)
+    if any(signum != signal.SIGHUP for signum in early):
+        stop.set()
 
     def supervisor_check() -> None:
         if not os.read(supervisor_pipe, 4096):
@@ -209,6 +234,9 @@ async def _serve_worker(settings: Settings, place: WorkerPlace) -> None:
         await serve(settings, stop=stop, place=place)
     finally:
         loop.remove_reader(supervisor_pipe)
+        # serve() restored the default actions: a late signal must not kill a clean exit.
+        for signum in _WORKER_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,12 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     :func:`supervise`): read the assignment from stdin and serve it. Returns the exit status.
     """
     del argv  # the assignment comes on stdin, not as arguments
+    # The supervisor may forward a signal before this process serves (it arrives blocked,
+    # pending since the spawn): SIGHUP's default action would kill it, SIGTERM's skip the
+    # drain. Remember it instead, then let it in.
+    early: list[int] = []
+    for signum in _WORKER_SIGNALS:
+        signal.signal(signum, lambda received, _frame: early.append(received))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     assignment = json.loads(sys.stdin.buffer.readline())
     settings = _settings_from(assignment["settings"])
     configure_logging(settings.log_level, settings.log_format)
     place = WorkerPlace(assignment["worker"], assignment["workers"])
     try:
-        asyncio.run(_serve_worker(settings, place))
+        asyncio.run(_serve_worker(settings, place, early))
     except CacheError as error:
         logger.error("worker %d cannot serve: %s", place.worker, error)
         return 1
