@@ -1,6 +1,7 @@
-"""The transport ceiling for P1: ``taskcache serve``'s own stack (uvicorn + Connect app,
-grpc.aio server, the three APIs, call runner, metrics, health) around a service core whose
-Get answers one canned GetCacheResponse without touching the database or the thread pool.
+"""The transport ceiling for P1 and P2: ``taskcache serve``'s own stack (uvicorn + Connect
+app, grpc.aio server, the three APIs, call gate and observer, metrics, health) around a
+service core whose Get answers one canned GetCacheResponse and whose GetOrExtendReservation
+grants every caller a canned reservation, without touching the database or the thread pool.
 
 Run as ``python -m bench.ceiling --host 127.0.0.1 --port P --grpc-port G``. The repository
 behind it is ``memory://`` and only answers health pings.
@@ -10,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from flyteidl2.cacheservice import cacheservice_pb2
+from flyteidl2.cacheservice.v2 import cacheservice_pb2 as scoped_pb2
 from google.protobuf.message import Message
 
 from bench.literals import kib_output, task_identifier
 from taskcache.repositories.base import EntryRow, Scope
-from taskcache.rpcs import GET
+from taskcache.rpcs import GET, GET_OR_EXTEND_RESERVATION
 from taskcache.server.logs import configure_logging
 from taskcache.server.runner import serve
 from taskcache.server.service import CacheService, Headers, get_response
@@ -45,12 +47,30 @@ def canned_response() -> cacheservice_pb2.GetCacheResponse:
 _CANNED: Final = canned_response()
 
 
+_CANNED_HEARTBEAT: Final = timedelta(milliseconds=5)
+
+
 class CannedCore(CacheService):
-    """A service core whose Get returns :data:`_CANNED` at once (hits are still counted)."""
+    """A service core whose Get returns :data:`_CANNED` at once (hits are still counted)
+    and whose GetOrExtendReservation grants the caller a reservation at once (counted as
+    granted): the key and owner read from the v2 request, a fixed heartbeat and expiry.
+    """
 
     async def get(self, request: Message, headers: Headers) -> Message:
         self._metrics.hits.inc()
         return self._dialect.wrap(GET, _CANNED)
+
+    async def get_or_extend_reservation(self, request: Message, headers: Headers) -> Message:
+        scoped: scoped_pb2.GetOrExtendReservationRequest = request
+        wanted = scoped.base_request
+        response = cacheservice_pb2.GetOrExtendReservationResponse()
+        reservation = response.reservation
+        reservation.key = wanted.key
+        reservation.owner_id = wanted.owner_id
+        reservation.heartbeat_interval.FromTimedelta(_CANNED_HEARTBEAT)
+        reservation.expires_at.FromDatetime(CANNED_AT)
+        self._metrics.reservations.labels(outcome="granted").inc()
+        return self._dialect.wrap(GET_OR_EXTEND_RESERVATION, response)
 
 
 def _canned() -> cacheservice_pb2.GetCacheResponse:

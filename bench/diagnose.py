@@ -2,7 +2,7 @@
 
 python -m bench.diagnose p1    # server CPU per Get: ceiling, ceiling + thread hop, SQLite,
                                # PostgreSQL (gRPC and Connect, 3 rounds each)
-python -m bench.diagnose core  # in-process: one Get inline vs through the thread pool
+python -m bench.diagnose core  # in-process: one Get inline (as served) vs through the pool
 python -m bench.diagnose p3    # P3's hit of @taskcache.cached, part by part, and its cProfile
 """
 
@@ -110,17 +110,28 @@ def core() -> None:
 
         for threads in (8, 1):
             executor = ThreadPoolExecutor(threads)
-            threaded = AsyncCacheManager(ThreadedRepository(repository, executor))
-            service = CacheService(Backend(threaded, ServerMetrics(), executor), UnscopedDialect())
 
             async def hop(index: int, executor: ThreadPoolExecutor = executor) -> Any:
                 return await asyncio.get_running_loop().run_in_executor(executor, lambda: canned)
 
-            async def real(index: int, service: CacheService = service) -> Any:
-                return await service.get(requests[index], {})
+            async def pooled(index: int, executor: ThreadPoolExecutor = executor) -> Any:
+                loop = asyncio.get_running_loop()
+                row = await loop.run_in_executor(executor, manager.get, scope, f"k{index}")
+                return get_response(row)
 
             asyncio.run(measure(f"thread hop only, pool {threads}", hop))
-            asyncio.run(measure(f"CacheService.get, pool {threads}", real))
+            asyncio.run(measure(f"manager.get on pool {threads} + response", pooled))
+            executor.shutdown()
+
+        executor = ThreadPoolExecutor(8)
+        served = AsyncCacheManager(ThreadedRepository(repository, executor))
+        service = CacheService(Backend(served, ServerMetrics(), executor), UnscopedDialect())
+
+        async def real(index: int) -> Any:
+            return await service.get(requests[index], {})
+
+        asyncio.run(measure("CacheService.get (the served path)", real))
+        executor.shutdown()
 
         async def inline(index: int) -> Any:
             return get_response(manager.get(scope, f"k{index}"))

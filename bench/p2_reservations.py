@@ -5,9 +5,12 @@ each calling "get or extend my reservation" in a loop for a fixed window. A 5 ms
 (15 ms expiry at the default grace multiplier of 3) keeps ownership changing hands, so the
 mix holds grants, extensions and refusals.
 
-* ``P2-<db>-grpc``: ours = ``taskcache serve`` over gRPC (its default 8-thread pool).
-* ``P2-<db>-embedded``: ours = ``CacheManager.get_or_extend_reservation`` in-process.
-* baseline: the repository's own statements (the conditional INSERT ... ON CONFLICT DO
+* ``P2-<db>-grpc`` (the issue's P2): ours = ``taskcache serve`` over gRPC (default
+  settings); baseline = the same server stack answering a canned reservation
+  (:mod:`bench.ceiling`), over gRPC, driven the same way: what the manager and the
+  database add to the transport.
+* ``P2-<db>-embedded``: ours = ``CacheManager.get_or_extend_reservation`` in-process;
+  baseline = the repository's own statements (the conditional INSERT ... ON CONFLICT DO
   UPDATE ... WHERE with its previous-owner read, plus the read-back) on a plain connection
   per thread: no manager, no transport.
 """
@@ -35,6 +38,11 @@ from taskcache.repositories.base import Repository, Scope
 
 HEARTBEAT = timedelta(milliseconds=5)
 VIA = {"grpc": "taskcache serve over gRPC", "embedded": "embedded CacheManager"}
+BASELINES = {
+    "grpc": "the same server answering a canned reservation",
+    "embedded": "bare SQL loop",
+}
+LIMITS = {"grpc": 0.6, "embedded": 0.5}
 _SCOPE = Scope(SCOPE.org, SCOPE.project, SCOPE.domain)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -266,6 +274,7 @@ def _measure(
 ) -> Result:
     ours_factory, ours_close = ours
     baseline_factory, baseline_close = baseline
+    baseline_name = "canned" if result.id.endswith("-grpc") else "bare SQL"
 
     def ours_round() -> float:
         try:
@@ -283,7 +292,9 @@ def _measure(
         tier.p2_rounds, ours_round, baseline_round
     )
     result.settle()
-    progress(f"{result.id}: ours {result.ours:.0f} ops/s, bare SQL {result.baseline:.0f} ops/s")
+    progress(
+        f"{result.id}: ours {result.ours:.0f} ops/s, {baseline_name} {result.baseline:.0f} ops/s"
+    )
     return result
 
 
@@ -292,12 +303,12 @@ def _result(database: str, via: str, tier: Tier) -> Result:
         id=f"P2-{database}-{via}",
         measure=(
             f"GetOrExtendReservation ops/s, {tier.p2_owners} owners x {tier.p2_keys} keys, "
-            f"{LABELS[database]}, ours = {VIA[via]} (vs bare SQL loop)"
+            f"{LABELS[database]}, ours = {VIA[via]} (vs {BASELINES[via]})"
         ),
         unit="ops/s",
-        target=">= 0.5x",
+        target=f">= {LIMITS[via]}x",
         direction="higher",
-        limit=0.5,
+        limit=LIMITS[via],
     )
 
 
@@ -306,9 +317,12 @@ def run(
     sqlite_path: Path,
     postgres_url: str | None,
     servers: dict[str, Server | None],
+    ceiling: Server,
     open_postgres: Callable[[int], Repository] | None,
 ) -> list[Result]:
-    """``sqlite_path``/``postgres_url`` are the databases the ``servers`` use."""
+    """``sqlite_path``/``postgres_url`` are the databases the ``servers`` use; ``ceiling``
+    answers canned reservations.
+    """
     from taskcache.repositories.sqlite import SqliteRepository  # noqa: PLC0415
 
     results: list[Result] = []
@@ -323,7 +337,7 @@ def run(
             grpc_result.notes = f"not run: no {database} server"
             results.append(grpc_result)
         else:
-            results.append(_measure(grpc_result, grpc_factory(server), sql, tier))
+            results.append(_measure(grpc_result, grpc_factory(server), grpc_factory(ceiling), tier))
 
         embedded_result = _result(database, "embedded", tier)
         if sql is None:

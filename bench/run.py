@@ -30,6 +30,8 @@ EXPECTED_IDS: tuple[str, ...] = (
     "P1-sqlite-grpc",
     "P1-postgres-connect",
     "P1-postgres-grpc",
+    "P1-sqlite-workers2-connect",
+    "P1-sqlite-workers2-grpc",
     "P2-sqlite-grpc",
     "P2-sqlite-embedded",
     "P2-postgres-grpc",
@@ -119,9 +121,11 @@ class Runner:
 
 @contextlib.contextmanager
 def _servers(
-    folder: Path, postgres_url: str | None
+    folder: Path, postgres_url: str | None, *, workers_row: bool
 ) -> Iterator[tuple[dict[str, Server | None], Server]]:
-    """Start ours on SQLite (and PostgreSQL) plus the ceiling; stop them all afterwards."""
+    """Start ours on SQLite (and PostgreSQL; with ``workers_row``, SQLite behind two worker
+    processes too) plus the ceiling; stop them all afterwards.
+    """
     with contextlib.ExitStack() as stack:
         ours: dict[str, Server | None] = {
             "sqlite": stack.enter_context(
@@ -133,6 +137,12 @@ def _servers(
                 else None
             ),
         }
+        if workers_row:  # P1 only: the SQLite catalog served by two worker processes
+            ours["sqlite-workers2"] = stack.enter_context(
+                taskcache_server(
+                    "sqlite-workers2", str(folder / "p1p2-catalog.db"), folder, workers=2
+                )
+            )
         ceiling = stack.enter_context(ceiling_server(folder))
         yield ours, ceiling
 
@@ -145,11 +155,16 @@ def _network(runner: Runner, folder: Path, admin: str | None) -> None:
         return
     with contextlib.ExitStack() as stack:
         postgres_url = stack.enter_context(pg.fresh_database(admin, "p1p2_")) if admin else None
-        ours, ceiling = stack.enter_context(_servers(folder, postgres_url))
+        ours, ceiling = stack.enter_context(
+            _servers(folder, postgres_url, workers_row="P1" in runner.selected)
+        )
         runner.attempt("P1", lambda: p1_network.run(runner.tier, ours, ceiling))
         if "P1" in runner.selected:
             runner.facts.server_peak_rss = {
-                f"{name} server": server.peak_rss() for name, server in ours.items() if server
+                f"{name} server": server.peak_rss()
+                for name, server in ours.items()
+                # The supervisor of the workers' server holds no catalog: its RSS says little.
+                if server and not name.endswith("-workers2")
             }
             runner.facts.server_peak_rss["ceiling server"] = ceiling.peak_rss()
 
@@ -166,6 +181,7 @@ def _network(runner: Runner, folder: Path, admin: str | None) -> None:
                 folder / "p1p2-catalog.db",
                 postgres_url,
                 ours,
+                ceiling,
                 open_postgres if postgres_url else None,
             ),
         )

@@ -148,9 +148,13 @@ class Server:
             self.stop()
 
 
-def taskcache_server(name: str, database: str, folder: Path) -> Server:
-    """``python -m taskcache serve`` on ``database`` (default pool size and settings)."""
+def taskcache_server(name: str, database: str, folder: Path, *, workers: int = 1) -> Server:
+    """``python -m taskcache serve`` on ``database`` (default pool size and settings) with
+    ``workers`` processes.
+    """
     command = [sys.executable, "-m", "taskcache", "serve", "--database", database]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     return Server(name, [*command, "--log-level", "WARNING"], folder)
 
 

@@ -25,6 +25,8 @@ EXPECTED_IDS = {
     "P1-sqlite-grpc",
     "P1-postgres-connect",
     "P1-postgres-grpc",
+    "P1-sqlite-workers2-connect",
+    "P1-sqlite-workers2-grpc",
     "P2-sqlite-grpc",
     "P2-sqlite-embedded",
     "P2-postgres-grpc",

@@ -120,12 +120,16 @@ async def _never_runs() -> None:
     pytest.fail("a refused call ran")
 
 
-def test_calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> None:
-    asyncio.run(_calls_beyond_the_bound_are_refused_at_once_and_admitted_after())
+ISOLATION = pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "inline"])
 
 
-async def _calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> None:
-    gate = CallGate(CircuitBreaker(), max_in_flight=2)
+@ISOLATION
+def test_calls_beyond_the_bound_are_refused_at_once_and_admitted_after(isolate: bool) -> None:
+    asyncio.run(_calls_beyond_the_bound_are_refused_at_once_and_admitted_after(isolate))
+
+
+async def _calls_beyond_the_bound_are_refused_at_once_and_admitted_after(isolate: bool) -> None:
+    gate = CallGate(CircuitBreaker(), max_in_flight=2, isolate=isolate)
     release = asyncio.Event()
     entered = [asyncio.Event(), asyncio.Event()]
     holders = [asyncio.create_task(_hold(gate, event, release)) for event in entered]
@@ -145,12 +149,13 @@ async def _calls_beyond_the_bound_are_refused_at_once_and_admitted_after() -> No
     assert await gate.run(count, None) == 1
 
 
-def test_a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
-    asyncio.run(_a_passed_deadline_stops_the_call_and_frees_its_slot())
+@ISOLATION
+def test_a_passed_deadline_stops_the_call_and_frees_its_slot(isolate: bool) -> None:
+    asyncio.run(_a_passed_deadline_stops_the_call_and_frees_its_slot(isolate))
 
 
-async def _a_passed_deadline_stops_the_call_and_frees_its_slot() -> None:
-    gate = CallGate(CircuitBreaker(), max_in_flight=1)
+async def _a_passed_deadline_stops_the_call_and_frees_its_slot(isolate: bool) -> None:
+    gate = CallGate(CircuitBreaker(), max_in_flight=1, isolate=isolate)
     with pytest.raises(DeadlineExceededError):
         await gate.run(_never_runs, 0.0)
     stopped = False
@@ -209,12 +214,26 @@ async def _a_stopped_call_unwinds_undisturbed_when_its_caller_is_cancelled_again
     assert gate.in_flight == 0
 
 
-def test_the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
-    asyncio.run(_the_gate_refuses_unavailable_while_the_breaker_is_open())
+@ISOLATION
+def test_only_an_isolated_call_runs_in_a_task_of_its_own(isolate: bool) -> None:
+    async def caller() -> bool:
+        gate = CallGate(CircuitBreaker(), isolate=isolate)
+
+        async def work() -> asyncio.Task[object] | None:
+            return asyncio.current_task()
+
+        return await gate.run(work, 1.0) is not asyncio.current_task()
+
+    assert asyncio.run(caller()) is isolate
 
 
-async def _the_gate_refuses_unavailable_while_the_breaker_is_open() -> None:
-    gate = CallGate(CircuitBreaker(60.0), max_in_flight=4)
+@ISOLATION
+def test_the_gate_refuses_unavailable_while_the_breaker_is_open(isolate: bool) -> None:
+    asyncio.run(_the_gate_refuses_unavailable_while_the_breaker_is_open(isolate))
+
+
+async def _the_gate_refuses_unavailable_while_the_breaker_is_open(isolate: bool) -> None:
+    gate = CallGate(CircuitBreaker(60.0), max_in_flight=4, isolate=isolate)
 
     async def pool_timeout() -> None:
         raise UnavailableError("pool timeout")

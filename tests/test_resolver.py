@@ -460,7 +460,8 @@ def test_open_async_repository_runs_sqlite_on_the_executor(tmp_path: Path) -> No
             try:
                 assert isinstance(repository, ThreadedRepository)
                 await repository.ping()
-                found = await repository.get_entry(Scope(), "absent")
+                found = await repository.get_entry(Scope(), "absent")  # inline: no hop
+                await repository.release_reservation(Scope(), "absent", "owner")
                 return (None if found is None else found.key), {
                     thread.name for thread in threading.enumerate()
                 }

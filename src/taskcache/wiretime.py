@@ -25,6 +25,9 @@ TIMESTAMP_MIN_SECONDS: Final = -62_135_596_800
 TIMESTAMP_MAX_SECONDS: Final = 253_402_300_799
 _NANOS_MAX: Final = 999_999_999
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SECONDS_PER_DAY: Final = 86_400
+
 # What the Python APIs take as an interval: a timedelta, or seconds (an int is a float here).
 Interval: TypeAlias = timedelta | float
 
@@ -54,6 +57,18 @@ def timestamp_to_datetime(message: Timestamp, field: str) -> datetime:
     if not 0 <= message.nanos <= _NANOS_MAX:
         raise InvalidArgumentError("nanos must be in [0, 999999999]", field=field)
     return message.ToDatetime(tzinfo=UTC)
+
+
+def set_timestamp(message: Timestamp, value: datetime) -> None:
+    """Set ``message`` to ``value`` (a naive datetime counts as UTC), exactly as
+    ``Timestamp.FromDatetime`` does, by timedelta arithmetic instead of its calendar round
+    trip (~0.7 against ~6 µs: it runs two or three times on every hit and reservation the
+    server answers).
+    """
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    since_epoch = moment - _EPOCH
+    message.seconds = since_epoch.days * _SECONDS_PER_DAY + since_epoch.seconds
+    message.nanos = since_epoch.microseconds * 1000
 
 
 def as_interval(value: object, argument: str) -> timedelta:

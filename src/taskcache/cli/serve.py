@@ -87,6 +87,7 @@ def _serve_help(name: str) -> str:
 @click.option("--default-ttl", default=None, help=_serve_help("default_ttl"))
 @click.option("--max-bytes", default=None, help=_serve_help("max_bytes"))
 @click.option("--gc-interval", default=None, help=_serve_help("gc_interval"))
+@click.option("--workers", type=int, default=None, help=_serve_help("workers"))
 def serve_command(
     host: str | None,
     port: int | None,
@@ -118,13 +119,14 @@ def serve_command(
     default_ttl: str | None,
     max_bytes: str | None,
     gc_interval: str | None,
+    workers: int | None,
 ) -> None:
     """Run the cache service for Flyte's clients: Connect (HTTP/1.1) and gRPC.
 
     Serves flyteidl2.cacheservice.v2 (scoped by org/project/domain), flyteidl2.cacheservice
     and Flyte 1's flyteidl.cacheservice (both unscoped), gRPC health and reflection, plus
     GET /healthz and GET /metrics on the Connect port. With no options it serves the embedded
-    default catalog. SIGTERM or SIGINT drain in-flight calls and exit 0.
+    default catalog. SIGTERM or SIGINT drain in-flight calls (of every worker) and exit 0.
     """
     flags = {
         "host": host,
@@ -155,6 +157,7 @@ def serve_command(
         "default_ttl": default_ttl,
         "max_bytes": max_bytes,
         "gc_interval": gc_interval,
+        "workers": workers,
     }
     # as_json is read by the command group, which renders every failure (taskcache.cli).
     del as_json

@@ -210,12 +210,13 @@ _UNAVAILABLE_CODES: Final = frozenset(
 _UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable to open")
 
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
+# One text per statement, so sqlite3's per-connection statement cache prepares it once.
+_SELECT_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
 _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 # Columns named, so a column added by a later migration cannot shift the values.
 _ALL_COLUMNS: Final = f"org, project, domain, key, {_ENTRY_COLUMNS}"
 _PLACEHOLDERS: Final = ", ".join("?" * (4 + len(ENTRY_COLUMN_NAMES)))
 _CLEANUP_LEASE: Final = "cleanup"
-_GET_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
 _DELETE_IF_UNCHANGED: Final = f"""
     DELETE FROM cache_entries
     WHERE {_SCOPE_KEY_WHERE}
@@ -644,8 +645,10 @@ class SqliteRepository:
 
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
-        with self._session() as conn:
-            found = conn.execute(_GET_ENTRY, _scope_key(scope, key)).fetchone()
+        # A plain session even under a deadline: in WAL mode a read never waits for the write
+        # lock, so bounding that wait (two PRAGMAs) would be pure cost on the hit path.
+        with _Session(self) as conn:
+            found = conn.execute(_SELECT_ENTRY, _scope_key(scope, key)).fetchone()
         return None if found is None else _entry_from_row(scope, key, found)
 
     def create_entry(
@@ -671,7 +674,7 @@ class SqliteRepository:
         )
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(row.scope, row.key),
             ).fetchone()
             if found is not None:
@@ -699,7 +702,7 @@ class SqliteRepository:
         params = _entry_params(row)
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(row.scope, row.key),
             ).fetchone()
             conn.execute(
@@ -725,7 +728,7 @@ class SqliteRepository:
         """Delete the entry; return the deleted row, or None if there was none."""
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}",
+                _SELECT_ENTRY,
                 _scope_key(scope, key),
             ).fetchone()
             if found is None:

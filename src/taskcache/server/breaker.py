@@ -143,11 +143,24 @@ class CallGate:
     once (more are refused RESOURCE_EXHAUSTED at once, never queued), the ``breaker`` refuses
     calls UNAVAILABLE at once while the database is known to be down, and a call whose
     deadline has passed, or passes while it runs, is stopped and answered DEADLINE_EXCEEDED.
+
+    ``isolate``: run each call in a task of its own, so that it is cancelled at most once
+    however often its caller is (see :meth:`run`); the repository in front of a database
+    driver that a second cancellation harms (psycopg) needs it. Without it a call runs in
+    the caller's task, which saves a task, a shield and their event-loop steps per call
+    (~10-25 µs of CPU): right for SQLite, whose statements run to completion on their own.
     """
 
-    def __init__(self, breaker: CircuitBreaker, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        *,
+        isolate: bool = True,
+    ) -> None:
         self.breaker = breaker
         self._max_in_flight = max_in_flight
+        self._isolate = isolate
         self._in_flight = 0
 
     @property
@@ -169,10 +182,10 @@ class CallGate:
         one statement or transaction). A second cancellation would make psycopg drop the
         connection instead, leaving a blocked autocommit statement to run — and commit — on
         its own: hence the separate task. (psycopg also drops it if the server has not
-        confirmed the cancel within 5 s.) SQLite calls run on threads, which cannot be
-        cancelled: ``work`` runs carrying the deadline (:mod:`taskcache.deadlines`), so a
-        SQLite call waiting for the write lock gives up when it passes instead of applying
-        after the answer.
+        confirmed the cancel within 5 s.) SQLite calls run on threads (or, reads, inline),
+        which cannot be cancelled: ``work`` runs carrying the deadline
+        (:mod:`taskcache.deadlines`), so a SQLite call waiting for the write lock gives up
+        when it passes instead of applying after the answer.
         """
         if timeout is not None and timeout <= 0:
             raise DeadlineExceededError("the call's deadline passed before it started")
@@ -182,6 +195,8 @@ class CallGate:
             )
         probe = self.breaker.admit()
         self._in_flight += 1
+        if not self._isolate:
+            return await self._run_inline(work, timeout, probe)
         code: str | None = None
         # The task copies the context as it is created, and with it the deadline.
         with deadlines.bounded(timeout):
@@ -200,6 +215,33 @@ class CallGate:
         except asyncio.CancelledError:
             await _stop(task)
             raise
+        except CacheError as error:
+            code = error.code
+            raise
+        finally:
+            self._in_flight -= 1
+            self.breaker.record(probe, code)
+
+    async def _run_inline(
+        self, work: Callable[[], Awaitable[T]], timeout: float | None, probe: bool
+    ) -> T:
+        """:meth:`run`'s admitted part without a task of its own (``isolate`` off)."""
+        code: str | None = None
+        try:
+            if timeout is None:
+                result = await work()
+            else:
+                # The deadline travels with the work (to the threads of SQLite writes too).
+                with deadlines.bounded(timeout):
+                    async with asyncio.timeout(timeout):
+                        result = await work()
+            code = "OK"
+            return result
+        except TimeoutError as error:
+            code = DeadlineExceededError.code
+            raise DeadlineExceededError(
+                f"the call's deadline passed after {timeout:.3f} s"
+            ) from error
         except CacheError as error:
             code = error.code
             raise

@@ -87,17 +87,20 @@ def build_grpc_server(
     monitor: HealthMonitor,
     *,
     max_message_bytes: int,
+    share_port: bool = False,
 ) -> grpc.aio.Server:
     """Return an unstarted ``grpc.aio.Server`` serving each service of ``cores`` through its
     core, plus health and reflection. Health follows ``monitor``: SERVING while the
-    repository answers.
+    repository answers. ``share_port``: bind with SO_REUSEPORT (the workers of one
+    supervisor share the port; the kernel spreads connections among them).
     """
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            # Without this a second server could silently share the port (SO_REUSEPORT).
-            ("grpc.so_reuseport", 0),
+            # Only a supervisor's workers share a port: otherwise a second server could
+            # silently take half of the connections.
+            ("grpc.so_reuseport", 1 if share_port else 0),
         ]
     )
     server.add_generic_rpc_handlers(

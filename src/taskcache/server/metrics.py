@@ -5,6 +5,7 @@ It counts what it is told; it must not inspect requests.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Final
 
@@ -35,10 +36,21 @@ _LATENCY_BUCKETS: Final = (
 
 
 class ServerMetrics:
-    """Counters, histogram and gauge of one server; :meth:`render` returns the text format."""
+    """Counters, histogram and gauge of one server process (``worker``: its index among a
+    supervisor's workers, from 1; 1 alone); :meth:`render` returns the text format.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, *, worker: int = 1) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Per-call series, looked up once per label set: labels() validates and locks.
+        self._request_series: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        Gauge(
+            "taskcache_worker",
+            "1, labelled with this process's worker index and pid (with --workers, each "
+            "scrape is answered by one worker and shows that worker's figures).",
+            ("worker", "pid"),
+            registry=self.registry,
+        ).labels(str(worker), str(os.getpid())).set(1)
         self.requests = Counter(
             "taskcache_requests",
             "RPCs handled, by transport, service, method and status code.",
@@ -150,8 +162,17 @@ class ServerMetrics:
         self, transport: str, service: str, method: str, code: str, seconds: float
     ) -> None:
         """Count one finished RPC and record its duration."""
-        self.requests.labels(transport, service, method, code).inc()
-        self.latency.labels(transport, service, method).observe(seconds)
+        labels = (transport, service, method, code)
+        series = self._request_series.get(labels)
+        if series is None:
+            series = (
+                self.requests.labels(transport, service, method, code),
+                self.latency.labels(transport, service, method),
+            )
+            self._request_series[labels] = series
+        count, latency = series
+        count.inc()
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         """Return all metrics in the Prometheus text exposition format."""

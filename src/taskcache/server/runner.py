@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -67,6 +69,17 @@ _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 _BACKLOG: Final = 2048
 
 
+@dataclass(frozen=True)
+class WorkerPlace:
+    """Where one worker of a supervisor (:mod:`taskcache.server.workers`) stands: ``worker``
+    (from 1) of ``workers``. Such a worker binds both ports with SO_REUSEPORT, next to its
+    siblings and the supervisor's placeholder sockets; the kernel spreads connections.
+    """
+
+    worker: int
+    workers: int
+
+
 class _UvicornServer(uvicorn.Server):
     """uvicorn without its own signal handling: the runner owns SIGTERM/SIGINT.
 
@@ -83,26 +96,34 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _bind_http(host: str, port: int) -> socket.socket:
-    """Return a listening socket; bound here so a busy port is a clean error, not sys.exit."""
+def bind_socket(
+    host: str, port: int, *, share: bool, listen: bool, listener: str = "Connect"
+) -> socket.socket:
+    """Return a TCP socket bound to ``host``:``port`` (0: a free port), listening if
+    ``listen``, with SO_REUSEPORT if ``share``. Bound here so a busy port is a clean
+    UnavailableError naming the ``listener``, not uvicorn's sys.exit.
+    """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
         )[0]
         # The explicit IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on connections whose
         # socket says proto TCP, and without it Nagle plus delayed ACKs add ~40 ms per call.
-        listener = socket.socket(family, kind, proto)
+        bound = socket.socket(family, kind, proto)
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(address)
-            listener.listen(_BACKLOG)
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if share:
+                bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            bound.bind(address)
+            if listen:
+                bound.listen(_BACKLOG)
         except BaseException:
-            listener.close()
+            bound.close()
             raise
-        return listener
+        return bound
     except OSError as error:
         raise UnavailableError(
-            f"cannot listen on {_host_port(host, port)} (Connect): {error}"
+            f"cannot listen on {_host_port(host, port)} ({listener}): {error}"
         ) from error
 
 
@@ -212,6 +233,7 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     service_type: type[CacheService] = CacheService,
+    place: WorkerPlace | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
@@ -222,6 +244,7 @@ async def serve(
     database or a port cannot be opened.
     ``service_type`` builds the service cores (a subclass with canned answers lets benchmarks
     measure the transport stack alone); ``taskcache serve`` always uses the real one.
+    ``place``: serve as that worker of a supervisor, sharing its ports.
     """
     loop = asyncio.get_running_loop()
     stop_event = stop if stop is not None else asyncio.Event()
@@ -264,9 +287,15 @@ async def serve(
                     else timedelta(seconds=settings.default_ttl)
                 ),
             )
-            backend = Backend(manager, ServerMetrics(), executor, _blobs(settings), auth)
+            backend = Backend(
+                manager,
+                ServerMetrics(worker=1 if place is None else place.worker),
+                executor,
+                _blobs(settings),
+                auth,
+            )
             async with _cleaning(settings, repository, backend, stop_event):
-                await _serve(settings, backend, datacatalog, stop_event, service_type)
+                await _serve(settings, backend, datacatalog, stop_event, service_type, place)
         finally:
             await datacatalog.close()
             executor.shutdown(wait=True)
@@ -343,6 +372,7 @@ async def _serve(
     datacatalog: ThreadedDatacatalogRepository,
     stop: asyncio.Event,
     service_type: type[CacheService],
+    place: WorkerPlace | None,
 ) -> None:
     metrics = backend.metrics
     repository = backend.manager.repository
@@ -354,7 +384,10 @@ async def _serve(
     }
     tracer = configure_tracing(settings.otlp_endpoint)
     breaker = CircuitBreaker(settings.breaker_cooldown)
-    gate = CallGate(breaker, settings.max_in_flight)
+    # Only psycopg's statements need each call in a task of its own (see CallGate).
+    gate = CallGate(
+        breaker, settings.max_in_flight, isolate=not isinstance(repository, ThreadedRepository)
+    )
     metrics.watch_gate(lambda: gate.in_flight, lambda: breaker.refusing)
     observer = CallObserver(metrics, tracer, gate=gate)
     monitor = HealthMonitor(repository, metrics, breaker=breaker)
@@ -366,12 +399,16 @@ async def _serve(
         ),
     }
     grpc_server = build_grpc_server(
-        grpc_cores, observer, monitor, max_message_bytes=settings.max_message_bytes
+        grpc_cores,
+        observer,
+        monitor,
+        max_message_bytes=settings.max_message_bytes,
+        share_port=place is not None,
     )
     grpc_port = _add_grpc_port(
         grpc_server, settings.host, settings.grpc_port, _grpc_credentials(settings)
     )
-    http_socket = _bind_http(settings.host, settings.port)
+    http_socket = bind_socket(settings.host, settings.port, share=place is not None, listen=True)
     http_port: int = http_socket.getsockname()[1]
     app = ConnectApp(
         {service: cores[service] for service in CONNECT_SERVICES},
@@ -402,7 +439,7 @@ async def _serve(
         await grpc_server.start()
         http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="taskcache-http")
         try:
-            await _run_until_stopped(http, http_task, stop, settings, http_port, grpc_port)
+            await _run_until_stopped(http, http_task, stop, settings, http_port, grpc_port, place)
         finally:
             await monitor.mark_shutting_down()
             http.should_exit = True
@@ -422,6 +459,7 @@ async def _run_until_stopped(
     settings: Settings,
     http_port: int,
     grpc_port: int,
+    place: WorkerPlace | None,
 ) -> None:
     """Log the startup line once uvicorn listens, then wait for a stop signal (or for the
     HTTP server to end on its own).
@@ -431,8 +469,9 @@ async def _run_until_stopped(
             return  # failed during startup; the caller's gather re-raises its error
         await asyncio.sleep(0.005)
     logger.info(
-        "taskcache serving Connect on %s://%s (/healthz, /metrics) and gRPC%s on %s; "
+        "taskcache %sserving Connect on %s://%s (/healthz, /metrics) and gRPC%s on %s; "
         "database %s, storage %s, %s",
+        "" if place is None else f"worker {place.worker} of {place.workers} (pid {os.getpid()}) ",
         "https" if settings.tls else "http",
         _host_port(settings.host, http_port),
         " (TLS)" if settings.tls else "",
@@ -451,7 +490,14 @@ async def _run_until_stopped(
 
 def run_server(settings: Settings) -> None:
     """Configure logging and serve ``settings`` until SIGTERM/SIGINT; return after a clean
-    shutdown. Raises like :func:`serve`.
+    shutdown. With ``settings.workers`` above 1, supervise that many worker processes (see
+    :func:`taskcache.server.workers.supervise`). Raises like :func:`serve`; with workers,
+    UnavailableError when a worker ended other than by a clean shutdown.
     """
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from taskcache.server.workers import supervise  # noqa: PLC0415 - avoids a cycle
+
+        supervise(settings)
+        return
     asyncio.run(serve(settings))

@@ -53,7 +53,7 @@ from taskcache.server.auth import Authenticator
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED, request_scope
 from taskcache.storage import BlobStore
-from taskcache.wiretime import duration_to_timedelta, timestamp_to_datetime
+from taskcache.wiretime import duration_to_timedelta, set_timestamp, timestamp_to_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class CacheService:
         reservation.key = wanted.key
         reservation.owner_id = row.owner_id
         reservation.heartbeat_interval.FromTimedelta(row.heartbeat_interval)
-        reservation.expires_at.FromDatetime(row.expires_at)
+        set_timestamp(reservation.expires_at, row.expires_at)
         return self._dialect.wrap(GET_OR_EXTEND_RESERVATION, response)
 
     async def release_reservation(self, request: Message, headers: Headers) -> Message:
@@ -363,6 +363,6 @@ def get_response(row: EntryRow) -> cacheservice_pb2.GetCacheResponse:
     except DecodeError as error:
         raise InternalError(f"stored entry {row.key!r} cannot be decoded: {error}") from error
     metadata.key_map.values.update(row.key_map)
-    metadata.created_at.FromDatetime(row.created_at)
-    metadata.last_updated_at.FromDatetime(row.last_updated_at)
+    set_timestamp(metadata.created_at, row.created_at)
+    set_timestamp(metadata.last_updated_at, row.last_updated_at)
     return response

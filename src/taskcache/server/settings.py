@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from taskcache.errors import InvalidArgumentError
 from taskcache.home import BLOBS_FOLDER_NAME, default_home
-from taskcache.resolver import DATABASE_FORMS, resolve_database
+from taskcache.resolver import DATABASE_FORMS, LocationKind, resolve_database
 from taskcache.server.breaker import DEFAULT_BREAKER_COOLDOWN, DEFAULT_MAX_IN_FLIGHT
 
 ENVIRONMENT_PREFIX: Final = "TASKCACHE_"
@@ -54,6 +54,9 @@ class Settings:
     recently used evicted first); ``gc_interval`` (seconds) is how often the background
     cleanup runs: by default every :data:`DEFAULT_GC_INTERVAL` seconds when a TTL or a size
     cap is set, else never.
+    ``workers`` above 1 serves from that many processes sharing both ports
+    (:mod:`taskcache.server.workers`); it refuses ``memory://`` databases and storage, which
+    a process cannot share.
     """
 
     host: str = "127.0.0.1"
@@ -85,6 +88,7 @@ class Settings:
     default_ttl: float | None = None
     max_bytes: int | None = None
     gc_interval: float | None = None
+    workers: int = 1
 
     @property
     def authenticates(self) -> bool:
@@ -164,6 +168,9 @@ OPTION_HELP: Final[Mapping[str, str]] = {
     "gc_interval": "Seconds between background cleanup runs (expired entries, then the size "
     "cap; blobs only under --storage); one replica cleans at a time. Unset: every 600 s when "
     "--default-ttl or --max-bytes is set, else never.",
+    "workers": "Server processes sharing both ports (one supervisor forwards SIGTERM/SIGINT and "
+    "SIGHUP to them; if one dies the others are stopped and serve exits non-zero). Each has "
+    "its own --pool-size and --max-in-flight. Not with memory:// database or storage.",
 }
 
 
@@ -338,6 +345,24 @@ def _check_security(settings: Settings) -> None:
             raise InvalidArgumentError("needed with auth_jwks_file", field=name)
 
 
+def _check_workers(settings: Settings) -> None:
+    """Refuse several workers on what only one process can see: each would get its own."""
+    if settings.workers == 1:
+        return
+    if resolve_database(settings.database).kind is LocationKind.MEMORY:
+        raise InvalidArgumentError(
+            "a memory:// database cannot be shared by several workers (each would get its "
+            "own empty catalog); use a SQLite file or PostgreSQL",
+            field="workers",
+        )
+    if settings.storage is not None and settings.storage.lower().startswith("memory://"):
+        raise InvalidArgumentError(
+            "memory:// storage cannot be shared by several workers; use a folder or an "
+            "object store",
+            field="workers",
+        )
+
+
 def _log_level(value: Any, name: str) -> str:
     level = _text(value, name).strip().upper()
     if level not in LOG_LEVELS:
@@ -381,6 +406,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "default_ttl": _optional_seconds,
     "max_bytes": _optional_size,
     "gc_interval": _optional_seconds,
+    "workers": _positive_int,
 }
 OPTION_NAMES: Final = tuple(item.name for item in fields(Settings))
 assert set(OPTION_NAMES) == set(_PARSERS) == set(OPTION_HELP)
@@ -470,4 +496,5 @@ def load_settings(
         # blob root implied. Any other database must name its root explicitly.
         settings = replace(settings, storage=str(Path(settings.database) / BLOBS_FOLDER_NAME))
     _check_security(settings)
+    _check_workers(settings)
     return settings
