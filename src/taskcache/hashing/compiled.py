@@ -1,0 +1,65 @@
+"""The compiled route: Flyte's pbhash through the C wire-format walker (``_core``).
+
+A message is serialized once (deterministically) and its bytes walked in C, driven by the plans
+of :mod:`taskcache.hashing.plans`. Whatever the walker does not describe it refuses with
+``Fallback``; those messages (and any that may miss proto2 required fields) are hashed by the
+Python route instead, which returns the same digest or raises the same error.
+
+Importing this module raises ImportError when the extension was not built. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from google.protobuf.message import Message
+
+from taskcache.hashing import _core, direct, hashify
+from taskcache.hashing.jsonpb_rules import float32_as_json_double
+from taskcache.hashing.plans import PlanTable
+
+SHA256_BACKEND: str = _core.SHA256_BACKEND
+
+_core.configure(float32_as_json_double)
+_PLANS = PlanTable(_core.compile)
+
+
+def pbhash(message: Message) -> bytes:
+    """Return Flyte's ``pbhash.ComputeHash`` of ``message`` (32 bytes).
+
+    Raises InvalidArgumentError where Go's jsonpb marshaller would fail.
+    """
+    root = _PLANS.message_root(message.DESCRIPTOR)
+    if root.may_miss_required and not message.IsInitialized():
+        return direct.pbhash(message)  # raises the Python route's error
+    try:
+        return _core.digest(_PLANS.table, root.plan, _serialized(message), None)
+    except _core.Fallback:
+        return direct.pbhash(message)
+
+
+def literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
+    """Return :func:`taskcache.hashing.hashify.literal_map_text`, computed in C."""
+    root = _PLANS.literal_map_root(literal_map.DESCRIPTOR)
+    if not root.may_miss_required:
+        try:
+            return _core.digest_urlsafe(
+                _PLANS.table, root.plan, _serialized(literal_map), _ignore_set(ignore)
+            )
+        except _core.Fallback:
+            pass
+    return hashify.literal_map_text(literal_map, ignore)
+
+
+def _serialized(message: Any) -> bytes:
+    data: bytes = message.SerializeToString(deterministic=True)
+    return data
+
+
+def _ignore_set(ignore: Collection[str]) -> frozenset[str] | set[str] | None:
+    if not ignore:
+        return None
+    if isinstance(ignore, set | frozenset):
+        return ignore
+    return frozenset(ignore)
