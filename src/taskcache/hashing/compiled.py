@@ -16,10 +16,20 @@ from typing import Any
 from google.protobuf.message import Message
 
 from taskcache.hashing import _core, direct, hashify
+from taskcache.hashing._core import Fallback
 from taskcache.hashing.jsonpb_rules import float32_as_json_double
 from taskcache.hashing.plans import PlanTable
 
 SHA256_BACKEND: str = _core.SHA256_BACKEND
+
+__all__ = [
+    "SHA256_BACKEND",
+    "Fallback",
+    "literal_map_text",
+    "pbhash",
+    "strict_literal_map_text",
+    "strict_pbhash",
+]
 
 _core.configure(float32_as_json_double)
 _PLANS = PlanTable(_core.compile)
@@ -35,8 +45,26 @@ def pbhash(message: Message) -> bytes:
         return direct.pbhash(message)  # raises the Python route's error
     try:
         return _core.digest(_PLANS.table, root.plan, _serialized(message), None)
-    except _core.Fallback:
+    except Fallback:
         return direct.pbhash(message)
+
+
+def strict_pbhash(message: Message) -> bytes:
+    """Return :func:`pbhash` computed by the C walker alone (no Python-route fallback).
+
+    Raises ``Fallback`` where its plans do not describe the message (tests use this to prove
+    the walker itself, not the fallback, matches).
+    """
+    root = _PLANS.message_root(message.DESCRIPTOR)
+    return _core.digest(_PLANS.table, root.plan, _serialized(message), None)
+
+
+def strict_literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
+    """Return :func:`literal_map_text` computed by the C walker alone, as :func:`strict_pbhash`."""
+    root = _PLANS.literal_map_root(literal_map.DESCRIPTOR)
+    return _core.digest_urlsafe(
+        _PLANS.table, root.plan, _serialized(literal_map), _ignore_set(ignore)
+    )
 
 
 def literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
@@ -47,7 +75,7 @@ def literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
             return _core.digest_urlsafe(
                 _PLANS.table, root.plan, _serialized(literal_map), _ignore_set(ignore)
             )
-        except _core.Fallback:
+        except Fallback:
             pass
     return hashify.literal_map_text(literal_map, ignore)
 
