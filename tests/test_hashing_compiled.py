@@ -297,20 +297,52 @@ def test_invalid_utf8_is_refused_by_both_routes() -> None:
 # The bundled SHA-256
 
 
+def _bundled_paths() -> list[bool]:
+    from taskcache.hashing import _core
+
+    try:
+        _core.sha256_bundled(b"", True)
+    except ValueError:
+        return [False]
+    return [False, True]
+
+
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=300))
 def test_bundled_sha256_equals_hashlib(data: bytes) -> None:
     from taskcache.hashing import _core
 
-    assert _core.sha256_portable(data) == hashlib.sha256(data).digest()
+    for sha_ni in _bundled_paths():
+        assert _core.sha256_bundled(data, sha_ni) == hashlib.sha256(data).digest()
 
 
 @pytest.mark.parametrize("length", [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 100_000])
 def test_bundled_sha256_at_block_boundaries(length: int) -> None:
     from taskcache.hashing import _core
 
-    data = bytes(range(256)) * (length // 256 + 1)
-    assert _core.sha256_portable(data[:length]) == hashlib.sha256(data[:length]).digest()
+    data = (bytes(range(256)) * (length // 256 + 1))[:length]
+    for sha_ni in _bundled_paths():
+        assert _core.sha256_bundled(data, sha_ni) == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("backend", ["sha-ni", "openssl", "portable"])
+def test_every_sha256_backend_gives_the_same_keys(backend: str) -> None:
+    from taskcache.hashing import _core
+
+    compiled = _compiled()
+    chosen = _core.sha256_backend()
+    try:
+        _core.select_sha256(backend)
+    except ValueError:
+        pytest.skip(f"{backend} is not available in this build or CPU")
+    try:
+        assert _core.sha256_backend() == backend
+        for vector in go_vectors._DATA["vectors"][::7]:
+            if "error" not in vector:
+                got = compiled.strict_pbhash(go_vectors._message(vector))
+                assert base64.b64encode(got).decode("ascii") == vector["hash_b64"]
+    finally:
+        _core.select_sha256(chosen)
 
 
 # ---------------------------------------------------------------------------------------------

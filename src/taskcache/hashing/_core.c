@@ -20,22 +20,77 @@
 #include "_sha256_portable.h"
 
 #ifdef TASKCACHE_OPENSSL
-/* The low-level SHA256_* calls are deprecated in OpenSSL 3 but are the cheapest per digest
- * (no EVP context allocation), and objecthash takes one digest per node. */
+/* The low-level SHA256_* calls are deprecated in OpenSSL 3 but are libcrypto's cheapest per
+ * digest (no EVP context), and objecthash takes one digest per node. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
-typedef SHA256_CTX sha_ctx;
-#define sha_init(ctx) SHA256_Init(ctx)
-#define sha_update(ctx, data, size) SHA256_Update((ctx), (data), (size))
-#define sha_final(out, ctx) SHA256_Final((out), (ctx))
-#define SHA_BACKEND "openssl"
-#else
-typedef tc_sha256_ctx sha_ctx;
-#define sha_init(ctx) tc_sha256_init(ctx)
-#define sha_update(ctx, data, size) tc_sha256_update((ctx), (data), (size))
-#define sha_final(out, ctx) tc_sha256_final((out), (ctx))
-#define SHA_BACKEND "portable"
 #endif
+
+/* The SHA-256 in use: "sha-ni" (bundled, x86 SHA extensions), "openssl" or "portable". Chosen
+ * at import (the fastest available) and switchable for tests with select_sha256(). */
+enum { SHA_SHA_NI = 0, SHA_OPENSSL = 1, SHA_PORTABLE = 2 };
+static int sha_backend = SHA_PORTABLE;
+static const char *const SHA_BACKEND_NAMES[] = {"sha-ni", "openssl", "portable"};
+
+typedef union {
+    tc_sha256_ctx bundled;
+#ifdef TASKCACHE_OPENSSL
+    SHA256_CTX openssl;
+#endif
+} sha_ctx;
+
+static inline void sha_init(sha_ctx *ctx) {
+#ifdef TASKCACHE_OPENSSL
+    if (sha_backend == SHA_OPENSSL) {
+        SHA256_Init(&ctx->openssl);
+        return;
+    }
+#endif
+    tc_sha256_init(&ctx->bundled);
+}
+
+static inline void sha_update(sha_ctx *ctx, const void *data, size_t size) {
+#ifdef TASKCACHE_OPENSSL
+    if (sha_backend == SHA_OPENSSL) {
+        SHA256_Update(&ctx->openssl, data, size);
+        return;
+    }
+#endif
+    tc_sha256_update(&ctx->bundled, data, size);
+}
+
+static inline void sha_final(uint8_t out[32], sha_ctx *ctx) {
+#ifdef TASKCACHE_OPENSSL
+    if (sha_backend == SHA_OPENSSL) {
+        SHA256_Final(out, &ctx->openssl);
+        return;
+    }
+#endif
+    tc_sha256_final(out, &ctx->bundled);
+}
+
+/* Makes `name` the SHA-256 in use; returns 0, or -1 when it is not available here. */
+static int sha_select(const char *name) {
+    if (strcmp(name, "sha-ni") == 0) {
+        if (!tc_sha256_select(1)) return -1;
+        sha_backend = SHA_SHA_NI;
+        return 0;
+    }
+    if (strcmp(name, "openssl") == 0) {
+#ifdef TASKCACHE_OPENSSL
+        sha_backend = SHA_OPENSSL;
+        return 0;
+#else
+        return -1;
+#endif
+    }
+    if (strcmp(name, "portable") == 0) {
+        tc_sha256_select(0);
+        sha_backend = SHA_PORTABLE;
+        return 0;
+    }
+    return -1;
+}
 
 /* Message plan modes (taskcache.hashing.plans.Mode). */
 enum { MODE_FIELDS = 0, MODE_FIELD_ONE = 1, MODE_ONE_OF = 2, MODE_CALLBACK = 3, MODE_HASHIFY = 4 };
@@ -102,6 +157,28 @@ static int fallback(const char *reason) {
 /* objecthash leaves */
 
 static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[32]) {
+    if (sha_backend != SHA_OPENSSL && size < 55) {
+        /* Most objecthash nodes fit one block: pad it in place, compress once. */
+        static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                            0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+        uint8_t block[64];
+        uint32_t state[8];
+        block[0] = tag;
+        if (size) memcpy(block + 1, data, size);
+        block[size + 1] = 0x80;
+        memset(block + size + 2, 0, 56 - (size + 2));
+        uint64_t bits = (uint64_t)(size + 1) * 8;
+        for (int i = 0; i < 8; i++) block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+        memcpy(state, initial, sizeof state);
+        tc_sha256_blocks(state, block, 1);
+        for (int i = 0; i < 8; i++) {
+            out[4 * i] = (uint8_t)(state[i] >> 24);
+            out[4 * i + 1] = (uint8_t)(state[i] >> 16);
+            out[4 * i + 2] = (uint8_t)(state[i] >> 8);
+            out[4 * i + 3] = (uint8_t)state[i];
+        }
+        return;
+    }
     sha_ctx ctx;
     sha_init(&ctx);
     sha_update(&ctx, &tag, 1);
@@ -110,6 +187,15 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
 }
 
 static void hash_text(const char *text, uint8_t out[32]) { sha_tagged('u', text, strlen(text), out); }
+
+/* Writes the decimal digits of `value` ending at `end`; returns where they start. */
+static char *decimal_digits(uint64_t value, char *end) {
+    do {
+        *--end = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    return end;
+}
 
 /* objecthash's normalized double: sign, binary exponent with the mantissa in (0.5, 1], bits. */
 static void hash_number(double value, uint8_t out[32]) {
@@ -145,7 +231,15 @@ static void hash_number(double value, uint8_t out[32]) {
         f = 1.0;
         exponent -= 1;
     }
-    length += (size_t)snprintf(text + length, 16, "%d:", exponent);
+    if (exponent < 0) text[length++] = '-';
+    {
+        char digits[8];
+        char *end = digits + sizeof digits;
+        char *start = decimal_digits((uint64_t)(exponent < 0 ? -exponent : exponent), end);
+        memcpy(text + length, start, (size_t)(end - start));
+        length += (size_t)(end - start);
+    }
+    text[length++] = ':';
     while (f != 0) {
         if (f >= 1) {
             text[length++] = '1';
@@ -184,14 +278,18 @@ static int hash_float_field(float value, uint8_t out[32]) {
 
 static void hash_signed_text(int64_t value, uint8_t out[32]) {
     char text[24];
-    int length = snprintf(text, sizeof text, "%lld", (long long)value);
-    sha_tagged('u', text, (size_t)length, out);
+    char *end = text + sizeof text;
+    uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+    char *start = decimal_digits(magnitude, end);
+    if (value < 0) *--start = '-';
+    sha_tagged('u', start, (size_t)(end - start), out);
 }
 
 static void hash_unsigned_text(uint64_t value, uint8_t out[32]) {
     char text[24];
-    int length = snprintf(text, sizeof text, "%llu", (unsigned long long)value);
-    sha_tagged('u', text, (size_t)length, out);
+    char *end = text + sizeof text;
+    char *start = decimal_digits(value, end);
+    sha_tagged('u', start, (size_t)(end - start), out);
 }
 
 /* Strict UTF-8, as Python's decoder: no overlongs, surrogates or code points past U+10FFFF. */
@@ -1166,16 +1264,45 @@ static PyObject *core_configure(PyObject *Py_UNUSED(module), PyObject *converter
     Py_RETURN_NONE;
 }
 
-static PyObject *core_sha256_portable(PyObject *Py_UNUSED(module), PyObject *argument) {
+static PyObject *core_sha256_bundled(PyObject *Py_UNUSED(module), PyObject *const *args,
+                                     Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "sha256_bundled() takes data and sha_ni");
+        return NULL;
+    }
+    int sha_ni = PyObject_IsTrue(args[1]);
+    if (sha_ni < 0) return NULL;
     Py_buffer data;
-    if (PyObject_GetBuffer(argument, &data, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
+    tc_sha256_blocks_fn previous = tc_sha256_blocks;
+    if (sha_ni && !tc_sha256_select(1)) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "this CPU or build has no SHA-NI path");
+        return NULL;
+    }
+    if (!sha_ni) tc_sha256_blocks = tc_sha256_compress_portable;
     tc_sha256_ctx ctx;
     uint8_t out[32];
     tc_sha256_init(&ctx);
     tc_sha256_update(&ctx, data.buf, (size_t)data.len);
     tc_sha256_final(out, &ctx);
+    tc_sha256_blocks = previous;
     PyBuffer_Release(&data);
     return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+static PyObject *core_select_sha256(PyObject *Py_UNUSED(module), PyObject *name) {
+    const char *text = PyUnicode_AsUTF8(name);
+    if (text == NULL) return NULL;
+    if (sha_select(text) < 0) {
+        PyErr_Format(PyExc_ValueError, "SHA-256 %R is not available in this build or CPU", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_sha256_backend(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)) {
+    return PyUnicode_FromString(SHA_BACKEND_NAMES[sha_backend]);
 }
 
 static PyMethodDef core_methods[] = {
@@ -1186,8 +1313,12 @@ static PyMethodDef core_methods[] = {
      "digest_urlsafe(table, index, data, ignore) -> str: the digest, URL-safe base64, no '='."},
     {"configure", core_configure, METH_O,
      "configure(float32_converter): the function giving Go's float32 text as a double."},
-    {"sha256_portable", core_sha256_portable, METH_O,
-     "sha256_portable(data) -> bytes: the bundled SHA-256 (for tests)."},
+    {"sha256_bundled", (PyCFunction)(void (*)(void))core_sha256_bundled, METH_FASTCALL,
+     "sha256_bundled(data, sha_ni) -> bytes: the bundled SHA-256, SHA-NI or portable path."},
+    {"select_sha256", core_select_sha256, METH_O,
+     "select_sha256(name): use 'sha-ni', 'openssl' or 'portable' (ValueError if unavailable)."},
+    {"sha256_backend", core_sha256_backend, METH_NOARGS,
+     "sha256_backend() -> str: the SHA-256 in use."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef core_module = {
@@ -1199,11 +1330,11 @@ PyMODINIT_FUNC PyInit__core(void) {
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL) return NULL;
     FallbackError = PyErr_NewException("taskcache.hashing._core.Fallback", NULL, NULL);
-    if (FallbackError == NULL || PyModule_AddObjectRef(module, "Fallback", FallbackError) < 0 ||
-        PyModule_AddStringConstant(module, "SHA256_BACKEND", SHA_BACKEND) < 0) {
+    if (FallbackError == NULL || PyModule_AddObjectRef(module, "Fallback", FallbackError) < 0) {
         Py_DECREF(module);
         return NULL;
     }
+    if (sha_select("sha-ni") < 0 && sha_select("openssl") < 0) sha_select("portable");
     sha_tagged('n', NULL, 0, NIL_HASH);
     sha_tagged('b', "1", 1, TRUE_HASH);
     sha_tagged('b', "0", 1, FALSE_HASH);

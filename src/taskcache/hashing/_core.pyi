@@ -3,8 +3,6 @@
 from collections.abc import Callable
 from typing import Any
 
-SHA256_BACKEND: str
-
 class Fallback(Exception):  # noqa: N818 - the C module's name for "let the Python route do it"
     """The walker met something its plans do not describe; the Python route must hash it."""
 
@@ -24,5 +22,14 @@ def digest_urlsafe(
 def configure(float32_converter: Callable[[float], float], /) -> None:
     """Set the function giving the double Go reads back from a float32's shortest text."""
 
-def sha256_portable(data: bytes, /) -> bytes:
-    """Return SHA-256 of ``data`` computed by the bundled implementation."""
+def sha256_bundled(data: bytes, sha_ni: bool, /) -> bytes:
+    """Return SHA-256 of ``data`` by the bundled code (SHA-NI path or portable C).
+
+    Raises ValueError for ``sha_ni`` on a CPU or build without it.
+    """
+
+def select_sha256(name: str, /) -> None:
+    """Use SHA-256 ``name``: "sha-ni", "openssl" or "portable" (ValueError if unavailable)."""
+
+def sha256_backend() -> str:
+    """Return the SHA-256 in use (the fastest available unless selected)."""

@@ -1,7 +1,10 @@
-/* A portable SHA-256 (FIPS 180-4) for builds without OpenSSL's libcrypto.
+/* The bundled SHA-256 (FIPS 180-4): portable C, plus a path using the x86 SHA extensions
+ * (SHA-NI) chosen at run time with cpuid.
  *
- * Owns nothing but the digest: the compiled hashing core (_core.c) uses it when the build found
- * no <openssl/sha.h>, and always exposes it to the tests, which hold it equal to hashlib.
+ * Owns nothing but the digest. The compiled hashing core (_core.c) uses the SHA-NI path when
+ * the CPU has it (objecthash digests are mostly one block, where it beats libcrypto's call
+ * overhead), else OpenSSL's libcrypto when the build found it, else the portable code; it
+ * exposes both bundled paths to the tests, which hold them equal to hashlib.
  */
 #ifndef TASKCACHE_SHA256_PORTABLE_H
 #define TASKCACHE_SHA256_PORTABLE_H
@@ -31,7 +34,8 @@ static const uint32_t tc_sha256_k[64] = {
 
 #define TC_ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void tc_sha256_compress(uint32_t state[8], const uint8_t block[64]) {
+static void tc_sha256_compress_portable(uint32_t state[8], const uint8_t *block, size_t blocks) {
+  for (; blocks; blocks--, block += 64) {
     uint32_t w[64];
     for (int i = 0; i < 16; i++) {
         w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
@@ -68,6 +72,76 @@ static void tc_sha256_compress(uint32_t state[8], const uint8_t block[64]) {
     state[5] += f;
     state[6] += g;
     state[7] += h;
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TC_HAVE_SHA_NI_PATH 1
+#include <cpuid.h>
+#include <immintrin.h>
+
+__attribute__((target("sha,sse4.1,ssse3"))) static void tc_sha256_compress_sha_ni(
+    uint32_t state[8], const uint8_t *block, size_t blocks) {
+    const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i cdab = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[0]), 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[4]), 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    for (; blocks; blocks--, block += 64) {
+        __m128i abef_saved = abef, cdgh_saved = cdgh;
+        __m128i w[4];
+#pragma GCC unroll 16
+        for (int group = 0; group < 16; group++) {
+            __m128i words;
+            if (group < 4) {
+                words = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * group)),
+                                         byte_swap);
+            } else {
+                __m128i t = _mm_sha256msg1_epu32(w[group & 3], w[(group + 1) & 3]);
+                t = _mm_add_epi32(t, _mm_alignr_epi8(w[(group + 3) & 3], w[(group + 2) & 3], 4));
+                words = _mm_sha256msg2_epu32(t, w[(group + 3) & 3]);
+            }
+            w[group & 3] = words;
+            __m128i message =
+                _mm_add_epi32(words, _mm_loadu_si128((const __m128i *)&tc_sha256_k[4 * group]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, message);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(message, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, abef_saved);
+        cdgh = _mm_add_epi32(cdgh, cdgh_saved);
+    }
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+static int tc_cpu_has_sha_ni(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    int sse41 = (ecx >> 19) & 1, ssse3 = (ecx >> 9) & 1;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    return sse41 && ssse3 && ((ebx >> 29) & 1);
+}
+#else
+static int tc_cpu_has_sha_ni(void) { return 0; }
+#endif
+
+typedef void (*tc_sha256_blocks_fn)(uint32_t state[8], const uint8_t *block, size_t blocks);
+
+/* The block function every bundled digest uses: set once by tc_sha256_select(). */
+static tc_sha256_blocks_fn tc_sha256_blocks = tc_sha256_compress_portable;
+
+/* Chooses the SHA-NI path when the CPU has it and `allow_sha_ni`; returns whether it did. */
+static int tc_sha256_select(int allow_sha_ni) {
+#ifdef TC_HAVE_SHA_NI_PATH
+    if (allow_sha_ni && tc_cpu_has_sha_ni()) {
+        tc_sha256_blocks = tc_sha256_compress_sha_ni;
+        return 1;
+    }
+#endif
+    tc_sha256_blocks = tc_sha256_compress_portable;
+    return 0;
 }
 
 static void tc_sha256_init(tc_sha256_ctx *ctx) {
@@ -89,13 +163,13 @@ static void tc_sha256_update(tc_sha256_ctx *ctx, const void *data, size_t size) 
         bytes += take;
         size -= take;
         if (ctx->used < 64) return;
-        tc_sha256_compress(ctx->state, ctx->block);
+        tc_sha256_blocks(ctx->state, ctx->block, 1);
         ctx->used = 0;
     }
-    while (size >= 64) {
-        tc_sha256_compress(ctx->state, bytes);
-        bytes += 64;
-        size -= 64;
+    if (size >= 64) {
+        tc_sha256_blocks(ctx->state, bytes, size / 64);
+        bytes += size & ~(size_t)63;
+        size &= 63;
     }
     memcpy(ctx->block, bytes, size);
     ctx->used = size;
@@ -103,13 +177,15 @@ static void tc_sha256_update(tc_sha256_ctx *ctx, const void *data, size_t size) 
 
 static void tc_sha256_final(uint8_t out[32], tc_sha256_ctx *ctx) {
     uint64_t bits = ctx->length * 8;
-    uint8_t pad = 0x80;
-    tc_sha256_update(ctx, &pad, 1);
-    uint8_t zero = 0;
-    while (ctx->used != 56) tc_sha256_update(ctx, &zero, 1);
-    uint8_t length[8];
-    for (int i = 0; i < 8; i++) length[i] = (uint8_t)(bits >> (56 - 8 * i));
-    tc_sha256_update(ctx, length, 8);
+    ctx->block[ctx->used++] = 0x80;
+    if (ctx->used > 56) {
+        memset(ctx->block + ctx->used, 0, 64 - ctx->used);
+        tc_sha256_blocks(ctx->state, ctx->block, 1);
+        ctx->used = 0;
+    }
+    memset(ctx->block + ctx->used, 0, 56 - ctx->used);
+    for (int i = 0; i < 8; i++) ctx->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    tc_sha256_blocks(ctx->state, ctx->block, 1);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(ctx->state[i] >> 24);
         out[4 * i + 1] = (uint8_t)(ctx->state[i] >> 16);

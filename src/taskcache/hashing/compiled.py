@@ -20,17 +20,16 @@ from taskcache.hashing._core import Fallback
 from taskcache.hashing.jsonpb_rules import float32_as_json_double
 from taskcache.hashing.plans import PlanTable
 
-SHA256_BACKEND: str = _core.SHA256_BACKEND
-
 __all__ = [
-    "SHA256_BACKEND",
     "Fallback",
     "literal_map_text",
     "pbhash",
+    "sha256_backend",
     "strict_literal_map_text",
     "strict_pbhash",
 ]
 
+sha256_backend = _core.sha256_backend
 _core.configure(float32_as_json_double)
 _PLANS = PlanTable(_core.compile)
 

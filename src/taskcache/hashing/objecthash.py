@@ -27,7 +27,7 @@ EMPTY_DICT_HASH = sha256(b"d").digest()
 EMPTY_LIST_HASH = sha256(b"l").digest()
 
 
-def hash_unicode(value: str) -> bytes:
+def hash_unicode(value: str | bytes) -> bytes:
     """Return the objecthash of a string: its UTF-8 bytes as given, no normalization.
 
     Raises InvalidArgumentError for text that is not valid Unicode, including a proto2 string
