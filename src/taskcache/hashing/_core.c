@@ -156,34 +156,55 @@ static int fallback(const char *reason) {
 /* ------------------------------------------------------------------------------------------ */
 /* objecthash leaves */
 
+static void store_state(const uint32_t state[8], uint8_t out[32]) {
+    for (int i = 0; i < 8; i++) {
+        uint32_t word = __builtin_bswap32(state[i]);
+        memcpy(out + 4 * i, &word, 4);
+    }
+}
+
+/* sha256(tag || data): the objecthash node digest. On the bundled code the message is
+ * compressed straight from `data` (no context buffering): one block for most nodes. */
 static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[32]) {
-    if (sha_backend != SHA_OPENSSL && size < 55) {
-        /* Most objecthash nodes fit one block: pad it in place, compress once. */
-        static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                            0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-        uint8_t block[64];
-        uint32_t state[8];
-        block[0] = tag;
-        if (size) memcpy(block + 1, data, size);
-        block[size + 1] = 0x80;
-        memset(block + size + 2, 0, 56 - (size + 2));
-        uint64_t bits = (uint64_t)(size + 1) * 8;
-        for (int i = 0; i < 8; i++) block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-        memcpy(state, initial, sizeof state);
-        tc_sha256_blocks(state, block, 1);
-        for (int i = 0; i < 8; i++) {
-            out[4 * i] = (uint8_t)(state[i] >> 24);
-            out[4 * i + 1] = (uint8_t)(state[i] >> 16);
-            out[4 * i + 2] = (uint8_t)(state[i] >> 8);
-            out[4 * i + 3] = (uint8_t)state[i];
-        }
+    if (sha_backend == SHA_OPENSSL) {
+        sha_ctx ctx;
+        sha_init(&ctx);
+        sha_update(&ctx, &tag, 1);
+        if (size) sha_update(&ctx, data, size);
+        sha_final(out, &ctx);
         return;
     }
-    sha_ctx ctx;
-    sha_init(&ctx);
-    sha_update(&ctx, &tag, 1);
-    if (size) sha_update(&ctx, data, size);
-    sha_final(out, &ctx);
+    static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    const uint8_t *bytes = (const uint8_t *)data;
+    uint64_t bits = (uint64_t)(size + 1) * 8;
+    uint32_t state[8];
+    uint8_t block[128];
+    memcpy(state, initial, sizeof state);
+    block[0] = tag;
+    size_t head = size < 63 ? size : 63;
+    if (head) memcpy(block + 1, bytes, head);
+    size_t used = head + 1;
+    if (used == 64) {
+        tc_sha256_blocks(state, block, 1);
+        bytes += 63;
+        size -= 63;
+        if (size >= 64) {
+            tc_sha256_blocks(state, bytes, size / 64);
+            bytes += size & ~(size_t)63;
+            size &= 63;
+        }
+        if (size) memcpy(block, bytes, size);
+        used = size;
+    }
+    /* block[0:used] holds the tail; pad it to one or two blocks. */
+    block[used++] = 0x80;
+    size_t total = used <= 56 ? 64 : 128;
+    memset(block + used, 0, total - 8 - used);
+    uint64_t length_field = __builtin_bswap64(bits);
+    memcpy(block + total - 8, &length_field, 8);
+    tc_sha256_blocks(state, block, total / 64);
+    store_state(state, out);
 }
 
 static void hash_text(const char *text, uint8_t out[32]) { sha_tagged('u', text, strlen(text), out); }
@@ -654,11 +675,7 @@ static void hash_entries(Entries *entries, uint8_t out[32]) {
             memcpy(data + 64 * j, held, 64);
         }
     }
-    sha_ctx ctx;
-    sha_init(&ctx);
-    sha_update(&ctx, "d", 1);
-    if (n) sha_update(&ctx, data, (size_t)n * 64);
-    sha_final(out, &ctx);
+    sha_tagged('d', data, (size_t)n * 64, out);
 }
 
 /* fmt.Sprint of a map key, hashed as a string. */
@@ -890,12 +907,10 @@ static int hash_callback(const MessagePlan *plan, const uint8_t *p, size_t n, ui
 }
 
 static void hash_single_entry(const uint8_t key[32], const uint8_t value[32], uint8_t out[32]) {
-    sha_ctx ctx;
-    sha_init(&ctx);
-    sha_update(&ctx, "d", 1);
-    sha_update(&ctx, key, 32);
-    sha_update(&ctx, value, 32);
-    sha_final(out, &ctx);
+    uint8_t entry[64];
+    memcpy(entry, key, 32);
+    memcpy(entry + 32, value, 32);
+    sha_tagged('d', entry, 64, out);
 }
 
 /* Flyte's hashify: an overriding string field replaces the message by {override: value}; a

@@ -72,7 +72,10 @@ def literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
     if not root.may_miss_required:
         try:
             return _core.digest_urlsafe(
-                _PLANS.table, root.plan, _serialized(literal_map), _ignore_set(ignore)
+                _PLANS.table,
+                root.plan,
+                literal_map.SerializeToString(deterministic=True),
+                _ignore_set(ignore) if ignore else None,
             )
         except Fallback:
             pass

@@ -91,16 +91,25 @@ class PlanTable:
         self._plans: list[Any] = []
         self._indexes: dict[tuple[Any, str], int] = {}
         self._roots: dict[tuple[Any, str], Root] = {}
+        # Per-call lookups, keyed by the descriptor alone.
+        self._message_roots: dict[Any, Root] = {}
+        self._literal_map_roots: dict[Any, Root] = {}
         self._lock = threading.Lock()
         self.table: object = None
 
     def message_root(self, descriptor: ReflectedDescriptor) -> Root:
         """Return the plan hashing messages of ``descriptor`` as jsonpb would."""
-        return self._root(descriptor, "message")
+        root = self._message_roots.get(descriptor)
+        if root is None:
+            root = self._message_roots[descriptor] = self._root(descriptor, "message")
+        return root
 
     def literal_map_root(self, descriptor: ReflectedDescriptor) -> Root:
         """Return the plan hashing a LiteralMap of ``descriptor`` hashified (inputs' hash)."""
-        return self._root(descriptor, "inputs")
+        root = self._literal_map_roots.get(descriptor)
+        if root is None:
+            root = self._literal_map_roots[descriptor] = self._root(descriptor, "inputs")
+        return root
 
     def _root(self, descriptor: ReflectedDescriptor, variant: str) -> Root:
         root = self._roots.get((descriptor, variant))
