@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import test_hashing_go_vectors as go_vectors
-from hashing_routes import require_compiled
+from hashing_routes import require_compiled, route
 from strategies import FLYTE1, FLYTE2, PACKAGES, Flyte, build_literal_map, literal_maps, literals
 from taskcache import hashing
 from taskcache.errors import InvalidArgumentError
@@ -423,3 +423,13 @@ def test_flyte1_and_flyte2_keys_agree_on_the_compiled_route() -> None:
     assert compiled.strict_literal_map_text(flyte1, ()) == compiled.strict_literal_map_text(
         flyte2, ()
     )
+
+
+@pytest.mark.parametrize("route_name", ["python", "compiled"])
+@pytest.mark.parametrize("not_a_map", [FLYTE2.literals.Literal(), "literals", None])
+def test_hash_literal_map_of_a_non_map_is_a_type_error(route_name: str, not_a_map: Any) -> None:
+    if not_a_map is None:
+        assert hashing.hash_literal_map(None) == _python_text(FLYTE2.literals.LiteralMap())
+        return
+    with route(route_name), pytest.raises(TypeError, match="literal_map"):
+        hashing.hash_literal_map(not_a_map)

@@ -67,8 +67,14 @@ def strict_literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
 
 
 def literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
-    """Return :func:`taskcache.hashing.hashify.literal_map_text`, computed in C."""
-    root = _PLANS.literal_map_root(literal_map.DESCRIPTOR)
+    """Return :func:`taskcache.hashing.hashify.literal_map_text`, computed in C.
+
+    Raises as that function does (InvalidArgumentError, TypeError for a non-LiteralMap).
+    """
+    descriptor = getattr(literal_map, "DESCRIPTOR", None)
+    if descriptor is None:
+        return hashify.literal_map_text(literal_map, ignore)  # raises its TypeError
+    root = _PLANS.literal_map_root(descriptor)
     if not root.may_miss_required:
         try:
             return _core.digest_urlsafe(

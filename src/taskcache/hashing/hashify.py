@@ -94,8 +94,13 @@ def pruned_message_hash(message: Any, kept: str, ignore: Collection[str]) -> byt
 def literal_map_digest(literal_map: Any, ignore: Collection[str]) -> bytes:
     """Return the objecthash of Flyte's hashified ``literal_map`` without ``ignore``'d inputs.
 
-    Raises InvalidArgumentError (field ``inputs``) when the map misses required fields.
+    Raises InvalidArgumentError (field ``inputs``) when the map misses required fields,
+    TypeError when ``literal_map`` is not a LiteralMap.
     """
+    descriptor = getattr(literal_map, "DESCRIPTOR", None)
+    if descriptor is None or RULE.map_field not in descriptor.fields_by_name:
+        name = getattr(descriptor, "full_name", type(literal_map).__name__)
+        raise TypeError(f"literal_map must be a LiteralMap, not {name}")
     if not literal_map.IsInitialized():
         raise InvalidArgumentError("literal map misses required fields", field="inputs")
     return pruned_message_hash(literal_map, RULE.map_field, ignore)

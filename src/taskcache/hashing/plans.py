@@ -121,8 +121,10 @@ class PlanTable:
                 known = len(self._plans)
                 if variant == "message":
                     index = self._message(descriptor)
-                else:
+                elif _is_literal_map(descriptor):
                     index = self._pruned(descriptor, RULE.map_field)
+                else:
+                    raise TypeError(f"literal_map must be a LiteralMap, not {descriptor.full_name}")
                 if len(self._plans) != known:
                     self.table = self._compile(tuple(self._plans))
                 root = Root(index, _may_miss_required(descriptor, set()))
@@ -239,6 +241,11 @@ class PlanTable:
             0,
             None,
         )
+
+
+def _is_literal_map(descriptor: ReflectedDescriptor) -> bool:
+    field = descriptor.fields_by_name.get(RULE.map_field)
+    return field is not None and rules.is_map_field(field)
 
 
 def _may_miss_required(descriptor: ReflectedDescriptor, visited: set[str]) -> bool:
