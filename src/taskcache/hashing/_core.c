@@ -678,10 +678,38 @@ static void hash_entries(Entries *entries, uint8_t out[32]) {
     sha_tagged('d', data, (size_t)n * 64, out);
 }
 
+/* Hashes of short string map keys, memoized as the Python route memoizes hash_key: input
+ * names and struct keys repeat on every call. Direct-mapped; only touched with the GIL held. */
+#define KEY_CACHE_SLOTS 512
+#define KEY_CACHE_MAX_LENGTH 31
+typedef struct {
+    uint8_t length; /* 0: empty slot (the empty key is not cached) */
+    uint8_t text[KEY_CACHE_MAX_LENGTH];
+    uint8_t hash[32];
+} KeyCacheSlot;
+static KeyCacheSlot key_cache[KEY_CACHE_SLOTS];
+
+static int hash_string_key(const uint8_t *text, size_t n, uint8_t out[32]) {
+    if (n == 0 || n > KEY_CACHE_MAX_LENGTH) return hash_string(text, n, out);
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ text[i]) * 16777619u;
+    KeyCacheSlot *slot = &key_cache[h & (KEY_CACHE_SLOTS - 1)];
+    if (slot->length == n && memcmp(slot->text, text, n) == 0) {
+        memcpy(out, slot->hash, 32);
+        return 0;
+    }
+    if (hash_string(text, n, out) < 0) return -1;
+    slot->length = (uint8_t)n;
+    memcpy(slot->text, text, n);
+    memcpy(slot->hash, out, 32);
+    return 0;
+}
+
 /* fmt.Sprint of a map key, hashed as a string. */
 static int hash_map_key(int type, int present, uint64_t bits, const uint8_t *text, size_t n,
                         uint8_t out[32]) {
-    if (type == T_STRING) return hash_string(present ? text : (const uint8_t *)"", present ? n : 0, out);
+    if (type == T_STRING)
+        return hash_string_key(present ? text : (const uint8_t *)"", present ? n : 0, out);
     switch (type) {
         case T_BOOL:
             hash_text(bits ? "true" : "false", out);

@@ -66,26 +66,39 @@ def strict_literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
     )
 
 
+# LiteralMap descriptor -> its plan, for types that cannot miss required fields: the
+# per-call path of the decorator's keys, kept to one dict lookup.
+_WALKABLE_LITERAL_MAPS: dict[Any, int] = {}
+
+
 def literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
     """Return :func:`taskcache.hashing.hashify.literal_map_text`, computed in C.
 
     Raises as that function does (InvalidArgumentError, TypeError for a non-LiteralMap).
     """
+    plan = _WALKABLE_LITERAL_MAPS.get(getattr(literal_map, "DESCRIPTOR", None))
+    if plan is None:
+        return _first_literal_map_text(literal_map, ignore)
+    try:
+        return _core.digest_urlsafe(
+            _PLANS.table,
+            plan,
+            literal_map.SerializeToString(deterministic=True),
+            _ignore_set(ignore) if ignore else None,
+        )
+    except Fallback:
+        return hashify.literal_map_text(literal_map, ignore)
+
+
+def _first_literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
     descriptor = getattr(literal_map, "DESCRIPTOR", None)
     if descriptor is None:
         return hashify.literal_map_text(literal_map, ignore)  # raises its TypeError
     root = _PLANS.literal_map_root(descriptor)
-    if not root.may_miss_required:
-        try:
-            return _core.digest_urlsafe(
-                _PLANS.table,
-                root.plan,
-                literal_map.SerializeToString(deterministic=True),
-                _ignore_set(ignore) if ignore else None,
-            )
-        except Fallback:
-            pass
-    return hashify.literal_map_text(literal_map, ignore)
+    if root.may_miss_required:
+        return hashify.literal_map_text(literal_map, ignore)
+    _WALKABLE_LITERAL_MAPS[descriptor] = root.plan
+    return literal_map_text(literal_map, ignore)
 
 
 def _serialized(message: Any) -> bytes:
