@@ -156,11 +156,16 @@ static int fallback(const char *reason) {
 /* ------------------------------------------------------------------------------------------ */
 /* objecthash leaves */
 
+/* Big-endian stores, written out so that they hold on any host (compilers emit bswap). */
+static inline void put_be32(uint8_t *p, uint32_t value) {
+    p[0] = (uint8_t)(value >> 24);
+    p[1] = (uint8_t)(value >> 16);
+    p[2] = (uint8_t)(value >> 8);
+    p[3] = (uint8_t)value;
+}
+
 static void store_state(const uint32_t state[8], uint8_t out[32]) {
-    for (int i = 0; i < 8; i++) {
-        uint32_t word = __builtin_bswap32(state[i]);
-        memcpy(out + 4 * i, &word, 4);
-    }
+    for (int i = 0; i < 8; i++) put_be32(out + 4 * i, state[i]);
 }
 
 /* sha256(tag || data): the objecthash node digest. On the bundled code the message is
@@ -201,8 +206,8 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
     block[used++] = 0x80;
     size_t total = used <= 56 ? 64 : 128;
     memset(block + used, 0, total - 8 - used);
-    uint64_t length_field = __builtin_bswap64(bits);
-    memcpy(block + total - 8, &length_field, 8);
+    put_be32(block + total - 8, (uint32_t)(bits >> 32));
+    put_be32(block + total - 4, (uint32_t)bits);
     tc_sha256_blocks(state, block, total / 64);
     store_state(state, out);
 }

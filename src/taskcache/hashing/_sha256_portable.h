@@ -35,44 +35,44 @@ static const uint32_t tc_sha256_k[64] = {
 #define TC_ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
 static void tc_sha256_compress_portable(uint32_t state[8], const uint8_t *block, size_t blocks) {
-  for (; blocks; blocks--, block += 64) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++) {
-        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
-               ((uint32_t)block[4 * i + 2] << 8) | (uint32_t)block[4 * i + 3];
+    for (; blocks; blocks--, block += 64) {
+        uint32_t w[64];
+        for (int i = 0; i < 16; i++) {
+            w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
+                   ((uint32_t)block[4 * i + 2] << 8) | (uint32_t)block[4 * i + 3];
+        }
+        for (int i = 16; i < 64; i++) {
+            uint32_t s0 = TC_ROTR(w[i - 15], 7) ^ TC_ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            uint32_t s1 = TC_ROTR(w[i - 2], 17) ^ TC_ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+        uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+        for (int i = 0; i < 64; i++) {
+            uint32_t s1 = TC_ROTR(e, 6) ^ TC_ROTR(e, 11) ^ TC_ROTR(e, 25);
+            uint32_t choice = (e & f) ^ (~e & g);
+            uint32_t t1 = h + s1 + choice + tc_sha256_k[i] + w[i];
+            uint32_t s0 = TC_ROTR(a, 2) ^ TC_ROTR(a, 13) ^ TC_ROTR(a, 22);
+            uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
+            uint32_t t2 = s0 + majority;
+            h = g;
+            g = f;
+            f = e;
+            e = d + t1;
+            d = c;
+            c = b;
+            b = a;
+            a = t1 + t2;
+        }
+        state[0] += a;
+        state[1] += b;
+        state[2] += c;
+        state[3] += d;
+        state[4] += e;
+        state[5] += f;
+        state[6] += g;
+        state[7] += h;
     }
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = TC_ROTR(w[i - 15], 7) ^ TC_ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = TC_ROTR(w[i - 2], 17) ^ TC_ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t s1 = TC_ROTR(e, 6) ^ TC_ROTR(e, 11) ^ TC_ROTR(e, 25);
-        uint32_t choice = (e & f) ^ (~e & g);
-        uint32_t t1 = h + s1 + choice + tc_sha256_k[i] + w[i];
-        uint32_t s0 = TC_ROTR(a, 2) ^ TC_ROTR(a, 13) ^ TC_ROTR(a, 22);
-        uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
-        uint32_t t2 = s0 + majority;
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    state[0] += a;
-    state[1] += b;
-    state[2] += c;
-    state[3] += d;
-    state[4] += e;
-    state[5] += f;
-    state[6] += g;
-    state[7] += h;
-  }
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
