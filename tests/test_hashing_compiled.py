@@ -341,6 +341,9 @@ def test_every_sha256_backend_gives_the_same_keys(backend: str) -> None:
             if "error" not in vector:
                 got = compiled.strict_pbhash(go_vectors._message(vector))
                 assert base64.b64encode(got).decode("ascii") == vector["hash_b64"]
+        for length in range(0, 300, 7):
+            text = wrappers_pb2.StringValue(value="z" * length)
+            assert compiled.strict_pbhash(text) == direct.pbhash(text)
     finally:
         _core.select_sha256(chosen)
 
@@ -433,3 +436,13 @@ def test_hash_literal_map_of_a_non_map_is_a_type_error(route_name: str, not_a_ma
         return
     with route(route_name), pytest.raises(TypeError, match="literal_map"):
         hashing.hash_literal_map(not_a_map)
+
+
+def test_node_digests_of_every_length_up_to_several_blocks() -> None:
+    # One node digest per string: tag + 0..299 bytes covers the one-block, two-block and
+    # streamed paths of the walker's SHA-256, on whichever backend is in use.
+    for length in range(300):
+        assert_walker_agrees(
+            wrappers_pb2.StringValue(value="é" * (length // 2) + "x" * (length % 2))
+        )
+        assert_walker_agrees(wrappers_pb2.BytesValue(value=bytes(range(256))[: length % 256] * 2))

@@ -187,21 +187,31 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
     uint8_t block[128];
     memcpy(state, initial, sizeof state);
     block[0] = tag;
-    size_t head = size < 63 ? size : 63;
-    if (head) memcpy(block + 1, bytes, head);
-    size_t used = head + 1;
-    if (used == 64) {
-        tc_sha256_blocks(state, block, 1);
-        bytes += 63;
-        size -= 63;
-        if (size >= 64) {
-            tc_sha256_blocks(state, bytes, size / 64);
-            bytes += size & ~(size_t)63;
-            size &= 63;
-        }
-        if (size) memcpy(block, bytes, size);
-        used = size;
+    if (size <= 118) {
+        /* One or two blocks (single-entry dicts are 65 bytes): one call of the block function. */
+        if (size) memcpy(block + 1, bytes, size);
+        size_t used = size + 1;
+        block[used++] = 0x80;
+        size_t total = used <= 56 ? 64 : 128;
+        memset(block + used, 0, total - 8 - used);
+        put_be32(block + total - 8, (uint32_t)(bits >> 32));
+        put_be32(block + total - 4, (uint32_t)bits);
+        tc_sha256_blocks(state, block, total / 64);
+        store_state(state, out);
+        return;
     }
+    /* Longer: the tag and 63 bytes, then whole blocks straight from `data`, then the tail. */
+    memcpy(block + 1, bytes, 63);
+    tc_sha256_blocks(state, block, 1);
+    bytes += 63;
+    size -= 63;
+    if (size >= 64) {
+        tc_sha256_blocks(state, bytes, size / 64);
+        bytes += size & ~(size_t)63;
+        size &= 63;
+    }
+    if (size) memcpy(block, bytes, size);
+    size_t used = size;
     /* block[0:used] holds the tail; pad it to one or two blocks. */
     block[used++] = 0x80;
     size_t total = used <= 56 ? 64 : 128;
