@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint typecheck unit clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/taskcache/hashing/_core.c src/taskcache/hashing/_sha256_portable.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,all,bench]'

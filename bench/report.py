@@ -109,6 +109,17 @@ def _memory() -> str:
     return "unknown"
 
 
+def _hashing_route() -> str:
+    from taskcache import hashing  # noqa: PLC0415
+
+    route = hashing.hashing_route()
+    if route != "compiled":
+        return f"{route} (the compiled core is not available)"
+    from taskcache.hashing import compiled  # noqa: PLC0415
+
+    return f"compiled (SHA-256: {compiled.sha256_backend()})"
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -160,6 +171,7 @@ class Facts:
                     )
                 ),
             ),
+            ("hashing route", _hashing_route()),
             ("load average (1/5/15 min)", f"start {self.load_at_start}, end {self.load_at_end}"),
         ]
 
@@ -227,7 +239,8 @@ def _details(results: list[Result]) -> list[str]:
         if result.id.startswith("P4-") and result.extra:
             lines.append(
                 f"- {result.id}: the message serializes to "
-                f"{result.extra['serialized_bytes']} bytes."
+                f"{result.extra['serialized_bytes']} bytes; hashed on the "
+                f"{result.extra['hashing_route']} route."
             )
     return lines
 

@@ -37,6 +37,11 @@ EXPECTED_IDS = {
     "P4-scalars",
     "P4-list10k",
     "P4-nested4",
+    "P4-inputs5",
+    "P4-scalars-python",
+    "P4-list10k-python",
+    "P4-nested4-python",
+    "P4-inputs5-python",
     "P5-stampede",
     "P6-sqlite-mid",
     "P6-sqlite-large",
@@ -97,6 +102,14 @@ def test_bench_quick_writes_well_formed_results(tmp_path: Path) -> None:
             assert not in_ci(), f"CI=true and a PostgreSQL benchmark was not run: {entry}"
         if entry["ours"] is not None and entry["baseline"] is not None:
             assert entry["ratio"] == pytest.approx(entry["ours"] / entry["baseline"]), entry
+        if entry["id"].startswith("P4-"):
+            # Every hashing measure records its route; P4-<case> runs on the compiled core
+            # (always in CI, where the extension must have been built).
+            route = entry["extra"]["hashing_route"]
+            if entry["id"].endswith("-python"):
+                assert route == "python", entry
+            elif in_ci():
+                assert route == "compiled", entry
 
     # One table on stdout, the same table in the report, nothing written to docs/.
     assert completed.stdout.count(TABLE_HEADER) == 1, completed.stdout

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2  # noqa: F401
 from google.protobuf.message import Message
 
+from hashing_routes import require_compiled, route
 from taskcache.errors import InvalidArgumentError
 from taskcache.hashing import compute_hash
 from taskcache.hashing.jsonpb import pbhash_via_json
@@ -40,7 +41,8 @@ def _message(vector: dict[str, Any]) -> Message:
     return message_class.FromString(base64.b64decode(vector["b64"]))
 
 
-_ROUTES = {"direct": compute_hash, "json": pbhash_via_json}
+# "direct" and "compiled" are compute_hash on the pure-Python and the compiled route.
+_ROUTES = {"direct": compute_hash, "compiled": compute_hash, "json": pbhash_via_json}
 
 
 def test_vector_file_covers_both_flyte_generations_and_errors() -> None:
@@ -51,9 +53,15 @@ def test_vector_file_covers_both_flyte_generations_and_errors() -> None:
     assert any("error" in vector for vector in vectors)
 
 
-@pytest.mark.parametrize("route", sorted(_ROUTES))
-def test_every_go_vector_matches(route: str) -> None:
-    compute = _ROUTES[route]
+@pytest.mark.parametrize("route_name", sorted(_ROUTES))
+def test_every_go_vector_matches(route_name: str) -> None:
+    if route_name == "compiled":
+        require_compiled()
+    with route("python" if route_name == "direct" else "compiled"):
+        assert _mismatches(_ROUTES[route_name]) == []
+
+
+def _mismatches(compute: Any) -> list[tuple[str, str, str]]:
     mismatches = []
     for vector in _DATA["vectors"]:
         message = _message(vector)
@@ -64,4 +72,4 @@ def test_every_go_vector_matches(route: str) -> None:
         got = base64.b64encode(compute(message)).decode("ascii")
         if got != vector["hash_b64"]:
             mismatches.append((vector["id"], vector["hash_b64"], got))
-    assert mismatches == []
+    return mismatches

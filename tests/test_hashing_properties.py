@@ -30,6 +30,7 @@ from google.protobuf import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hashing_routes import on_both_routes
 from strategies import (
     FLYTE1,
     FLYTE2,
@@ -55,13 +56,8 @@ from strategies import (
     variable_entries,
     variable_maps,
 )
+from taskcache import hashing
 from taskcache.errors import InvalidArgumentError
-from taskcache.hashing import (
-    compute_hash,
-    datacatalog_artifact_tag,
-    hash_literal_map,
-    interface_signature_hash,
-)
 from taskcache.hashing.jsonpb import marshal_jsonpb, pbhash_via_json
 from taskcache.hashing.jsonpb_rules import float32_as_json_double
 from taskcache.hashing.objecthash import (
@@ -81,6 +77,13 @@ SETTINGS = settings(
     ],
 )
 FEW = settings(SETTINGS, max_examples=50)
+
+# Every digest below is computed on the pure-Python route and on the compiled core, which
+# must agree; the properties then hold for both.
+compute_hash = on_both_routes(hashing.compute_hash)
+hash_literal_map = on_both_routes(hashing.hash_literal_map)
+datacatalog_artifact_tag = on_both_routes(hashing.datacatalog_artifact_tag)
+interface_signature_hash = on_both_routes(hashing.interface_signature_hash)
 
 package_ids = pytest.mark.parametrize("flyte", PACKAGES, ids=lambda flyte: flyte.name)
 

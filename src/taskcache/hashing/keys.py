@@ -17,14 +17,8 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from taskcache.errors import InvalidArgumentError
-from taskcache.hashing.direct import hash_message, pbhash
-from taskcache.hashing.objecthash import (
-    EMPTY_DICT_HASH,
-    hash_dict,
-    hash_key,
-    hash_list,
-    hash_unicode,
-)
+from taskcache.hashing import routes
+from taskcache.hashing.objecthash import EMPTY_DICT_HASH
 
 if TYPE_CHECKING:
     from taskcache.model import Key, LiteralMap, TaskIdentifier, TypedInterface
@@ -39,53 +33,23 @@ def compute_hash(message: Message) -> bytes:
 
     Raises InvalidArgumentError where Go would fail to marshal the message.
     """
-    return pbhash(message)
+    return routes.active.pbhash(message)
 
 
 def _urlsafe(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _hashified_literal_hash(literal: Any) -> bytes:
-    """Hash of Flyte's ``hashify(literal)`` without building the copy.
-
-    A literal with a ``hash`` becomes ``Literal{hash}``; collections and maps become a bare
-    Literal holding only their hashified elements (metadata dropped); others stay as they are.
-    """
-    if literal.hash:
-        return hash_dict([hash_key("hash") + hash_unicode(literal.hash)])
-    kind = literal.WhichOneof("value")
-    if kind == "collection":
-        elements = [_hashified_literal_hash(item) for item in literal.collection.literals]
-        inner = [hash_key("literals") + hash_list(elements)] if elements else []
-        return hash_dict([hash_key("collection") + hash_dict(inner)])
-    if kind == "map":
-        return hash_dict([hash_key("map") + _literal_map_body_hash(literal.map.literals, ())])
-    return hash_message(literal)
-
-
-def _literal_map_body_hash(literals: Any, ignore: Collection[str]) -> bytes:
-    entries = [
-        hash_key(name) + _hashified_literal_hash(literals[name])
-        for name in literals
-        if name not in ignore
-    ]
-    if not entries:
-        return EMPTY_DICT_HASH
-    return hash_dict([hash_key("literals") + hash_dict(entries)])
-
-
 def hash_literal_map(literal_map: LiteralMap | None, ignore: Collection[str] = ()) -> str:
     """Return Flyte's ``HashLiteralMap``: URL-safe base64 (no padding) of the inputs' hash.
 
     Names in ``ignore`` are dropped; literals carrying a ``hash`` are replaced by it, at any
-    depth. None and an empty map hash like the empty LiteralMap.
+    depth (:mod:`taskcache.hashing.hashify`). None and an empty map hash like the empty
+    LiteralMap. Raises InvalidArgumentError (field ``inputs``) for a map missing required fields.
     """
     if literal_map is None:
         return _urlsafe(EMPTY_DICT_HASH)
-    if not literal_map.IsInitialized():
-        raise InvalidArgumentError("literal map misses required fields", field="inputs")
-    return _urlsafe(_literal_map_body_hash(literal_map.literals, frozenset(ignore)))
+    return routes.active.literal_map_text(literal_map, ignore)
 
 
 def hash_identifier_except_version(identifier: TaskIdentifier) -> str:
@@ -111,14 +75,14 @@ def _identifier_hash(message_type: Any, fields: tuple[int, str, str, str, str]) 
     copy = message_type(
         resource_type=resource_type, project=project, domain=domain, name=name, org=org
     )
-    return base64.b64encode(pbhash(copy)).decode("ascii")
+    return base64.b64encode(compute_hash(copy)).decode("ascii")
 
 
 def _variable_map_prefix(interface: TypedInterface, which: str) -> str:
     if interface.HasField(which):
         variables = getattr(interface, which)
         if len(variables.variables):
-            return _urlsafe(pbhash(variables))[:_SIGNATURE_HASH_LENGTH]
+            return _urlsafe(compute_hash(variables))[:_SIGNATURE_HASH_LENGTH]
     return _urlsafe(EMPTY_DICT_HASH)[:_SIGNATURE_HASH_LENGTH]
 
 

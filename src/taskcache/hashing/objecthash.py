@@ -27,8 +27,14 @@ EMPTY_DICT_HASH = sha256(b"d").digest()
 EMPTY_LIST_HASH = sha256(b"l").digest()
 
 
-def hash_unicode(value: str) -> bytes:
-    """Return the objecthash of a string: its UTF-8 bytes as given, no normalization."""
+def hash_unicode(value: str | bytes) -> bytes:
+    """Return the objecthash of a string: its UTF-8 bytes as given, no normalization.
+
+    Raises InvalidArgumentError for text that is not valid Unicode, including a proto2 string
+    field holding invalid UTF-8 (which protobuf hands over as bytes).
+    """
+    if isinstance(value, bytes):
+        raise InvalidArgumentError("string field is not valid UTF-8")
     try:
         return sha256(b"u" + value.encode("utf-8")).digest()
     except UnicodeEncodeError as error:

@@ -1,0 +1,35 @@
+"""Type stub of the compiled hashing core (``_core.c``); see taskcache.hashing.compiled."""
+
+from collections.abc import Callable
+from typing import Any
+
+class Fallback(Exception):  # noqa: N818 - the C module's name for "let the Python route do it"
+    """The walker met something its plans do not describe; the Python route must hash it."""
+
+def compile(plans: tuple[Any, ...], /) -> object:
+    """Return a table compiled from message plans (taskcache.hashing.plans)."""
+
+def digest(
+    table: object, index: int, data: bytes, ignore: frozenset[str] | set[str] | None, /
+) -> bytes:
+    """Return the objecthash of the serialized message ``data`` under plan ``index``."""
+
+def digest_urlsafe(
+    table: object, index: int, data: bytes, ignore: frozenset[str] | set[str] | None, /
+) -> str:
+    """Return :func:`digest` as URL-safe base64 without padding."""
+
+def configure(float32_converter: Callable[[float], float], /) -> None:
+    """Set the function giving the double Go reads back from a float32's shortest text."""
+
+def sha256_bundled(data: bytes, sha_ni: bool, /) -> bytes:
+    """Return SHA-256 of ``data`` by the bundled code (SHA-NI path or portable C).
+
+    Raises ValueError for ``sha_ni`` on a CPU or build without it.
+    """
+
+def select_sha256(name: str, /) -> None:
+    """Use SHA-256 ``name``: "sha-ni", "openssl" or "portable" (ValueError if unavailable)."""
+
+def sha256_backend() -> str:
+    """Return the SHA-256 in use (the fastest available unless selected)."""
