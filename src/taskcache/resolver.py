@@ -41,12 +41,12 @@ from taskcache.errors import InvalidArgumentError
 from taskcache.extras import missing_extra
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
-from taskcache.repositories.datacatalog_base import DatacatalogRepository
-from taskcache.repositories.datacatalog_sqlite import SqliteDatacatalogRepository
 from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
+
+    from taskcache.repositories.datacatalog_base import DatacatalogRepository
 
 __all__ = [
     "DATABASE_FORMS",
@@ -276,6 +276,12 @@ def open_datacatalog_repository(
     Takes and raises what :func:`open_repository` does. A ``memory://`` database is private
     to the returned object, as every ``memory://`` repository is.
     """
+    # Imported here: only the server and the artifacts commands need them, and
+    # `import taskcache` must not pay for them (nor for the asyncio they import).
+    from taskcache.repositories.datacatalog_sqlite import (  # noqa: PLC0415
+        SqliteDatacatalogRepository,
+    )
+
     location = _database_location(database, field)
     if location.kind is LocationKind.POSTGRES:
         try:

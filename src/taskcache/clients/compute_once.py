@@ -25,7 +25,6 @@ import functools
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -108,6 +107,9 @@ def default_owner_id() -> str:
     reuse); it is drawn again in a forked child.
     """
     global _process_token  # noqa: PLW0603 - one token per process, redrawn after fork
+    # Imported on first use (a miss): `import taskcache` need not load the socket module.
+    import socket  # noqa: PLC0415
+
     pid = os.getpid()
     if _process_token is None or _process_token[0] != pid:
         _process_token = (pid, uuid.uuid4().hex[:12])
