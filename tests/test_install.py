@@ -40,6 +40,9 @@ HEAVY = (
     "psycopg",
     "taskcache.values",
     "taskcache.server",
+    # Only async code needs these (and the DataCatalog repositories, which bring them).
+    "asyncio",
+    "taskcache.repositories.datacatalog_base",
 )
 
 
