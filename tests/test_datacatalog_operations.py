@@ -147,6 +147,24 @@ def test_evicting_a_task_removes_owned_blobs_only(
     assert ops.artifact_stats(repository).artifacts == 1
 
 
+def test_evicting_one_artifact_by_id_and_dataset(
+    repository: DatacatalogRepository, populated: tuple[BlobStore, list[str]]
+) -> None:
+    blobs, (owned, _) = populated
+    a1 = DatasetKey("", "p1", "development", "flyte_task-wf.a", "1.0-abc")
+    dry = ops.evict_artifact(repository, blobs, "old", a1, dry_run=True)
+    assert (dry.artifacts, dry.blobs_deleted) == (1, 1)
+    assert Path(owned).exists()
+    done = ops.evict_artifact(repository, blobs, "old", a1)
+    assert (done.artifacts, done.blobs_deleted, done.blobs_skipped) == (1, 1, 0)
+    assert not Path(owned).exists()
+    assert "p1/wf.b/old" in ids(repository, ops.ArtifactSelection())  # same id, other dataset
+    with pytest.raises(NotFoundError):
+        ops.evict_artifact(repository, blobs, "old", a1)
+    only_version = ops.ArtifactSelection(task="wf.a", version="other")
+    assert ids(repository, only_version) == []
+
+
 def test_evicting_by_age_keeps_recent_artifacts(
     repository: DatacatalogRepository, populated: tuple[BlobStore, list[str]]
 ) -> None:
