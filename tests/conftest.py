@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from ci_policy import skip_or_fail
+from local_s3 import S3, local_s3
 from postgres import (
     ENV_URL,
     PostgresNotFoundError,
@@ -163,3 +164,10 @@ def _session_server_or_none(request: pytest.FixtureRequest) -> PostgresServer | 
     except pytest.skip.Exception:
         return None
     return server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """The session's local S3 server (moto on loopback, :mod:`local_s3`)."""
+    with local_s3() as server:
+        yield server

@@ -147,6 +147,24 @@ def test_evicting_a_task_removes_owned_blobs_only(
     assert ops.artifact_stats(repository).artifacts == 1
 
 
+def test_evicting_one_artifact_by_id_and_dataset(
+    repository: DatacatalogRepository, populated: tuple[BlobStore, list[str]]
+) -> None:
+    blobs, (owned, _) = populated
+    a1 = DatasetKey("", "p1", "development", "flyte_task-wf.a", "1.0-abc")
+    dry = ops.evict_artifact(repository, blobs, "old", a1, dry_run=True)
+    assert (dry.artifacts, dry.blobs_deleted) == (1, 1)
+    assert Path(owned).exists()
+    done = ops.evict_artifact(repository, blobs, "old", a1)
+    assert (done.artifacts, done.blobs_deleted, done.blobs_skipped) == (1, 1, 0)
+    assert not Path(owned).exists()
+    assert "p1/wf.b/old" in ids(repository, ops.ArtifactSelection())  # same id, other dataset
+    with pytest.raises(NotFoundError):
+        ops.evict_artifact(repository, blobs, "old", a1)
+    only_version = ops.ArtifactSelection(task="wf.a", version="other")
+    assert ids(repository, only_version) == []
+
+
 def test_evicting_by_age_keeps_recent_artifacts(
     repository: DatacatalogRepository, populated: tuple[BlobStore, list[str]]
 ) -> None:
@@ -183,3 +201,67 @@ def test_the_cli_lists_evicts_and_counts(
     gone = json.loads(run("gc", *base, "--older-than", "30d", "--storage", storage, "--json"))
     assert (gone["artifacts"], gone["blobs_deleted"]) == (1, 1)
     assert json.loads(run("stats", *base, "--json"))["artifacts"] == 2
+
+
+def test_the_cli_round_trips_what_ls_prints(
+    database: str, repository: DatacatalogRepository, populated: tuple[BlobStore, list[str]]
+) -> None:
+    """The scope, task, version and id ``artifacts ls`` prints, pasted into ``show`` and
+    ``delete``, name that one artifact; failures are JSON documents with their codes.
+    """
+    blobs, (owned, _) = populated
+    runner = CliRunner()
+    base = ["--database", database]
+    listed = runner.invoke(main, ["artifacts", "ls", *base, "--older-than", "30d"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert [line.split()[:4] for line in lines] == [
+        ["/p1/development", "wf.a", "1.0-abc", "old"],
+        ["/p1/development", "wf.b", "1.0-abc", "old"],
+    ]
+    scope, task, version, artifact_id = lines[0].split()[:4]
+    named = ["--scope", scope, "--task", task, "--version", version]
+    shown = runner.invoke(main, ["artifacts", "show", artifact_id, *base, *named, "--json"])
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.output)
+    assert (document["scope_text"], document["task"], document["blob_uris"]) == (
+        scope,
+        task,
+        [owned],
+    )
+    deleted = runner.invoke(
+        main,
+        ["artifacts", "delete", artifact_id, *base, *named, "--storage", blobs.root, "--yes"],
+    )
+    assert deleted.exit_code == 0, deleted.output
+    assert "Deleted 1 artifacts" in deleted.output
+    assert not Path(owned).exists()
+    again = runner.invoke(main, ["artifacts", "show", artifact_id, *base, *named, "--json"])
+    assert again.exit_code == 1
+    assert json.loads(again.output)["error"]["code"] == "NOT_FOUND"
+    # wf.b's artifact "old" is untouched: the scope and task named one dataset.
+    assert (
+        ops.find_artifact(
+            repository,
+            "old",
+            DatasetKey("", "p1", "development", "flyte_task-wf.b", "1.0-abc"),
+        ).task
+        == "wf.b"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "--scope", "p1/development"],
+        ["ls", "--project", "p1"],
+        ["show", "old", "--task", "wf.a"],
+        ["delete", "old", "--older-than", "1d", "--yes"],
+    ],
+)
+def test_bad_artifact_selections_are_json_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(
+        main, ["artifacts", *args, "--database", str(tmp_path / "c.db"), "--json"]
+    )
+    assert result.exit_code == 2
+    assert json.loads(result.output)["error"]["code"] == "INVALID_ARGUMENT"

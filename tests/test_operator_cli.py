@@ -641,3 +641,34 @@ def test_unscoped_entries_need_no_scope_flags(sqlite_catalog: Catalog) -> None:
     assert shown["scope"] == {"org": "", "project": "", "domain": ""}
     ok("delete", "flyte1-key", *sqlite_catalog.flags, "--yes")
     assert sqlite_catalog.listed_keys() == []
+
+
+def test_ls_and_show_report_expiry_and_last_access(sqlite_catalog: Catalog) -> None:
+    """An entry put with a TTL shows when it expires and when it was last used, in ls
+    --json/--wide and show (text and --json); one without a TTL shows no expiry.
+    """
+    written = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    clock = FakeClock(written)
+    with sqlite_catalog.open(clock) as client:
+        client.put(make_key(1), int_map(o0=1), ttl=timedelta(days=400))
+        client.put(make_key(2), int_map(o0=4))
+    expiring, forever = hashing.cache_key(make_key(1)), hashing.cache_key(make_key(2))
+    listed = {
+        item["key"]: item for item in ok_json("ls", *sqlite_catalog.flags, "--all")["entries"]
+    }
+    assert listed[expiring]["expires_at"] == "2027-12-06T12:00:00Z"
+    assert listed[forever]["expires_at"] is None
+    assert listed[expiring]["last_accessed_at"] == "2026-11-01T12:00:00Z"
+    wide = ok("ls", *sqlite_catalog.flags, "--wide").stdout
+    assert "expires (UTC)" in wide and "last access (UTC)" in wide
+    line = next(row for row in wide.splitlines() if expiring in row)
+    assert "2027-12-06 12:00:00" in line
+    shown = ok_json("show", expiring, *sqlite_catalog.flags)
+    assert (shown["expires_at"], shown["last_accessed_at"]) == (
+        "2027-12-06T12:00:00Z",
+        "2026-11-01T12:00:00Z",
+    )
+    text = ok("show", expiring, *sqlite_catalog.flags).stdout
+    assert re.search(r"expires\s+2027-12-06T12:00:00Z", text)
+    assert re.search(r"last access\s+2026-11-01T12:00:00Z", text)
+    assert "expires" not in ok("show", forever, *sqlite_catalog.flags).stdout

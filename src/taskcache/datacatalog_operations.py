@@ -41,6 +41,7 @@ __all__ = [
     "EvictionSummary",
     "artifact_record",
     "artifact_stats",
+    "evict_artifact",
     "evict_artifacts",
     "find_artifact",
     "iter_artifacts",
@@ -55,8 +56,9 @@ DEFAULT_BATCH_SIZE: Final = 200
 class ArtifactSelection:
     """Which artifacts an operation covers: each set field must match; None matches all.
 
-    ``task`` is a Flyte task name (its dataset is ``flyte_task-<task>``); ``older_than``
-    keeps only artifacts created longer ago than that before the operation's ``now``.
+    ``task`` is a Flyte task name (its dataset is ``flyte_task-<task>``), ``version`` the
+    dataset's version; ``older_than`` keeps only artifacts created longer ago than that
+    before the operation's ``now``.
     """
 
     org: str | None = None
@@ -64,6 +66,7 @@ class ArtifactSelection:
     domain: str | None = None
     task: str | None = None
     older_than: timedelta | None = None
+    version: str | None = None
 
     def dataset_filter(self) -> DatasetFilter:
         """Return the repository filter of the datasets this selection covers."""
@@ -72,6 +75,7 @@ class ArtifactSelection:
             project=self.project,
             domain=self.domain,
             name=None if self.task is None else TASK_DATASET_PREFIX + self.task,
+            version=self.version,
         )
 
     def created_before(self, now: datetime) -> datetime | None:
@@ -184,6 +188,12 @@ def find_artifact(
     """Return the artifact ``artifact_id`` of ``dataset`` (None: the newest of that id in any
     dataset). Raises NotFoundError if there is none.
     """
+    return artifact_record(_find_row(repository, artifact_id, dataset))
+
+
+def _find_row(
+    repository: DatacatalogRepository, artifact_id: str, dataset: DatasetKey | None
+) -> ArtifactRow:
     if dataset is None:
         row = repository.find_artifact(artifact_id)
     else:
@@ -193,7 +203,7 @@ def find_artifact(
         )
     if row is None:
         raise NotFoundError(f"no artifact {artifact_id!r}")
-    return artifact_record(row)
+    return row
 
 
 @dataclass(frozen=True)
@@ -250,6 +260,32 @@ def evict_artifacts(
             if not deleted:
                 return summary  # someone else evicted the batch meanwhile
         summary = _tally(summary, deleted, blobs, dry_run=dry_run)
+
+
+def evict_artifact(
+    repository: DatacatalogRepository,
+    blobs: BlobStore | None,
+    artifact_id: str,
+    dataset: DatasetKey | None = None,
+    *,
+    dry_run: bool = False,
+) -> EvictionSummary:
+    """Delete the one artifact :func:`find_artifact` finds for ``artifact_id`` and
+    ``dataset``, with its tags and (with ``blobs``) the blobs of its values under that
+    store's root, as :func:`evict_artifacts` does for a selection.
+
+    Raises NotFoundError if there is no such artifact (also when another operator deleted it
+    first); store errors as the repository does.
+    """
+    row = _find_row(repository, artifact_id, dataset)
+    deleted = (
+        [row]
+        if dry_run
+        else repository.delete_artifacts([ArtifactRef(row.dataset.uuid, row.artifact_id)])
+    )
+    if not deleted:
+        raise NotFoundError(f"no artifact {artifact_id!r}")
+    return _tally(EvictionSummary(), deleted, blobs, dry_run=dry_run)
 
 
 def _tally(

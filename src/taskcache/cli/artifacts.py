@@ -2,9 +2,12 @@
 ``datacatalog.DataCatalog`` (``ls``, ``show``, ``delete``, ``gc``, ``stats``).
 
 The commands open the database ``taskcache serve`` would serve with the same ``--database``
-/ ``--config`` (and ``TASKCACHE_*`` variables), select artifacts by ``--org``, ``--project``,
-``--domain``, ``--task`` and ``--older-than``, and call :mod:`taskcache.datacatalog_operations`.
-``--json`` prints one JSON document on stdout. They parse flags and render; nothing else.
+/ ``--config`` (and ``TASKCACHE_*`` variables), select artifacts by ``--scope`` (written as
+``ls`` prints it, as for the entry commands), ``--task``, ``--version`` and ``--older-than``,
+and call :mod:`taskcache.datacatalog_operations`. ``ls`` prints each artifact's scope, task,
+version and id in the form ``show`` and ``delete`` take back. ``--json`` prints one JSON
+document on stdout, a failure included (:mod:`taskcache.cli.failure`). They parse flags and
+render; nothing else.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from typing import Any, TypeVar
 import click
 
 from taskcache import datacatalog_operations as ops
-from taskcache.cli.operate import DurationType
-from taskcache.errors import CacheError, InvalidArgumentError, NotFoundError
+from taskcache.cli.failure import USAGE_EXIT_CODE, CommandError, from_cache_error
+from taskcache.cli.operate import DurationType, database_options, json_option, scope_option
+from taskcache.errors import CacheError, InvalidArgumentError
 from taskcache.manager import utc_now
+from taskcache.operations import describe_scope
+from taskcache.repositories.base import EntryFilter, Scope
 from taskcache.repositories.datacatalog_base import DatacatalogRepository, DatasetKey
 from taskcache.resolver import open_datacatalog_repository, redact
 from taskcache.server.settings import Settings, load_settings
@@ -30,51 +36,56 @@ from taskcache.storage import BlobStore
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _database_options(function: F) -> F:
+def _dataset_options(function: F) -> F:
+    """Add ``--task`` and ``--version`` (the dataset within ``--scope``)."""
     function = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="serve's config file; its database and storage apply.",
+        "--version", "dataset_version", default=None, help="Only this dataset version."
     )(function)
     return click.option(
-        "--database", default=None, help="The database taskcache serve serves (as for serve)."
+        "--task", default=None, help="Only this task's (dataset flyte_task-<task>)."
     )(function)
 
 
-def _selection_options(function: F) -> F:
-    """Add the selection flags, passed to ``function`` as one ``selection`` argument."""
-    options = [
-        click.option("--org", default=None, help="Only artifacts of this org."),
-        click.option("--project", default=None, help="Only artifacts of this project."),
-        click.option("--domain", default=None, help="Only artifacts of this domain."),
-        click.option("--task", default=None, help="Only this task's (dataset flyte_task-<task>)."),
-        click.option(
-            "--older-than",
-            type=DurationType(),
-            default=None,
-            help="Only artifacts created longer ago than this: 30d, 12h, 90m, 1w, …",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+def _older_than_option(function: F) -> F:
+    return click.option(
+        "--older-than",
+        type=DurationType(),
+        default=None,
+        help="Only artifacts created longer ago than this: 30d, 12h, 90m, 1w, …",
+    )(function)
 
 
 def _selection(
-    org: str | None,
-    project: str | None,
-    domain: str | None,
+    entry_filter: EntryFilter,
     task: str | None,
-    older_than: timedelta | None,
+    dataset_version: str | None,
+    older_than: timedelta | None = None,
 ) -> ops.ArtifactSelection:
-    return ops.ArtifactSelection(org, project, domain, task, older_than)
+    return ops.ArtifactSelection(
+        org=entry_filter.org,
+        project=entry_filter.project,
+        domain=entry_filter.domain,
+        task=task,
+        version=dataset_version,
+        older_than=older_than,
+    )
 
 
-def _json_option(function: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(
-        function
+def _dataset_key(selection: ops.ArtifactSelection) -> DatasetKey | None:
+    """Return the one dataset ``selection`` names (every part given, no ``*``), or None if
+    it names none; a usage error if it names some parts only.
+    """
+    parts = (selection.org, selection.project, selection.domain, selection.task)
+    if None not in parts and selection.version is not None:
+        org, project, domain, task = (str(part) for part in parts)
+        return DatasetKey(org, project, domain, ops.TASK_DATASET_PREFIX + task, selection.version)
+    if selection == ops.ArtifactSelection():
+        return None
+    raise CommandError(
+        "name the artifact's dataset with all of --scope (no *), --task and --version, as "
+        "artifacts ls prints them, or none of them",
+        code="INVALID_ARGUMENT",
+        exit_code=USAGE_EXIT_CODE,
     )
 
 
@@ -84,30 +95,38 @@ def _settings(
     try:
         return load_settings({"database": database, "storage": storage}, config_file=config_file)
     except CacheError as error:
-        raise click.UsageError(str(error)) from error
+        raise from_cache_error(error) from error
 
 
 @contextmanager
 def _catalog(settings: Settings) -> Iterator[DatacatalogRepository]:
-    """Yield the DataCatalog repository of ``settings.database``; close it afterwards."""
+    """Yield the DataCatalog repository of ``settings.database``; close it afterwards.
+
+    Taskcache errors become command failures with their codes (a bad ``--database`` or
+    selection a usage error, exit 2; anything else exit 1).
+    """
     try:
         repository = open_datacatalog_repository(settings.database, pool_size=1)
     except InvalidArgumentError as error:
-        raise click.UsageError(str(error)) from error
+        raise from_cache_error(error) from error
     except CacheError as error:
-        raise click.ClickException(f"cannot open {redact(settings.database)}: {error}") from error
+        shown = redact(settings.database)
+        raise from_cache_error(error, prefix=f"cannot open {shown}: ") from error
     try:
         yield repository
-    except InvalidArgumentError as error:
-        raise click.UsageError(str(error)) from error
     except CacheError as error:
-        raise click.ClickException(str(error)) from error
+        raise from_cache_error(error) from error
     finally:
         repository.close()
 
 
+def _scope_text(record: ops.ArtifactRecord) -> str:
+    return describe_scope(Scope(org=record.org, project=record.project, domain=record.domain))
+
+
 def _record_json(record: ops.ArtifactRecord) -> dict[str, Any]:
     document = asdict(record)
+    document["scope_text"] = _scope_text(record)
     document["created_at"] = record.created_at.isoformat()
     document["tags"] = list(record.tags)
     document["values"] = list(record.values)
@@ -125,21 +144,32 @@ def artifacts_group() -> None:
 
 
 @artifacts_group.command("ls")
-@_database_options
-@_selection_options
+@database_options
+@scope_option("Only artifacts")
+@_dataset_options
+@_older_than_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@_json_option
+@json_option
 def ls_command(
     database: str | None,
     config_file: str | None,
+    entry_filter: EntryFilter,
+    task: str | None,
+    dataset_version: str | None,
+    older_than: timedelta | None,
     limit: int,
     as_json: bool,
-    **selection: Any,
 ) -> None:
-    """List artifacts, newest first: project/domain, task, version, id, tags, created."""
+    """List artifacts, newest first: scope, task, version, id, tags, created.
+
+    The scope, task, version and id are printed as show and delete take them back
+    (``artifacts show ID --scope SCOPE --task TASK --version VERSION``). --json:
+    {"artifacts": [...]}, each with its "scope_text".
+    """
+    selection = _selection(entry_filter, task, dataset_version, older_than)
     settings = _settings(database, config_file)
     with _catalog(settings) as repository:
-        pages = ops.iter_artifacts(repository, _selection(**selection), utc_now(), limit)
+        pages = ops.iter_artifacts(repository, selection, utc_now(), limit)
         records = next(pages, [])
     if as_json:
         _echo_json({"artifacts": [_record_json(record) for record in records]})
@@ -150,48 +180,34 @@ def ls_command(
     for record in records:
         tags = ",".join(record.tags) or "-"
         click.echo(
-            f"{record.project}/{record.domain}  {record.task}  {record.dataset_version}  "
+            f"{_scope_text(record)}  {record.task}  {record.dataset_version}  "
             f"{record.artifact_id}  tags={tags}  {record.created_at.isoformat()}"
         )
 
 
 @artifacts_group.command("show")
 @click.argument("artifact_id")
-@_database_options
-@click.option("--org", default="", help="The dataset's org (default: empty).")
-@click.option("--project", default=None, help="The dataset's project.")
-@click.option("--domain", default=None, help="The dataset's domain.")
-@click.option("--task", default=None, help="The dataset's task (dataset flyte_task-<task>).")
-@click.option("--version", "dataset_version", default=None, help="The dataset's version.")
-@_json_option
+@database_options
+@scope_option("The artifact's dataset is one")
+@_dataset_options
+@json_option
 def show_command(
     artifact_id: str,
     database: str | None,
     config_file: str | None,
-    org: str,
-    project: str | None,
-    domain: str | None,
+    entry_filter: EntryFilter,
     task: str | None,
     dataset_version: str | None,
     as_json: bool,
 ) -> None:
-    """Show one artifact (of the dataset named by all of --project, --domain, --task and
-    --version; otherwise the newest with this id). Exits 1 if there is none.
+    """Show one artifact: of the dataset named by all of --scope, --task and --version (as
+    artifacts ls prints them), or without them the newest with this id. Exits 1 if there is
+    none (NOT_FOUND).
     """
-    parts = (project, domain, task, dataset_version)
-    dataset = (
-        DatasetKey(org, project, domain, ops.TASK_DATASET_PREFIX + task, dataset_version)
-        if project and domain and task and dataset_version
-        else None
-    )
-    if dataset is None and any(parts):
-        raise click.UsageError("name a dataset with all of --project, --domain, --task, --version")
+    dataset = _dataset_key(_selection(entry_filter, task, dataset_version))
     settings = _settings(database, config_file)
     with _catalog(settings) as repository:
-        try:
-            record = ops.find_artifact(repository, artifact_id, dataset)
-        except NotFoundError as error:
-            raise click.ClickException(str(error)) from error
+        record = ops.find_artifact(repository, artifact_id, dataset)
     if as_json:
         _echo_json(_record_json(record))
         return
@@ -199,16 +215,25 @@ def show_command(
         click.echo(f"{name}: {value}")
 
 
-def _evict(
-    settings: Settings,
-    selection: ops.ArtifactSelection,
-    *,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
-    blobs = BlobStore(settings.storage) if settings.storage else None
-    with _catalog(settings) as repository:
-        summary = ops.evict_artifacts(repository, blobs, selection, utc_now(), dry_run=dry_run)
+def _blob_store(settings: Settings) -> BlobStore | None:
+    """Return the store of ``settings.storage`` (None: no blob is deleted); a usage error if
+    it cannot be opened.
+    """
+    if settings.storage is None:
+        return None
+    try:
+        return BlobStore(settings.storage, **settings.storage_options)
+    except CacheError as error:
+        raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
+    except (ValueError, ImportError, TypeError) as error:
+        raise CommandError(
+            f"--storage {settings.storage!r}: {error}",
+            code="INVALID_ARGUMENT",
+            exit_code=USAGE_EXIT_CODE,
+        ) from error
+
+
+def _report(summary: ops.EvictionSummary, *, dry_run: bool, as_json: bool) -> None:
     if as_json:
         _echo_json({"dry_run": dry_run, **asdict(summary)})
         return
@@ -220,44 +245,81 @@ def _evict(
     )
 
 
+def _evict(
+    settings: Settings,
+    selection: ops.ArtifactSelection,
+    *,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    blobs = _blob_store(settings)
+    with _catalog(settings) as repository:
+        summary = ops.evict_artifacts(repository, blobs, selection, utc_now(), dry_run=dry_run)
+    _report(summary, dry_run=dry_run, as_json=as_json)
+
+
 @artifacts_group.command("delete")
-@_database_options
-@_selection_options
+@click.argument("artifact_id", required=False)
+@database_options
+@scope_option("Only artifacts")
+@_dataset_options
+@_older_than_option
 @click.option("--everything", is_flag=True, help="Select every artifact (no other selection).")
 @click.option("--storage", default=None, help="Blob root; only blobs under it are deleted.")
 @click.option("--dry-run", is_flag=True, help="Delete nothing; report what would go.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-@_json_option
+@json_option
 def delete_command(
+    artifact_id: str | None,
     database: str | None,
     config_file: str | None,
+    entry_filter: EntryFilter,
+    task: str | None,
+    dataset_version: str | None,
+    older_than: timedelta | None,
     everything: bool,
     storage: str | None,
     dry_run: bool,
     assume_yes: bool,
     as_json: bool,
-    **selection: Any,
 ) -> None:
-    """Evict the selected artifacts (a task's cache, a project's, everything older than
-    --older-than), with their tags and the blobs the server wrote under --storage.
+    """Evict artifacts with their tags and the blobs the server wrote under --storage: the
+    one ARTIFACT_ID names (with --scope, --task and --version as artifacts ls prints them,
+    or alone for the newest with that id), or the selection (a task's cache, a scope's,
+    everything older than --older-than, or --everything).
     """
-    chosen = _selection(**selection)
-    if chosen == ops.ArtifactSelection() and not everything:
-        raise click.UsageError(
-            "select artifacts (--project, --task, --older-than, …) or --everything"
+    selection = _selection(entry_filter, task, dataset_version, older_than)
+    if artifact_id is not None and (everything or older_than is not None):
+        raise CommandError(
+            "ARTIFACT_ID names one artifact; --everything and --older-than select many",
+            code="INVALID_ARGUMENT",
+            exit_code=USAGE_EXIT_CODE,
         )
+    if artifact_id is None and selection == ops.ArtifactSelection() and not everything:
+        raise CommandError(
+            "select artifacts (ARTIFACT_ID, --scope, --task, --older-than, …) or --everything",
+            code="INVALID_ARGUMENT",
+            exit_code=USAGE_EXIT_CODE,
+        )
+    dataset = None if artifact_id is None else _dataset_key(selection)
     settings = _settings(database, config_file, storage)
     if not (assume_yes or dry_run):
         click.confirm("Delete the selected artifacts?", abort=True, err=True)
-    _evict(settings, chosen, dry_run=dry_run, as_json=as_json)
+    if artifact_id is None:
+        _evict(settings, selection, dry_run=dry_run, as_json=as_json)
+        return
+    blobs = _blob_store(settings)
+    with _catalog(settings) as repository:
+        summary = ops.evict_artifact(repository, blobs, artifact_id, dataset, dry_run=dry_run)
+    _report(summary, dry_run=dry_run, as_json=as_json)
 
 
 @artifacts_group.command("gc")
 @click.option("--older-than", type=DurationType(), required=True, help="30d, 12h, 1w, …")
-@_database_options
+@database_options
 @click.option("--storage", default=None, help="Blob root; only blobs under it are deleted.")
 @click.option("--dry-run", is_flag=True, help="Delete nothing; report what would go.")
-@_json_option
+@json_option
 def gc_command(
     older_than: timedelta,
     database: str | None,
@@ -273,8 +335,8 @@ def gc_command(
 
 
 @artifacts_group.command("stats")
-@_database_options
-@_json_option
+@database_options
+@json_option
 def stats_command(database: str | None, config_file: str | None, as_json: bool) -> None:
     """Show DataCatalog totals: datasets, artifacts, tags, inline bytes, blob values."""
     settings = _settings(database, config_file)

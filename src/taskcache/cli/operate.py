@@ -59,7 +59,7 @@ _CONFIG_HELP = (
 )
 
 
-def _database_options(function: F) -> F:
+def database_options(function: F) -> F:
     """Add ``--database`` and ``--config`` (the catalog to operate on)."""
     function = click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP
@@ -93,7 +93,7 @@ class ScopeType(_ScopeParamType):
             self.fail(error.message, param, ctx)
 
 
-def _scope_option(what: str) -> Callable[[F], F]:
+def scope_option(what: str) -> Callable[[F], F]:
     """Add ``--scope`` (an :class:`EntryFilter`, every scope when not given) to a command;
     ``what`` says what it selects.
     """
@@ -108,7 +108,8 @@ def _scope_option(what: str) -> Callable[[F], F]:
     )
 
 
-def _json_option(function: F) -> F:
+def json_option(function: F) -> F:
+    """Add ``--json`` (passed as ``as_json``): print one JSON document, failures included."""
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON document (for scripts)."
     )(function)
@@ -184,8 +185,8 @@ def _echo_json(document: Any) -> None:
 
 
 @click.command("migrate")
-@_database_options
-@_json_option
+@database_options
+@json_option
 def migrate_command(database: str | None, config_file: str | None, as_json: bool) -> None:
     """Create or upgrade the catalog's schema and print its version.
 
@@ -218,8 +219,8 @@ def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
 
 
 @click.command("ls")
-@_database_options
-@_scope_option("Only entries")
+@database_options
+@scope_option("Only entries")
 @click.option("--prefix", "key_prefix", default=None, help="Only keys starting with this.")
 @click.option(
     "--task",
@@ -234,7 +235,7 @@ def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
 @click.option("--all", "all_pages", is_flag=True, help="List every entry, page by page.")
 @click.option("--wide", is_flag=True, help="Print keys, task names and outputs whole.")
 @click.option("--keys", "keys_only", is_flag=True, help="Print only the keys, one per line.")
-@_json_option
+@json_option
 def ls_command(
     database: str | None,
     config_file: str | None,
@@ -352,9 +353,9 @@ def _find(repository: OperatorRepository, entry_filter: EntryFilter, key: str) -
 
 @click.command("show")
 @click.argument("key")
-@_database_options
-@_scope_option("The entry is one")
-@_json_option
+@database_options
+@scope_option("The entry is one")
+@json_option
 def show_command(
     key: str,
     database: str | None,
@@ -387,8 +388,8 @@ def show_command(
 
 @click.command("delete")
 @click.argument("key")
-@_database_options
-@_scope_option("The entry is one")
+@database_options
+@scope_option("The entry is one")
 @click.option(
     "--delete-blob",
     is_flag=True,
@@ -396,7 +397,7 @@ def show_command(
 )
 @click.option("--storage", default=None, help=_STORAGE_HELP)
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-@_json_option
+@json_option
 def delete_command(
     key: str,
     delete_blob: bool,
@@ -519,8 +520,8 @@ class SizeType(_SizeParamType):
     is_flag=True,
     help="Also delete the output blobs of deleted entries that lie under --storage.",
 )
-@_database_options
-@_scope_option("Only entries")
+@database_options
+@scope_option("Only entries")
 @click.option("--storage", default=None, help=_STORAGE_HELP)
 @click.option(
     "--storage-options",
@@ -528,7 +529,7 @@ class SizeType(_SizeParamType):
     help=f"{OPTION_HELP['storage_options']} [env: {environment_variable('storage_options')}]",
 )
 @_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
-@_json_option
+@json_option
 def gc_command(
     older_than: timedelta | None,
     max_bytes: int | None,
@@ -660,9 +661,9 @@ def _run_gc(
 
 
 @click.command("stats")
-@_database_options
-@_scope_option("Only the figures")
-@_json_option
+@database_options
+@scope_option("Only the figures")
+@json_option
 def stats_command(
     database: str | None, config_file: str | None, entry_filter: EntryFilter, as_json: bool
 ) -> None:
@@ -690,8 +691,8 @@ def _interactive() -> bool:
 
 
 @click.command("clear")
-@_database_options
-@_scope_option("Only entries")
+@database_options
+@scope_option("Only entries")
 @click.option("--task", default=None, help="Only entries written by the task of this name.")
 @click.option(
     "--delete-blobs",
@@ -701,7 +702,7 @@ def _interactive() -> bool:
 @click.option("--storage", default=None, help=_STORAGE_HELP)
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
-@_json_option
+@json_option
 def clear_command(
     database: str | None,
     config_file: str | None,

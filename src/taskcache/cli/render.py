@@ -112,7 +112,8 @@ def scope_json(scope: Scope) -> dict[str, str]:
 
 def entry_json(row: EntryRow) -> dict[str, Any]:
     """Return the listing fields of ``row``: key, scope (as a dict and in ``--scope`` form),
-    task name, output (URI or inline size), times.
+    task name, output (URI or inline size), times (``expires_at`` and ``last_accessed_at``
+    None when not set).
     """
     return {
         "key": row.key,
@@ -123,6 +124,8 @@ def entry_json(row: EntryRow) -> dict[str, Any]:
         "inline_bytes": None if row.output_literals is None else len(row.output_literals),
         "created_at": iso(row.created_at),
         "last_updated_at": iso(row.last_updated_at),
+        "expires_at": None if row.expires_at is None else iso(row.expires_at),
+        "last_accessed_at": None if row.last_accessed_at is None else iso(row.last_accessed_at),
     }
 
 
@@ -223,7 +226,8 @@ def entries_table(
 
     Every column has a fixed width so that the tables of successive pages (``ls --all``)
     line up as one listing; only the first needs ``show_header``. ``wide``: keys, task
-    names and outputs whole (their columns as wide as the widest value on the page).
+    names and outputs whole (their columns as wide as the widest value on the page), plus
+    each entry's expiry and last access (``-`` when not set).
     """
 
     def column(header: str, width: int, values: Sequence[str]) -> Column:
@@ -243,21 +247,29 @@ def entries_table(
         column("output", OUTPUT_WIDTH, outputs),
         Column("created (UTC)", width=19, no_wrap=True),
         Column("last updated (UTC)", width=19, no_wrap=True),
+        *(
+            (
+                Column("expires (UTC)", width=19, no_wrap=True),
+                Column("last access (UTC)", width=19, no_wrap=True),
+            )
+            if wide
+            else ()
+        ),
         box=box.SIMPLE_HEAD,
         show_header=show_header,
         show_edge=False,
         pad_edge=False,
     )
     for row, key, task, output in zip(rows, keys, tasks, outputs, strict=True):
-        table.add_row(
-            Text(key),
-            Text(describe_scope(row.scope)),
-            Text(task),
-            Text(output),
-            table_time(row.created_at),
-            table_time(row.last_updated_at),
-        )
+        times = [table_time(row.created_at), table_time(row.last_updated_at)]
+        if wide:
+            times += [_optional_time(row.expires_at), _optional_time(row.last_accessed_at)]
+        table.add_row(Text(key), Text(describe_scope(row.scope)), Text(task), Text(output), *times)
     return table
+
+
+def _optional_time(value: datetime | None) -> str:
+    return "-" if value is None else table_time(value)
 
 
 def output_text(row: EntryRow) -> str:
@@ -291,6 +303,11 @@ def details_renderable(details: EntryDetails, now: datetime) -> RenderableType:
         ("created", iso(row.created_at)),
         ("last updated", iso(row.last_updated_at)),
     ]
+    if row.expires_at is not None:
+        state = "expired" if row.expires_at <= now else "expires"
+        items.append((state, iso(row.expires_at)))
+    if row.last_accessed_at is not None:
+        items.append(("last access", iso(row.last_accessed_at)))
     if details.source is not None:
         source = details.source
         items.append(
