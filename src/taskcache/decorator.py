@@ -31,6 +31,7 @@ from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 from taskcache import hashing, values
 from taskcache.clients.base import AsyncClient, Client, optional_ttl
 from taskcache.clients.compute_once import DEFAULT_HEARTBEAT
+from taskcache.environment import EnvironmentReader
 from taskcache.errors import NotFoundError
 from taskcache.home import HOME_ENVIRONMENT_VARIABLE
 from taskcache.keywords import check_names
@@ -149,6 +150,12 @@ class _Signature:
             )
             if not given
         )
+        self._scope_environment = EnvironmentReader(
+            tuple(variable for _, variable, _ in self._scope_lookups)
+        )
+        # (the environment read, the scope derived from it): while the read returns the same
+        # tuple, nothing changed and the scope is reused. Replaced whole (thread-safe).
+        self._last_scope: tuple[tuple[str | None, ...], tuple[str, ...]] | None = None
         # Shared by the keys of every call, as nothing writes to a key's identifier or
         # interface; a race only computes an equal value twice.
         self._identities: dict[tuple[str, ...], tuple[identifier_pb2.Identifier, str]] = {}
@@ -159,11 +166,16 @@ class _Signature:
         """Return the (org, project, domain) of a call now: given, else from the environment,
         else the default.
         """
+        found = self._scope_environment.read()
+        last = self._last_scope
+        if last is not None and last[0] is found:
+            return last[1]
         scope = [given or "" for given in self.options.scope]
-        environ = os.environ
-        for index, variable, default in self._scope_lookups:
-            scope[index] = environ.get(variable) or default
-        return tuple(scope)
+        for (index, _, default), value in zip(self._scope_lookups, found, strict=True):
+            scope[index] = value or default
+        derived = tuple(scope)
+        self._last_scope = (found, derived)
+        return derived
 
     def identity(self, scope: tuple[str, ...]) -> tuple[identifier_pb2.Identifier, str]:
         """Return the task Identifier of ``scope`` and its hash (the key's first part)."""
@@ -410,10 +422,16 @@ _opened: dict[tuple[object, ...], Client | AsyncClient] = {}
 _opened_lock = threading.Lock()
 
 
+# What a catalog named by neither the options nor a client resolves against, read per call.
+_CATALOG_ENVIRONMENT: Final = EnvironmentReader(
+    (TARGET_ENVIRONMENT_VARIABLE, HOME_ENVIRONMENT_VARIABLE)
+)
+
+
 def _target(catalog: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
     if catalog is not None:
         return catalog
-    return os.environ.get(TARGET_ENVIRONMENT_VARIABLE) or None
+    return _CATALOG_ENVIRONMENT.read()[0] or None
 
 
 def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncClient:
@@ -434,7 +452,7 @@ def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncC
         os.getpid(),
         loop,
         target,
-        os.environ.get(HOME_ENVIRONMENT_VARIABLE),
+        _CATALOG_ENVIRONMENT.read()[1],
         options.max_age,
     )
     with _opened_lock:

@@ -626,7 +626,9 @@ class SqliteRepository:
             return
         with self._sessions:
             self._in_use -= 1
-            if not self._in_use:
+            # Only a fork waits for the count to reach zero (it sets _forking under this lock
+            # first), so without one in progress there is nobody to wake.
+            if not self._in_use and self._forking:
                 self._sessions.notify_all()
 
     @contextmanager
