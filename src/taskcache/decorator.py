@@ -21,7 +21,7 @@ import os
 import textwrap
 import threading
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
@@ -142,6 +142,11 @@ class _Signature:
         # fast path in arguments() skips inspect's general binding (same arguments, same order).
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self.positional = all(kind in positional for kind in self.kinds.values())
+        # On that path, the positions of the arguments that take part in the key.
+        self._keyed_positions = tuple(
+            index for index, name in enumerate(self.kinds) if name not in self.excluded
+        )
+        self._all_keyed = len(self._keyed_positions) == len(self.kinds)
         # The scope variables to read from the environment on each call (the others are given).
         self._scope_lookups = tuple(
             (index, variable, default)
@@ -208,43 +213,53 @@ class _Signature:
         """Return the key of the call ``function(*args, **kwargs)``; TypeError naming the
         parameter whose value has no converter, or if the arguments do not bind.
         """
-        arguments = self.arguments(args, kwargs)
         scope = self.scope()
-        memo_key = self._memo_key(arguments, scope)
+        memo_key = self._memo_key(self._keyed_values(args, kwargs), scope)
         found = self._recall(memo_key, scope)
-        return found if found is not None else self._build(arguments, scope, memo_key)
+        if found is not None:
+            return found
+        return self._build(self.arguments(args, kwargs), scope, memo_key)
 
     def remembered_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Key | None:
         """Return the key of this call if it is remembered (no conversion, no hashing), else
         None; TypeError if the arguments do not bind.
         """
         scope = self.scope()
-        return self._recall(self._memo_key(self.arguments(args, kwargs), scope), scope)
+        return self._recall(self._memo_key(self._keyed_values(args, kwargs), scope), scope)
 
-    def _memo_key(
-        self, arguments: Mapping[str, Any], scope: tuple[str, ...]
-    ) -> tuple[object, ...] | None:
+    def _keyed_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Sequence[Any]:
+        """Return the values of the parameters that take part in the key, in parameter order
+        (as :meth:`arguments` orders them, so both ways of passing one give the same values);
+        TypeError if the arguments do not bind.
+        """
+        if self.positional and not kwargs and len(args) == len(self.kinds):
+            # Binding is zipping (see __init__): no name look-ups for the remembered hit.
+            return args if self._all_keyed else [args[index] for index in self._keyed_positions]
+        excluded = self.excluded
+        return [
+            value for name, value in self.arguments(args, kwargs).items() if name not in excluded
+        ]
+
+    def _memo_key(self, keyed: Sequence[Any], scope: tuple[str, ...]) -> tuple[object, ...] | None:
         """Return what identifies this call's key among remembered ones, or None if an
         argument is not a plain scalar (its key is not remembered).
         """
         form: list[object] = [scope, values.registry_version()]
-        excluded = self.excluded
-        for name, value in arguments.items():
-            if name in excluded:
-                continue
+        append = form.append
+        for value in keyed:
             kind = type(value)
             if kind is float:
                 # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
-                form.append(kind)
-                form.append(value.hex())
+                append(kind)
+                append(value.hex())
                 continue
             if kind is str or kind is bytes:
                 if len(value) > _MAX_REMEMBERED_LENGTH:
                     return None
             elif kind not in _PLAIN_SCALARS:
                 return None
-            form.append(kind)
-            form.append(value)
+            append(kind)
+            append(value)
         return tuple(form)
 
     def _recall(self, memo_key: tuple[object, ...] | None, scope: tuple[str, ...]) -> Key | None:
