@@ -318,3 +318,23 @@ def test_file_catalogs_read_through_memory_mapping(tmp_path: Path) -> None:
 
     with SqliteRepository(tmp_path / "c.db") as repository, repository._session() as conn:
         assert conn.execute("PRAGMA mmap_size").fetchone()[0] == 1 << 30
+
+
+def three(a: int, skipped: str, c: float) -> str:
+    """A function with an ignored middle parameter."""
+    return f"{a}{skipped}{c}"
+
+
+def test_positional_and_keyword_calls_share_one_remembered_key() -> None:
+    # Positional calls build their remembered-key form from args by position, keyword calls
+    # from the bound arguments: both must name the same key, and skip the ignored parameter.
+    cached = taskcache.cached(version="v1", ignore=["skipped"])(three)
+    positional = cached.cache_key(1, "x", 2.5)
+    signature = cached._signature
+    assert signature.remembered_key((1, "other", 2.5), {}) is not None
+    remembered = signature.remembered_key((1,), {"c": 2.5, "skipped": "y"})
+    assert remembered is not None
+    assert hashing.cache_key(remembered) == positional
+    assert cached.cache_key(a=1, skipped="z", c=2.5) == positional
+    assert cached.cache_key(1, "x", -2.5) != positional
+    assert signature.remembered_key((2, "x", 2.5), {}) is None

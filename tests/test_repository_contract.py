@@ -748,3 +748,26 @@ def test_pool_stats_exist_only_for_pooled_backends(repo: Repository) -> None:
         assert stats.size >= 1
         assert 0 <= stats.available <= stats.size
         assert stats.waiting >= 0
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-instant", "three-instants"])
+def test_a_row_read_back_is_the_row_written_field_by_field(repo: Repository, shared: bool) -> None:
+    # Rows are decoded without the dataclass __init__ and equal stored times are decoded
+    # once: every field, last_accessed_at too (which equality ignores), must still match.
+    updated = T0 if shared else T0 + 7 * US
+    accessed = T0 if shared else T0 + 13 * US
+    row = replace(
+        entry(created_at=T0, last_updated_at=updated, key_map={"a": "1"}),
+        expires_at=T0 + timedelta(days=1),
+        blob_bytes=42,
+        last_accessed_at=accessed,
+    )
+    repo.create_entry(row, replace_if_updated_before=None)
+    found = repo.get_entry(SCOPE, "key")
+    assert found is not None
+    assert type(found) is EntryRow
+    for name in EntryRow.__dataclass_fields__:
+        assert getattr(found, name) == getattr(row, name), name
+    assert found == row
+    with pytest.raises(AttributeError):  # still frozen
+        found.key = "other"  # type: ignore[misc]

@@ -21,7 +21,7 @@ import os
 import textwrap
 import threading
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
@@ -31,6 +31,7 @@ from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 from taskcache import hashing, values
 from taskcache.clients.base import AsyncClient, Client, optional_ttl
 from taskcache.clients.compute_once import DEFAULT_HEARTBEAT
+from taskcache.environment import EnvironmentReader
 from taskcache.errors import NotFoundError
 from taskcache.home import HOME_ENVIRONMENT_VARIABLE
 from taskcache.keywords import check_names
@@ -141,6 +142,11 @@ class _Signature:
         # fast path in arguments() skips inspect's general binding (same arguments, same order).
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self.positional = all(kind in positional for kind in self.kinds.values())
+        # On that path, the positions of the arguments that take part in the key.
+        self._keyed_positions = tuple(
+            index for index, name in enumerate(self.kinds) if name not in self.excluded
+        )
+        self._all_keyed = len(self._keyed_positions) == len(self.kinds)
         # The scope variables to read from the environment on each call (the others are given).
         self._scope_lookups = tuple(
             (index, variable, default)
@@ -149,6 +155,12 @@ class _Signature:
             )
             if not given
         )
+        self._scope_environment = EnvironmentReader(
+            tuple(variable for _, variable, _ in self._scope_lookups)
+        )
+        # (the environment read, the scope derived from it): while the read returns the same
+        # tuple, nothing changed and the scope is reused. Replaced whole (thread-safe).
+        self._last_scope: tuple[tuple[str | None, ...], tuple[str, ...]] | None = None
         # Shared by the keys of every call, as nothing writes to a key's identifier or
         # interface; a race only computes an equal value twice.
         self._identities: dict[tuple[str, ...], tuple[identifier_pb2.Identifier, str]] = {}
@@ -159,11 +171,16 @@ class _Signature:
         """Return the (org, project, domain) of a call now: given, else from the environment,
         else the default.
         """
+        found = self._scope_environment.read()
+        last = self._last_scope
+        if last is not None and last[0] is found:
+            return last[1]
         scope = [given or "" for given in self.options.scope]
-        environ = os.environ
-        for index, variable, default in self._scope_lookups:
-            scope[index] = environ.get(variable) or default
-        return tuple(scope)
+        for (index, _, default), value in zip(self._scope_lookups, found, strict=True):
+            scope[index] = value or default
+        derived = tuple(scope)
+        self._last_scope = (found, derived)
+        return derived
 
     def identity(self, scope: tuple[str, ...]) -> tuple[identifier_pb2.Identifier, str]:
         """Return the task Identifier of ``scope`` and its hash (the key's first part)."""
@@ -196,43 +213,53 @@ class _Signature:
         """Return the key of the call ``function(*args, **kwargs)``; TypeError naming the
         parameter whose value has no converter, or if the arguments do not bind.
         """
-        arguments = self.arguments(args, kwargs)
         scope = self.scope()
-        memo_key = self._memo_key(arguments, scope)
+        memo_key = self._memo_key(self._keyed_values(args, kwargs), scope)
         found = self._recall(memo_key, scope)
-        return found if found is not None else self._build(arguments, scope, memo_key)
+        if found is not None:
+            return found
+        return self._build(self.arguments(args, kwargs), scope, memo_key)
 
     def remembered_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Key | None:
         """Return the key of this call if it is remembered (no conversion, no hashing), else
         None; TypeError if the arguments do not bind.
         """
         scope = self.scope()
-        return self._recall(self._memo_key(self.arguments(args, kwargs), scope), scope)
+        return self._recall(self._memo_key(self._keyed_values(args, kwargs), scope), scope)
 
-    def _memo_key(
-        self, arguments: Mapping[str, Any], scope: tuple[str, ...]
-    ) -> tuple[object, ...] | None:
+    def _keyed_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Sequence[Any]:
+        """Return the values of the parameters that take part in the key, in parameter order
+        (as :meth:`arguments` orders them, so both ways of passing one give the same values);
+        TypeError if the arguments do not bind.
+        """
+        if self.positional and not kwargs and len(args) == len(self.kinds):
+            # Binding is zipping (see __init__): no name look-ups for the remembered hit.
+            return args if self._all_keyed else [args[index] for index in self._keyed_positions]
+        excluded = self.excluded
+        return [
+            value for name, value in self.arguments(args, kwargs).items() if name not in excluded
+        ]
+
+    def _memo_key(self, keyed: Sequence[Any], scope: tuple[str, ...]) -> tuple[object, ...] | None:
         """Return what identifies this call's key among remembered ones, or None if an
         argument is not a plain scalar (its key is not remembered).
         """
         form: list[object] = [scope, values.registry_version()]
-        excluded = self.excluded
-        for name, value in arguments.items():
-            if name in excluded:
-                continue
+        append = form.append
+        for value in keyed:
             kind = type(value)
             if kind is float:
                 # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
-                form.append(kind)
-                form.append(value.hex())
+                append(kind)
+                append(value.hex())
                 continue
             if kind is str or kind is bytes:
                 if len(value) > _MAX_REMEMBERED_LENGTH:
                     return None
             elif kind not in _PLAIN_SCALARS:
                 return None
-            form.append(kind)
-            form.append(value)
+            append(kind)
+            append(value)
         return tuple(form)
 
     def _recall(self, memo_key: tuple[object, ...] | None, scope: tuple[str, ...]) -> Key | None:
@@ -410,10 +437,16 @@ _opened: dict[tuple[object, ...], Client | AsyncClient] = {}
 _opened_lock = threading.Lock()
 
 
+# What a catalog named by neither the options nor a client resolves against, read per call.
+_CATALOG_ENVIRONMENT: Final = EnvironmentReader(
+    (TARGET_ENVIRONMENT_VARIABLE, HOME_ENVIRONMENT_VARIABLE)
+)
+
+
 def _target(catalog: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
     if catalog is not None:
         return catalog
-    return os.environ.get(TARGET_ENVIRONMENT_VARIABLE) or None
+    return _CATALOG_ENVIRONMENT.read()[0] or None
 
 
 def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncClient:
@@ -434,7 +467,7 @@ def _catalog_client(options: _Options, *, asynchronous: bool) -> Client | AsyncC
         os.getpid(),
         loop,
         target,
-        os.environ.get(HOME_ENVIRONMENT_VARIABLE),
+        _CATALOG_ENVIRONMENT.read()[1],
         options.max_age,
     )
     with _opened_lock:

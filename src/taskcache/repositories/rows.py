@@ -70,21 +70,24 @@ class RowCodec:
             blob_bytes,
             last_accessed_at,
         ) = row
-        return EntryRow(
+        time = self.time
+        # Equal stored times decode once: a fresh entry's three times are one instant.
+        updated = time(last_updated_at)
+        return _stored_entry_row(
             scope=scope,
             key=key,
             output_uri=output_uri,
             output_literals=None if output_literals is None else bytes(output_literals),
             source_identifier=bytes(source_identifier),
             key_map=self.key_map(key_map),
-            created_at=self.time(created_at),
-            last_updated_at=self.time(last_updated_at),
-            expires_at=None if expires_at is None else self.time(expires_at),
+            created_at=updated if created_at == last_updated_at else time(created_at),
+            last_updated_at=updated,
+            expires_at=None if expires_at is None else time(expires_at),
             blob_bytes=None if blob_bytes is None else int(blob_bytes),
             last_accessed_at=(
-                self.time(last_updated_at)
-                if last_accessed_at is None
-                else self.time(last_accessed_at)
+                updated
+                if last_accessed_at is None or last_accessed_at == last_updated_at
+                else time(last_accessed_at)
             ),
         )
 
@@ -105,3 +108,14 @@ class RowCodec:
             heartbeat_interval=timedelta(microseconds=heartbeat_us),
             expires_at=self.time(expires_at),
         )
+
+
+def _stored_entry_row(**fields: Any) -> EntryRow:
+    """Return the EntryRow of ``fields`` (every field, decoded from a stored row) without
+    the frozen dataclass's ``__init__``: it sets each field through ``object.__setattr__``,
+    which costs a Get hit more than the rest of the decoding, and a row read back from our
+    own database needs no checking. The result is an ordinary, equal, frozen EntryRow.
+    """
+    entry: EntryRow = object.__new__(EntryRow)
+    entry.__dict__.update(fields)
+    return entry

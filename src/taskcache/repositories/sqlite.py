@@ -406,6 +406,14 @@ os.register_at_fork(
 )
 
 
+def _session_count_lock() -> tuple[threading.Lock, threading.Condition]:
+    """Return the lock guarding a repository's session count and the condition built on it
+    (a fork waits on it for the count to reach zero; sessions wait on it during a fork).
+    """
+    lock = threading.Lock()
+    return lock, threading.Condition(lock)
+
+
 class _Session:
     """One operation's use of a repository's connection: entering yields it, leaving ends
     the session and re-raises sqlite errors as taskcache errors (the cause chained).
@@ -466,7 +474,7 @@ class SqliteRepository:
         # Guards the in-memory connection for a whole operation, and the connection registry.
         self._lock = threading.RLock()
         # File sessions in progress, and whether a fork waits for them to end (see _session).
-        self._sessions = threading.Condition(threading.Lock())
+        self._sessions_lock, self._sessions = _session_count_lock()
         self._in_use = 0
         self._forking = False
         self._local = threading.local()
@@ -545,7 +553,7 @@ class SqliteRepository:
         """
         # Fresh locks: the parent's threads that could have waited on these do not exist here.
         self._lock = threading.RLock()
-        self._sessions = threading.Condition(threading.Lock())
+        self._sessions_lock, self._sessions = _session_count_lock()
         self._in_use = 0
         self._forking = False
         self._local = threading.local()
@@ -597,7 +605,8 @@ class SqliteRepository:
             return self._memory
         self._ensure_open()
         # Counted, so that a fork can wait until no connection is in use (see _before_fork).
-        with self._sessions:
+        # The condition's own lock, taken directly: entering the Condition costs a Python call.
+        with self._sessions_lock:
             while self._forking:
                 self._sessions.wait()
             self._in_use += 1
@@ -624,9 +633,11 @@ class SqliteRepository:
         if in_memory:
             self._lock.release()
             return
-        with self._sessions:
+        with self._sessions_lock:
             self._in_use -= 1
-            if not self._in_use:
+            # Only a fork waits for the count to reach zero (it sets _forking under this lock
+            # first), so without one in progress there is nobody to wake.
+            if not self._in_use and self._forking:
                 self._sessions.notify_all()
 
     @contextmanager
