@@ -27,7 +27,7 @@ from bench.literals import literal_map, task_identifier
 from taskcache.errors import NotFoundError
 from taskcache.manager import CacheManager
 from taskcache.repositories.base import Repository, Scope
-from taskcache.repositories.sqlite import SqliteRepository
+from taskcache.repositories.sqlite import SqliteRepository, entry_rowid
 
 SCOPE = Scope("bench", "taskcache", "development")
 BATCH = 50_000
@@ -82,11 +82,12 @@ def load_sqlite(path: Path, count: int) -> None:
         for batch in _batches(count):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
-                "INSERT INTO cache_entries (org, project, domain, key, output_uri, output_literals,"
-                " source_identifier, key_map, created_at, last_updated_at, last_accessed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO cache_entries (id, org, project, domain, key, output_uri,"
+                " output_literals, source_identifier, key_map, created_at, last_updated_at,"
+                " last_accessed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
+                        entry_rowid(SCOPE.org, SCOPE.project, SCOPE.domain, key),
                         SCOPE.org,
                         SCOPE.project,
                         SCOPE.domain,

@@ -12,6 +12,7 @@ Rows only: it must not decide policy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -46,7 +47,27 @@ from taskcache.repositories.migrations import pending
 from taskcache.repositories.rows import ENTRY_COLUMN_NAMES, RowCodec
 from taskcache.repositories.rows import ENTRY_COLUMNS as _ENTRY_COLUMNS
 
-__all__ = ["SCHEMA_VERSION", "SqliteRepository"]
+__all__ = ["SCHEMA_VERSION", "SqliteRepository", "entry_rowid"]
+
+# The SQL name of entry_rowid, registered on the connection that migrates.
+_ROWID_FUNCTION: Final = "taskcache_entry_rowid"
+_MIGRATED_COLUMNS: Final = (
+    "org, project, domain, key, output_uri, output_literals, source_identifier, key_map,"
+    " created_at, last_updated_at, expires_at, blob_bytes, last_accessed_at"
+)
+
+
+def entry_rowid(org: str, project: str, domain: str, key: str) -> int:
+    """Return the rowid an entry of this scope and key takes in ``cache_entries`` if free.
+
+    A signed 64-bit hash (BLAKE2b), stable across processes and versions: existing files
+    depend on it. Distinct keys may share it; the row still stores and is matched on its
+    text, so a shared value costs only speed, never another key's entry. Never raises.
+    """
+    # Unit separators keep ("a", "bc") and ("ab", "c") apart; surrogatepass accepts any str.
+    text = "\x1f".join((org, project, domain, key)).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)
+
 
 # Each entry upgrades the schema by one version: MIGRATIONS[0] takes an empty database to
 # version 1, MIGRATIONS[1] takes version 1 to 2, and so on. Never edit a
@@ -179,16 +200,74 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    (
+        # A Get at 10^6 entries descended the text primary-key index and then the rowid
+        # table. Now each row's rowid is, where free, a 64-bit hash of its scope and key
+        # (entry_rowid), so a hit is one descent of the integer-keyed table, which still
+        # stores and compares the text. A row whose hash slot another key holds gets an
+        # ordinary rowid and is found through the unique index, as every miss is.
+        """
+        CREATE TABLE cache_entries_by_rowid (
+            id INTEGER PRIMARY KEY,
+            org TEXT NOT NULL,
+            project TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            key TEXT NOT NULL,
+            output_uri TEXT NULL,
+            output_literals BLOB NULL,
+            source_identifier BLOB NOT NULL,
+            key_map TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_updated_at INTEGER NOT NULL,
+            expires_at INTEGER NULL,
+            blob_bytes INTEGER NULL,
+            last_accessed_at INTEGER NULL,
+            UNIQUE (org, project, domain, key),
+            CHECK (output_uri IS NOT NULL OR output_literals IS NOT NULL)
+        )
+        """,
+        # Rows whose hash slot is free (all but colliding ones) first; IGNORE skips only a
+        # taken slot, since the old table's key was unique already.
+        f"""
+        INSERT OR IGNORE INTO cache_entries_by_rowid (id, {_MIGRATED_COLUMNS})
+        SELECT {_ROWID_FUNCTION}(org, project, domain, key), {_MIGRATED_COLUMNS}
+        FROM cache_entries
+        """,
+        f"""
+        INSERT INTO cache_entries_by_rowid ({_MIGRATED_COLUMNS})
+        SELECT {_MIGRATED_COLUMNS} FROM cache_entries AS old
+        WHERE NOT EXISTS (
+            SELECT 1 FROM cache_entries_by_rowid AS new
+            WHERE new.org = old.org AND new.project = old.project
+              AND new.domain = old.domain AND new.key = old.key
+        )
+        """,
+        "DROP TABLE cache_entries",
+        "ALTER TABLE cache_entries_by_rowid RENAME TO cache_entries",
+        "CREATE INDEX cache_entries_last_updated_at ON cache_entries (last_updated_at)",
+        """
+        CREATE INDEX cache_entries_newest_first
+            ON cache_entries (last_updated_at DESC, org, project, domain, key)
+        """,
+        "CREATE INDEX cache_entries_output_uri ON cache_entries (output_uri)",
+        """
+        CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at)
+            WHERE expires_at IS NOT NULL
+        """,
+        """
+        CREATE INDEX cache_entries_least_recently_used
+            ON cache_entries (last_accessed_at, org, project, domain, key)
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 
 # Memory-mapped reads, per connection, of up to this much of the file (address space, not
 # memory: the pages are the OS page cache's, shared by every connection and process). In a
-# large catalog a Get touches about eight B-tree pages of the key index and the table, at
-# random; read with pread into SQLite's 2 MiB page cache each is a system call and a copy.
-# Mapping removes those: about a third of the extra latency of a Get at 10^6 entries over one
-# at 10^3 (the rest is the deeper trees themselves; docs/benchmarks.md, P6).
+# large catalog a Get touches a few B-tree pages at random (the rowid table's, see schema 6);
+# read with pread into SQLite's 2 MiB page cache each is a system call and a copy. Mapping
+# removes those (bench/analysis.md, P6).
 _MMAP_BYTES: Final = 1 << 30
 
 # UPSERT (INSERT ... ON CONFLICT DO UPDATE ... WHERE) arrived in 3.24.
@@ -211,7 +290,29 @@ _UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable 
 
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
 # One text per statement, so sqlite3's per-connection statement cache prepares it once.
-_SELECT_ENTRY: Final = f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE {_SCOPE_KEY_WHERE}"
+# Parameters: entry_rowid, then the scope and key (_keyed). The row at its hash slot first
+# (one descent of the rowid table); only if that is another key's or empty, the unique
+# index. LIMIT 1 stops a compound SELECT at its first row, so a hit never runs the second.
+_SELECT_ENTRY: Final = f"""
+    SELECT {_ENTRY_COLUMNS} FROM cache_entries
+    WHERE id = ?1 AND org = ?2 AND project = ?3 AND domain = ?4 AND key = ?5
+    UNION ALL
+    SELECT {_ENTRY_COLUMNS} FROM cache_entries
+    WHERE org = ?2 AND project = ?3 AND domain = ?4 AND key = ?5
+    LIMIT 1
+"""
+# The rowid a new row takes: its hash slot (first parameter, given twice), or, if any row
+# holds that, NULL, which makes SQLite choose an unused rowid. Never another row's rowid.
+_FREE_ROWID: Final = (
+    "CASE WHEN EXISTS (SELECT 1 FROM cache_entries WHERE id = ?) THEN NULL ELSE ? END"
+)
+# The same, but a slot held by this very key counts as free (INSERT OR REPLACE replaces it);
+# parameters: rowid, scope and key, rowid.
+_FREE_OR_OWN_ROWID: Final = f"""
+    CASE WHEN EXISTS (
+        SELECT 1 FROM cache_entries WHERE id = ? AND NOT ({_SCOPE_KEY_WHERE})
+    ) THEN NULL ELSE ? END
+"""
 _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 # Columns named, so a column added by a later migration cannot shift the values.
 _ALL_COLUMNS: Final = f"org, project, domain, key, {_ENTRY_COLUMNS}"
@@ -327,6 +428,11 @@ def _decode_key_map(text: str) -> dict[str, str]:
 
 def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
     return (scope.org, scope.project, scope.domain, key)
+
+
+def _keyed(scope: Scope, key: str) -> tuple[int, str, str, str, str]:
+    """Return the parameters of :data:`_SELECT_ENTRY`: the entry's rowid, scope and key."""
+    return (entry_rowid(scope.org, scope.project, scope.domain, key), *_scope_key(scope, key))
 
 
 def _unchanged_params(row: EntryRow) -> tuple[Any, ...]:
@@ -659,7 +765,7 @@ class SqliteRepository:
         # A plain session even under a deadline: in WAL mode a read never waits for the write
         # lock, so bounding that wait (two PRAGMAs) would be pure cost on the hit path.
         with _Session(self) as conn:
-            found = conn.execute(_SELECT_ENTRY, _scope_key(scope, key)).fetchone()
+            found = conn.execute(_SELECT_ENTRY, _keyed(scope, key)).fetchone()
         return None if found is None else _entry_from_row(scope, key, found)
 
     def create_entry(
@@ -673,6 +779,7 @@ class SqliteRepository:
         Returns whether it wrote and the stale row it replaced, if any.
         """
         params = _entry_params(row)
+        rowid = entry_rowid(*params[:4])
         cutoff = (
             None
             if replace_if_updated_before is None
@@ -686,7 +793,7 @@ class SqliteRepository:
         with self._transaction() as conn:
             found = conn.execute(
                 _SELECT_ENTRY,
-                _scope_key(row.scope, row.key),
+                _keyed(row.scope, row.key),
             ).fetchone()
             if found is not None:
                 existing = _entry_from_row(row.scope, row.key, found)
@@ -695,13 +802,15 @@ class SqliteRepository:
                 if not (stale or expired):
                     return CreateOutcome(written=False, replaced=None)
                 conn.execute(
-                    f"INSERT OR REPLACE INTO cache_entries ({_ALL_COLUMNS})"
-                    f" VALUES ({_PLACEHOLDERS})",
-                    params,
+                    f"INSERT OR REPLACE INTO cache_entries (id, {_ALL_COLUMNS})"
+                    f" VALUES ({_FREE_OR_OWN_ROWID}, {_PLACEHOLDERS})",
+                    (rowid, *params[:4], rowid, *params),
                 )
                 return CreateOutcome(written=True, replaced=existing)
             conn.execute(
-                f"INSERT INTO cache_entries ({_ALL_COLUMNS}) VALUES ({_PLACEHOLDERS})", params
+                f"INSERT INTO cache_entries (id, {_ALL_COLUMNS})"
+                f" VALUES ({_FREE_ROWID}, {_PLACEHOLDERS})",
+                (rowid, rowid, *params),
             )
         return CreateOutcome(written=True, replaced=None)
 
@@ -711,14 +820,15 @@ class SqliteRepository:
         With ``keep_created_at`` an existing row's ``created_at`` survives.
         """
         params = _entry_params(row)
+        rowid = entry_rowid(*params[:4])
         with self._transaction() as conn:
-            found = conn.execute(
-                _SELECT_ENTRY,
-                _scope_key(row.scope, row.key),
-            ).fetchone()
+            found = conn.execute(_SELECT_ENTRY, (rowid, *params[:4])).fetchone()
+            # A slot held even by this key's own row yields NULL here: the upsert then
+            # conflicts on the key alone and updates that row in place, rowid unchanged.
             conn.execute(
                 f"""
-                INSERT INTO cache_entries ({_ALL_COLUMNS}) VALUES ({_PLACEHOLDERS})
+                INSERT INTO cache_entries (id, {_ALL_COLUMNS})
+                VALUES ({_FREE_ROWID}, {_PLACEHOLDERS})
                 ON CONFLICT (org, project, domain, key) DO UPDATE SET
                     output_uri = excluded.output_uri,
                     output_literals = excluded.output_literals,
@@ -731,7 +841,7 @@ class SqliteRepository:
                     blob_bytes = excluded.blob_bytes,
                     last_accessed_at = excluded.last_accessed_at
                 """,
-                (*params, keep_created_at),
+                (rowid, rowid, *params, keep_created_at),
             )
         return None if found is None else _entry_from_row(row.scope, row.key, found)
 
@@ -740,7 +850,7 @@ class SqliteRepository:
         with self._transaction() as conn:
             found = conn.execute(
                 _SELECT_ENTRY,
-                _scope_key(scope, key),
+                _keyed(scope, key),
             ).fetchone()
             if found is None:
                 return None
@@ -1073,6 +1183,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     # Checked and applied under the write lock, so concurrent openers migrate exactly once.
     conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.create_function(_ROWID_FUNCTION, 4, entry_rowid, deterministic=True)
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         for target, statements in pending(MIGRATIONS, version):
             for statement in statements:
