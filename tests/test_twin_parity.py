@@ -18,7 +18,14 @@ import pytest
 from taskcache import open as open_catalog
 from taskcache import open_async as open_async_catalog
 from taskcache.clients import transports
-from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
+from taskcache.clients.base import (
+    AsyncClient,
+    AsyncOperatorClient,
+    AsyncWrites,
+    Client,
+    OperatorClient,
+    Writes,
+)
 from taskcache.clients.datacatalog import (
     AsyncDataCatalogClient,
     DataCatalogClient,
@@ -50,6 +57,7 @@ TWINS: list[tuple[type, type]] = [
     (EmbeddedClient, AsyncEmbeddedClient),
     (RemoteClient, AsyncRemoteClient),
     (SyncRemote, AsyncRemote),
+    (Writes, AsyncWrites),
     (DataCatalogClient, AsyncDataCatalogClient),
     (CacheManager, AsyncCacheManager),
     (transports.ConnectTransport, transports.AsyncConnectTransport),

@@ -376,6 +376,63 @@ class Writes(ABC):
         """
 
 
+class AsyncWrites(ABC):
+    """The asynchronous twin of :class:`Writes`: ``put`` and ``update`` of an asynchronous
+    client, both one awaited ``_write``.
+    """
+
+    async def put(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+        timeout: Timeout = None,
+    ) -> Status:
+        """See :meth:`Writes.put`."""
+        return await self._write(
+            key,
+            outputs,
+            metadata,
+            overwrite=False,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
+        )
+
+    async def update(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None = None,
+        *,
+        ttl: Interval | None = None,
+        timeout: Timeout = None,
+    ) -> Status:
+        """See :meth:`Writes.update`."""
+        return await self._write(
+            key,
+            outputs,
+            metadata,
+            overwrite=True,
+            ttl=optional_ttl(ttl),
+            timeout=as_timeout(timeout),
+        )
+
+    @abstractmethod
+    async def _write(
+        self,
+        key: Key,
+        outputs: Outputs,
+        metadata: Metadata | None,
+        *,
+        overwrite: bool,
+        ttl: timedelta | None,
+        timeout: float | None,
+    ) -> Status:
+        """See :meth:`Writes._write`."""
+
+
 def optional_ttl(ttl: object) -> timedelta | None:
     """Return a put's ``ttl`` argument as a timedelta (None stays None); TypeError naming
     ``ttl`` for another type, InvalidArgumentError if it is not positive.

@@ -45,7 +45,7 @@ from flyteidl2.core import catalog_pb2, identifier_pb2
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import Writes, optional_ttl
+from taskcache.clients.base import AsyncWrites, Writes
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, check_outputs, literal_outputs, put_failures
 from taskcache.clients.remote import AsyncRemote, SyncRemote
@@ -475,7 +475,7 @@ class DataCatalogClient(Writes, ComputesOnce, SyncRemote[DataCatalogRules]):
         self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
 
 
-class AsyncDataCatalogClient(AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
+class AsyncDataCatalogClient(AsyncWrites, AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
     """The asynchronous twin of :class:`DataCatalogClient`."""
 
     async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
@@ -493,44 +493,6 @@ class AsyncDataCatalogClient(AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
         )
         rules.check_fresh(target, tagged.artifact)
         return rules.read_hit(key, target, found.dataset, tagged.artifact)
-
-    async def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
-    ) -> Status:
-        """See :meth:`DataCatalogClient.put`."""
-        return await self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=False,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
-
-    async def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
-    ) -> Status:
-        """See :meth:`DataCatalogClient.update`."""
-        return await self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=True,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
 
     async def _write(
         self,

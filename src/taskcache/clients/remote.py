@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import Writes, optional_ttl
+from taskcache.clients.base import AsyncWrites, Writes
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
 from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
@@ -369,7 +369,7 @@ class RemoteClient(Writes, ComputesOnce, SyncRemote[RemoteRules]):
         self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
 
 
-class AsyncRemoteClient(AsyncComputesOnce, AsyncRemote[RemoteRules]):
+class AsyncRemoteClient(AsyncWrites, AsyncComputesOnce, AsyncRemote[RemoteRules]):
     """The asynchronous twin of :class:`RemoteClient`."""
 
     async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
@@ -393,44 +393,6 @@ class AsyncRemoteClient(AsyncComputesOnce, AsyncRemote[RemoteRules]):
         request = self._rules.delete_request(key)
         with contextlib.suppress(NotFoundError, FailedPreconditionError):
             await self._send(rpcs.DELETE, request, _if_unchanged(version), timeout=timeout)
-
-    async def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
-    ) -> Status:
-        """See :meth:`RemoteClient.put`."""
-        return await self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=False,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
-
-    async def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
-    ) -> Status:
-        """See :meth:`RemoteClient.update`."""
-        return await self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=True,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
 
     async def _write(
         self,
