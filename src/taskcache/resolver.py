@@ -41,7 +41,6 @@ from taskcache.errors import InvalidArgumentError
 from taskcache.extras import missing_extra
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
-from taskcache.repositories.sqlite import SCHEMA_VERSION, SqliteRepository
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -259,6 +258,9 @@ def open_repository(
         except ImportError as error:
             raise _missing_postgres(field) from error
         return PostgresRepository(location.address, max_size=pool_size)
+    # Imported on first open: `import taskcache` need not load sqlite3 and the SQLite schema.
+    from taskcache.repositories.sqlite import SqliteRepository  # noqa: PLC0415
+
     if location.kind is LocationKind.MEMORY:
         return SqliteRepository(None)
     return SqliteRepository(Path(location.address))
@@ -347,6 +349,8 @@ def migrate(database: Location | str | os.PathLike[str] | None, *, field: str = 
         return migrate_postgres(location.address)
     # Opening applies any missing migration, and raises if the file is at another version.
     open_repository(location, field=field).close()
+    from taskcache.repositories.sqlite import SCHEMA_VERSION  # noqa: PLC0415
+
     return SCHEMA_VERSION
 
 
