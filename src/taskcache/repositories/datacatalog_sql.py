@@ -12,6 +12,7 @@ Rows only: it must not decide policy.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -118,7 +119,7 @@ def _check_page(page: Page) -> None:
         raise InvalidArgumentError("must not be negative", field="limit")
 
 
-class DatacatalogTables:
+class DatacatalogTables(ABC):
     """The :class:`~taskcache.repositories.datacatalog_base.DatacatalogRepository` methods,
     over the connections a backend subclass provides.
 
@@ -128,11 +129,13 @@ class DatacatalogTables:
     :meth:`_dc_snapshot` with a cheaper read-only transaction.
     """
 
+    @abstractmethod
     def _dc_read(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError  # pragma: no cover - every backend overrides it
+        """A connection for one or more reads."""
 
+    @abstractmethod
     def _dc_write(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError  # pragma: no cover - every backend overrides it
+        """A connection inside one transaction, committed on success."""
 
     def _dc_snapshot(self) -> AbstractContextManager[Any]:
         """A connection whose reads see one snapshot; by default a write transaction."""
