@@ -22,14 +22,19 @@ from typing import Any, TypeVar
 import click
 
 from taskcache import datacatalog_operations as ops
-from taskcache.cli.failure import USAGE_EXIT_CODE, CommandError, from_cache_error
+from taskcache.cli.failure import (
+    USAGE_EXIT_CODE,
+    CommandError,
+    from_cache_error,
+    opened_for_command,
+)
 from taskcache.cli.operate import DurationType, database_options, json_option, scope_option
-from taskcache.errors import CacheError, InvalidArgumentError
+from taskcache.errors import CacheError
 from taskcache.manager import utc_now
 from taskcache.operations import describe_scope
 from taskcache.repositories.base import EntryFilter, Scope
 from taskcache.repositories.datacatalog_base import DatacatalogRepository, DatasetKey
-from taskcache.resolver import open_datacatalog_repository, redact
+from taskcache.resolver import open_datacatalog_repository
 from taskcache.server.settings import Settings, load_settings
 from taskcache.storage import BlobStore
 
@@ -105,19 +110,10 @@ def _catalog(settings: Settings) -> Iterator[DatacatalogRepository]:
     Taskcache errors become command failures with their codes (a bad ``--database`` or
     selection a usage error, exit 2; anything else exit 1).
     """
-    try:
-        repository = open_datacatalog_repository(settings.database, pool_size=1)
-    except InvalidArgumentError as error:
-        raise from_cache_error(error) from error
-    except CacheError as error:
-        shown = redact(settings.database)
-        raise from_cache_error(error, prefix=f"cannot open {shown}: ") from error
-    try:
+    with opened_for_command(
+        lambda: open_datacatalog_repository(settings.database, pool_size=1), settings.database
+    ) as repository:
         yield repository
-    except CacheError as error:
-        raise from_cache_error(error) from error
-    finally:
-        repository.close()
 
 
 def _scope_text(record: ops.ArtifactRecord) -> str:

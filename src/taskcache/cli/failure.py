@@ -10,11 +10,14 @@ gRPC status names taskcache errors carry (``NOT_FOUND``, ``INVALID_ARGUMENT``,
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final, Protocol, TypeVar
 
 import click
 
 from taskcache.errors import CacheError, InvalidArgumentError
+from taskcache.resolver import redact
 
 __all__ = [
     "JSON_FLAG",
@@ -24,6 +27,7 @@ __all__ = [
     "error_document",
     "from_cache_error",
     "note_json_request",
+    "opened_for_command",
     "wants_json",
 ]
 
@@ -96,3 +100,30 @@ def echo_error_document(error: click.ClickException | click.Abort) -> int:
     document, exit_code = error_document(error)
     click.echo(json.dumps(document, indent=2))
     return exit_code
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_Opened = TypeVar("_Opened", bound=_Closable)
+
+
+@contextmanager
+def opened_for_command(opener: Callable[[], _Opened], database: str) -> Iterator[_Opened]:
+    """Yield what ``opener`` opens on ``database`` and close it afterwards, taskcache errors
+    raised as command failures with their codes: a bad ``--database`` (InvalidArgumentError)
+    a usage error, exit 2; failing to open it or anything else, exit 1 with its message.
+    """
+    try:
+        opened = opener()
+    except InvalidArgumentError as error:
+        raise from_cache_error(error) from error
+    except CacheError as error:
+        raise from_cache_error(error, prefix=f"cannot open {redact(database)}: ") from error
+    try:
+        yield opened
+    except CacheError as error:
+        raise from_cache_error(error) from error
+    finally:
+        opened.close()

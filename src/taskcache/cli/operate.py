@@ -28,7 +28,12 @@ import click
 
 from taskcache import operations
 from taskcache.cli import render
-from taskcache.cli.failure import USAGE_EXIT_CODE, CommandError, from_cache_error
+from taskcache.cli.failure import (
+    USAGE_EXIT_CODE,
+    CommandError,
+    from_cache_error,
+    opened_for_command,
+)
 from taskcache.errors import CacheError, InvalidArgumentError, NotFoundError
 from taskcache.manager import utc_now
 from taskcache.repositories.base import EntryFilter, EntryRow, OperatorRepository
@@ -140,20 +145,11 @@ def _catalog(settings: Settings, *, connections: int = 1) -> Iterator[OperatorRe
     Taskcache errors become command failures: a bad ``--database`` a usage error (exit 2),
     anything else (unreachable, not found, ...) exit 1 with its message.
     """
-    try:
-        # One connection is all most commands use.
-        repository = open_repository(settings.database, pool_size=connections)
-    except InvalidArgumentError as error:
-        raise from_cache_error(error) from error
-    except CacheError as error:
-        shown = redact(settings.database)
-        raise from_cache_error(error, prefix=f"cannot open {shown}: ") from error
-    try:
+    # One connection is all most commands use.
+    with opened_for_command(
+        lambda: open_repository(settings.database, pool_size=connections), settings.database
+    ) as repository:
         yield repository
-    except CacheError as error:
-        raise from_cache_error(error) from error
-    finally:
-        repository.close()
 
 
 def _blob_store(settings: Settings, flag: str) -> BlobStore:
