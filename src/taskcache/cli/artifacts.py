@@ -28,7 +28,7 @@ from taskcache.cli.failure import (
     from_cache_error,
     opened_for_command,
 )
-from taskcache.cli.operate import DurationType, database_options, json_option, scope_option
+from taskcache.cli.operate import DURATION_TYPE, database_options, json_option, scope_option
 from taskcache.errors import CacheError
 from taskcache.manager import utc_now
 from taskcache.operations import describe_scope
@@ -54,7 +54,7 @@ def _dataset_options(function: F) -> F:
 def _older_than_option(function: F) -> F:
     return click.option(
         "--older-than",
-        type=DurationType(),
+        type=DURATION_TYPE,
         default=None,
         help="Only artifacts created longer ago than this: 30d, 12h, 90m, 1w, …",
     )(function)
@@ -311,7 +311,7 @@ def delete_command(
 
 
 @artifacts_group.command("gc")
-@click.option("--older-than", type=DurationType(), required=True, help="30d, 12h, 1w, …")
+@click.option("--older-than", type=DURATION_TYPE, required=True, help="30d, 12h, 1w, …")
 @database_options
 @click.option("--storage", default=None, help="Blob root; only blobs under it are deleted.")
 @click.option("--dry-run", is_flag=True, help="Delete nothing; report what would go.")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import click
 
@@ -48,6 +48,7 @@ from taskcache.server.settings import (
 from taskcache.storage import BlobStore
 
 F = TypeVar("F", bound=Callable[..., Any])
+_Parsed = TypeVar("_Parsed")
 
 _DATABASE_HELP = (
     f"{OPTION_HELP['database']} [env: {environment_variable('database')}; default: the "
@@ -73,29 +74,41 @@ def database_options(function: F) -> F:
 
 
 if TYPE_CHECKING:
-    _ScopeParamType = click.ParamType[EntryFilter]
+    _ParamTypeBase = click.ParamType[Any]
 else:
     # ParamType is generic only in recent click; at runtime subscripting it may fail.
-    _ScopeParamType = click.ParamType
+    _ParamTypeBase = click.ParamType
 
 
-class ScopeType(_ScopeParamType):
-    """A ``--scope``: ``org/project/domain`` as ``ls`` prints it, ``(unscoped)``, a part
-    ``*`` matching any value (:func:`taskcache.operations.parse_scope`).
+class ParsedText(_ParamTypeBase, Generic[_Parsed]):
+    """A command-line value written as text and read by one parser of
+    :mod:`taskcache.operations` (a value already of ``kind`` passes as it is); a parser's
+    InvalidArgumentError is a usage error with its message.
     """
 
-    name = "scope"
+    def __init__(self, name: str, kind: type[_Parsed], parse: Callable[[str], _Parsed]) -> None:
+        self.name = name
+        self._kind = kind
+        self._parse = parse
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> EntryFilter:
-        """Return ``value`` as an entry filter; a usage error if it is not a scope."""
-        if isinstance(value, EntryFilter):
+    ) -> _Parsed:
+        """Return ``value`` parsed; a usage error naming the parameter if it does not parse."""
+        if isinstance(value, self._kind):
             return value
         try:
-            return operations.parse_scope(str(value))
+            return self._parse(str(value))
         except InvalidArgumentError as error:
             self.fail(error.message, param, ctx)
+
+
+# A scope as ls prints it (org/project/domain, * parts, (unscoped)).
+SCOPE_TYPE: Final = ParsedText("scope", EntryFilter, operations.parse_scope)
+# A duration such as 30d, 12h, 90m, 45s, 1w or 1d12h.
+DURATION_TYPE: Final = ParsedText("duration", timedelta, operations.parse_duration)
+# A size in bytes such as 500MB, 2GiB or 1000000.
+SIZE_TYPE: Final = ParsedText("size", int, operations.parse_size)
 
 
 def scope_option(what: str) -> Callable[[F], F]:
@@ -105,7 +118,7 @@ def scope_option(what: str) -> Callable[[F], F]:
     return click.option(
         "--scope",
         "entry_filter",
-        type=ScopeType(),
+        type=SCOPE_TYPE,
         default="*/*/*",
         help=f"{what} of this scope, written as ls prints it: org/project/domain or "
         "(unscoped); a part may be * for any. [default: every scope]",
@@ -450,61 +463,16 @@ def delete_command(
 # --- gc -------------------------------------------------------------------------------------------
 
 
-if TYPE_CHECKING:
-    _DurationParamType = click.ParamType[timedelta]
-else:
-    # ParamType is generic only in recent click; at runtime subscripting it may fail.
-    _DurationParamType = click.ParamType
-
-
-class DurationType(_DurationParamType):
-    """A duration such as ``30d``, ``12h``, ``90m``, ``45s``, ``1w`` or ``1d12h``."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        """Return ``value`` as a timedelta; a usage error if it is not a duration."""
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return operations.parse_duration(str(value))
-        except InvalidArgumentError as error:
-            self.fail(error.message, param, ctx)
-
-
-if TYPE_CHECKING:
-    _SizeParamType = click.ParamType[int]
-else:
-    _SizeParamType = click.ParamType
-
-
-class SizeType(_SizeParamType):
-    """A size in bytes such as ``500MB``, ``2GiB`` or ``1000000``."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        """Return ``value`` as a number of bytes; a usage error if it is not a size."""
-        if isinstance(value, int):
-            return value
-        try:
-            return operations.parse_size(str(value))
-        except InvalidArgumentError as error:
-            self.fail(error.message, param, ctx)
-
-
 @click.command("gc")
 @click.option(
     "--older-than",
-    type=DurationType(),
+    type=DURATION_TYPE,
     default=None,
     help="Also delete entries last updated longer ago than this: 30d, 12h, 90m, 45s, 1w, 1d12h.",
 )
 @click.option(
     "--max-bytes",
-    type=SizeType(),
+    type=SIZE_TYPE,
     default=None,
     help="Then evict least-recently-used entries until the catalog's stored bytes (inline "
     "outputs plus recorded blob sizes) are at most this: 500MB, 2GiB, ... "
