@@ -14,14 +14,16 @@ that awaits an async transport's call cancels the RPC.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -45,18 +47,15 @@ from taskcache.errors import (
 from taskcache.rpcs import Rpc
 
 Response = TypeVar("Response")
+# The extra headers of one request (None: none).
+Headers = Mapping[str, str] | None
 
 
 class SyncTransport(Protocol):
     """What :class:`~taskcache.clients.remote.RemoteClient` needs from a transport."""
 
     def send(
-        self,
-        rpc: Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
+        self, rpc: Rpc, request: Message, headers: Headers = None, *, timeout: float | None = None
     ) -> Message:
         """Send one request (with extra ``headers``) within ``timeout`` seconds (None: the
         transport's default) and return the response message.
@@ -72,16 +71,9 @@ class AsyncTransport(Protocol):
     """What :class:`~taskcache.clients.remote.AsyncRemoteClient` needs from a transport."""
 
     async def send(
-        self,
-        rpc: Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
+        self, rpc: Rpc, request: Message, headers: Headers = None, *, timeout: float | None = None
     ) -> Message:
-        """Send one request (with extra ``headers``) within ``timeout`` seconds (None: the
-        transport's default) and return the response message.
-        """
+        """See :meth:`SyncTransport.send`."""
         ...
 
     async def close(self) -> None:
@@ -139,10 +131,6 @@ class RemoteOptions:
 
 def _headers(options: RemoteOptions) -> dict[str, str]:
     return {"authorization": f"Bearer {options.token}"} if options.token else {}
-
-
-def _with(base: dict[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
-    return base if not extra else {**base, **extra}
 
 
 def _retry_delay(
@@ -233,13 +221,15 @@ def _deadline(options: RemoteOptions, timeout: float | None) -> Deadline | None:
     return None if budget is None else Deadline.after(budget)
 
 
-def _attempt_timeout(deadline: Deadline | None) -> float | None:
-    """Return the seconds the next attempt may take; DeadlineExceededError if none are left."""
+def time_left(deadline: Deadline | None, what: str) -> float | None:
+    """Return the seconds the next attempt (or RPC) of ``what`` may take before ``deadline``
+    (None: no bound); DeadlineExceededError naming ``what`` if none are left.
+    """
     if deadline is None:
         return None
     remaining = deadline.remaining()
     if remaining <= 0:
-        raise deadline.exceeded("the call")
+        raise deadline.exceeded(what)
     return remaining
 
 
@@ -365,175 +355,200 @@ def _grpc_channel(url: str, options: RemoteOptions, channels: ModuleType) -> Any
     return channels.insecure_channel(target, options=channel_options)
 
 
-class ConnectTransport:
-    """Sync Connect transport over HTTP(S) with the generated ``CacheServiceClientSync``."""
+@dataclass(frozen=True, slots=True)
+class _Attempts:
+    """One send, planned once for the sync and async twins: each attempt is ``call(seconds
+    left)`` (a response, or an awaitable of one); an error of type ``errors`` it raises
+    becomes ``translate(error)``, which may also raise (a cancellation).
+    """
+
+    call: Callable[[float | None], Any]
+    deadline: Deadline | None
+    errors: type[Exception]
+    translate: Callable[[Any], CacheError]
+
+    def timeout(self) -> float | None:
+        """Return the seconds the next attempt may take; DeadlineExceededError if none."""
+        return time_left(self.deadline, "the call")
+
+
+class _Wire(ABC):
+    """What every transport holds (its URL, options and bearer header) and how it plans a
+    send: the protocol's method look-up, headers, deadline and error translation.
+    """
+
+    _errors: ClassVar[type[Exception]]
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self._url = url
         self._options = options
-        self._client = _connect_client(
-            url,
-            options,
-            cacheservice_connect.CacheServiceClientSync,
-            lambda ca: pyqwest.SyncClient(pyqwest.SyncHTTPTransport(**ca)),
-        )
         self._headers = _headers(options)
 
+    def _attempts(
+        self, rpc: Rpc, request: Message, headers: Headers, timeout: float | None
+    ) -> _Attempts:
+        deadline = _deadline(self._options, timeout)
+        sent = self._headers if not headers else {**self._headers, **headers}
+        return _Attempts(
+            self._caller(rpc, request, sent),
+            deadline,
+            self._errors,
+            functools.partial(self._translate, deadline=deadline),
+        )
+
+    @abstractmethod
+    def _caller(
+        self, rpc: Rpc, request: Message, headers: Mapping[str, str]
+    ) -> Callable[[float | None], Any]:
+        """Return what sends ``request`` to ``rpc`` once, given the seconds it may take."""
+
+    @abstractmethod
+    def _translate(self, error: Any, deadline: Deadline | None) -> CacheError:
+        """Return the taskcache error for the wire ``error`` of a call with ``deadline``."""
+
+
+class _ConnectWire(_Wire):
+    """A generated Connect client (``_client_type``, on the HTTP client ``_http_client``
+    makes from the TLS settings) and how it is called.
+    """
+
+    _errors = ConnectError
+    _client_type: ClassVar[Callable[..., Any]]
+
+    def __init__(self, url: str, options: RemoteOptions) -> None:
+        super().__init__(url, options)
+        self._client = _connect_client(url, options, self._client_type, self._http_client)
+
+    @staticmethod
+    @abstractmethod
+    def _http_client(tls: dict[str, Any]) -> Any:
+        """Return the HTTP client (sync or async) with the TLS settings ``tls``."""
+
+    def _caller(
+        self, rpc: Rpc, request: Message, headers: Mapping[str, str]
+    ) -> Callable[[float | None], Any]:
+        method = getattr(self._client, rpc.attribute)
+        return lambda left: method(request, headers=headers, timeout_ms=_timeout_ms(left))
+
+    def _translate(self, error: ConnectError, deadline: Deadline | None) -> CacheError:
+        return _from_connect(error, deadline, self._url)
+
+
+class _GrpcWire(_Wire):
+    """A channel opened with ``_channels`` (``grpc`` or ``grpc.aio``), a generated stub on
+    it (``CacheServiceStub`` unless ``stub`` says otherwise) and how the stub is called.
+    """
+
+    _errors: ClassVar[type[Exception]] = grpc.RpcError
+    _channels: ClassVar[ModuleType] = grpc
+
+    def __init__(
+        self, url: str, options: RemoteOptions, stub: Stub = cacheservice_pb2_grpc.CacheServiceStub
+    ) -> None:
+        super().__init__(url, options)
+        self._channel = _grpc_channel(url, options, self._channels)
+        self._stub = stub(self._channel)
+
+    def _caller(
+        self, rpc: Rpc, request: Message, headers: Mapping[str, str]
+    ) -> Callable[[float | None], Any]:
+        method = getattr(self._stub, rpc.name)
+        metadata = tuple(headers.items())
+        return lambda left: method(request, timeout=left, metadata=metadata)
+
+    def _translate(self, error: grpc.RpcError, deadline: Deadline | None) -> CacheError:
+        return _from_grpc(error, self._url)
+
+
+class _SyncSends(_Wire):
+    """``send`` of a synchronous transport."""
+
     def send(
-        self,
-        rpc: Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
+        self, rpc: Rpc, request: Message, headers: Headers = None, *, timeout: float | None = None
     ) -> Message:
         """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
         default) and return the response message.
         """
-        method = getattr(self._client, rpc.attribute)
-        sent = _with(self._headers, headers)
-        deadline = _deadline(self._options, timeout)
+        attempts = self._attempts(rpc, request, headers, timeout)
 
         def attempt() -> Message:
-            timeout_ms = _timeout_ms(_attempt_timeout(deadline))
+            left = attempts.timeout()
             try:
-                response: Message = method(request, headers=sent, timeout_ms=timeout_ms)
+                response: Message = attempts.call(left)
                 return response
-            except ConnectError as error:
-                raise _from_connect(error, deadline, self._url) from error
+            except attempts.errors as error:
+                raise attempts.translate(error) from error
 
-        return call_with_retries(attempt, self._options.retry, deadline)
+        return call_with_retries(attempt, self._options.retry, attempts.deadline)
+
+
+class _AsyncSends(_Wire):
+    """``send`` of an asynchronous transport (cancelling the awaiting task cancels the RPC)."""
+
+    async def send(
+        self, rpc: Rpc, request: Message, headers: Headers = None, *, timeout: float | None = None
+    ) -> Message:
+        """See :meth:`ConnectTransport.send`."""
+        attempts = self._attempts(rpc, request, headers, timeout)
+
+        async def attempt() -> Message:
+            left = attempts.timeout()
+            try:
+                response: Message = await attempts.call(left)
+                return response
+            except attempts.errors as error:
+                raise attempts.translate(error) from error
+
+        return await call_with_retries_async(attempt, self._options.retry, attempts.deadline)
+
+
+class ConnectTransport(_SyncSends, _ConnectWire):
+    """Sync Connect transport over HTTP(S) with the generated ``CacheServiceClientSync``."""
+
+    _client_type = cacheservice_connect.CacheServiceClientSync
+
+    @staticmethod
+    def _http_client(tls: dict[str, Any]) -> Any:
+        return pyqwest.SyncClient(pyqwest.SyncHTTPTransport(**tls))
 
     def close(self) -> None:
         """Release the HTTP client."""
         self._client.close()
 
 
-class GrpcTransport:
+class GrpcTransport(_SyncSends, _GrpcWire):
     """Sync gRPC transport with a generated stub: ``CacheServiceStub`` unless ``stub`` says
     otherwise (``DataCatalogStub`` for a DataCatalog).
     """
-
-    def __init__(
-        self, url: str, options: RemoteOptions, stub: Stub = cacheservice_pb2_grpc.CacheServiceStub
-    ) -> None:
-        self._url = url
-        self._options = options
-        self._channel = _grpc_channel(url, options, grpc)
-        self._stub = stub(self._channel)
-        self._headers = _headers(options)
-
-    def send(
-        self,
-        rpc: Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Message:
-        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
-        default) and return the response message.
-        """
-        method = getattr(self._stub, rpc.name)
-        metadata = tuple(_with(self._headers, headers).items())
-        deadline = _deadline(self._options, timeout)
-
-        def attempt() -> Message:
-            left = _attempt_timeout(deadline)
-            try:
-                response: Message = method(request, timeout=left, metadata=metadata)
-                return response
-            except grpc.RpcError as error:
-                raise _from_grpc(error, self._url) from error
-
-        return call_with_retries(attempt, self._options.retry, deadline)
 
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
 
 
-class AsyncConnectTransport:
+class AsyncConnectTransport(_AsyncSends, _ConnectWire):
     """Async Connect transport with the generated ``CacheServiceClient``."""
 
-    def __init__(self, url: str, options: RemoteOptions) -> None:
-        self._url = url
-        self._options = options
-        self._client = _connect_client(
-            url,
-            options,
-            cacheservice_connect.CacheServiceClient,
-            lambda ca: pyqwest.Client(pyqwest.HTTPTransport(**ca)),
-        )
-        self._headers = _headers(options)
+    _client_type = cacheservice_connect.CacheServiceClient
 
-    async def send(
-        self,
-        rpc: Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Message:
-        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
-        default) and return the response message.
-        """
-        method = getattr(self._client, rpc.attribute)
-        sent = _with(self._headers, headers)
-        deadline = _deadline(self._options, timeout)
+    @staticmethod
+    def _http_client(tls: dict[str, Any]) -> Any:
+        return pyqwest.Client(pyqwest.HTTPTransport(**tls))
 
-        async def attempt() -> Message:
-            timeout_ms = _timeout_ms(_attempt_timeout(deadline))
-            try:
-                response: Message = await method(request, headers=sent, timeout_ms=timeout_ms)
-                return response
-            except ConnectError as error:
-                _reraise_cancellation(error)
-                raise _from_connect(error, deadline, self._url) from error
-
-        return await call_with_retries_async(attempt, self._options.retry, deadline)
+    def _translate(self, error: ConnectError, deadline: Deadline | None) -> CacheError:
+        _reraise_cancellation(error)
+        return super()._translate(error, deadline)
 
     async def close(self) -> None:
         """Release the HTTP client."""
         await self._client.close()
 
 
-class AsyncGrpcTransport:
+class AsyncGrpcTransport(_AsyncSends, _GrpcWire):
     """Async gRPC transport (``grpc.aio``); ``stub`` as for :class:`GrpcTransport`."""
 
-    def __init__(
-        self, url: str, options: RemoteOptions, stub: Stub = cacheservice_pb2_grpc.CacheServiceStub
-    ) -> None:
-        self._url = url
-        self._options = options
-        self._channel = _grpc_channel(url, options, grpc.aio)
-        self._stub = stub(self._channel)
-        self._headers = _headers(options)
-
-    async def send(
-        self,
-        rpc: Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Message:
-        """Send ``request`` to ``rpc`` (with retries, within ``timeout`` seconds or the
-        default) and return the response message.
-        """
-        method = getattr(self._stub, rpc.name)
-        metadata = tuple(_with(self._headers, headers).items())
-        deadline = _deadline(self._options, timeout)
-
-        async def attempt() -> Message:
-            left = _attempt_timeout(deadline)
-            try:
-                response: Message = await method(request, timeout=left, metadata=metadata)
-                return response
-            except grpc.aio.AioRpcError as error:
-                raise _from_grpc(error, self._url) from error
-
-        return await call_with_retries_async(attempt, self._options.retry, deadline)
+    _errors = grpc.aio.AioRpcError
+    _channels = grpc.aio
 
     async def close(self) -> None:
         """Close the channel."""
