@@ -781,6 +781,15 @@ def test_outputs_must_be_a_literal_map_or_a_reader(catalog: Catalog, keys: Keys,
         client.get(keys())
 
 
+def test_put_and_update_refuse_an_unknown_option(catalog: Catalog, keys: Keys, twin: str) -> None:
+    client = catalog.twin(twin)
+    for name, write in (("put", client.put), ("update", client.update)):
+        with pytest.raises(TypeError, match=rf"^{name}\(\) got unexpected keyword arguments: tll$"):
+            write(keys(), int_map(o0=1), tll=5)  # type: ignore[call-arg]
+    with pytest.raises(NotFoundError):  # nothing was stored
+        client.get(keys())
+
+
 @CACHE_SERVICES_ONLY
 def test_expired_reservation_is_taken_over(catalog: Catalog, keys: Keys, twin: str) -> None:
     # A's reservation was taken an hour ago (on A's clock): long expired, no waiting needed.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, Unpack, is_typeddict
 
 import pytest
 
@@ -122,15 +122,42 @@ def _public(cls: type) -> dict[str, Callable[..., Any]]:
     return found
 
 
+# The "default" of a keyword option a TypedDict declares (``**options: Unpack[...]``).
+OPTIONAL = "<optional>"
+REQUIRED = "<required>"
+
+
 def _shape(function: Callable[..., Any]) -> list[tuple[str, Any, Any, Any]]:
+    """(name, kind, default, annotation) of each parameter, then ("->", the return type);
+    a ``**options: Unpack[SomeTypedDict]`` counts as the keyword-only options it declares.
+    """
     signature = inspect.signature(function)
-    shape = [
-        (name, parameter.kind, parameter.default, _sync_annotation(function, name, parameter))
-        for name, parameter in signature.parameters.items()
-        if name != "self"
-    ]
+    shape: list[tuple[str, Any, Any, Any]] = []
+    for name, parameter in signature.parameters.items():
+        if name == "self":
+            continue
+        options = _unpacked(function, parameter)
+        if options is None:
+            annotation = _sync_annotation(function, name, parameter)
+            shape.append((name, parameter.kind, parameter.default, annotation))
+            continue
+        for option, annotation in options.__annotations__.items():
+            default = OPTIONAL if option in options.__optional_keys__ else REQUIRED
+            shape.append((option, inspect.Parameter.KEYWORD_ONLY, default, annotation))
     shape.append(("->", None, None, signature.return_annotation))
     return shape
+
+
+def _unpacked(function: Callable[..., Any], parameter: inspect.Parameter) -> Any:
+    """The TypedDict of a ``**name: Unpack[TypedDict]`` parameter, else None."""
+    annotation = parameter.annotation
+    if parameter.kind is not inspect.Parameter.VAR_KEYWORD or not isinstance(annotation, str):
+        return None
+    if not (annotation.startswith("Unpack[") and annotation.endswith("]")):
+        return None
+    options = function.__globals__[annotation.removeprefix("Unpack[").removesuffix("]")]
+    assert is_typeddict(options), f"{function.__qualname__}: {annotation}"
+    return options
 
 
 def _sync_annotation(function: Callable[..., Any], name: str, parameter: Any) -> Any:
@@ -232,3 +259,43 @@ def test_the_check_notices_a_drifted_twin() -> None:
 
     assert _shape(Sync.get) != _shape(Async.get)
     assert set(_public(Sync)) == {"get"}
+
+
+class _Options(TypedDict, total=False):
+    ttl: float
+    timeout: float
+
+
+class _FewerOptions(TypedDict, total=False):
+    ttl: float
+
+
+def test_the_check_notices_drifted_keyword_options() -> None:
+    class Sync:
+        def put(self, key: str, **options: Unpack[_Options]) -> int:
+            """Store it."""
+            return 0
+
+    class Async:
+        async def put(self, key: str, **options: Unpack[_FewerOptions]) -> int:
+            """See :meth:`Sync.put`."""
+            return 0
+
+    assert [shape[0] for shape in _shape(Sync.put)] == ["key", "ttl", "timeout", "->"]
+    assert _shape(Sync.put) != _shape(Async.put)
+
+
+@pytest.mark.parametrize("protocol", [Client, AsyncClient], ids=lambda cls: cls.__name__)
+def test_put_and_update_take_ttl_and_timeout_as_optional_keywords(protocol: type) -> None:
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    empty = inspect.Parameter.empty
+    for name in ("put", "update"):
+        parameters = [shape[:3] for shape in _shape(getattr(protocol, name))][:-1]
+        assert parameters == [
+            ("key", positional, empty),
+            ("outputs", positional, empty),
+            ("metadata", positional, None),
+            ("ttl", keyword, OPTIONAL),
+            ("timeout", keyword, OPTIONAL),
+        ], name

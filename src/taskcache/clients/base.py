@@ -5,19 +5,23 @@ Every client (embedded or remote) satisfies :class:`Client`; its async twin sati
 :class:`OperatorClient` (:class:`AsyncOperatorClient`): listing, totals and bulk deletion,
 which the service API has no calls for, so remote clients do not.
 
-Protocols and the shared put/update of sync clients only: no I/O here. Every method takes a
-keyword-only per-call ``timeout`` (:mod:`taskcache.deadlines`).
+Protocols and the shared put/update of every client (:class:`Writes`, :class:`AsyncWrites`)
+only: no I/O here. Every method takes a keyword-only per-call ``timeout``
+(:mod:`taskcache.deadlines`); ``put`` and ``update`` take theirs, and ``ttl``, as the
+options :class:`Write` declares.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Protocol, Self, TypedDict, Unpack, runtime_checkable
 
 from taskcache.clients.payload import Outputs
 from taskcache.deadlines import Timeout, as_timeout
+from taskcache.keywords import check_names
 from taskcache.manager import validate_ttl
 from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
 from taskcache.repositories.base import CatalogStats
@@ -57,6 +61,18 @@ class ComputeOptions(TypedDict, total=False):
     timeout: Timeout
 
 
+class Write(TypedDict, total=False):
+    """The keyword options of ``put`` and ``update``, each absent or None by default.
+
+    ``ttl`` (a timedelta or seconds; None: the catalog's default): how long the entry is
+    served. ``timeout`` (None: the client's default): the budget of the call, as for every
+    client method. Another name is a TypeError, as an unexpected keyword argument is.
+    """
+
+    ttl: Interval | None
+    timeout: Timeout
+
+
 class Client(Protocol):
     """A synchronous catalog client.
 
@@ -75,27 +91,15 @@ class Client(Protocol):
         ...
 
     def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
-        """Create the entry (expiring ``ttl`` after now; None: the catalog's default);
-        AlreadyExistsError if a live one exists.
+        """Create the entry (expiring ``ttl`` after now; None: the catalog's default; options:
+        :class:`Write`); AlreadyExistsError if a live one exists.
         """
         ...
 
     def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """Create or overwrite the entry (expiring ``ttl`` after now, as :meth:`put`)."""
         ...
@@ -154,25 +158,13 @@ class AsyncClient(Protocol):
         ...
 
     async def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """See :meth:`Client.put`."""
         ...
 
     async def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """See :meth:`Client.update`."""
         ...
@@ -313,66 +305,31 @@ class Writes(ABC):
     """
 
     def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """Create the entry for ``key``; return CACHE_POPULATED.
 
         ``ttl`` (a timedelta or seconds; None: the catalog's default, if any) is how long
         the entry is served. Raises AlreadyExistsError if a live entry exists, TypeError for a
-        ``ttl`` of another type, InvalidArgumentError for one not positive,
-        DeadlineExceededError once ``timeout`` passes; every catalog error carries
-        ``.status`` = CACHE_PUT_FAILURE.
+        ``ttl`` of another type or an option :class:`Write` does not declare,
+        InvalidArgumentError for a ``ttl`` not positive, DeadlineExceededError once
+        ``timeout`` passes; every catalog error carries ``.status`` = CACHE_PUT_FAILURE.
         """
-        return self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=False,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
+        return self._write(checked_write(key, outputs, metadata, options, overwrite=False))
 
     def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """Create or overwrite the entry for ``key`` (``ttl`` and ``timeout`` as for
         :meth:`put`); errors carry a CACHE_PUT_FAILURE status.
         """
-        return self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=True,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
+        return self._write(checked_write(key, outputs, metadata, options, overwrite=True))
 
     @abstractmethod
-    def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
-        """Store ``outputs`` under ``key`` (replacing a live entry only with ``overwrite``),
-        expiring ``ttl`` after now (None: the catalog's default), within ``timeout`` seconds
-        (None: the client's default).
+    def _write(self, write: CheckedWrite) -> Status:
+        """Store ``write.outputs`` under ``write.key`` (replacing a live entry only with
+        ``write.overwrite``), expiring ``write.ttl`` after now (None: the catalog's default),
+        within ``write.timeout`` seconds (None: the client's default).
         """
 
 
@@ -382,55 +339,54 @@ class AsyncWrites(ABC):
     """
 
     async def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """See :meth:`Writes.put`."""
-        return await self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=False,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
+        return await self._write(checked_write(key, outputs, metadata, options, overwrite=False))
 
     async def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
+        self, key: Key, outputs: Outputs, metadata: Metadata | None = None, **options: Unpack[Write]
     ) -> Status:
         """See :meth:`Writes.update`."""
-        return await self._write(
-            key,
-            outputs,
-            metadata,
-            overwrite=True,
-            ttl=optional_ttl(ttl),
-            timeout=as_timeout(timeout),
-        )
+        return await self._write(checked_write(key, outputs, metadata, options, overwrite=True))
 
     @abstractmethod
-    async def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
+    async def _write(self, write: CheckedWrite) -> Status:
         """See :meth:`Writes._write`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedWrite:
+    """One put (``overwrite`` False) or update, its options checked: ``ttl`` a timedelta or
+    None (the catalog's default), ``timeout`` seconds or None (the client's default).
+    """
+
+    key: Key
+    outputs: Outputs
+    metadata: Metadata | None
+    overwrite: bool
+    ttl: timedelta | None
+    timeout: float | None
+
+
+def checked_write(
+    key: Key, outputs: Outputs, metadata: Metadata | None, options: Write, *, overwrite: bool
+) -> CheckedWrite:
+    """Return the write a put (or, with ``overwrite``, an update) asks for.
+
+    Raises TypeError naming an option :class:`Write` does not declare or a ``ttl`` or
+    ``timeout`` of another type, InvalidArgumentError naming one that is not positive.
+    """
+    if options:
+        check_names(options, Write, "update()" if overwrite else "put()")
+    return CheckedWrite(
+        key,
+        outputs,
+        metadata,
+        overwrite,
+        optional_ttl(options.get("ttl")),
+        as_timeout(options.get("timeout")),
+    )
 
 
 def optional_ttl(ttl: object) -> timedelta | None:

@@ -25,17 +25,20 @@ untagged, so no Get ever returns it, and ``taskcache artifacts delete`` (or ``ar
 on the server's database removes it.
 :meth:`DataCatalogClient.delete` is refused for the same reason.
 
-Request building and response reading live in :class:`DataCatalogRules` (no I/O), shared by
-the sync and async clients; sending, the closed-client refusal and the reservation cache are
-the remote clients' base (:mod:`taskcache.clients.remote`). The service decides everything
-else; the only rule applied here is the client-side max age, with the manager's own test.
+Every call (its requests, the order of its RPCs, how it reads their responses) lives in
+:class:`DataCatalogRules` (no I/O), shared by the sync and async clients; the public methods,
+sending, the closed-client refusal and the reservation cache are the remote clients' base
+(:mod:`taskcache.clients.remote`). The service decides everything else; the only rule
+applied here is the client-side max age, with the manager's own test.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
@@ -45,12 +48,13 @@ from flyteidl2.core import catalog_pb2, identifier_pb2
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import AsyncWrites, Writes
-from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
+from taskcache.clients.base import CheckedWrite
+from taskcache.clients.conversation import Exchange, Steps
 from taskcache.clients.payload import Outputs, check_outputs, literal_outputs, put_failures
-from taskcache.clients.remote import AsyncRemote, SyncRemote
+from taskcache.clients.remote import AsyncRemote, SyncRemote, reservation_heartbeat
 from taskcache.clients.reservation_cache import ReservationCacheStore
-from taskcache.deadlines import Deadline, Timeout, as_timeout
+from taskcache.clients.transports import time_left
+from taskcache.deadlines import Deadline
 from taskcache.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -68,7 +72,7 @@ from taskcache.provenance import (
     source_execution,
 )
 from taskcache.storage import BlobStore
-from taskcache.wiretime import Interval, as_interval
+from taskcache.wiretime import Interval
 
 _LOG = logging.getLogger(__name__)
 
@@ -96,7 +100,8 @@ class Target:
 
 @dataclass(frozen=True)
 class DataCatalogRules:
-    """The request building and response reading both DataCatalog clients share (no I/O).
+    """The calls both DataCatalog clients run, with their request building and response
+    reading (no I/O).
 
     ``blobs`` is the client's storage (for ``@taskcache.cached`` values; outputs never go
     there); with ``max_cache_age`` artifacts created longer ago than that on ``clock`` miss;
@@ -262,12 +267,10 @@ class DataCatalogRules:
     def reservation_request(
         self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> dc.GetOrExtendReservationRequest:
-        """Return the GetOrExtendReservation request; InvalidArgumentError for an empty owner,
-        TypeError for a heartbeat that is neither a timedelta nor seconds (see
-        :func:`~taskcache.wiretime.as_interval`).
+        """Return the GetOrExtendReservation request on the key's dataset and tag (arguments
+        checked by :func:`~taskcache.clients.remote.reservation_heartbeat`).
         """
-        heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
-        validate_owner(owner_id)
+        heartbeat = reservation_heartbeat(owner_id, heartbeat_interval)
         request = dc.GetOrExtendReservationRequest(
             reservation_id=self.target(key).reservation_id, owner_id=owner_id
         )
@@ -292,13 +295,100 @@ class DataCatalogRules:
             expires_at=held.expires_at.ToDatetime(tzinfo=UTC),
         )
 
-    def refuse_delete(self, key: Key) -> FailedPreconditionError:
-        """The error :meth:`DataCatalogClient.delete` raises (``key`` validated first)."""
+    # The calls: each a conversation (see :mod:`taskcache.clients.conversation`).
+
+    def get(self, key: Key) -> Steps[Entry]:
+        """The Get of ``key``: the artifact its inputs' tag names in its dataset.
+
+        NotFoundError when the dataset or the tag is absent, and for an artifact created
+        longer ago than ``max_cache_age``.
+        """
         target = self.target(key)
-        return FailedPreconditionError(
+        found: dc.GetDatasetResponse = yield Exchange(
+            rpcs.GET_DATASET, dc.GetDatasetRequest(dataset=target.dataset_id)
+        )
+        tagged: dc.GetArtifactResponse = yield Exchange(
+            rpcs.GET_ARTIFACT, self.get_artifact_request(target)
+        )
+        self.check_fresh(target, tagged.artifact)
+        return self.read_hit(key, target, found.dataset, tagged.artifact)
+
+    def write(self, write: CheckedWrite) -> Steps[Status]:
+        """The put or update of ``write`` (see the module docstring); InvalidArgumentError
+        for a ``ttl``, which a DataCatalog cannot apply.
+        """
+        key, metadata = write.key, write.metadata
+        check_outputs(write.outputs)
+        _refuse_ttl(write.ttl)
+        with put_failures(key):
+            target = self.target(key)
+            data = self.artifact_data(write.outputs, target)
+            with contextlib.suppress(AlreadyExistsError):
+                yield Exchange(rpcs.CREATE_DATASET, self.create_dataset_request(target, metadata))
+            if write.overwrite:
+                with contextlib.suppress(NotFoundError):
+                    return (yield from self._update(target, data, metadata))
+            else:
+                yield from self._refuse_tagged(target)
+            request = self.create_artifact_request(target, data, metadata)
+            artifact_id = request.artifact.id
+            yield Exchange(rpcs.CREATE_ARTIFACT, request)
+            try:
+                yield Exchange(rpcs.ADD_TAG, self.add_tag_request(target, artifact_id))
+            except AlreadyExistsError as error:
+                lost = self.lost_tag(target, artifact_id)
+                if not write.overwrite:
+                    raise lost from error
+                return (yield from self._update(target, data, metadata))
+            return self.populated_status(target, artifact_id, metadata)
+
+    def _update(
+        self, target: Target, data: list[dc.ArtifactData], metadata: Metadata | None
+    ) -> Steps[Status]:
+        request = self.update_request(target, data, metadata)
+        response: dc.UpdateArtifactResponse = yield Exchange(rpcs.UPDATE_ARTIFACT, request)
+        return self.populated_status(target, response.artifact_id, metadata)
+
+    def _refuse_tagged(self, target: Target) -> Steps[None]:
+        """Raise AlreadyExistsError if the tag names an artifact (so no artifact is made)."""
+        try:
+            yield Exchange(rpcs.GET_ARTIFACT, self.get_artifact_request(target))
+        except NotFoundError:
+            return
+        raise self.already_tagged(target)
+
+    def delete(self, key: Key) -> Steps[None]:
+        """Refuse at once (``key`` validated first): the DataCatalog API cannot delete
+        artifacts (FailedPreconditionError).
+        """
+        target = self.target(key)
+        raise FailedPreconditionError(
             f"the DataCatalog API cannot delete artifacts ({target.describe()}); "
             "evict entries with taskcache artifacts delete or gc on the server's database"
         )
+
+    def reserve(self, key: Key, owner_id: str, heartbeat_interval: Interval) -> Steps[Reservation]:
+        """The GetOrExtendReservation on the key's dataset and tag (arguments checked as by
+        :meth:`reservation_request`).
+        """
+        request = self.reservation_request(key, owner_id, heartbeat_interval)
+        response: dc.GetOrExtendReservationResponse = yield Exchange(
+            rpcs.GET_OR_EXTEND_RESERVATION, request
+        )
+        return self.reservation(response)
+
+    def release(self, key: Key, owner_id: str) -> Steps[None]:
+        """The ReleaseReservation (InvalidArgumentError for an empty owner)."""
+        yield Exchange(rpcs.RELEASE_RESERVATION, self.release_request(key, owner_id))
+
+    @staticmethod
+    def rpc_timeouts(timeout: float | None) -> Callable[[], float | None]:
+        """Return the timeout of each RPC of a call with ``timeout``: what is left of it (the
+        RPCs of a call share its budget; None: each has the client's default).
+        """
+        if timeout is None:
+            return lambda: None
+        return functools.partial(time_left, Deadline.after(timeout), "the DataCatalog call")
 
 
 def catalog_metadata(
@@ -335,253 +425,16 @@ def _refuse_ttl(ttl: timedelta | None) -> None:
         )
 
 
-def _call_deadline(timeout: Timeout) -> Deadline | None:
-    """Return the deadline of one client call made of several RPCs (None: each RPC has the
-    client's default timeout).
-    """
-    seconds = as_timeout(timeout)
-    return None if seconds is None else Deadline.after(seconds)
-
-
-def _left(deadline: Deadline | None) -> float | None:
-    """Return the seconds the next RPC of a call may take; DeadlineExceededError if none."""
-    if deadline is None:
-        return None
-    remaining = deadline.remaining()
-    if remaining <= 0:
-        raise deadline.exceeded("the DataCatalog call")
-    return remaining
-
-
-class DataCatalogClient(Writes, ComputesOnce, SyncRemote[DataCatalogRules]):
+class DataCatalogClient(SyncRemote[DataCatalogRules]):
     """A :class:`~taskcache.Client` on a Flyte 1 DataCatalog (see the module docstring).
 
     A call's ``timeout`` bounds all the RPCs it makes together; without one each RPC has the
     client's default.
     """
 
-    def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
-        """Return the entry for ``key``: the artifact its inputs' tag names in its dataset.
 
-        NotFoundError when the dataset or the tag is absent, and for an artifact created
-        longer ago than ``max_cache_age``; DeadlineExceededError once ``timeout`` passes.
-        """
-        deadline = _call_deadline(timeout)
-        rules = self._rules
-        target = rules.target(key)
-        found: dc.GetDatasetResponse = self._send(
-            rpcs.GET_DATASET,
-            dc.GetDatasetRequest(dataset=target.dataset_id),
-            timeout=_left(deadline),
-        )
-        tagged: dc.GetArtifactResponse = self._send(
-            rpcs.GET_ARTIFACT, rules.get_artifact_request(target), timeout=_left(deadline)
-        )
-        rules.check_fresh(target, tagged.artifact)
-        return rules.read_hit(key, target, found.dataset, tagged.artifact)
-
-    def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
-        check_outputs(outputs)
-        _refuse_ttl(ttl)
-        deadline = _call_deadline(timeout)
-        rules = self._rules
-        with put_failures(key):
-            target = rules.target(key)
-            data = rules.artifact_data(outputs, target)
-            with contextlib.suppress(AlreadyExistsError):
-                self._send(
-                    rpcs.CREATE_DATASET,
-                    rules.create_dataset_request(target, metadata),
-                    timeout=_left(deadline),
-                )
-            if overwrite:
-                with contextlib.suppress(NotFoundError):
-                    return self._update(target, data, metadata, deadline)
-            else:
-                self._refuse_tagged(target, deadline)
-            request = rules.create_artifact_request(target, data, metadata)
-            self._send(rpcs.CREATE_ARTIFACT, request, timeout=_left(deadline))
-            try:
-                self._send(
-                    rpcs.ADD_TAG,
-                    rules.add_tag_request(target, request.artifact.id),
-                    timeout=_left(deadline),
-                )
-            except AlreadyExistsError as error:
-                lost = rules.lost_tag(target, request.artifact.id)
-                if not overwrite:
-                    raise lost from error
-                return self._update(target, data, metadata, deadline)
-            return rules.populated_status(target, request.artifact.id, metadata)
-
-    def _update(
-        self,
-        target: Target,
-        data: list[dc.ArtifactData],
-        metadata: Metadata | None,
-        deadline: Deadline | None,
-    ) -> Status:
-        request = self._rules.update_request(target, data, metadata)
-        response: dc.UpdateArtifactResponse = self._send(
-            rpcs.UPDATE_ARTIFACT, request, timeout=_left(deadline)
-        )
-        return self._rules.populated_status(target, response.artifact_id, metadata)
-
-    def _refuse_tagged(self, target: Target, deadline: Deadline | None) -> None:
-        """Raise AlreadyExistsError if the tag names an artifact (so no artifact is made)."""
-        try:
-            self._send(
-                rpcs.GET_ARTIFACT, self._rules.get_artifact_request(target), timeout=_left(deadline)
-            )
-        except NotFoundError:
-            return
-        raise self._rules.already_tagged(target)
-
-    def delete(self, key: Key, *, timeout: Timeout = None) -> None:
-        """Refuse: the DataCatalog API cannot delete artifacts (FailedPreconditionError;
-        InvalidArgumentError for a malformed key or ``timeout``).
-        """
-        as_timeout(timeout)
-        raise self._rules.refuse_delete(key)
-
-    def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
-    ) -> Reservation:
-        """Acquire or extend ``owner_id``'s reservation on the key's dataset and tag, or return
-        the current holder's; DeadlineExceededError once ``timeout`` passes.
-        """
-        seconds = as_timeout(timeout)
-        request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response: dc.GetOrExtendReservationResponse = self._send(
-            rpcs.GET_OR_EXTEND_RESERVATION, request, timeout=seconds
-        )
-        return self._rules.reservation(response)
-
-    def release_reservation(self, key: Key, owner_id: str, *, timeout: Timeout = None) -> None:
-        """Release ``owner_id``'s reservation; a no-op if it holds none. DeadlineExceededError
-        once ``timeout`` passes.
-        """
-        seconds = as_timeout(timeout)
-        request = self._rules.release_request(key, owner_id)
-        self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
-
-
-class AsyncDataCatalogClient(AsyncWrites, AsyncComputesOnce, AsyncRemote[DataCatalogRules]):
+class AsyncDataCatalogClient(AsyncRemote[DataCatalogRules]):
     """The asynchronous twin of :class:`DataCatalogClient`."""
-
-    async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
-        """See :meth:`DataCatalogClient.get`."""
-        deadline = _call_deadline(timeout)
-        rules = self._rules
-        target = rules.target(key)
-        found: dc.GetDatasetResponse = await self._send(
-            rpcs.GET_DATASET,
-            dc.GetDatasetRequest(dataset=target.dataset_id),
-            timeout=_left(deadline),
-        )
-        tagged: dc.GetArtifactResponse = await self._send(
-            rpcs.GET_ARTIFACT, rules.get_artifact_request(target), timeout=_left(deadline)
-        )
-        rules.check_fresh(target, tagged.artifact)
-        return rules.read_hit(key, target, found.dataset, tagged.artifact)
-
-    async def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
-        check_outputs(outputs)
-        _refuse_ttl(ttl)
-        deadline = _call_deadline(timeout)
-        rules = self._rules
-        with put_failures(key):
-            target = rules.target(key)
-            data = rules.artifact_data(outputs, target)
-            with contextlib.suppress(AlreadyExistsError):
-                await self._send(
-                    rpcs.CREATE_DATASET,
-                    rules.create_dataset_request(target, metadata),
-                    timeout=_left(deadline),
-                )
-            if overwrite:
-                with contextlib.suppress(NotFoundError):
-                    return await self._update(target, data, metadata, deadline)
-            else:
-                await self._refuse_tagged(target, deadline)
-            request = rules.create_artifact_request(target, data, metadata)
-            await self._send(rpcs.CREATE_ARTIFACT, request, timeout=_left(deadline))
-            try:
-                await self._send(
-                    rpcs.ADD_TAG,
-                    rules.add_tag_request(target, request.artifact.id),
-                    timeout=_left(deadline),
-                )
-            except AlreadyExistsError as error:
-                lost = rules.lost_tag(target, request.artifact.id)
-                if not overwrite:
-                    raise lost from error
-                return await self._update(target, data, metadata, deadline)
-            return rules.populated_status(target, request.artifact.id, metadata)
-
-    async def _update(
-        self,
-        target: Target,
-        data: list[dc.ArtifactData],
-        metadata: Metadata | None,
-        deadline: Deadline | None,
-    ) -> Status:
-        request = self._rules.update_request(target, data, metadata)
-        response: dc.UpdateArtifactResponse = await self._send(
-            rpcs.UPDATE_ARTIFACT, request, timeout=_left(deadline)
-        )
-        return self._rules.populated_status(target, response.artifact_id, metadata)
-
-    async def _refuse_tagged(self, target: Target, deadline: Deadline | None) -> None:
-        try:
-            await self._send(
-                rpcs.GET_ARTIFACT, self._rules.get_artifact_request(target), timeout=_left(deadline)
-            )
-        except NotFoundError:
-            return
-        raise self._rules.already_tagged(target)
-
-    async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
-        """See :meth:`DataCatalogClient.delete`."""
-        as_timeout(timeout)
-        raise self._rules.refuse_delete(key)
-
-    async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
-    ) -> Reservation:
-        """See :meth:`DataCatalogClient.get_or_extend_reservation`."""
-        seconds = as_timeout(timeout)
-        request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response: dc.GetOrExtendReservationResponse = await self._send(
-            rpcs.GET_OR_EXTEND_RESERVATION, request, timeout=seconds
-        )
-        return self._rules.reservation(response)
-
-    async def release_reservation(
-        self, key: Key, owner_id: str, *, timeout: Timeout = None
-    ) -> None:
-        """See :meth:`DataCatalogClient.release_reservation`."""
-        seconds = as_timeout(timeout)
-        request = self._rules.release_request(key, owner_id)
-        await self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
 
 
 def open_datacatalog(

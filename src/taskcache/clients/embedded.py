@@ -17,16 +17,22 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar, Unpack
 from flyteidl2.core import identifier_pb2
 
 from taskcache import deadlines, hashing
-from taskcache.clients.base import OPERATOR_BATCH_SIZE, EntrySelection, Writes
+from taskcache.clients.base import (
+    OPERATOR_BATCH_SIZE,
+    AsyncWrites,
+    CheckedWrite,
+    EntrySelection,
+    Writes,
+)
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
-from taskcache.clients.payload import Outputs, read_payload, staged_put
+from taskcache.clients.payload import read_payload, staged_put
 from taskcache.clients.reservation_cache import DEFAULT_MAX_OWNERS, ReservationCacheStore
 from taskcache.deadlines import Timeout, as_timeout
 from taskcache.errors import InvalidArgumentError, NotFoundError
 from taskcache.keywords import check_names
 from taskcache.lifecycle import AsyncCloseable, Closeable
 from taskcache.manager import CacheManager, NewEntry, PutResult
-from taskcache.model import Entry, Key, Metadata, Reservation, ReservationCache, Status
+from taskcache.model import Entry, Key, Reservation, ReservationCache, Status
 from taskcache.outputs import InMemoryOutputReader
 from taskcache.provenance import (
     as_identifier,
@@ -155,30 +161,14 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
             status_of=functools.partial(_hit_status, row.source_identifier, row.key_map),
         )
 
-    def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
-        if timeout is None and self.timeout is None:
-            return self._store(key, outputs, metadata, overwrite=overwrite, ttl=ttl)
-        with deadlines.bounded(self.timeout if timeout is None else timeout):
-            return self._store(key, outputs, metadata, overwrite=overwrite, ttl=ttl)
+    def _write(self, write: CheckedWrite) -> Status:
+        if write.timeout is None and self.timeout is None:
+            return self._store(write)
+        with deadlines.bounded(self.timeout if write.timeout is None else write.timeout):
+            return self._store(write)
 
-    def _store(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-    ) -> Status:
+    def _store(self, write: CheckedWrite) -> Status:
+        key, outputs, metadata = write.key, write.outputs, write.metadata
         with staged_put(key, outputs, self.blobs, self.inline_max_bytes) as (cache_key, payload):
             entry = NewEntry(
                 output_uri=payload.output_uri,
@@ -186,12 +176,16 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
                 source_identifier=as_identifier(key.identifier).SerializeToString(),
                 key_map=key_map_for(metadata),
                 created_at=metadata.created_at if metadata is not None else None,
-                ttl=ttl,
+                ttl=write.ttl,
                 blob_bytes=payload.blob_bytes,
             )
             # An entry older than max_cache_age is a miss, so a put may replace it.
             result = self.manager.put(
-                self._scope(key), cache_key, entry, overwrite=overwrite, max_age=self.max_cache_age
+                self._scope(key),
+                cache_key,
+                entry,
+                overwrite=write.overwrite,
+                max_age=self.max_cache_age,
             )
         self._discard_replaced(result)
         return populated_status(key.identifier, metadata)
@@ -348,7 +342,7 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
             self._on_close()
 
 
-class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
+class AsyncEmbeddedClient(AsyncWrites, AsyncComputesOnce, AsyncCloseable):
     """The asynchronous twin of :class:`EmbeddedClient`; blocking work runs in worker threads.
 
     It is an :class:`~taskcache.AsyncOperatorClient`; its :meth:`entries` is an async
@@ -367,33 +361,8 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         """See :meth:`EmbeddedClient.get`."""
         return await _off_loop(functools.partial(self._client.get, key, timeout=timeout))
 
-    async def put(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
-    ) -> Status:
-        """See :meth:`EmbeddedClient.put`."""
-        put = functools.partial(self._client.put, key, outputs, metadata, ttl=ttl, timeout=timeout)
-        return await _off_loop(put)
-
-    async def update(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None = None,
-        *,
-        ttl: Interval | None = None,
-        timeout: Timeout = None,
-    ) -> Status:
-        """See :meth:`EmbeddedClient.update`."""
-        update = functools.partial(
-            self._client.update, key, outputs, metadata, ttl=ttl, timeout=timeout
-        )
-        return await _off_loop(update)
+    async def _write(self, write: CheckedWrite) -> Status:
+        return await _off_loop(self._client._write, write)
 
     async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
         """See :meth:`EmbeddedClient.delete`."""

@@ -1,12 +1,15 @@
 """Remote clients: the same Client (and AsyncClient) API, served by ``taskcache serve``.
 
 The key is computed here (Flyte-identical hashing); outputs go inline when small or are
-written to this client's storage and sent by URI; hits are read back through fsspec. Request
-building and response reading are shared by the sync and async clients; only the I/O differs.
+written to this client's storage and sent by URI; hits are read back through fsspec. Every
+call (its requests, the order of its RPCs, how it reads their responses) is written once, in
+:class:`RemoteRules`, as a conversation (:mod:`taskcache.clients.conversation`) that the sync
+and async clients run; only the I/O differs.
 
-It also owns what every remote client shares, whatever service it speaks: the transport, the
-closed-client refusal and the client-side reservation cache (:class:`SyncRemote`,
-:class:`AsyncRemote`; the DataCatalog client builds on them too).
+It also owns what every remote client shares, whatever service it speaks: the public methods,
+each running its rules' call on the transport, the closed-client refusal and the client-side
+reservation cache (:class:`SyncRemote`, :class:`AsyncRemote`; the DataCatalog client is
+the same with its own rules).
 
 The service's manager decides policy, never this client; the wire is the transports' business.
 """
@@ -14,7 +17,7 @@ The service's manager decides policy, never this client; the wire is the transpo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Generic, Protocol, TypeVar
@@ -25,11 +28,12 @@ from google.protobuf.message import Message
 
 from taskcache import hashing, rpcs
 from taskcache.clients import transports
-from taskcache.clients.base import AsyncWrites, Writes
+from taskcache.clients.base import AsyncWrites, CheckedWrite, Writes
 from taskcache.clients.compute_once import AsyncComputesOnce, ComputesOnce
-from taskcache.clients.payload import Outputs, Payload, read_payload, staged_put
+from taskcache.clients.conversation import Exchange, Steps, converse, converse_async
+from taskcache.clients.payload import Payload, read_payload, staged_put
 from taskcache.clients.reservation_cache import ReservationCacheStore
-from taskcache.clients.transports import AsyncTransport, SyncTransport
+from taskcache.clients.transports import AsyncTransport, RemoteOptions, SyncTransport
 from taskcache.deadlines import Timeout, as_timeout
 from taskcache.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from taskcache.lifecycle import AsyncCloseable, Closeable
@@ -52,7 +56,8 @@ _Transport = TypeVar("_Transport", bound=SyncTransport | AsyncTransport)
 
 @dataclass(frozen=True)
 class RemoteRules:
-    """The request building and response reading both remote clients share (no I/O).
+    """The calls both remote clients run, with their request building and response reading
+    (no network I/O; a put stages outputs too large to send inline in ``blobs``).
 
     ``blobs`` receives outputs too large to send inline; entries are filed under ``scope``
     or, if None, the key's own; with ``max_cache_age`` older entries miss; ``reservations``
@@ -165,12 +170,10 @@ class RemoteRules:
     def reservation_request(
         self, key: Key, owner_id: str, heartbeat_interval: Interval
     ) -> v2.GetOrExtendReservationRequest:
-        """Return the GetOrExtendReservation request; InvalidArgumentError for an empty owner,
-        TypeError for a heartbeat that is neither a timedelta nor seconds (see
-        :func:`~taskcache.wiretime.as_interval`).
+        """Return the GetOrExtendReservation request (arguments checked by
+        :func:`reservation_heartbeat`).
         """
-        heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
-        validate_owner(owner_id)
+        heartbeat = reservation_heartbeat(owner_id, heartbeat_interval)
         request = v2.GetOrExtendReservationRequest(
             base_request=base.GetOrExtendReservationRequest(
                 key=hashing.cache_key(key), owner_id=owner_id
@@ -190,9 +193,77 @@ class RemoteRules:
             identifier=self.identifier(key),
         )
 
+    # The calls: each a conversation (see :mod:`taskcache.clients.conversation`).
+
+    def get(self, key: Key) -> Steps[Entry]:
+        """The Get of ``key``: NotFoundError on a miss, on an entry older than
+        ``max_cache_age`` and on one whose blob vanished (that entry is deleted if unchanged).
+        """
+        response: base.GetCacheResponse = yield Exchange(rpcs.GET, self.get_request(key))
+        self.check_fresh(key, response)
+        try:
+            return self.read_hit(key, response)
+        except NotFoundError:
+            version = self.dangling_version(response)
+            if version is not None:
+                yield from self._forget_dangling(key, version)
+            raise
+
+    def _forget_dangling(self, key: Key, version: EntryVersion) -> Steps[None]:
+        """Delete the dangling entry only if it is still ``version`` (a worker may have
+        re-put it since the Get): the service compares and deletes in one statement.
+        """
+        headers = {IF_UNCHANGED_HEADER: version.header_value()}
+        with contextlib.suppress(NotFoundError, FailedPreconditionError):
+            yield Exchange(rpcs.DELETE, self.delete_request(key), headers)
+
+    def write(self, write: CheckedWrite) -> Steps[Status]:
+        """The Put of ``write``, its outputs inline or staged as a blob (removed if it fails)."""
+        key, metadata = write.key, write.metadata
+        with staged_put(key, write.outputs, self.blobs, self.inline_max_bytes) as (_, payload):
+            request = self.put_request(key, payload, metadata, overwrite=write.overwrite)
+            yield Exchange(rpcs.PUT, request, self.put_headers(payload, write.ttl))
+        return populated_status(key.identifier, metadata)
+
+    def delete(self, key: Key) -> Steps[None]:
+        """The Delete of ``key``: NotFoundError if absent."""
+        yield Exchange(rpcs.DELETE, self.delete_request(key))
+
+    def reserve(self, key: Key, owner_id: str, heartbeat_interval: Interval) -> Steps[Reservation]:
+        """The GetOrExtendReservation (arguments checked as by :meth:`reservation_request`)."""
+        request = self.reservation_request(key, owner_id, heartbeat_interval)
+        response: base.GetOrExtendReservationResponse = yield Exchange(
+            rpcs.GET_OR_EXTEND_RESERVATION, request
+        )
+        return Reservation.from_proto(response.reservation)
+
+    def release(self, key: Key, owner_id: str) -> Steps[None]:
+        """The ReleaseReservation (InvalidArgumentError for an empty owner)."""
+        yield Exchange(rpcs.RELEASE_RESERVATION, self.release_request(key, owner_id))
+
+    @staticmethod
+    def rpc_timeouts(timeout: float | None) -> Callable[[], float | None]:
+        """Return the timeout of each RPC of a call with ``timeout``: all of it (a Get's
+        clean-up Delete has its own budget, not what the Get left).
+        """
+        return lambda: timeout
+
+
+def reservation_heartbeat(owner_id: str, heartbeat_interval: Interval) -> timedelta:
+    """Return the heartbeat of ``owner_id``'s GetOrExtendReservation as a timedelta.
+
+    Raises TypeError for a heartbeat that is neither a timedelta nor seconds (see
+    :func:`~taskcache.wiretime.as_interval`), InvalidArgumentError for an empty owner.
+    """
+    heartbeat = as_interval(heartbeat_interval, "heartbeat_interval")
+    validate_owner(owner_id)
+    return heartbeat
+
 
 class SharedRules(Protocol):
-    """What every remote client's rules hold: the blob store and the reservation cache."""
+    """What every remote client's rules provide: the blob store, the reservation cache, and
+    each call of :class:`~taskcache.Client` as a conversation.
+    """
 
     @property
     def blobs(self) -> BlobStore:
@@ -204,8 +275,35 @@ class SharedRules(Protocol):
         """What the client remembers of its reservation attempts."""
         ...
 
+    def get(self, key: Key) -> Steps[Entry]:
+        """The call of :meth:`~taskcache.Client.get`."""
+        ...
+
+    def write(self, write: CheckedWrite) -> Steps[Status]:
+        """The call of a put or update."""
+        ...
+
+    def delete(self, key: Key) -> Steps[None]:
+        """The call of :meth:`~taskcache.Client.delete` (it may refuse before any RPC)."""
+        ...
+
+    def reserve(self, key: Key, owner_id: str, heartbeat_interval: Interval) -> Steps[Reservation]:
+        """The call of :meth:`~taskcache.Client.get_or_extend_reservation`."""
+        ...
+
+    def release(self, key: Key, owner_id: str) -> Steps[None]:
+        """The call of :meth:`~taskcache.Client.release_reservation`."""
+        ...
+
+    def rpc_timeouts(self, timeout: float | None) -> Callable[[], float | None]:
+        """Return what gives each RPC of a call with ``timeout`` (None: the transport's
+        default) its own timeout; it may raise DeadlineExceededError.
+        """
+        ...
+
 
 _Rules = TypeVar("_Rules", bound=SharedRules)
+_Result = TypeVar("_Result")
 
 
 class _Remote(Generic[_Transport, _Rules]):
@@ -221,10 +319,43 @@ class _Remote(Generic[_Transport, _Rules]):
         return self._rules.blobs
 
 
-class SyncRemote(_Remote[SyncTransport, _Rules], Closeable):
-    """A synchronous remote client's plumbing: sending (refused once closed), closing, and the
-    client-side reservation cache.
+class SyncRemote(Writes, ComputesOnce, _Remote[SyncTransport, _Rules], Closeable):
+    """A synchronous remote client: each call its rules' conversation, sent on the transport
+    (refused once closed), and the client-side reservation cache.
     """
+
+    def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
+        """Return the entry for ``key``; NotFoundError on a miss (and, as the service the
+        client speaks defines it, on an entry too old); DeadlineExceededError once ``timeout``
+        passes.
+        """
+        return self._run(self._rules.get(key), as_timeout(timeout))
+
+    def _write(self, write: CheckedWrite) -> Status:
+        return self._run(self._rules.write(write), write.timeout)
+
+    def delete(self, key: Key, *, timeout: Timeout = None) -> None:
+        """Delete the entry; NotFoundError if absent, DeadlineExceededError once ``timeout``
+        passes (a DataCatalog refuses: FailedPreconditionError).
+        """
+        seconds = as_timeout(timeout)
+        self._run(self._rules.delete(key), seconds)
+
+    def get_or_extend_reservation(
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
+    ) -> Reservation:
+        """Acquire or extend ``owner_id``'s reservation (on a DataCatalog: on the key's
+        dataset and tag), or return the current holder's; DeadlineExceededError once
+        ``timeout`` passes.
+        """
+        steps = self._rules.reserve(key, owner_id, heartbeat_interval)
+        return self._run(steps, as_timeout(timeout))
+
+    def release_reservation(self, key: Key, owner_id: str, *, timeout: Timeout = None) -> None:
+        """Release ``owner_id``'s reservation; a no-op if it holds none. DeadlineExceededError
+        once ``timeout`` passes.
+        """
+        self._run(self._rules.release(key, owner_id), as_timeout(timeout))
 
     def get_reservation_cache(self, owner_id: str, *, timeout: Timeout = None) -> ReservationCache:
         """Return what this client remembers of ``owner_id``'s last reservation attempt (in
@@ -242,26 +373,49 @@ class SyncRemote(_Remote[SyncTransport, _Rules], Closeable):
         as_timeout(timeout)
         self._rules.reservations.put(owner_id, entry)
 
-    def _send(
-        self,
-        rpc: rpcs.Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None,
-    ) -> Message:
+    def _run(self, steps: Steps[_Result], timeout: float | None) -> _Result:
+        rpc_timeout = self._rules.rpc_timeouts(timeout)
+        return converse(steps, lambda exchange: self._send(exchange, rpc_timeout()))
+
+    def _send(self, exchange: Exchange, timeout: float | None) -> Message:
         # A closed transport fails in its own ways (gRPC raises ValueError, Connect quietly
         # reconnects); a closed client refuses every call the same way.
         if self.closed:
             raise UnavailableError("the client is closed")
+        rpc, request, headers = exchange.rpc, exchange.request, exchange.headers
         return self._transport.send(rpc, request, headers, timeout=timeout)
 
     def _release(self) -> None:
         self._transport.close()
 
 
-class AsyncRemote(_Remote[AsyncTransport, _Rules], AsyncCloseable):
+class AsyncRemote(AsyncWrites, AsyncComputesOnce, _Remote[AsyncTransport, _Rules], AsyncCloseable):
     """The asynchronous twin of :class:`SyncRemote`."""
+
+    async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
+        """See :meth:`SyncRemote.get`."""
+        return await self._run(self._rules.get(key), as_timeout(timeout))
+
+    async def _write(self, write: CheckedWrite) -> Status:
+        return await self._run(self._rules.write(write), write.timeout)
+
+    async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
+        """See :meth:`SyncRemote.delete`."""
+        seconds = as_timeout(timeout)
+        await self._run(self._rules.delete(key), seconds)
+
+    async def get_or_extend_reservation(
+        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
+    ) -> Reservation:
+        """See :meth:`SyncRemote.get_or_extend_reservation`."""
+        steps = self._rules.reserve(key, owner_id, heartbeat_interval)
+        return await self._run(steps, as_timeout(timeout))
+
+    async def release_reservation(
+        self, key: Key, owner_id: str, *, timeout: Timeout = None
+    ) -> None:
+        """See :meth:`SyncRemote.release_reservation`."""
+        await self._run(self._rules.release(key, owner_id), as_timeout(timeout))
 
     async def get_reservation_cache(
         self, owner_id: str, *, timeout: Timeout = None
@@ -277,170 +431,29 @@ class AsyncRemote(_Remote[AsyncTransport, _Rules], AsyncCloseable):
         as_timeout(timeout)
         self._rules.reservations.put(owner_id, entry)
 
-    async def _send(
-        self,
-        rpc: rpcs.Rpc,
-        request: Message,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None,
-    ) -> Message:
+    async def _run(self, steps: Steps[_Result], timeout: float | None) -> _Result:
+        rpc_timeout = self._rules.rpc_timeouts(timeout)
+        return await converse_async(steps, lambda exchange: self._send(exchange, rpc_timeout()))
+
+    async def _send(self, exchange: Exchange, timeout: float | None) -> Message:
         if self.closed:
             raise UnavailableError("the client is closed")
+        rpc, request, headers = exchange.rpc, exchange.request, exchange.headers
         return await self._transport.send(rpc, request, headers, timeout=timeout)
 
     async def _release(self) -> None:
         await self._transport.close()
 
 
-class RemoteClient(Writes, ComputesOnce, SyncRemote[RemoteRules]):
+class RemoteClient(SyncRemote[RemoteRules]):
     """A :class:`~taskcache.Client` talking to a cache service over Connect or gRPC."""
 
-    def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
-        """Return the entry for ``key``; NotFoundError on a miss, on an entry older than
-        ``max_cache_age`` and on one whose blob vanished (that entry is deleted);
-        DeadlineExceededError once ``timeout`` passes.
-        """
-        seconds = as_timeout(timeout)
-        request = self._rules.get_request(key)
-        response: base.GetCacheResponse = self._send(rpcs.GET, request, timeout=seconds)
-        self._rules.check_fresh(key, response)
-        try:
-            return self._rules.read_hit(key, response)
-        except NotFoundError:
-            self._forget_dangling(key, self._rules.dangling_version(response), seconds)
-            raise
 
-    def _forget_dangling(
-        self, key: Key, version: EntryVersion | None, timeout: float | None
-    ) -> None:
-        """Delete the dangling entry only if it is still ``version`` (a worker may have
-        re-put it since the Get): the service compares and deletes in one statement.
-        """
-        if version is None:
-            return
-        request = self._rules.delete_request(key)
-        with contextlib.suppress(NotFoundError, FailedPreconditionError):
-            self._send(rpcs.DELETE, request, _if_unchanged(version), timeout=timeout)
-
-    def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
-        rules = self._rules
-        with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
-            request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            headers = rules.put_headers(payload, ttl)
-            self._send(rpcs.PUT, request, headers, timeout=timeout)
-        return populated_status(key.identifier, metadata)
-
-    def delete(self, key: Key, *, timeout: Timeout = None) -> None:
-        """Delete the entry; NotFoundError if absent, DeadlineExceededError once ``timeout``
-        passes.
-        """
-        request = self._rules.delete_request(key)
-        self._send(rpcs.DELETE, request, timeout=as_timeout(timeout))
-
-    def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
-    ) -> Reservation:
-        """Acquire or extend ``owner_id``'s reservation, or return the current holder's;
-        DeadlineExceededError once ``timeout`` passes.
-        """
-        seconds = as_timeout(timeout)
-        request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response: base.GetOrExtendReservationResponse = self._send(
-            rpcs.GET_OR_EXTEND_RESERVATION, request, timeout=seconds
-        )
-        return Reservation.from_proto(response.reservation)
-
-    def release_reservation(self, key: Key, owner_id: str, *, timeout: Timeout = None) -> None:
-        """Release ``owner_id``'s reservation; a no-op if it holds none. DeadlineExceededError
-        once ``timeout`` passes.
-        """
-        seconds = as_timeout(timeout)
-        request = self._rules.release_request(key, owner_id)
-        self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
-
-
-class AsyncRemoteClient(AsyncWrites, AsyncComputesOnce, AsyncRemote[RemoteRules]):
+class AsyncRemoteClient(AsyncRemote[RemoteRules]):
     """The asynchronous twin of :class:`RemoteClient`."""
 
-    async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
-        """See :meth:`RemoteClient.get`."""
-        seconds = as_timeout(timeout)
-        request = self._rules.get_request(key)
-        response: base.GetCacheResponse = await self._send(rpcs.GET, request, timeout=seconds)
-        self._rules.check_fresh(key, response)
-        try:
-            return self._rules.read_hit(key, response)
-        except NotFoundError:
-            await self._forget_dangling(key, self._rules.dangling_version(response), seconds)
-            raise
 
-    async def _forget_dangling(
-        self, key: Key, version: EntryVersion | None, timeout: float | None
-    ) -> None:
-        """See :meth:`RemoteClient._forget_dangling`."""
-        if version is None:
-            return
-        request = self._rules.delete_request(key)
-        with contextlib.suppress(NotFoundError, FailedPreconditionError):
-            await self._send(rpcs.DELETE, request, _if_unchanged(version), timeout=timeout)
-
-    async def _write(
-        self,
-        key: Key,
-        outputs: Outputs,
-        metadata: Metadata | None,
-        *,
-        overwrite: bool,
-        ttl: timedelta | None,
-        timeout: float | None,
-    ) -> Status:
-        rules = self._rules
-        with staged_put(key, outputs, rules.blobs, rules.inline_max_bytes) as (_, payload):
-            request = rules.put_request(key, payload, metadata, overwrite=overwrite)
-            headers = rules.put_headers(payload, ttl)
-            await self._send(rpcs.PUT, request, headers, timeout=timeout)
-        return populated_status(key.identifier, metadata)
-
-    async def delete(self, key: Key, *, timeout: Timeout = None) -> None:
-        """See :meth:`RemoteClient.delete`."""
-        request = self._rules.delete_request(key)
-        await self._send(rpcs.DELETE, request, timeout=as_timeout(timeout))
-
-    async def get_or_extend_reservation(
-        self, key: Key, owner_id: str, heartbeat_interval: Interval, *, timeout: Timeout = None
-    ) -> Reservation:
-        """See :meth:`RemoteClient.get_or_extend_reservation`."""
-        seconds = as_timeout(timeout)
-        request = self._rules.reservation_request(key, owner_id, heartbeat_interval)
-        response: base.GetOrExtendReservationResponse = await self._send(
-            rpcs.GET_OR_EXTEND_RESERVATION, request, timeout=seconds
-        )
-        return Reservation.from_proto(response.reservation)
-
-    async def release_reservation(
-        self, key: Key, owner_id: str, *, timeout: Timeout = None
-    ) -> None:
-        """See :meth:`RemoteClient.release_reservation`."""
-        seconds = as_timeout(timeout)
-        request = self._rules.release_request(key, owner_id)
-        await self._send(rpcs.RELEASE_RESERVATION, request, timeout=seconds)
-
-
-def _if_unchanged(version: EntryVersion) -> dict[str, str]:
-    return {IF_UNCHANGED_HEADER: version.header_value()}
-
-
-def open_remote(url: str, options: transports.RemoteOptions, rules: RemoteRules) -> RemoteClient:
+def open_remote(url: str, options: RemoteOptions, rules: RemoteRules) -> RemoteClient:
     """Return a RemoteClient for an ``http(s)://`` (Connect) or ``grpc(s)://`` URL.
 
     Raises InvalidArgumentError for another URL.
@@ -448,11 +461,8 @@ def open_remote(url: str, options: transports.RemoteOptions, rules: RemoteRules)
     return RemoteClient(transports.open_transport(url, options), rules)
 
 
-def open_remote_async(
-    url: str, options: transports.RemoteOptions, rules: RemoteRules
-) -> AsyncRemoteClient:
-    """Return an AsyncRemoteClient for an ``http(s)://`` or ``grpc(s)://`` URL.
-
-    Raises InvalidArgumentError for another URL.
+def open_remote_async(url: str, options: RemoteOptions, rules: RemoteRules) -> AsyncRemoteClient:
+    """Return an AsyncRemoteClient for an ``http(s)://`` or ``grpc(s)://`` URL (see
+    :func:`open_remote`).
     """
     return AsyncRemoteClient(transports.open_async_transport(url, options), rules)
