@@ -98,6 +98,17 @@ def test_the_hashing_route_is_built_by_the_first_digest() -> None:
     assert built <= hashed if compiled else "taskcache.hashing.direct" in hashed
 
 
+def test_mashumaro_is_imported_by_the_first_dataclass_conversion() -> None:
+    assert "mashumaro" not in fresh_modules("from taskcache import cached, values")
+    converted = fresh_modules(
+        "import dataclasses\n"
+        "from taskcache import values\n"
+        "Point = dataclasses.make_dataclass('Point', [('x', int)])\n"
+        "assert values.from_literal(values.to_literal(Point(3), Point), Point) == Point(3)"
+    )
+    assert "mashumaro" in converted
+
+
 def test_opening_an_embedded_catalog_needs_no_remote_or_server_stack() -> None:
     loaded = fresh_modules("import taskcache; taskcache.open('memory://').close()")
     assert {"grpc", "connectrpc", "uvicorn", "taskcache.server"}.isdisjoint(loaded)

@@ -21,7 +21,7 @@ It defines nothing itself: it hands on what users catch, construct or call, each
 from its module on first access (:data:`_LAZY`). ``import taskcache`` (and so every
 ``taskcache.<module>`` import, which runs this first) loads none of them: not protobuf and the
 Flyte messages, the hashing core, the clients and repositories, nor ``cached`` and ``values``
-(with mashumaro, msgpack and the blob IO behind them). ``from taskcache import Key`` loads
+(mashumaro only on the first dataclass conversion). ``from taskcache import Key`` loads
 what ``Key`` needs. A name, once looked up, is an ordinary attribute of the package.
 """
 
