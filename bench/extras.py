@@ -94,16 +94,7 @@ def open_times(repeats: int) -> dict[str, Any]:
 
 
 # Imported by `import taskcache` only if some module pulls them in eagerly (reported).
-HEAVY_MODULES = (
-    "google.protobuf",
-    "fsspec",
-    "grpc",
-    "connectrpc",
-    "uvicorn",
-    "click",
-    "rich",
-    "mashumaro",
-)
+HEAVY_MODULES = ("fsspec", "grpc", "connectrpc", "uvicorn", "click", "rich", "mashumaro")
 
 
 def _import_taskcache_once() -> tuple[float, list[str]]:

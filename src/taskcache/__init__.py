@@ -64,42 +64,26 @@ if TYPE_CHECKING:
     from taskcache.targets import open_catalog as open
 
 
-def _names(module: str, *names: str) -> dict[str, tuple[str, str | None]]:
-    return {name: (module, name) for name in names}
+def _names(module: str, names: str) -> dict[str, tuple[str, str | None]]:
+    return {name: (module, name) for name in names.split()}
 
 
 # Public name -> (module, attribute, or None for the module itself), imported on first access.
 _LAZY: dict[str, tuple[str, str | None]] = {
-    **_names(
-        "taskcache.clients.base", "AsyncClient", "AsyncOperatorClient", "Client", "OperatorClient"
-    ),
+    **_names("taskcache.clients.base", "AsyncClient AsyncOperatorClient Client OperatorClient"),
     **_names(
         "taskcache.errors",
-        "AlreadyExistsError",
-        "CacheError",
-        "DeadlineExceededError",
-        "FailedPreconditionError",
-        "InternalError",
-        "InvalidArgumentError",
-        "NotFoundError",
-        "PermissionDeniedError",
-        "ResourceExhaustedError",
-        "UnauthenticatedError",
-        "UnavailableError",
+        "AlreadyExistsError CacheError DeadlineExceededError FailedPreconditionError InternalError"
+        " InvalidArgumentError NotFoundError PermissionDeniedError ResourceExhaustedError"
+        " UnauthenticatedError UnavailableError",
     ),
     **_names(
         "taskcache.model",
-        "CatalogEntry",
-        "Entry",
-        "InputReader",
-        "Key",
-        "Metadata",
-        "Reservation",
-        "ReservationCache",
+        "CatalogEntry Entry InputReader Key Metadata Reservation ReservationCache",
     ),
-    **_names("taskcache.outputs", "InMemoryOutputReader", "OutputReader", "UriOutputReader"),
-    **_names("taskcache.repositories.base", "CatalogStats", "ProjectStats"),
-    **_names("taskcache.status", "CacheStatus", "ReservationStatus", "Status"),
+    **_names("taskcache.outputs", "InMemoryOutputReader OutputReader UriOutputReader"),
+    **_names("taskcache.repositories.base", "CatalogStats ProjectStats"),
+    **_names("taskcache.status", "CacheStatus ReservationStatus Status"),
     "cached": ("taskcache.decorator", "cached"),
     # Not in __all__, but documented as ``taskcache.hashing.<function>`` after ``import
     # taskcache`` (which loaded it when the package imported its clients eagerly).
