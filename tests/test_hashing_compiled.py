@@ -379,15 +379,16 @@ _PROBE = """
 import sys
 if sys.argv[1] == "hide":
     sys.modules["taskcache.hashing._core"] = None  # the extension cannot be imported
-try:
-    from taskcache import hashing
-except RuntimeError as error:
-    print("error:", error)
-    raise SystemExit(0)
+from taskcache import hashing  # the route is built on the first digest, not here
 from flyteidl2.core import literals_pb2
 literal_map = literals_pb2.LiteralMap()
 literal_map.literals["a"].scalar.primitive.integer = 7
-print(hashing.hashing_route(), hashing.hash_literal_map(literal_map))
+try:
+    text = hashing.hash_literal_map(literal_map)
+except RuntimeError as error:
+    print("error:", error)
+    raise SystemExit(0)
+print(hashing.hashing_route(), text)
 """
 
 
@@ -417,6 +418,22 @@ def test_the_python_route_is_used_when_the_extension_is_hidden() -> None:
     assert _probe(hide=False, route_variable="python") == f"python {key}"
     refused = _probe(hide=True, route_variable="compiled")
     assert refused.startswith("error: TASKCACHE_HASHING=compiled, but the compiled hashing core")
+
+
+def test_a_bad_route_variable_fails_at_import() -> None:
+    environment = dict(os.environ, TASKCACHE_HASHING="fast")
+    completed = subprocess.run(
+        [sys.executable, "-c", "from taskcache import hashing"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert "ValueError: TASKCACHE_HASHING must be 'python', 'compiled' or 'auto'" in (
+        completed.stderr
+    )
 
 
 def test_flyte1_and_flyte2_keys_agree_on_the_compiled_route() -> None:

@@ -1,8 +1,10 @@
 """What a plain ``pip install taskcache`` gives and what its extras add.
 
-* ``import taskcache`` stays light: fsspec, gRPC, the server stack, the CLI libraries and
-  the Python-value converters are not imported until used (a fresh interpreter's
-  ``sys.modules``; the time itself is measured in the benchmarks, never asserted);
+* ``import taskcache`` stays light: protobuf and the Flyte messages, the hashing core, the
+  clients and repositories, fsspec, gRPC, the server stack, the CLI libraries and the
+  Python-value converters are not imported until used, and ``taskcache.hashing`` builds its
+  route on the first digest (a fresh interpreter's ``sys.modules``; the time itself is
+  measured in the benchmarks, never asserted);
 * the package metadata puts the server stack in the base install and offers the extras
   ``postgres``, ``s3``, ``gcs``, ``azure`` and ``all``;
 * a missing optional package is one error line naming the extra, from the Python API and
@@ -24,6 +26,7 @@ from click.testing import CliRunner
 import taskcache
 from taskcache.cli import main
 from taskcache.extras import EXTRA_PACKAGES, STORAGE_EXTRAS, storage_extra
+from taskcache.hashing.routes import compiled_unavailable_reason
 from taskcache.storage import BlobStore, read_blob
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,23 @@ HEAVY = (
     # Only async code needs these (and the DataCatalog repositories, which bring them).
     "asyncio",
     "taskcache.repositories.datacatalog_base",
+    # Only what a name exported by the package needs, on first access.
+    "google.protobuf",
+    "flyteidl",
+    "flyteidl2",
+    "sqlite3",
+    "taskcache.errors",
+    "taskcache.hashing",
+    "taskcache.clients",
+    "taskcache.targets",
+)
+# What the hashing route is built from: imported by the first digest, not with the package.
+HASHING_ROUTE = (
+    "taskcache.hashing.compiled",
+    "taskcache.hashing.plans",
+    "taskcache.hashing._core",
+    "taskcache.hashing.direct",
+    "taskcache.hashing.hashify",
 )
 
 
@@ -65,18 +85,47 @@ def test_import_taskcache_leaves_the_heavy_modules_unimported() -> None:
     assert sorted(name for name in HEAVY if name in loaded) == []
 
 
+def test_the_hashing_route_is_built_by_the_first_digest() -> None:
+    loaded = fresh_modules("from taskcache import hashing")
+    assert sorted(name for name in HASHING_ROUTE if name in loaded) == []
+    hashed = fresh_modules(
+        "from flyteidl2.core import literals_pb2\n"
+        "from taskcache import hashing\n"
+        "hashing.hash_literal_map(literals_pb2.LiteralMap())"
+    )
+    compiled = compiled_unavailable_reason() is None
+    built = {"taskcache.hashing.compiled", "taskcache.hashing.plans", "taskcache.hashing._core"}
+    assert built <= hashed if compiled else "taskcache.hashing.direct" in hashed
+
+
+def test_mashumaro_is_imported_by_the_first_dataclass_conversion() -> None:
+    assert "mashumaro" not in fresh_modules("from taskcache import cached, values")
+    converted = fresh_modules(
+        "import dataclasses\n"
+        "from taskcache import values\n"
+        "Point = dataclasses.make_dataclass('Point', [('x', int)])\n"
+        "assert values.from_literal(values.to_literal(Point(3), Point), Point) == Point(3)"
+    )
+    assert "mashumaro" in converted
+
+
 def test_opening_an_embedded_catalog_needs_no_remote_or_server_stack() -> None:
     loaded = fresh_modules("import taskcache; taskcache.open('memory://').close()")
     assert {"grpc", "connectrpc", "uvicorn", "taskcache.server"}.isdisjoint(loaded)
 
 
 def test_the_lazy_names_are_the_real_ones() -> None:
-    from taskcache import values
+    from taskcache import errors, hashing, model, targets, values
     from taskcache.decorator import cached
 
     assert taskcache.cached is cached
     assert taskcache.values is values
-    assert {"cached", "values"} <= set(dir(taskcache))
+    assert taskcache.hashing is hashing
+    assert taskcache.open is targets.open_catalog
+    assert taskcache.open_async is targets.open_async_catalog
+    assert taskcache.Key is model.Key
+    assert taskcache.NotFoundError is errors.NotFoundError
+    assert set(taskcache.__all__) | {"hashing"} <= set(dir(taskcache))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = taskcache.nothing  # type: ignore[attr-defined]
 

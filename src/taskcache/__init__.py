@@ -17,50 +17,81 @@ and :class:`AsyncOperatorClient` protocols). Clients come only from :func:`open`
 :func:`open_async`: the classes behind them (embedded, Connect, gRPC) need parts that are not
 public and are not exported. Cache keys are computed by :mod:`taskcache.hashing`.
 
-It defines nothing itself: it hands on what users catch, construct or call. ``cached`` and
-``values`` (with mashumaro, msgpack and the blob IO behind them) are imported on first
-access, so ``import taskcache`` stays quick for code that only opens clients.
+It defines nothing itself: it hands on what users catch, construct or call, each name imported
+from its module on first access (:data:`_LAZY`). ``import taskcache`` (and so every
+``taskcache.<module>`` import, which runs this first) loads none of them: not protobuf and the
+Flyte messages, the hashing core, the clients and repositories, nor ``cached`` and ``values``
+(mashumaro only on the first dataclass conversion). ``from taskcache import Key`` loads
+what ``Key`` needs. A name, once looked up, is an ordinary attribute of the package.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 from taskcache._version import __version__
-from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
-from taskcache.errors import (
-    AlreadyExistsError,
-    CacheError,
-    DeadlineExceededError,
-    FailedPreconditionError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    UnauthenticatedError,
-    UnavailableError,
-)
-from taskcache.model import (
-    CatalogEntry,
-    Entry,
-    InputReader,
-    Key,
-    Metadata,
-    Reservation,
-    ReservationCache,
-)
-from taskcache.outputs import InMemoryOutputReader, OutputReader, UriOutputReader
-from taskcache.repositories.base import CatalogStats, ProjectStats
-from taskcache.status import CacheStatus, ReservationStatus, Status
-from taskcache.targets import open_async_catalog as open_async
-from taskcache.targets import open_catalog as open
 
 if TYPE_CHECKING:
+    from taskcache import hashing as hashing  # re-exported, not in __all__ (see _LAZY)
     from taskcache import values
+    from taskcache.clients.base import AsyncClient, AsyncOperatorClient, Client, OperatorClient
     from taskcache.decorator import cached
+    from taskcache.errors import (
+        AlreadyExistsError,
+        CacheError,
+        DeadlineExceededError,
+        FailedPreconditionError,
+        InternalError,
+        InvalidArgumentError,
+        NotFoundError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        UnauthenticatedError,
+        UnavailableError,
+    )
+    from taskcache.model import (
+        CatalogEntry,
+        Entry,
+        InputReader,
+        Key,
+        Metadata,
+        Reservation,
+        ReservationCache,
+    )
+    from taskcache.outputs import InMemoryOutputReader, OutputReader, UriOutputReader
+    from taskcache.repositories.base import CatalogStats, ProjectStats
+    from taskcache.status import CacheStatus, ReservationStatus, Status
+    from taskcache.targets import open_async_catalog as open_async
+    from taskcache.targets import open_catalog as open
 
-# Public name -> (module, attribute or None for the module itself), imported on first access.
-_LAZY = {"cached": ("taskcache.decorator", "cached"), "values": ("taskcache.values", None)}
+
+def _names(module: str, names: str) -> dict[str, tuple[str, str | None]]:
+    return {name: (module, name) for name in names.split()}
+
+
+# Public name -> (module, attribute, or None for the module itself), imported on first access.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    **_names("taskcache.clients.base", "AsyncClient AsyncOperatorClient Client OperatorClient"),
+    **_names(
+        "taskcache.errors",
+        "AlreadyExistsError CacheError DeadlineExceededError FailedPreconditionError InternalError"
+        " InvalidArgumentError NotFoundError PermissionDeniedError ResourceExhaustedError"
+        " UnauthenticatedError UnavailableError",
+    ),
+    **_names(
+        "taskcache.model",
+        "CatalogEntry Entry InputReader Key Metadata Reservation ReservationCache",
+    ),
+    **_names("taskcache.outputs", "InMemoryOutputReader OutputReader UriOutputReader"),
+    **_names("taskcache.repositories.base", "CatalogStats ProjectStats"),
+    **_names("taskcache.status", "CacheStatus ReservationStatus Status"),
+    "cached": ("taskcache.decorator", "cached"),
+    # Not in __all__, but documented as ``taskcache.hashing.<function>`` after ``import
+    # taskcache`` (which loaded it when the package imported its clients eagerly).
+    "hashing": ("taskcache.hashing", None),
+    "open": ("taskcache.targets", "open_catalog"),
+    "open_async": ("taskcache.targets", "open_async_catalog"),
+    "values": ("taskcache.values", None),
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -2,8 +2,14 @@
 
 Both give byte-identical results (the test suite holds them equal on Go's vectors, hypothesis
 properties and a differential fuzz). The compiled route is used when its extension imports;
-``TASKCACHE_HASHING=python`` or ``=compiled`` forces one (``compiled`` without the extension is an
-error at import), and :func:`use_route` switches at run time (tests, benchmarks).
+``TASKCACHE_HASHING=python`` or ``=compiled`` forces one, and :func:`use_route` switches at run
+time (tests, benchmarks). A name other than those is a ValueError at import; ``compiled``
+without the extension is a RuntimeError at the first digest.
+
+The route is built on the first digest, not at import: building it imports the walkers, the
+compiled core and its plans, which code that never hashes (``import taskcache``, a client of a
+remote catalog) does not need. After that, :data:`active` is the built route and every digest
+is one attribute read away from it, as before.
 
 No I/O beyond reading that environment variable.
 """
@@ -12,13 +18,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
-
-from taskcache.hashing import direct, hashify
 
 ENVIRONMENT_VARIABLE = "TASKCACHE_HASHING"
 PYTHON = "python"
@@ -35,7 +40,10 @@ class Route:
     literal_map_text: Callable[[Any, Collection[str]], str]
 
 
-_PYTHON_ROUTE = Route(PYTHON, direct.pbhash, hashify.literal_map_text)
+def _python_route() -> Route:
+    direct = importlib.import_module("taskcache.hashing.direct")
+    hashify = importlib.import_module("taskcache.hashing.hashify")
+    return Route(PYTHON, direct.pbhash, hashify.literal_map_text)
 
 
 def _compiled_route() -> Route:
@@ -52,9 +60,17 @@ def compiled_unavailable_reason() -> str | None:
     return None
 
 
-def _choose(name: str) -> Route:
+def _validated(name: str) -> str:
+    if name in (PYTHON, COMPILED, *_AUTOMATIC):
+        return name
+    raise ValueError(
+        f"{ENVIRONMENT_VARIABLE} must be {PYTHON!r}, {COMPILED!r} or 'auto', not {name!r}"
+    )
+
+
+def _build(name: str) -> Route:
     if name == PYTHON:
-        return _PYTHON_ROUTE
+        return _python_route()
     if name == COMPILED:
         try:
             return _compiled_route()
@@ -64,17 +80,34 @@ def _choose(name: str) -> Route:
                 f"available ({error}); reinstall with a C compiler, or use "
                 f"{ENVIRONMENT_VARIABLE}=python"
             ) from error
-    if name in _AUTOMATIC:
-        try:
-            return _compiled_route()
-        except ImportError:
-            return _PYTHON_ROUTE
-    raise ValueError(
-        f"{ENVIRONMENT_VARIABLE} must be {PYTHON!r}, {COMPILED!r} or 'auto', not {name!r}"
-    )
+    try:
+        return _compiled_route()
+    except ImportError:
+        return _python_route()
 
 
-active: Route = _choose(os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower())
+def _first_pbhash(message: Message) -> bytes:
+    return _resolved().pbhash(message)
+
+
+def _first_literal_map_text(literal_map: Any, ignore: Collection[str]) -> str:
+    return _resolved().literal_map_text(literal_map, ignore)
+
+
+# Stands in for the requested route until the first digest builds it (see the module's note).
+_UNBUILT = Route("", _first_pbhash, _first_literal_map_text)
+_requested = _validated(os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower())
+# Held while the route is built or switched, so a use_route() racing the first digest wins.
+_switching = threading.Lock()
+active: Route = _UNBUILT
+
+
+def _resolved() -> Route:
+    global active  # noqa: PLW0603 - the one switch every digest goes through
+    with _switching:
+        if active is _UNBUILT:
+            active = _build(_requested)
+        return active
 
 
 def use_route(name: str) -> None:
@@ -86,9 +119,13 @@ def use_route(name: str) -> None:
     global active  # noqa: PLW0603 - the one switch every digest goes through
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {type(name).__name__}")
-    active = _choose(name)
+    route = _build(_validated(name))
+    with _switching:
+        active = route
 
 
 def route_name() -> str:
-    """Return the active route's name: "compiled" or "python"."""
-    return active.name
+    """Return the active route's name: "compiled" or "python" (building it if no digest has
+    been computed yet; RuntimeError as for the first digest).
+    """
+    return _resolved().name

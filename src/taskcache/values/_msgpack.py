@@ -16,12 +16,11 @@ import math
 import sys
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from flyteidl2.core import types_pb2
 from google.protobuf import struct_pb2
-from mashumaro.codecs.msgpack import MessagePackDecoder, MessagePackEncoder
 
 from taskcache.values._builtin import (
     Literal,
@@ -38,6 +37,9 @@ from taskcache.values._engine import (
     add_builtin,
     strip_annotated,
 )
+
+if TYPE_CHECKING:
+    from mashumaro.codecs.msgpack import MessagePackDecoder, MessagePackEncoder
 
 MSGPACK_TAG = "msgpack"
 
@@ -64,13 +66,19 @@ def _unpack(packed: bytes) -> Any:
     return msgpack.unpackb(packed, strict_map_key=False)
 
 
+# mashumaro is most of what importing the converters costs, and only dataclasses and msgpack
+# dicts need it: imported by the first codec built (one per type, cached), as the schema is.
 @functools.cache
 def _encoder(python_type: Any) -> MessagePackEncoder[Any]:
+    from mashumaro.codecs.msgpack import MessagePackEncoder  # noqa: PLC0415
+
     return MessagePackEncoder(python_type)
 
 
 @functools.cache
 def _decoder(python_type: Any) -> MessagePackDecoder[Any]:
+    from mashumaro.codecs.msgpack import MessagePackDecoder  # noqa: PLC0415
+
     return MessagePackDecoder(python_type, pre_decoder_func=_unpack)
 
 
