@@ -209,6 +209,13 @@ def _also_measured(facts: Facts) -> list[str]:
             f" runs; target <= 100 ms, not asserted): median {imports['median_s'] * 1000:.0f} ms,"
             f" best {imports['best_s'] * 1000:.0f} ms; heavy modules it loaded: {heavy}."
         )
+        if "first_use_median_s" in imports:
+            lines.append(
+                f"- `{imports['first_use_statement']}` in a fresh process (wall time, the"
+                f" exported names' modules included): median"
+                f" {imports['first_use_median_s'] * 1000:.0f} ms,"
+                f" best {imports['first_use_best_s'] * 1000:.0f} ms."
+            )
     return lines
 
 
