@@ -6,6 +6,7 @@ databases come from ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import threading
 import time
@@ -382,6 +383,40 @@ def test_repository_survives_a_server_restart(restartable_postgres: Any) -> None
         assert repository.create_entry(entry("after"), None).written
     finally:
         repository.close()
+
+
+def test_async_repository_replaces_connections_the_server_ended(fresh_database: str) -> None:
+    """Sessions ended while idle in the pool (as by a restart) are noticed before use: they
+    are replaced, and the next calls succeed, with no test query on the quiet ones.
+    """
+    from taskcache.repositories.postgres_async import AsyncPostgresRepository
+
+    row = entry()
+
+    async def scenario() -> None:
+        repository = await AsyncPostgresRepository.open(
+            fresh_database, min_size=2, max_size=2, pool_timeout=5
+        )
+        try:
+            assert (await repository.create_entry(row, None)).written
+            for _ in range(100):
+                stats = repository.pool_stats()
+                if stats is not None and stats.size == 2:
+                    break
+                await asyncio.sleep(0.05)
+            ended = _query(
+                fresh_database,
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            assert [done for (done,) in ended] == [True, True]
+            for _ in range(3):
+                assert await repository.get_entry(SCOPE, "key") == row
+            assert (await repository.acquire_reservation(reservation("a", T0), T0)).owner_id == "a"
+        finally:
+            await repository.close()
+
+    asyncio.run(scenario())
 
 
 # --- targets ---------------------------------------------------------------------------------
