@@ -173,19 +173,25 @@ _SQLITE_SELECT = """
 """
 _POSTGRES_UPSERT = """
     WITH previous AS (
-        SELECT owner_id FROM reservations
+        SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations
         WHERE org = %s AND project = %s AND domain = %s AND key = %s
+    ), granted AS (
+        INSERT INTO reservations
+            (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (org, project, domain, key) DO UPDATE SET
+            owner_id = EXCLUDED.owner_id,
+            heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
+            expires_at = EXCLUDED.expires_at
+        WHERE reservations.owner_id = EXCLUDED.owner_id
+           OR reservations.expires_at <= %s
+        RETURNING owner_id, heartbeat_interval_us, expires_at
     )
-    INSERT INTO reservations
-        (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (org, project, domain, key) DO UPDATE SET
-        owner_id = EXCLUDED.owner_id,
-        heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
-        expires_at = EXCLUDED.expires_at
-    WHERE reservations.owner_id = EXCLUDED.owner_id
-       OR reservations.expires_at <= %s
-    RETURNING owner_id, heartbeat_interval_us, expires_at, (SELECT owner_id FROM previous)
+    SELECT true, owner_id, heartbeat_interval_us, expires_at, (SELECT owner_id FROM previous)
+    FROM granted
+    UNION ALL
+    SELECT false, owner_id, heartbeat_interval_us, expires_at, NULL FROM previous
+    WHERE NOT EXISTS (SELECT FROM granted)
 """
 _POSTGRES_SELECT = """
     SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations
@@ -248,12 +254,13 @@ def postgres_sql_factory(url: str) -> tuple[OperationFactory, Callable[[], None]
 
         def operation() -> Any:
             now = datetime.now(UTC)
-            granted = conn.execute(
+            found = conn.execute(
                 _POSTGRES_UPSERT,
                 (*key_params, *key_params, owner, _HEARTBEAT_US, now + _EXPIRY, now),
             ).fetchone()
-            if granted is not None:
-                return granted
+            # The repository reads the holder afresh only when the snapshot cannot name it.
+            if found is not None and (found[0] or (found[1] != owner and found[3] > now)):
+                return found
             return conn.execute(_POSTGRES_SELECT, key_params).fetchone()
 
         return operation

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +30,7 @@ import taskcache
 from builders import int_map, make_key
 from postgres import PostgresServer, answers
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
-from taskcache.repositories.base import EntryFilter
+from taskcache.repositories.base import EntryFilter, ReservationRow
 from taskcache.repositories.postgres import (
     SCHEMA_VERSION,
     SCHEMA_VERSION_TABLE,
@@ -300,6 +300,61 @@ def test_processes_racing_reservations_one_owner(clean_postgres: str) -> None:
         held = repository.get_reservation(SCOPE, "key")
     assert held is not None
     assert held.owner_id == owner
+
+
+def _acquire_once(url: str, wanted: ReservationRow, now: datetime, driver: str) -> ReservationRow:
+    if driver == "sync":
+        with PostgresRepository(url, max_size=1) as repository:
+            return repository.acquire_reservation(wanted, now)
+    from taskcache.repositories.postgres_async import AsyncPostgresRepository
+
+    async def acquire() -> ReservationRow:
+        async with await AsyncPostgresRepository.open(url, max_size=1) as repository:
+            return await repository.acquire_reservation(wanted, now)
+
+    return asyncio.run(acquire())
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("snapshot_owner", "held_for"),
+    [("a", timedelta(hours=1)), ("a", timedelta(seconds=1)), ("c", timedelta(seconds=1))],
+)
+def test_a_refusal_never_names_a_stale_holder(
+    clean_postgres: str, driver: str, snapshot_owner: str, held_for: timedelta
+) -> None:
+    """The key changes hands after the acquire's snapshot but before its upsert decides: the
+    refused caller is told the new holder, never a snapshot row that could not have refused
+    it (its own, held or expired, or another owner's expired one).
+    """
+    with PostgresRepository(clean_postgres) as repository:
+        repository.acquire_reservation(reservation(snapshot_owner, T0 + held_for), T0)
+    later = T0 + timedelta(seconds=2)
+    outcome: list[ReservationRow] = []
+    with psycopg.connect(clean_postgres) as other:
+        other.execute(
+            "UPDATE reservations SET owner_id = 'b', expires_at = %s WHERE key = 'key'",
+            (T0 + timedelta(hours=1),),
+        )
+        acquiring = threading.Thread(
+            target=lambda: outcome.append(
+                _acquire_once(clean_postgres, reservation("a", later), later, driver)
+            )
+        )
+        acquiring.start()
+        deadline = time.monotonic() + 30
+        while not _query(
+            clean_postgres,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database() AND query LIKE '%%INSERT INTO reservations%%'",
+        ):
+            assert time.monotonic() < deadline, "the acquire never waited for the row lock"
+            time.sleep(0.02)
+        other.commit()
+    acquiring.join(timeout=30)
+    assert [(held.owner_id, held.expires_at) for held in outcome] == [
+        ("b", T0 + timedelta(hours=1))
+    ]
 
 
 def test_threads_acquiring_and_releasing_never_share_a_reservation(clean_postgres: str) -> None:

@@ -238,9 +238,9 @@ class AsyncPostgresRepository:
         async with self._connection() as conn:
             for _ in range(sql.MAX_ATTEMPTS):
                 cursor = await conn.execute(sql.ACQUIRE_RESERVATION, params)
-                granted = await cursor.fetchone()
-                if granted is not None:
-                    return sql.granted_reservation(row, granted)
+                decided = sql.acquired_reservation(row, await cursor.fetchone(), now)
+                if decided is not None:
+                    return decided
                 cursor = await conn.execute(sql.SELECT_RESERVATION, key_params)
                 holder = await cursor.fetchone()
                 if holder is not None:
