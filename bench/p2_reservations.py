@@ -11,8 +11,9 @@ mix holds grants, extensions and refusals.
   database add to the transport.
 * ``P2-<db>-embedded``: ours = ``CacheManager.get_or_extend_reservation`` in-process;
   baseline = the repository's own statements (the conditional INSERT ... ON CONFLICT DO
-  UPDATE ... WHERE with its previous-owner read, plus the read-back) on a plain connection
-  per thread: no manager, no transport.
+  UPDATE ... WHERE with its previous-owner read, plus the read-back: SQLite's in one
+  transaction, PostgreSQL's naming the refusing holder in the same statement) on a plain
+  connection per thread: no manager, no transport.
 """
 
 from __future__ import annotations
@@ -171,26 +172,6 @@ _SQLITE_SELECT = """
     SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations
     WHERE org = ? AND project = ? AND domain = ? AND key = ?
 """
-_POSTGRES_UPSERT = """
-    WITH previous AS (
-        SELECT owner_id FROM reservations
-        WHERE org = %s AND project = %s AND domain = %s AND key = %s
-    )
-    INSERT INTO reservations
-        (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (org, project, domain, key) DO UPDATE SET
-        owner_id = EXCLUDED.owner_id,
-        heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
-        expires_at = EXCLUDED.expires_at
-    WHERE reservations.owner_id = EXCLUDED.owner_id
-       OR reservations.expires_at <= %s
-    RETURNING owner_id, heartbeat_interval_us, expires_at, (SELECT owner_id FROM previous)
-"""
-_POSTGRES_SELECT = """
-    SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations
-    WHERE org = %s AND project = %s AND domain = %s AND key = %s
-"""
 _HEARTBEAT_US = HEARTBEAT // timedelta(microseconds=1)
 _EXPIRY_US = int(_HEARTBEAT_US * DEFAULT_HEARTBEAT_GRACE_MULTIPLIER)
 _EXPIRY = HEARTBEAT * DEFAULT_HEARTBEAT_GRACE_MULTIPLIER
@@ -238,6 +219,12 @@ def postgres_sql_factory(url: str) -> tuple[OperationFactory, Callable[[], None]
     """One autocommit connection per owner (session in UTC, as the repository's)."""
     import psycopg  # noqa: PLC0415 - optional (the postgres extra)
 
+    # The repository's own statements, verbatim (imported: they need psycopg's placeholders).
+    from taskcache.repositories.postgres_sql import (  # noqa: PLC0415
+        ACQUIRE_RESERVATION,
+        SELECT_RESERVATION,
+    )
+
     connections: list[Any] = []
 
     def factory(_: int, key: str, owner: str) -> Operation:
@@ -248,13 +235,14 @@ def postgres_sql_factory(url: str) -> tuple[OperationFactory, Callable[[], None]
 
         def operation() -> Any:
             now = datetime.now(UTC)
-            granted = conn.execute(
-                _POSTGRES_UPSERT,
+            found = conn.execute(
+                ACQUIRE_RESERVATION,
                 (*key_params, *key_params, owner, _HEARTBEAT_US, now + _EXPIRY, now),
             ).fetchone()
-            if granted is not None:
-                return granted
-            return conn.execute(_POSTGRES_SELECT, key_params).fetchone()
+            # The repository reads the holder afresh only when the snapshot cannot name it.
+            if found is not None and (found[0] or (found[1] != owner and found[3] > now)):
+                return found
+            return conn.execute(SELECT_RESERVATION, key_params).fetchone()
 
         return operation
 

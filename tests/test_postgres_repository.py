@@ -6,12 +6,13 @@ databases come from ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,7 +30,7 @@ import taskcache
 from builders import int_map, make_key
 from postgres import PostgresServer, answers
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
-from taskcache.repositories.base import EntryFilter
+from taskcache.repositories.base import EntryFilter, ReservationRow
 from taskcache.repositories.postgres import (
     SCHEMA_VERSION,
     SCHEMA_VERSION_TABLE,
@@ -301,6 +302,61 @@ def test_processes_racing_reservations_one_owner(clean_postgres: str) -> None:
     assert held.owner_id == owner
 
 
+def _acquire_once(url: str, wanted: ReservationRow, now: datetime, driver: str) -> ReservationRow:
+    if driver == "sync":
+        with PostgresRepository(url, max_size=1) as repository:
+            return repository.acquire_reservation(wanted, now)
+    from taskcache.repositories.postgres_async import AsyncPostgresRepository
+
+    async def acquire() -> ReservationRow:
+        async with await AsyncPostgresRepository.open(url, max_size=1) as repository:
+            return await repository.acquire_reservation(wanted, now)
+
+    return asyncio.run(acquire())
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("snapshot_owner", "held_for"),
+    [("a", timedelta(hours=1)), ("a", timedelta(seconds=1)), ("c", timedelta(seconds=1))],
+)
+def test_a_refusal_never_names_a_stale_holder(
+    clean_postgres: str, driver: str, snapshot_owner: str, held_for: timedelta
+) -> None:
+    """The key changes hands after the acquire's snapshot but before its upsert decides: the
+    refused caller is told the new holder, never a snapshot row that could not have refused
+    it (its own, held or expired, or another owner's expired one).
+    """
+    with PostgresRepository(clean_postgres) as repository:
+        repository.acquire_reservation(reservation(snapshot_owner, T0 + held_for), T0)
+    later = T0 + timedelta(seconds=2)
+    outcome: list[ReservationRow] = []
+    with psycopg.connect(clean_postgres) as other:
+        other.execute(
+            "UPDATE reservations SET owner_id = 'b', expires_at = %s WHERE key = 'key'",
+            (T0 + timedelta(hours=1),),
+        )
+        acquiring = threading.Thread(
+            target=lambda: outcome.append(
+                _acquire_once(clean_postgres, reservation("a", later), later, driver)
+            )
+        )
+        acquiring.start()
+        deadline = time.monotonic() + 30
+        while not _query(
+            clean_postgres,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database() AND query LIKE '%%INSERT INTO reservations%%'",
+        ):
+            assert time.monotonic() < deadline, "the acquire never waited for the row lock"
+            time.sleep(0.02)
+        other.commit()
+    acquiring.join(timeout=30)
+    assert [(held.owner_id, held.expires_at) for held in outcome] == [
+        ("b", T0 + timedelta(hours=1))
+    ]
+
+
 def test_threads_acquiring_and_releasing_never_share_a_reservation(clean_postgres: str) -> None:
     # Releases race the "read back the holder" step: acquire must retry, never fail, and
     # at most one thread may believe it holds the key at any instant.
@@ -382,6 +438,40 @@ def test_repository_survives_a_server_restart(restartable_postgres: Any) -> None
         assert repository.create_entry(entry("after"), None).written
     finally:
         repository.close()
+
+
+def test_async_repository_replaces_connections_the_server_ended(fresh_database: str) -> None:
+    """Sessions ended while idle in the pool (as by a restart) are noticed before use: they
+    are replaced, and the next calls succeed, with no test query on the quiet ones.
+    """
+    from taskcache.repositories.postgres_async import AsyncPostgresRepository
+
+    row = entry()
+
+    async def scenario() -> None:
+        repository = await AsyncPostgresRepository.open(
+            fresh_database, min_size=2, max_size=2, pool_timeout=5
+        )
+        try:
+            assert (await repository.create_entry(row, None)).written
+            for _ in range(100):
+                stats = repository.pool_stats()
+                if stats is not None and stats.size == 2:
+                    break
+                await asyncio.sleep(0.05)
+            ended = _query(
+                fresh_database,
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            assert [done for (done,) in ended] == [True, True]
+            for _ in range(3):
+                assert await repository.get_entry(SCOPE, "key") == row
+            assert (await repository.acquire_reservation(reservation("a", T0), T0)).owner_id == "a"
+        finally:
+            await repository.close()
+
+    asyncio.run(scenario())
 
 
 # --- targets ---------------------------------------------------------------------------------

@@ -488,16 +488,18 @@ class PostgresRepository:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.
 
         Returns the reservation in force afterwards: ``row`` if granted, else the holder's.
-        The upsert's WHERE decides the grant atomically; when it refuses, the holder is read
-        back, and if the holder released in between, the upsert is tried again.
+        The upsert's WHERE decides the grant atomically and the same statement names the
+        holder that refused it; only when its snapshot cannot, the holder is read back, and
+        if the holder released in between, the upsert is tried again.
         """
         params = sql.acquire_params(row, now)
         key_params = sql.scope_key(row.scope, row.key)
         with self._connection() as conn:
             for _ in range(sql.MAX_ATTEMPTS):
-                granted = conn.execute(sql.ACQUIRE_RESERVATION, params).fetchone()
-                if granted is not None:
-                    return sql.granted_reservation(row, granted)
+                found = conn.execute(sql.ACQUIRE_RESERVATION, params).fetchone()
+                decided = sql.acquired_reservation(row, found, now)
+                if decided is not None:
+                    return decided
                 holder = conn.execute(sql.SELECT_RESERVATION, key_params).fetchone()
                 if holder is not None:
                     return sql.reservation_from_row(row.scope, row.key, holder)

@@ -10,9 +10,11 @@ The statements, their parameters, the row decoding and the error mapping are
 :mod:`taskcache.repositories.postgres_sql`'s, shared with the synchronous
 :class:`~taskcache.repositories.postgres.PostgresRepository`; so are the retry loops' rules
 and the reconnect behaviour (a connection is checked before each use; a broken one is
-discarded and the next tried at once). Only the execution differs: ``psycopg.AsyncConnection``
-from a ``psycopg_pool.AsyncConnectionPool``. The schema is prepared by the synchronous
-module's migration code, run once in a worker thread by :meth:`AsyncPostgresRepository.open`.
+discarded and the next tried at once), except that here the check costs a round trip only
+when the connection's socket says it may be needed. Only the execution differs:
+``psycopg.AsyncConnection`` from a ``psycopg_pool.AsyncConnectionPool``. The schema is
+prepared by the synchronous module's migration code, run once in a worker thread by
+:meth:`AsyncPostgresRepository.open`.
 
 It must not carry operator queries: the synchronous repository serves those.
 """
@@ -20,6 +22,7 @@ It must not carry operator queries: the synchronous repository serves those.
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +30,7 @@ from datetime import datetime
 from typing import Unpack
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -44,6 +48,21 @@ from taskcache.repositories.postgres import _prepare_schema
 __all__ = ["AsyncPostgresRepository"]
 
 AsyncConnection = psycopg.AsyncConnection[TupleRow]
+
+
+def _quiet(conn: AsyncConnection) -> bool:
+    """Return True if ``conn`` is idle and the server has sent nothing since its last answer.
+
+    A server that ends a session (restart, ``pg_terminate_backend``) sends a FATAL notice and
+    closes the socket, both of which make it readable; an idle session otherwise receives
+    nothing. So a quiet connection needs no test query (a round trip, the ``check_connection``
+    of every call before); any other one is tested.
+    """
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    return not poller.poll(0)
 
 
 class AsyncPostgresRepository:
@@ -92,7 +111,8 @@ class AsyncPostgresRepository:
 
         As in the synchronous repository: a connection broken by a server restart fails the
         check, is closed and returned (the pool replaces it), and the next one is tried at
-        once, until a good one comes or ``pool_timeout`` passes.
+        once, until a good one comes or ``pool_timeout`` passes. Only a connection that is
+        not :func:`_quiet` is checked with a test query; a quiet one is used at once.
         """
         if self._closed:
             raise UnavailableError("the postgres repository is closed")
@@ -103,6 +123,8 @@ class AsyncPostgresRepository:
                 if remaining <= 0:
                     raise PoolTimeout(f"no working connection after {self._pool_timeout:.2f} sec")
                 conn = await self._pool.getconn(timeout=remaining)
+                if _quiet(conn):
+                    break
                 try:
                     await AsyncConnectionPool.check_connection(conn)
                 except psycopg.Error:
@@ -216,9 +238,9 @@ class AsyncPostgresRepository:
         async with self._connection() as conn:
             for _ in range(sql.MAX_ATTEMPTS):
                 cursor = await conn.execute(sql.ACQUIRE_RESERVATION, params)
-                granted = await cursor.fetchone()
-                if granted is not None:
-                    return sql.granted_reservation(row, granted)
+                decided = sql.acquired_reservation(row, await cursor.fetchone(), now)
+                if decided is not None:
+                    return decided
                 cursor = await conn.execute(sql.SELECT_RESERVATION, key_params)
                 holder = await cursor.fetchone()
                 if holder is not None:

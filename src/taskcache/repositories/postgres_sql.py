@@ -94,20 +94,28 @@ DELETE_ENTRY_IF_UNCHANGED: Final = f"""
 OUTPUT_URI_REFERENCED: Final = (
     "SELECT EXISTS (SELECT 1 FROM cache_entries WHERE output_uri = ANY(%s::text[]))"
 )
+# The grant, or else the holder that refused it, in one round trip: the upsert's WHERE
+# decides against the key's newest row, ``previous`` reads the statement's snapshot (see
+# acquired_reservation for when that snapshot cannot name the holder).
 ACQUIRE_RESERVATION: Final = f"""
     WITH previous AS (
-        SELECT owner_id FROM reservations WHERE {SCOPE_KEY_WHERE}
+        SELECT {RESERVATION_COLUMNS} FROM reservations WHERE {SCOPE_KEY_WHERE}
+    ), granted AS (
+        INSERT INTO reservations
+            (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (org, project, domain, key) DO UPDATE SET
+            owner_id = EXCLUDED.owner_id,
+            heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
+            expires_at = EXCLUDED.expires_at
+        WHERE reservations.owner_id = EXCLUDED.owner_id
+           OR reservations.expires_at <= %s
+        RETURNING {RESERVATION_COLUMNS}
     )
-    INSERT INTO reservations
-        (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (org, project, domain, key) DO UPDATE SET
-        owner_id = EXCLUDED.owner_id,
-        heartbeat_interval_us = EXCLUDED.heartbeat_interval_us,
-        expires_at = EXCLUDED.expires_at
-    WHERE reservations.owner_id = EXCLUDED.owner_id
-       OR reservations.expires_at <= %s
-    RETURNING {RESERVATION_COLUMNS}, (SELECT owner_id FROM previous)
+    SELECT true, {RESERVATION_COLUMNS}, (SELECT owner_id FROM previous) FROM granted
+    UNION ALL
+    SELECT false, {RESERVATION_COLUMNS}, NULL FROM previous
+    WHERE NOT EXISTS (SELECT FROM granted)
 """
 SELECT_RESERVATION: Final = (
     f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE {SCOPE_KEY_WHERE}"
@@ -370,13 +378,30 @@ scoped_entry_from_row = ROWS.scoped_entry
 reservation_from_row = ROWS.reservation
 
 
-def granted_reservation(row: ReservationRow, granted: Sequence[Any]) -> ReservationRow:
-    """Decode :data:`ACQUIRE_RESERVATION`'s returned row, noting a takeover."""
-    result = reservation_from_row(row.scope, row.key, granted[:-1])
-    previous_owner = granted[-1]
-    if previous_owner is not None and previous_owner != row.owner_id:
-        result = replace(result, taken_over_from=previous_owner)
-    return result
+def acquired_reservation(
+    row: ReservationRow, found: Sequence[Any] | None, now: datetime
+) -> ReservationRow | None:
+    """Decode :data:`ACQUIRE_RESERVATION`'s row for ``row`` at ``now``: the grant (noting a
+    takeover), or the holder that refused it.
+
+    Returns None when the answer must be read afresh (:data:`SELECT_RESERVATION`): the
+    statement's snapshot had no row (it was inserted since), or its row would not have
+    refused ``row`` (the caller's own, or expired: the key changed hands since), so it does
+    not name the holder in force when the upsert decided.
+    """
+    if found is None:
+        return None
+    granted, owner_id, heartbeat_us, expires_at, previous_owner = found
+    columns = (owner_id, heartbeat_us, expires_at)
+    if granted:
+        result = reservation_from_row(row.scope, row.key, columns)
+        if previous_owner is not None and previous_owner != row.owner_id:
+            result = replace(result, taken_over_from=previous_owner)
+        return result
+    holder = reservation_from_row(row.scope, row.key, columns)
+    if holder.owner_id == row.owner_id or holder.expires_at <= now:
+        return None
+    return holder
 
 
 def sorted_deleted(rows: Sequence[Sequence[Any]]) -> list[EntryRow]:
