@@ -7,7 +7,8 @@
  * describe (malformed input, closed-enum unknowns, invalid UTF-8, repeated fields split across
  * the wire, a Value without kind) raises Fallback, and the caller re-hashes with the Python route,
  * which gives the answer or the error Go gives. Callback plans hand whole sub-messages (Any,
- * Timestamp, Duration, extendable messages) back to Python.
+ * Timestamp, Duration, extendable messages) back to Python. Node digests are deferred and run
+ * in batches of independent ones after the walk (see "deferred digests").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -234,6 +235,11 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
  * bounds the walk's memory; the digests they computed stay where the jobs wrote them. */
 #define FLUSH_JOBS 2048
 #define ARENA_CHUNK (64 * 1024)
+/* What a small message (a task's few inputs) needs, kept in the walk itself, on the stack: a
+ * malloc per digest call would cost more than its hashing. */
+#define INLINE_ARENA 4096
+#define INLINE_JOBS 64
+#define INLINE_BUFFER 512
 
 typedef struct {
     const uint8_t *hash; /* 32 bytes, valid once the jobs up to `level` have run */
@@ -262,12 +268,16 @@ typedef struct ArenaChunk {
 
 typedef struct {
     ArenaChunk *arena; /* digests and job inputs: never moved until the walk ends */
+    size_t inline_used;
     Job *jobs;
     Py_ssize_t n_jobs, job_capacity;
     int floor;     /* jobs up to this level have run */
     int max_level; /* highest level pending */
     uint8_t *buffers[LANES];
     size_t capacities[LANES];
+    _Alignas(16) uint8_t inline_arena[INLINE_ARENA];
+    Job inline_jobs[INLINE_JOBS];
+    uint8_t inline_buffers[LANES][INLINE_BUFFER];
 } Walk;
 
 /* Whether digests are deferred and batched (1) or computed one at a time where the walker
@@ -277,7 +287,18 @@ static int batching = 1;
 static const uint32_t SHA256_INITIAL[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                            0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
-static void walk_init(Walk *w) { memset(w, 0, sizeof *w); }
+static void walk_init(Walk *w) {
+    w->arena = NULL;
+    w->inline_used = 0;
+    w->jobs = w->inline_jobs;
+    w->n_jobs = 0;
+    w->job_capacity = INLINE_JOBS;
+    w->floor = w->max_level = 0;
+    for (int lane = 0; lane < LANES; lane++) {
+        w->buffers[lane] = w->inline_buffers[lane];
+        w->capacities[lane] = INLINE_BUFFER;
+    }
+}
 
 static void walk_free(Walk *w) {
     while (w->arena != NULL) {
@@ -285,12 +306,18 @@ static void walk_free(Walk *w) {
         PyMem_Free(w->arena);
         w->arena = next;
     }
-    PyMem_Free(w->jobs);
-    for (int lane = 0; lane < LANES; lane++) PyMem_Free(w->buffers[lane]);
+    if (w->jobs != w->inline_jobs) PyMem_Free(w->jobs);
+    for (int lane = 0; lane < LANES; lane++)
+        if (w->buffers[lane] != w->inline_buffers[lane]) PyMem_Free(w->buffers[lane]);
 }
 
 static void *arena_alloc(Walk *w, size_t size) {
     size = (size + 15) & ~(size_t)15;
+    if (w->arena == NULL && INLINE_ARENA - w->inline_used >= size) {
+        void *block = w->inline_arena + w->inline_used;
+        w->inline_used += size;
+        return block;
+    }
     ArenaChunk *chunk = w->arena;
     if (chunk == NULL || chunk->size - chunk->used < size) {
         size_t capacity = size > ARENA_CHUNK ? size : ARENA_CHUNK;
@@ -356,11 +383,12 @@ static Py_ssize_t assemble(Walk *w, int lane, const Job *job) {
     size_t needed = length + 72;
     if (w->capacities[lane] < needed) {
         size_t capacity = needed < 4096 ? 4096 : needed;
-        uint8_t *buffer = PyMem_Realloc(w->buffers[lane], capacity);
+        uint8_t *buffer = PyMem_Malloc(capacity);
         if (buffer == NULL) {
             PyErr_NoMemory();
             return -1;
         }
+        if (w->buffers[lane] != w->inline_buffers[lane]) PyMem_Free(w->buffers[lane]);
         w->buffers[lane] = buffer;
         w->capacities[lane] = capacity;
     }
@@ -453,8 +481,12 @@ static int run_jobs(Walk *w, Job *const *jobs, Py_ssize_t count) {
 static int flush(Walk *w) {
     if (w->n_jobs == 0) return 0;
     int levels = w->max_level - w->floor;
-    Py_ssize_t *starts = PyMem_Calloc((size_t)levels + 2, sizeof(Py_ssize_t));
-    Job **order = PyMem_Malloc(sizeof(Job *) * (size_t)w->n_jobs);
+    Py_ssize_t inline_starts[INLINE_JOBS + 2] = {0};
+    Job *inline_order[INLINE_JOBS];
+    int small = levels <= INLINE_JOBS && w->n_jobs <= INLINE_JOBS;
+    Py_ssize_t *starts =
+        small ? inline_starts : PyMem_Calloc((size_t)levels + 2, sizeof(Py_ssize_t));
+    Job **order = small ? inline_order : PyMem_Malloc(sizeof(Job *) * (size_t)w->n_jobs);
     int status = 0;
     if (starts == NULL || order == NULL) {
         PyErr_NoMemory();
@@ -472,8 +504,10 @@ static int flush(Walk *w) {
             begin = end;
         }
     }
-    PyMem_Free(starts);
-    PyMem_Free(order);
+    if (!small) {
+        PyMem_Free(starts);
+        PyMem_Free(order);
+    }
     w->floor = w->max_level;
     w->n_jobs = 0;
     return status;
@@ -494,12 +528,14 @@ static int add_job(Walk *w, int kind, uint8_t tag, const void *input, size_t n, 
         return 0;
     }
     if (w->n_jobs == w->job_capacity) {
-        Py_ssize_t capacity = w->job_capacity ? 2 * w->job_capacity : 256;
-        Job *jobs = PyMem_Realloc(w->jobs, sizeof(Job) * (size_t)capacity);
+        Py_ssize_t capacity = 2 * w->job_capacity;
+        Job *jobs = PyMem_Malloc(sizeof(Job) * (size_t)capacity);
         if (jobs == NULL) {
             PyErr_NoMemory();
             return -1;
         }
+        memcpy(jobs, w->jobs, sizeof(Job) * (size_t)w->n_jobs);
+        if (w->jobs != w->inline_jobs) PyMem_Free(w->jobs);
         w->jobs = jobs;
         w->job_capacity = capacity;
     }
@@ -1623,6 +1659,60 @@ static PyObject *core_sha256_bundled(PyObject *Py_UNUSED(module), PyObject *cons
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
 
+static PyObject *core_tagged_digests(PyObject *Py_UNUSED(module), PyObject *const *args,
+                                     Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "tagged_digests() takes tag and items");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != 1) {
+        PyErr_SetString(PyExc_TypeError, "tag must be one byte");
+        return NULL;
+    }
+    uint8_t tag = (uint8_t)PyBytes_AS_STRING(args[0])[0];
+    PyObject *items = PySequence_Fast(args[1], "items must be a sequence of bytes");
+    if (items == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    Digest *digests = PyMem_Malloc(sizeof(Digest) * (size_t)(n ? n : 1));
+    PyObject *result = NULL;
+    Walk w;
+    walk_init(&w);
+    int status = digests == NULL ? (PyErr_NoMemory(), -1) : 0;
+    for (Py_ssize_t i = 0; i < n && status == 0; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "items must be bytes");
+            status = -1;
+            break;
+        }
+        /* `items` holds the bytes for the whole walk: stable. */
+        status = leaf(&w, tag, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item), 1,
+                      &digests[i]);
+    }
+    if (status == 0) status = flush(&w);
+    if (status == 0) result = PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        PyObject *digest = PyBytes_FromStringAndSize((const char *)digests[i].hash, 32);
+        if (digest == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyList_SET_ITEM(result, i, digest);
+    }
+    walk_free(&w);
+    PyMem_Free(digests);
+    Py_DECREF(items);
+    return result;
+}
+
+static PyObject *core_set_batching(PyObject *Py_UNUSED(module), PyObject *enabled) {
+    int value = PyObject_IsTrue(enabled);
+    if (value < 0) return NULL;
+    int previous = batching;
+    batching = value;
+    return PyBool_FromLong(previous);
+}
+
 static PyObject *core_select_sha256(PyObject *Py_UNUSED(module), PyObject *name) {
     const char *text = PyUnicode_AsUTF8(name);
     if (text == NULL) return NULL;
@@ -1647,6 +1737,11 @@ static PyMethodDef core_methods[] = {
      "configure(float32_converter): the function giving Go's float32 text as a double."},
     {"sha256_bundled", (PyCFunction)(void (*)(void))core_sha256_bundled, METH_FASTCALL,
      "sha256_bundled(data, sha_ni) -> bytes: the bundled SHA-256, SHA-NI or portable path."},
+    {"tagged_digests", (PyCFunction)(void (*)(void))core_tagged_digests, METH_FASTCALL,
+     "tagged_digests(tag, items) -> list: sha256(tag + item) of each item, as one batch of jobs."},
+    {"set_batching", core_set_batching, METH_O,
+     "set_batching(enabled) -> bool: defer and batch node digests (the default) or compute each "
+     "where the walker meets it; returns the previous setting."},
     {"select_sha256", core_select_sha256, METH_O,
      "select_sha256(name): use 'sha-ni', 'openssl' or 'portable' (ValueError if unavailable)."},
     {"sha256_backend", core_sha256_backend, METH_NOARGS,

@@ -1,10 +1,12 @@
 /* The bundled SHA-256 (FIPS 180-4): portable C, plus a path using the x86 SHA extensions
  * (SHA-NI) chosen at run time with cpuid.
  *
- * Owns nothing but the digest. The compiled hashing core (_core.c) uses the SHA-NI path when
- * the CPU has it (objecthash digests are mostly one block, where it beats libcrypto's call
- * overhead), else OpenSSL's libcrypto when the build found it, else the portable code; it
- * exposes both bundled paths to the tests, which hold them equal to hashlib.
+ * Owns nothing but the digest: the block function, and a pair function compressing one block
+ * of each of two independent messages (interleaved on SHA-NI, one after the other in portable
+ * C). The compiled hashing core (_core.c) uses the SHA-NI path when the CPU has it (objecthash
+ * digests are mostly one block, where it beats libcrypto's call overhead), else OpenSSL's
+ * libcrypto when the build found it, else the portable code; it exposes both bundled paths to
+ * the tests, which hold them equal to hashlib.
  */
 #ifndef TASKCACHE_SHA256_PORTABLE_H
 #define TASKCACHE_SHA256_PORTABLE_H
