@@ -375,9 +375,9 @@ static void sort_entries(uint8_t *data, size_t n) {
     }
 }
 
-/* Writes a job's message (tag || content, dict entries sorted) to the lane's buffer, with room
- * for the padding after it; returns its length, or -1 when out of memory. */
-static Py_ssize_t assemble(Walk *w, int lane, const Job *job) {
+/* Writes a job's message (tag || content, dict entries sorted) to the lane's buffer and pads
+ * it in place to *blocks blocks; returns its length, or -1 when out of memory. */
+static Py_ssize_t assemble(Walk *w, int lane, const Job *job, size_t *blocks) {
     size_t unit = job->kind == JOB_RAW ? 1 : job->kind == JOB_LIST ? 32 : 64;
     size_t length = 1 + unit * job->n;
     size_t needed = length + 72;
@@ -393,6 +393,9 @@ static Py_ssize_t assemble(Walk *w, int lane, const Job *job) {
         w->capacities[lane] = capacity;
     }
     uint8_t *buffer = w->buffers[lane];
+    /* Most messages are one or two blocks: zeroing a fixed 128 bytes is a few stores where
+     * zeroing the exact padding would be a call. */
+    if (length <= 119) memset(buffer, 0, 128);
     buffer[0] = job->tag;
     if (job->kind == JOB_RAW) {
         if (job->n) memcpy(buffer + 1, job->input, job->n);
@@ -400,20 +403,16 @@ static Py_ssize_t assemble(Walk *w, int lane, const Job *job) {
         for (size_t i = 0; i < job->n; i++) memcpy(buffer + 1 + 32 * i, job_digest(job, i), 32);
     } else {
         for (size_t i = 0; i < 2 * job->n; i++) memcpy(buffer + 1 + 32 * i, job_digest(job, i), 32);
-        sort_entries(buffer + 1, job->n);
+        if (job->n > 1) sort_entries(buffer + 1, job->n);
     }
-    return (Py_ssize_t)length;
-}
-
-/* Pads the message buffer[0:length] in place (its buffer has the room); returns its blocks. */
-static size_t pad_message(uint8_t *buffer, size_t length) {
     uint64_t bits = (uint64_t)length * 8;
     size_t total = (length + 9 + 63) & ~(size_t)63;
     buffer[length] = 0x80;
-    memset(buffer + length + 1, 0, total - 8 - length - 1);
+    if (length > 119) memset(buffer + length + 1, 0, total - 8 - length - 1);
     put_be32(buffer + total - 8, (uint32_t)(bits >> 32));
     put_be32(buffer + total - 4, (uint32_t)bits);
-    return total / 64;
+    *blocks = total / 64;
+    return (Py_ssize_t)length;
 }
 
 typedef struct {
@@ -430,11 +429,9 @@ static int lane_start(Walk *w, int lane, Lane *l, Job *const *jobs, Py_ssize_t *
     l->left = 0;
     if (*next >= count) return 0;
     const Job *job = jobs[(*next)++];
-    Py_ssize_t length = assemble(w, lane, job);
-    if (length < 0) return -1;
+    if (assemble(w, lane, job, &l->left) < 0) return -1;
     l->job = job;
     l->block = w->buffers[lane];
-    l->left = pad_message(w->buffers[lane], (size_t)length);
     memcpy(l->state, SHA256_INITIAL, sizeof l->state);
     return 0;
 }
@@ -444,7 +441,8 @@ static int lane_start(Walk *w, int lane, Lane *l, Job *const *jobs, Py_ssize_t *
 static int run_jobs(Walk *w, Job *const *jobs, Py_ssize_t count) {
     if (sha_backend == SHA_OPENSSL) {
         for (Py_ssize_t i = 0; i < count; i++) {
-            Py_ssize_t length = assemble(w, 0, jobs[i]);
+            size_t blocks;
+            Py_ssize_t length = assemble(w, 0, jobs[i], &blocks);
             if (length < 0) return -1;
             sha_tagged(w->buffers[0][0], w->buffers[0] + 1, (size_t)length - 1, jobs[i]->out);
         }
@@ -522,7 +520,8 @@ static int add_job(Walk *w, int kind, uint8_t tag, const void *input, size_t n, 
     Job job = {slot, input, n, (input_level > w->floor ? input_level : w->floor) + 1,
                (uint8_t)kind, tag};
     if (!batching) {
-        Py_ssize_t length = assemble(w, 0, &job);
+        size_t blocks;
+        Py_ssize_t length = assemble(w, 0, &job, &blocks);
         if (length < 0) return -1;
         sha_tagged(tag, w->buffers[0] + 1, (size_t)length - 1, slot);
         return 0;
@@ -608,7 +607,12 @@ static int parts_job(Walk *w, const Parts *parts, int kind, Digest *out) {
     size_t size = sizeof(uint8_t *) * (size_t)parts->length;
     const uint8_t **input = arena_alloc(w, size ? size : 1);
     if (input == NULL) return -1;
-    if (size) memcpy(input, parts->items, size);
+    if (parts->length == 2) { /* a single-entry dict, the commonest: no call */
+        input[0] = parts->items[0];
+        input[1] = parts->items[1];
+    } else if (size) {
+        memcpy(input, parts->items, size);
+    }
     size_t n = kind == JOB_DICT ? (size_t)parts->length / 2 : (size_t)parts->length;
     return add_job(w, kind, kind == JOB_DICT ? 'd' : 'l', input, n, parts->level, out);
 }
