@@ -348,6 +348,104 @@ def test_every_sha256_backend_gives_the_same_keys(backend: str) -> None:
         _core.select_sha256(chosen)
 
 
+def _bundled_backends() -> list[str]:
+    """The SHA-256 backends of this build and CPU, the one in use left selected."""
+    from taskcache.hashing import _core
+
+    chosen = _core.sha256_backend()
+    available = []
+    try:
+        for backend in ("sha-ni", "openssl", "portable"):
+            try:
+                _core.select_sha256(backend)
+            except ValueError:
+                continue
+            available.append(backend)
+    finally:
+        _core.select_sha256(chosen)
+    return available
+
+
+@pytest.fixture(params=["sha-ni", "openssl", "portable"])
+def sha256_backend(request: pytest.FixtureRequest) -> Any:
+    from taskcache.hashing import _core
+
+    if request.param not in _bundled_backends():
+        pytest.skip(f"{request.param} is not available in this build or CPU")
+    chosen = _core.sha256_backend()
+    _core.select_sha256(request.param)
+    yield request.param
+    _core.select_sha256(chosen)
+
+
+def test_batched_digests_equal_hashlib(sha256_backend: str) -> None:
+    from taskcache.hashing import _core
+
+    # Every padding case (55/56/63/64/119/120 bytes with the tag), a long message in one
+    # lane while the other takes short ones, and more digests than one batch holds (2 048),
+    # so that the walk's mid-way flush runs too.
+    items = [bytes(range(256))[: n % 256] * (1 + n // 256) for n in range(300)]
+    items.insert(7, b"\xab" * 100_000)
+    items += [str(n).encode() for n in range(5000)]
+    expected = [hashlib.sha256(b"u" + item).digest() for item in items]
+    assert _core.tagged_digests(b"u", items) == expected
+    assert _core.tagged_digests(b"d", [b""]) == [hashlib.sha256(b"d").digest()]
+    assert _core.tagged_digests(b"l", []) == []
+
+
+def test_tagged_digests_refuse_bad_arguments() -> None:
+    from taskcache.hashing import _core
+
+    with pytest.raises(TypeError, match="tag"):
+        _core.tagged_digests(b"ab", [b""])
+    with pytest.raises(TypeError, match="items"):
+        _core.tagged_digests(b"u", [b"a", "b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="items"):
+        _core.tagged_digests(b"u", 3)  # type: ignore[arg-type]
+
+
+def _integer_list(flyte: Flyte, length: int) -> Any:
+    literal = flyte.literals.Literal()
+    for value in range(-length // 2, length - length // 2):
+        literal.collection.literals.add().scalar.primitive.integer = value * 7919
+    return literal
+
+
+def _nested_maps(flyte: Flyte, depth: int) -> Any:
+    literal = flyte.literals.Literal()
+    for key in range(4):
+        child = literal.map.literals[f"k{key}"]
+        if depth > 1:
+            child.CopyFrom(_nested_maps(flyte, depth - 1))
+        else:
+            child.scalar.primitive.float_value = key / 3
+    return literal
+
+
+@package_ids
+def test_batched_walk_equals_one_digest_at_a_time(flyte: Flyte, sha256_backend: str) -> None:
+    from taskcache.hashing import _core
+
+    compiled = _compiled()
+    messages = [
+        build_literal_map(flyte, {"xs": _integer_list(flyte, 6000)}),
+        build_literal_map(flyte, {"m": _nested_maps(flyte, 4), "n": _integer_list(flyte, 3)}),
+        build_literal_map(flyte, {"deep": _deep(flyte, 30, _integer_list(flyte, 2))}),
+        build_literal_map(flyte, {}),
+    ]
+    batched = [compiled.strict_pbhash(message) for message in messages]
+    previous = _core.set_batching(False)
+    try:
+        assert previous is True
+        one_at_a_time = [compiled.strict_pbhash(message) for message in messages]
+        assert _core.set_batching(False) is False
+    finally:
+        _core.set_batching(previous)
+    assert batched == one_at_a_time
+    assert batched == [direct.pbhash(message) for message in messages]
+    assert len(set(batched)) == len(batched)
+
+
 # ---------------------------------------------------------------------------------------------
 # Route selection
 

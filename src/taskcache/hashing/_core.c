@@ -7,7 +7,8 @@
  * describe (malformed input, closed-enum unknowns, invalid UTF-8, repeated fields split across
  * the wire, a Value without kind) raises Fallback, and the caller re-hashes with the Python route,
  * which gives the answer or the error Go gives. Callback plans hand whole sub-messages (Any,
- * Timestamp, Duration, extendable messages) back to Python.
+ * Timestamp, Duration, extendable messages) back to Python. Node digests are deferred and run
+ * in batches of independent ones after the walk (see "deferred digests").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -222,7 +223,402 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
     store_state(state, out);
 }
 
-static void hash_text(const char *text, uint8_t out[32]) { sha_tagged('u', text, strlen(text), out); }
+/* ------------------------------------------------------------------------------------------ */
+/* deferred digests: one walk's jobs, computed level by level */
+
+/* A node's digest is not computed where the walker meets the node: the walker records a job
+ * (tag and inputs) and the jobs run afterwards, level by level. A job's level is one more than
+ * its deepest pending input's, so the jobs of one level are independent of each other and the
+ * SHA-NI path compresses two of them at once, interleaved (one chain of sha256rnds2 is
+ * latency-bound). Most objecthash nodes are one or two blocks long and a list or a map holds
+ * many independent ones. Pending jobs run whenever FLUSH_JOBS of them have accumulated, which
+ * bounds the walk's memory; the digests they computed stay where the jobs wrote them. */
+#define FLUSH_JOBS 2048
+#define ARENA_CHUNK (64 * 1024)
+/* What a small message (a task's few inputs) needs, kept in the walk itself, on the stack: a
+ * malloc per digest call would cost more than its hashing. */
+#define INLINE_ARENA 4096
+#define INLINE_JOBS 64
+#define INLINE_BUFFER 512
+
+typedef struct {
+    const uint8_t *hash; /* 32 bytes, valid once the jobs up to `level` have run */
+    int level;           /* 0: valid now */
+} Digest;
+
+enum { JOB_RAW = 0, JOB_LIST = 1, JOB_DICT = 2 };
+
+typedef struct {
+    uint8_t *out;
+    const void *input; /* RAW: n bytes; LIST: n digests; DICT: n (key, value) digest pairs */
+    size_t n;
+    int level;
+    uint8_t kind, tag;
+} Job;
+
+typedef struct ArenaChunk {
+    struct ArenaChunk *next;
+    size_t used, size;
+    _Alignas(16) uint8_t data[];
+} ArenaChunk;
+
+/* Two messages in flight: the second hides the first one's round latency, and more did not
+ * pay on the machines measured (bench/analysis.md, P4). */
+#define LANES 2
+
+typedef struct {
+    ArenaChunk *arena; /* digests and job inputs: never moved until the walk ends */
+    size_t inline_used;
+    Job *jobs;
+    Py_ssize_t n_jobs, job_capacity;
+    int floor;     /* jobs up to this level have run */
+    int max_level; /* highest level pending */
+    uint8_t *buffers[LANES];
+    size_t capacities[LANES];
+    _Alignas(16) uint8_t inline_arena[INLINE_ARENA];
+    Job inline_jobs[INLINE_JOBS];
+    uint8_t inline_buffers[LANES][INLINE_BUFFER];
+} Walk;
+
+/* Whether digests are deferred and batched (1) or computed one at a time where the walker
+ * meets them (0, for tests: both must give the same digests). */
+static int batching = 1;
+
+static const uint32_t SHA256_INITIAL[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                           0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+static void walk_init(Walk *w) {
+    w->arena = NULL;
+    w->inline_used = 0;
+    w->jobs = w->inline_jobs;
+    w->n_jobs = 0;
+    w->job_capacity = INLINE_JOBS;
+    w->floor = w->max_level = 0;
+    for (int lane = 0; lane < LANES; lane++) {
+        w->buffers[lane] = w->inline_buffers[lane];
+        w->capacities[lane] = INLINE_BUFFER;
+    }
+}
+
+static void walk_free(Walk *w) {
+    while (w->arena != NULL) {
+        ArenaChunk *next = w->arena->next;
+        PyMem_Free(w->arena);
+        w->arena = next;
+    }
+    if (w->jobs != w->inline_jobs) PyMem_Free(w->jobs);
+    for (int lane = 0; lane < LANES; lane++)
+        if (w->buffers[lane] != w->inline_buffers[lane]) PyMem_Free(w->buffers[lane]);
+}
+
+static void *arena_alloc(Walk *w, size_t size) {
+    size = (size + 15) & ~(size_t)15;
+    if (w->arena == NULL && INLINE_ARENA - w->inline_used >= size) {
+        void *block = w->inline_arena + w->inline_used;
+        w->inline_used += size;
+        return block;
+    }
+    ArenaChunk *chunk = w->arena;
+    if (chunk == NULL || chunk->size - chunk->used < size) {
+        size_t capacity = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+        chunk = PyMem_Malloc(sizeof(ArenaChunk) + capacity);
+        if (chunk == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        chunk->next = w->arena;
+        chunk->used = 0;
+        chunk->size = capacity;
+        w->arena = chunk;
+    }
+    void *block = chunk->data + chunk->used;
+    chunk->used += size;
+    return block;
+}
+
+/* A digest known now: a constant of the module or the plans, which outlive the walk. */
+static int digest_constant(const uint8_t *hash, Digest *out) {
+    out->hash = hash;
+    out->level = 0;
+    return 0;
+}
+
+/* A 32-byte slot for a digest known now; NULL when out of memory. */
+static uint8_t *digest_now(Walk *w, Digest *out) {
+    uint8_t *slot = arena_alloc(w, 32);
+    out->hash = slot;
+    out->level = 0;
+    return slot;
+}
+
+static const uint8_t *job_digest(const Job *job, size_t i) {
+    return ((const uint8_t *const *)job->input)[i];
+}
+
+static int compare_entries(const void *a, const void *b) { return memcmp(a, b, 64); }
+
+/* Sorts a dict's 64-byte `key hash || value hash` entries, as objecthash orders them. */
+static void sort_entries(uint8_t *data, size_t n) {
+    if (n > 12) {
+        qsort(data, n, 64, compare_entries);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint8_t held[64];
+        memcpy(held, data + 64 * i, 64);
+        size_t j = i;
+        while (j > 0 && memcmp(data + 64 * (j - 1), held, 64) > 0) {
+            memcpy(data + 64 * j, data + 64 * (j - 1), 64);
+            j--;
+        }
+        memcpy(data + 64 * j, held, 64);
+    }
+}
+
+/* Writes a job's message (tag || content, dict entries sorted) to the lane's buffer and pads
+ * it in place to *blocks blocks; returns its length, or -1 when out of memory. */
+static Py_ssize_t assemble(Walk *w, int lane, const Job *job, size_t *blocks) {
+    size_t unit = job->kind == JOB_RAW ? 1 : job->kind == JOB_LIST ? 32 : 64;
+    size_t length = 1 + unit * job->n;
+    size_t needed = length + 72;
+    if (w->capacities[lane] < needed) {
+        size_t capacity = needed < 4096 ? 4096 : needed;
+        uint8_t *buffer = PyMem_Malloc(capacity);
+        if (buffer == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (w->buffers[lane] != w->inline_buffers[lane]) PyMem_Free(w->buffers[lane]);
+        w->buffers[lane] = buffer;
+        w->capacities[lane] = capacity;
+    }
+    uint8_t *buffer = w->buffers[lane];
+    /* Most messages are one or two blocks: zeroing a fixed 128 bytes is a few stores where
+     * zeroing the exact padding would be a call. */
+    if (length <= 119) memset(buffer, 0, 128);
+    buffer[0] = job->tag;
+    if (job->kind == JOB_RAW) {
+        if (job->n) memcpy(buffer + 1, job->input, job->n);
+    } else if (job->kind == JOB_LIST) {
+        for (size_t i = 0; i < job->n; i++) memcpy(buffer + 1 + 32 * i, job_digest(job, i), 32);
+    } else {
+        for (size_t i = 0; i < 2 * job->n; i++) memcpy(buffer + 1 + 32 * i, job_digest(job, i), 32);
+        if (job->n > 1) sort_entries(buffer + 1, job->n);
+    }
+    uint64_t bits = (uint64_t)length * 8;
+    size_t total = (length + 9 + 63) & ~(size_t)63;
+    buffer[length] = 0x80;
+    if (length > 119) memset(buffer + length + 1, 0, total - 8 - length - 1);
+    put_be32(buffer + total - 8, (uint32_t)(bits >> 32));
+    put_be32(buffer + total - 4, (uint32_t)bits);
+    *blocks = total / 64;
+    return (Py_ssize_t)length;
+}
+
+typedef struct {
+    const Job *job; /* NULL: idle */
+    const uint8_t *block;
+    size_t left; /* blocks still to compress */
+    uint32_t state[8];
+} Lane;
+
+/* Starts the next of jobs[*next:count] on `lane`, or leaves it idle; -1 when out of memory. */
+static int lane_start(Walk *w, int lane, Lane *l, Job *const *jobs, Py_ssize_t *next,
+                      Py_ssize_t count) {
+    l->job = NULL;
+    l->left = 0;
+    if (*next >= count) return 0;
+    const Job *job = jobs[(*next)++];
+    if (assemble(w, lane, job, &l->left) < 0) return -1;
+    l->job = job;
+    l->block = w->buffers[lane];
+    memcpy(l->state, SHA256_INITIAL, sizeof l->state);
+    return 0;
+}
+
+/* Computes independent jobs (one level's): on the bundled SHA-256 two at a time, a block of
+ * each per step; on libcrypto one after the other. */
+static int run_jobs(Walk *w, Job *const *jobs, Py_ssize_t count) {
+    if (sha_backend == SHA_OPENSSL) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            size_t blocks;
+            Py_ssize_t length = assemble(w, 0, jobs[i], &blocks);
+            if (length < 0) return -1;
+            sha_tagged(w->buffers[0][0], w->buffers[0] + 1, (size_t)length - 1, jobs[i]->out);
+        }
+        return 0;
+    }
+    Lane lanes[LANES];
+    Py_ssize_t next = 0;
+    for (int lane = 0; lane < LANES; lane++)
+        if (lane_start(w, lane, &lanes[lane], jobs, &next, count) < 0) return -1;
+    while (lanes[0].job != NULL || lanes[1].job != NULL) {
+        if (lanes[0].job != NULL && lanes[1].job != NULL) {
+            tc_sha256_pair(lanes[0].state, lanes[0].block, lanes[1].state, lanes[1].block);
+            for (int lane = 0; lane < LANES; lane++) {
+                lanes[lane].block += 64;
+                lanes[lane].left--;
+            }
+        } else {
+            /* The other lane is idle, so no job is left to start: finish this one. */
+            Lane *l = lanes[0].job != NULL ? &lanes[0] : &lanes[1];
+            tc_sha256_blocks(l->state, l->block, l->left);
+            l->left = 0;
+        }
+        for (int lane = 0; lane < LANES; lane++) {
+            if (lanes[lane].job != NULL && lanes[lane].left == 0) {
+                store_state(lanes[lane].state, lanes[lane].job->out);
+                if (lane_start(w, lane, &lanes[lane], jobs, &next, count) < 0) return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Runs every pending job, lowest level first. */
+static int flush(Walk *w) {
+    if (w->n_jobs == 0) return 0;
+    int levels = w->max_level - w->floor;
+    Py_ssize_t inline_starts[INLINE_JOBS + 2] = {0};
+    Job *inline_order[INLINE_JOBS];
+    int small = levels <= INLINE_JOBS && w->n_jobs <= INLINE_JOBS;
+    Py_ssize_t *starts =
+        small ? inline_starts : PyMem_Calloc((size_t)levels + 2, sizeof(Py_ssize_t));
+    Job **order = small ? inline_order : PyMem_Malloc(sizeof(Job *) * (size_t)w->n_jobs);
+    int status = 0;
+    if (starts == NULL || order == NULL) {
+        PyErr_NoMemory();
+        status = -1;
+    } else {
+        /* Counting sort by level; within a level in walk order. */
+        for (Py_ssize_t i = 0; i < w->n_jobs; i++) starts[w->jobs[i].level - w->floor + 1]++;
+        for (int level = 1; level <= levels + 1; level++) starts[level] += starts[level - 1];
+        for (Py_ssize_t i = 0; i < w->n_jobs; i++)
+            order[starts[w->jobs[i].level - w->floor]++] = &w->jobs[i];
+        Py_ssize_t begin = 0;
+        for (int level = 1; level <= levels && status == 0; level++) {
+            Py_ssize_t end = starts[level];
+            status = run_jobs(w, order + begin, end - begin);
+            begin = end;
+        }
+    }
+    if (!small) {
+        PyMem_Free(starts);
+        PyMem_Free(order);
+    }
+    w->floor = w->max_level;
+    w->n_jobs = 0;
+    return status;
+}
+
+/* Records the job computing `out` from `input` (kind, tag, n as in Job), whose deepest pending
+ * input is at `input_level`; computes it at once when not batching. */
+static int add_job(Walk *w, int kind, uint8_t tag, const void *input, size_t n, int input_level,
+                   Digest *out) {
+    uint8_t *slot = digest_now(w, out);
+    if (slot == NULL) return -1;
+    Job job = {slot, input, n, (input_level > w->floor ? input_level : w->floor) + 1,
+               (uint8_t)kind, tag};
+    if (!batching) {
+        size_t blocks;
+        Py_ssize_t length = assemble(w, 0, &job, &blocks);
+        if (length < 0) return -1;
+        sha_tagged(tag, w->buffers[0] + 1, (size_t)length - 1, slot);
+        return 0;
+    }
+    if (w->n_jobs == w->job_capacity) {
+        Py_ssize_t capacity = 2 * w->job_capacity;
+        Job *jobs = PyMem_Malloc(sizeof(Job) * (size_t)capacity);
+        if (jobs == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(jobs, w->jobs, sizeof(Job) * (size_t)w->n_jobs);
+        if (w->jobs != w->inline_jobs) PyMem_Free(w->jobs);
+        w->jobs = jobs;
+        w->job_capacity = capacity;
+    }
+    w->jobs[w->n_jobs++] = job;
+    if (job.level > w->max_level) w->max_level = job.level;
+    out->level = job.level;
+    return w->n_jobs >= FLUSH_JOBS ? flush(w) : 0;
+}
+
+/* sha256(tag || data): a leaf. `data` is copied unless `stable` (it outlives the walk). */
+static int leaf(Walk *w, uint8_t tag, const void *data, size_t size, int stable, Digest *out) {
+    if (!batching) {
+        uint8_t *slot = digest_now(w, out);
+        if (slot == NULL) return -1;
+        sha_tagged(tag, data, size, slot);
+        return 0;
+    }
+    if (!stable && size) {
+        void *copy = arena_alloc(w, size);
+        if (copy == NULL) return -1;
+        memcpy(copy, data, size);
+        data = copy;
+    }
+    return add_job(w, JOB_RAW, tag, data, size, 0, out);
+}
+
+/* The digests a list or a dict is made of, gathered while the walker reads its elements. */
+typedef struct {
+    const uint8_t **items;
+    Py_ssize_t length, capacity;
+    int level; /* deepest item's */
+    const uint8_t *inline_items[32];
+} Parts;
+
+static void parts_init(Parts *parts) {
+    parts->items = parts->inline_items;
+    parts->length = 0;
+    parts->capacity = 32;
+    parts->level = 0;
+}
+
+static void parts_free(Parts *parts) {
+    if (parts->items != parts->inline_items) PyMem_Free(parts->items);
+}
+
+static int parts_add(Parts *parts, const Digest *digest) {
+    if (parts->length == parts->capacity) {
+        Py_ssize_t capacity = 2 * parts->capacity;
+        const uint8_t **items = PyMem_Malloc(sizeof(uint8_t *) * (size_t)capacity);
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(items, parts->items, sizeof(uint8_t *) * (size_t)parts->length);
+        parts_free(parts);
+        parts->items = items;
+        parts->capacity = capacity;
+    }
+    parts->items[parts->length++] = digest->hash;
+    if (digest->level > parts->level) parts->level = digest->level;
+    return 0;
+}
+
+static int parts_add_entry(Parts *parts, const Digest *key, const Digest *value) {
+    return parts_add(parts, key) < 0 ? -1 : parts_add(parts, value);
+}
+
+/* The job hashing `parts` as a list ('l', digests in order) or a dict ('d', sorted pairs). */
+static int parts_job(Walk *w, const Parts *parts, int kind, Digest *out) {
+    size_t size = sizeof(uint8_t *) * (size_t)parts->length;
+    const uint8_t **input = arena_alloc(w, size ? size : 1);
+    if (input == NULL) return -1;
+    if (parts->length == 2) { /* a single-entry dict, the commonest: no call */
+        input[0] = parts->items[0];
+        input[1] = parts->items[1];
+    } else if (size) {
+        memcpy(input, parts->items, size);
+    }
+    size_t n = kind == JOB_DICT ? (size_t)parts->length / 2 : (size_t)parts->length;
+    return add_job(w, kind, kind == JOB_DICT ? 'd' : 'l', input, n, parts->level, out);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* objecthash leaves */
 
 /* Writes the decimal digits of `value` ending at `end`; returns where they start. */
 static char *decimal_digits(uint64_t value, char *end) {
@@ -233,23 +629,19 @@ static char *decimal_digits(uint64_t value, char *end) {
     return end;
 }
 
+/* `text` is a literal: it outlives the walk. */
+static int hash_text(Walk *w, const char *text, Digest *out) {
+    return leaf(w, 'u', text, strlen(text), 1, out);
+}
+
 /* objecthash's normalized double: sign, binary exponent with the mantissa in (0.5, 1], bits. */
-static void hash_number(double value, uint8_t out[32]) {
-    if (isnan(value)) {
-        sha_tagged('f', "NaN", 3, out);
-        return;
-    }
+static int hash_number(Walk *w, double value, Digest *out) {
+    if (isnan(value)) return leaf(w, 'f', "NaN", 3, 1, out);
     if (isinf(value)) {
-        if (value > 0)
-            sha_tagged('f', "Infinity", 8, out);
-        else
-            sha_tagged('f', "-Infinity", 9, out);
-        return;
+        if (value > 0) return leaf(w, 'f', "Infinity", 8, 1, out);
+        return leaf(w, 'f', "-Infinity", 9, 1, out);
     }
-    if (value == 0) {
-        sha_tagged('f', "+0:", 3, out);
-        return;
-    }
+    if (value == 0) return leaf(w, 'f', "+0:", 3, 1, out);
     /* A double has at most 53 significant bits and a 5-digit exponent: far below objecthash's
      * 1 000-character limit, which therefore never applies here. */
     char text[128];
@@ -285,22 +677,18 @@ static void hash_number(double value, uint8_t out[32]) {
         }
         f *= 2;
     }
-    sha_tagged('f', text, length, out);
+    return leaf(w, 'f', text, length, 0, out);
 }
 
-static int hash_double_field(double value, uint8_t out[32]) {
-    if (isnan(value)) {
-        hash_text("NaN", out);
-    } else if (isinf(value)) {
-        hash_text(value > 0 ? "Infinity" : "-Infinity", out);
-    } else {
-        hash_number(value, out);
-    }
-    return 0;
+static int hash_double_field(Walk *w, double value, Digest *out) {
+    if (isnan(value)) return hash_text(w, "NaN", out);
+    if (isinf(value)) return hash_text(w, value > 0 ? "Infinity" : "-Infinity", out);
+    return hash_number(w, value, out);
 }
 
-static int hash_float_field(float value, uint8_t out[32]) {
-    if (isnan(value) || isinf(value) || value == 0) return hash_double_field((double)value, out);
+static int hash_float_field(Walk *w, float value, Digest *out) {
+    if (isnan(value) || isinf(value) || value == 0)
+        return hash_double_field(w, (double)value, out);
     PyObject *argument = PyFloat_FromDouble((double)value);
     if (argument == NULL) return -1;
     PyObject *result = PyObject_CallOneArg(float32_converter, argument);
@@ -309,23 +697,23 @@ static int hash_float_field(float value, uint8_t out[32]) {
     double converted = PyFloat_AsDouble(result);
     Py_DECREF(result);
     if (converted == -1.0 && PyErr_Occurred()) return -1;
-    return hash_double_field(converted, out);
+    return hash_double_field(w, converted, out);
 }
 
-static void hash_signed_text(int64_t value, uint8_t out[32]) {
+static int hash_signed_text(Walk *w, int64_t value, Digest *out) {
     char text[24];
     char *end = text + sizeof text;
     uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
     char *start = decimal_digits(magnitude, end);
     if (value < 0) *--start = '-';
-    sha_tagged('u', start, (size_t)(end - start), out);
+    return leaf(w, 'u', start, (size_t)(end - start), 0, out);
 }
 
-static void hash_unsigned_text(uint64_t value, uint8_t out[32]) {
+static int hash_unsigned_text(Walk *w, uint64_t value, Digest *out) {
     char text[24];
     char *end = text + sizeof text;
     char *start = decimal_digits(value, end);
-    sha_tagged('u', start, (size_t)(end - start), out);
+    return leaf(w, 'u', start, (size_t)(end - start), 0, out);
 }
 
 /* Strict UTF-8, as Python's decoder: no overlongs, surrogates or code points past U+10FFFF. */
@@ -365,15 +753,21 @@ static int valid_utf8(const uint8_t *p, size_t n) {
     return 1;
 }
 
-static int hash_string(const uint8_t *p, size_t n, uint8_t out[32]) {
+/* 0, or Fallback unless p[0:n] is valid UTF-8. */
+static int check_utf8(const uint8_t *p, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (p[i] >= 0x80) {
             if (!valid_utf8(p + i, n - i)) return fallback("string is not valid UTF-8");
             break;
         }
     }
-    sha_tagged('u', p, n, out);
     return 0;
+}
+
+/* `p` lies in the message being hashed, which outlives the walk. */
+static int hash_string(Walk *w, const uint8_t *p, size_t n, Digest *out) {
+    if (check_utf8(p, n) < 0) return -1;
+    return leaf(w, 'u', p, n, 1, out);
 }
 
 static const char BASE64_STANDARD[] =
@@ -405,7 +799,7 @@ static size_t base64_encode(const uint8_t *p, size_t n, const char *alphabet, in
     return length;
 }
 
-static int hash_bytes_field(const uint8_t *p, size_t n, uint8_t out[32]) {
+static int hash_bytes_field(Walk *w, const uint8_t *p, size_t n, Digest *out) {
     char small[256];
     size_t needed = 4 * ((n + 2) / 3);
     char *text = needed <= sizeof small ? small : PyMem_Malloc(needed);
@@ -414,9 +808,9 @@ static int hash_bytes_field(const uint8_t *p, size_t n, uint8_t out[32]) {
         return -1;
     }
     size_t length = base64_encode(p, n, BASE64_STANDARD, 1, text);
-    sha_tagged('u', text, length, out);
+    int status = leaf(w, 'u', text, length, 0, out);
     if (text != small) PyMem_Free(text);
-    return 0;
+    return status;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -506,107 +900,93 @@ static int wire_compatible(const FieldPlan *field, int wire_type) {
 /* ------------------------------------------------------------------------------------------ */
 /* values */
 
-static int hash_message(const Table *table, int index, const uint8_t *p, size_t n,
-                        PyObject *ignore, uint8_t out[32]);
+static int hash_message(Walk *w, const Table *table, int index, const uint8_t *p, size_t n,
+                        PyObject *ignore, Digest *out);
 
-static int hash_enum(const FieldPlan *field, int32_t number, uint8_t out[32]) {
-    if (field->null_enum) {
-        memcpy(out, NIL_HASH, 32);
-        return 0;
-    }
+static int hash_enum(Walk *w, const FieldPlan *field, int32_t number, Digest *out) {
+    if (field->null_enum) return digest_constant(NIL_HASH, out);
     Py_ssize_t low = 0, high = field->n_enum - 1;
     while (low <= high) {
         Py_ssize_t middle = (low + high) / 2;
         int32_t candidate = field->enum_numbers[middle];
-        if (candidate == number) {
-            memcpy(out, field->enum_hashes + 32 * middle, 32);
-            return 0;
-        }
+        if (candidate == number) return digest_constant(field->enum_hashes + 32 * middle, out);
         if (candidate < number)
             low = middle + 1;
         else
             high = middle - 1;
     }
     if (field->closed_enum) return fallback("closed enum value outside its enum");
-    hash_number((double)number, out);
-    return 0;
+    return hash_number(w, (double)number, out);
 }
 
 /* Hash of a non-length-delimited value given its raw bits (varint, fixed32 or fixed64). */
-static int hash_scalar_bits(const FieldPlan *field, uint64_t bits, uint8_t out[32]) {
+static int hash_scalar_bits(Walk *w, const FieldPlan *field, uint64_t bits, Digest *out) {
     switch (field->type) {
         case T_DOUBLE: {
             double value;
             memcpy(&value, &bits, 8);
-            return hash_double_field(value, out);
+            return hash_double_field(w, value, out);
         }
         case T_FLOAT: {
             uint32_t low = (uint32_t)bits;
             float value;
             memcpy(&value, &low, 4);
-            return hash_float_field(value, out);
+            return hash_float_field(w, value, out);
         }
         case T_INT64:
         case T_SFIXED64:
-            hash_signed_text((int64_t)bits, out);
-            return 0;
+            return hash_signed_text(w, (int64_t)bits, out);
         case T_UINT64:
         case T_FIXED64:
-            hash_unsigned_text(bits, out);
-            return 0;
+            return hash_unsigned_text(w, bits, out);
         case T_SINT64:
-            hash_signed_text((int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
-            return 0;
+            return hash_signed_text(w, (int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
         case T_INT32:
         case T_SFIXED32:
-            hash_number((double)(int32_t)(uint32_t)bits, out);
-            return 0;
+            return hash_number(w, (double)(int32_t)(uint32_t)bits, out);
         case T_UINT32:
         case T_FIXED32:
-            hash_number((double)(uint32_t)bits, out);
-            return 0;
+            return hash_number(w, (double)(uint32_t)bits, out);
         case T_SINT32: {
             uint32_t low = (uint32_t)bits;
-            hash_number((double)(int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
-            return 0;
+            return hash_number(w, (double)(int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
         }
         case T_BOOL:
-            memcpy(out, bits ? TRUE_HASH : FALSE_HASH, 32);
-            return 0;
+            return digest_constant(bits ? TRUE_HASH : FALSE_HASH, out);
         case T_ENUM:
-            return hash_enum(field, (int32_t)(uint32_t)bits, out);
+            return hash_enum(w, field, (int32_t)(uint32_t)bits, out);
         default:
             return fallback("unexpected scalar type");
     }
 }
 
 /* Hash of one value of `field` read from the wire at *p (wire type already checked). */
-static int hash_value(const Table *table, const FieldPlan *field, int wire_type,
-                      const uint8_t **p, const uint8_t *end, uint8_t out[32]) {
+static int hash_value(Walk *w, const Table *table, const FieldPlan *field, int wire_type,
+                      const uint8_t **p, const uint8_t *end, Digest *out) {
     uint64_t bits;
     size_t length;
     switch (wire_type) {
         case 0:
             if (!read_varint(p, end, &bits)) return fallback("truncated varint");
-            return hash_scalar_bits(field, bits, out);
+            return hash_scalar_bits(w, field, bits, out);
         case 1:
             if (end - *p < 8) return fallback("truncated fixed64");
             bits = load_le(*p, 8);
             *p += 8;
-            return hash_scalar_bits(field, bits, out);
+            return hash_scalar_bits(w, field, bits, out);
         case 5:
             if (end - *p < 4) return fallback("truncated fixed32");
             bits = load_le(*p, 4);
             *p += 4;
-            return hash_scalar_bits(field, bits, out);
+            return hash_scalar_bits(w, field, bits, out);
         case 2: {
             if (!read_length(p, end, &length)) return fallback("truncated length");
             const uint8_t *data = *p;
             *p += length;
             if (field->type == T_MESSAGE)
-                return hash_message(table, field->sub, data, length, NULL, out);
-            if (field->type == T_STRING) return hash_string(data, length, out);
-            if (field->type == T_BYTES) return hash_bytes_field(data, length, out);
+                return hash_message(w, table, field->sub, data, length, NULL, out);
+            if (field->type == T_STRING) return hash_string(w, data, length, out);
+            if (field->type == T_BYTES) return hash_bytes_field(w, data, length, out);
             return fallback("length-delimited scalar");
         }
         default:
@@ -615,83 +995,22 @@ static int hash_value(const Table *table, const FieldPlan *field, int wire_type,
 }
 
 /* Hash of a field's value when the wire leaves it out (map entries, wrappers). */
-static int hash_default(const Table *table, const FieldPlan *field, uint8_t out[32]) {
-    if (field->label == LABEL_REPEATED) {
-        memcpy(out, EMPTY_LIST_HASH, 32);
-        return 0;
-    }
-    if (field->label == LABEL_MAP) {
-        memcpy(out, EMPTY_DICT_HASH, 32);
-        return 0;
-    }
+static int hash_default(Walk *w, const Table *table, const FieldPlan *field, Digest *out) {
+    if (field->label == LABEL_REPEATED) return digest_constant(EMPTY_LIST_HASH, out);
+    if (field->label == LABEL_MAP) return digest_constant(EMPTY_DICT_HASH, out);
     switch (field->type) {
         case T_MESSAGE:
-            return hash_message(table, field->sub, (const uint8_t *)"", 0, NULL, out);
+            return hash_message(w, table, field->sub, (const uint8_t *)"", 0, NULL, out);
         case T_STRING:
         case T_BYTES:
-            memcpy(out, EMPTY_STRING_HASH, 32);
-            return 0;
+            return digest_constant(EMPTY_STRING_HASH, out);
         default:
-            return hash_scalar_bits(field, 0, out);
+            return hash_scalar_bits(w, field, 0, out);
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* dicts: key hash || value hash entries, sorted */
-
-typedef struct {
-    uint8_t *data;
-    Py_ssize_t length, capacity;
-    uint8_t inline_data[16 * 64];
-} Entries;
-
-static void entries_init(Entries *entries) {
-    entries->data = entries->inline_data;
-    entries->length = 0;
-    entries->capacity = 16;
-}
-
-static void entries_free(Entries *entries) {
-    if (entries->data != entries->inline_data) PyMem_Free(entries->data);
-}
-
-static uint8_t *entries_add(Entries *entries) {
-    if (entries->length == entries->capacity) {
-        Py_ssize_t capacity = entries->capacity * 2;
-        uint8_t *data = PyMem_Malloc((size_t)capacity * 64);
-        if (data == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        memcpy(data, entries->data, (size_t)entries->length * 64);
-        entries_free(entries);
-        entries->data = data;
-        entries->capacity = capacity;
-    }
-    return entries->data + 64 * entries->length++;
-}
-
-static int compare_entries(const void *a, const void *b) { return memcmp(a, b, 64); }
-
-static void hash_entries(Entries *entries, uint8_t out[32]) {
-    Py_ssize_t n = entries->length;
-    uint8_t *data = entries->data;
-    if (n > 12) {
-        qsort(data, (size_t)n, 64, compare_entries);
-    } else {
-        for (Py_ssize_t i = 1; i < n; i++) {
-            uint8_t held[64];
-            memcpy(held, data + 64 * i, 64);
-            Py_ssize_t j = i;
-            while (j > 0 && memcmp(data + 64 * (j - 1), held, 64) > 0) {
-                memcpy(data + 64 * j, data + 64 * (j - 1), 64);
-                j--;
-            }
-            memcpy(data + 64 * j, held, 64);
-        }
-    }
-    sha_tagged('d', data, (size_t)n * 64, out);
-}
+/* dicts: key hash || value hash entries, sorted when their job runs */
 
 /* Hashes of short string map keys, memoized as the Python route memoizes hash_key: input
  * names and struct keys repeat on every call. Direct-mapped; only touched with the GIL held. */
@@ -704,55 +1023,53 @@ typedef struct {
 } KeyCacheSlot;
 static KeyCacheSlot key_cache[KEY_CACHE_SLOTS];
 
-static int hash_string_key(const uint8_t *text, size_t n, uint8_t out[32]) {
-    if (n == 0 || n > KEY_CACHE_MAX_LENGTH) return hash_string(text, n, out);
+/* The key's digest is computed now (the cache needs it) and copied: a later key may take its
+ * cache slot while the walk still refers to it. */
+static int hash_string_key(Walk *w, const uint8_t *text, size_t n, Digest *out) {
+    if (n == 0 || n > KEY_CACHE_MAX_LENGTH) return hash_string(w, text, n, out);
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++) h = (h ^ text[i]) * 16777619u;
     KeyCacheSlot *slot = &key_cache[h & (KEY_CACHE_SLOTS - 1)];
+    uint8_t *digest = digest_now(w, out);
+    if (digest == NULL) return -1;
     if (slot->length == n && memcmp(slot->text, text, n) == 0) {
-        memcpy(out, slot->hash, 32);
+        memcpy(digest, slot->hash, 32);
         return 0;
     }
-    if (hash_string(text, n, out) < 0) return -1;
+    if (check_utf8(text, n) < 0) return -1;
+    sha_tagged('u', text, n, digest);
     slot->length = (uint8_t)n;
     memcpy(slot->text, text, n);
-    memcpy(slot->hash, out, 32);
+    memcpy(slot->hash, digest, 32);
     return 0;
 }
 
 /* fmt.Sprint of a map key, hashed as a string. */
-static int hash_map_key(int type, int present, uint64_t bits, const uint8_t *text, size_t n,
-                        uint8_t out[32]) {
+static int hash_map_key(Walk *w, int type, int present, uint64_t bits, const uint8_t *text,
+                        size_t n, Digest *out) {
     if (type == T_STRING)
-        return hash_string_key(present ? text : (const uint8_t *)"", present ? n : 0, out);
+        return hash_string_key(w, present ? text : (const uint8_t *)"", present ? n : 0, out);
     switch (type) {
         case T_BOOL:
-            hash_text(bits ? "true" : "false", out);
-            return 0;
+            return hash_text(w, bits ? "true" : "false", out);
         case T_INT64:
         case T_SFIXED64:
-            hash_signed_text((int64_t)bits, out);
-            return 0;
+            return hash_signed_text(w, (int64_t)bits, out);
         case T_SINT64:
-            hash_signed_text((int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
-            return 0;
+            return hash_signed_text(w, (int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
         case T_INT32:
         case T_SFIXED32:
-            hash_signed_text((int32_t)(uint32_t)bits, out);
-            return 0;
+            return hash_signed_text(w, (int32_t)(uint32_t)bits, out);
         case T_SINT32: {
             uint32_t low = (uint32_t)bits;
-            hash_signed_text((int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
-            return 0;
+            return hash_signed_text(w, (int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
         }
         case T_UINT32:
         case T_FIXED32:
-            hash_unsigned_text((uint32_t)bits, out);
-            return 0;
+            return hash_unsigned_text(w, (uint32_t)bits, out);
         case T_UINT64:
         case T_FIXED64:
-            hash_unsigned_text(bits, out);
-            return 0;
+            return hash_unsigned_text(w, bits, out);
         default:
             return fallback("unexpected map key type");
     }
@@ -760,8 +1077,8 @@ static int hash_map_key(int type, int present, uint64_t bits, const uint8_t *tex
 
 /* Adds one map entry (a MapEntry message at data[0:n]) to `entries`, unless its key is ignored.
  * Sets *added to whether it did. */
-static int add_map_entry(const Table *table, const FieldPlan *field, const uint8_t *data, size_t n,
-                         PyObject *ignore, Entries *entries, int *added) {
+static int add_map_entry(Walk *w, const Table *table, const FieldPlan *field, const uint8_t *data,
+                         size_t n, PyObject *ignore, Parts *entries, int *added) {
     const uint8_t *p = data, *end = data + n;
     int key_present = 0, value_present = 0, value_wire_type = 0;
     uint64_t key_bits = 0;
@@ -810,24 +1127,25 @@ static int add_map_entry(const Table *table, const FieldPlan *field, const uint8
         if (ignored < 0) return -1;
         if (ignored) return 0;
     }
-    uint8_t *entry = entries_add(entries);
-    if (entry == NULL) return -1;
-    if (hash_map_key(field->map_key_type, key_present, key_bits, key_text, key_length, entry) < 0)
+    Digest key, value;
+    if (hash_map_key(w, field->map_key_type, key_present, key_bits, key_text, key_length, &key) <
+        0)
         return -1;
     if (value_present) {
         const uint8_t *q = value_at;
-        if (hash_value(table, value_field, value_wire_type, &q, end, entry + 32) < 0) return -1;
-    } else if (hash_default(table, value_field, entry + 32) < 0) {
+        if (hash_value(w, table, value_field, value_wire_type, &q, end, &value) < 0) return -1;
+    } else if (hash_default(w, table, value_field, &value) < 0) {
         return -1;
     }
+    if (parts_add_entry(entries, &key, &value) < 0) return -1;
     *added = 1;
     return 0;
 }
 
 /* Walks the fields of a message, adding `key hash || value hash` per present field to
  * `entries`. `ignore` (a set of names, or NULL) drops entries of string-keyed maps. */
-static int collect_fields(const Table *table, const MessagePlan *plan, const uint8_t *p,
-                          const uint8_t *end, PyObject *ignore, Entries *entries) {
+static int collect_fields(Walk *w, const Table *table, const MessagePlan *plan, const uint8_t *p,
+                          const uint8_t *end, PyObject *ignore, Parts *entries) {
     uint8_t seen[MAX_FIELDS];
     if (plan->n_fields > MAX_FIELDS) return fallback("message has too many fields");
     memset(seen, 0, (size_t)plan->n_fields);
@@ -845,23 +1163,17 @@ static int collect_fields(const Table *table, const MessagePlan *plan, const uin
         const FieldPlan *field = &plan->fields[index];
         if (seen[index]) return fallback("field appears twice");
         seen[index] = 1;
+        Digest key, value;
+        digest_constant(field->key, &key);
         if (field->label == LABEL_SINGULAR) {
-            uint8_t *entry = entries_add(entries);
-            if (entry == NULL) return -1;
-            memcpy(entry, field->key, 32);
-            if (hash_value(table, field, wire_type, &p, end, entry + 32) < 0) return -1;
+            if (hash_value(w, table, field, wire_type, &p, end, &value) < 0) return -1;
+            if (parts_add_entry(entries, &key, &value) < 0) return -1;
             continue;
         }
         /* A repeated or map field: its elements are contiguous in a deterministic encoding. */
         Py_ssize_t count = 0;
-        sha_ctx list;
-        Entries map;
-        if (field->label == LABEL_MAP)
-            entries_init(&map);
-        else {
-            sha_init(&list);
-            sha_update(&list, "l", 1);
-        }
+        Parts items;
+        parts_init(&items);
         int status = 0;
         for (;;) {
             if (field->label == LABEL_MAP) {
@@ -871,7 +1183,7 @@ static int collect_fields(const Table *table, const MessagePlan *plan, const uin
                     status = fallback("truncated map entry");
                     break;
                 }
-                status = add_map_entry(table, field, p, length, ignore, &map, &added);
+                status = add_map_entry(w, table, field, p, length, ignore, &items, &added);
                 if (status < 0) break;
                 p += length;
                 count += added;
@@ -884,18 +1196,16 @@ static int collect_fields(const Table *table, const MessagePlan *plan, const uin
                 const uint8_t *packed_end = p + length;
                 int element_type = scalar_wire_type(field->type);
                 while (p < packed_end) {
-                    uint8_t digest[32];
-                    status = hash_value(table, field, element_type, &p, packed_end, digest);
-                    if (status < 0) break;
-                    sha_update(&list, digest, 32);
+                    Digest element;
+                    status = hash_value(w, table, field, element_type, &p, packed_end, &element);
+                    if (status < 0 || (status = parts_add(&items, &element)) < 0) break;
                     count++;
                 }
                 if (status < 0) break;
             } else {
-                uint8_t digest[32];
-                status = hash_value(table, field, wire_type, &p, end, digest);
-                if (status < 0) break;
-                sha_update(&list, digest, 32);
+                Digest element;
+                status = hash_value(w, table, field, wire_type, &p, end, &element);
+                if (status < 0 || (status = parts_add(&items, &element)) < 0) break;
                 count++;
             }
             /* Continue while the next tag is this field's again. */
@@ -909,31 +1219,18 @@ static int collect_fields(const Table *table, const MessagePlan *plan, const uin
             wire_type = (int)(tag & 7);
             p = next;
         }
-        if (status < 0) {
-            if (field->label == LABEL_MAP) entries_free(&map);
-            return -1;
+        if (status == 0 && count > 0) {
+            status = parts_job(w, &items, field->label == LABEL_MAP ? JOB_DICT : JOB_LIST, &value);
+            if (status == 0) status = parts_add_entry(entries, &key, &value);
         }
-        if (count == 0) {
-            if (field->label == LABEL_MAP) entries_free(&map);
-            continue;
-        }
-        uint8_t *entry = entries_add(entries);
-        if (entry == NULL) {
-            if (field->label == LABEL_MAP) entries_free(&map);
-            return -1;
-        }
-        memcpy(entry, field->key, 32);
-        if (field->label == LABEL_MAP) {
-            hash_entries(&map, entry + 32);
-            entries_free(&map);
-        } else {
-            sha_final(entry + 32, &list);
-        }
+        parts_free(&items);
+        if (status < 0) return -1;
     }
     return 0;
 }
 
-static int hash_callback(const MessagePlan *plan, const uint8_t *p, size_t n, uint8_t out[32]) {
+static int hash_callback(Walk *w, const MessagePlan *plan, const uint8_t *p, size_t n,
+                         Digest *out) {
     PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
     if (data == NULL) return -1;
     PyObject *result = PyObject_CallOneArg(plan->callback, data);
@@ -944,23 +1241,26 @@ static int hash_callback(const MessagePlan *plan, const uint8_t *p, size_t n, ui
         PyErr_SetString(PyExc_TypeError, "a callback plan must return a 32-byte digest");
         return -1;
     }
-    memcpy(out, PyBytes_AS_STRING(result), 32);
+    uint8_t *digest = digest_now(w, out);
+    if (digest != NULL) memcpy(digest, PyBytes_AS_STRING(result), 32);
     Py_DECREF(result);
-    return 0;
+    return digest == NULL ? -1 : 0;
 }
 
-static void hash_single_entry(const uint8_t key[32], const uint8_t value[32], uint8_t out[32]) {
-    uint8_t entry[64];
-    memcpy(entry, key, 32);
-    memcpy(entry + 32, value, 32);
-    sha_tagged('d', entry, 64, out);
+static int hash_single_entry(Walk *w, const uint8_t key[32], const Digest *value, Digest *out) {
+    Parts entry;
+    Digest key_digest;
+    parts_init(&entry);
+    digest_constant(key, &key_digest);
+    parts_add_entry(&entry, &key_digest, value); /* inline room: cannot fail */
+    return parts_job(w, &entry, JOB_DICT, out);
 }
 
 /* Flyte's hashify: an overriding string field replaces the message by {override: value}; a
  * present pruned field keeps only itself (walked with its pruned plan); otherwise the normal
  * plan applies. */
-static int hash_hashified(const Table *table, const MessagePlan *plan, const uint8_t *data,
-                          size_t n, uint8_t out[32]) {
+static int hash_hashified(Walk *w, const Table *table, const MessagePlan *plan,
+                          const uint8_t *data, size_t n, Digest *out) {
     const uint8_t *p = data, *end = data + n;
     const uint8_t *override = NULL, *pruned = NULL;
     size_t override_length = 0, pruned_length = 0;
@@ -990,44 +1290,58 @@ static int hash_hashified(const Table *table, const MessagePlan *plan, const uin
             return fallback("malformed field");
         }
     }
-    uint8_t value[32];
+    Digest value;
     if (override != NULL && override_length > 0) {
-        if (hash_string(override, override_length, value) < 0) return -1;
-        hash_single_entry(plan->override_key, value, out);
-        return 0;
+        if (hash_string(w, override, override_length, &value) < 0) return -1;
+        return hash_single_entry(w, plan->override_key, &value, out);
     }
     if (pruned_index >= 0) {
-        if (hash_message(table, plan->pruned_sub[pruned_index], pruned, pruned_length, NULL, value) <
-            0)
+        if (hash_message(w, table, plan->pruned_sub[pruned_index], pruned, pruned_length, NULL,
+                         &value) < 0)
             return -1;
-        hash_single_entry(plan->pruned_key[pruned_index], value, out);
-        return 0;
+        return hash_single_entry(w, plan->pruned_key[pruned_index], &value, out);
     }
-    return hash_message(table, plan->normal, data, n, NULL, out);
+    return hash_message(w, table, plan->normal, data, n, NULL, out);
 }
 
-static int hash_message(const Table *table, int index, const uint8_t *p, size_t n,
-                        PyObject *ignore, uint8_t out[32]) {
+static int hash_message(Walk *w, const Table *table, int index, const uint8_t *p, size_t n,
+                        PyObject *ignore, Digest *out) {
     const MessagePlan *plan = &table->messages[index];
-    if (plan->mode == MODE_CALLBACK) return hash_callback(plan, p, n, out);
-    if (plan->mode == MODE_HASHIFY) return hash_hashified(table, plan, p, n, out);
+    if (plan->mode == MODE_CALLBACK) return hash_callback(w, plan, p, n, out);
+    if (plan->mode == MODE_HASHIFY) return hash_hashified(w, table, plan, p, n, out);
     if (Py_EnterRecursiveCall(" while hashing a message")) return -1;
-    Entries entries;
-    entries_init(&entries);
-    int status = collect_fields(table, plan, p, p + n, ignore, &entries);
+    Parts entries;
+    parts_init(&entries);
+    int status = collect_fields(w, table, plan, p, p + n, ignore, &entries);
     if (status == 0) {
         if (plan->mode == MODE_FIELDS) {
-            hash_entries(&entries, out);
-        } else if (entries.length == 1) {
-            memcpy(out, entries.data + 32, 32);
+            status = entries.length ? parts_job(w, &entries, JOB_DICT, out)
+                                    : digest_constant(EMPTY_DICT_HASH, out);
+        } else if (entries.length == 2) {
+            /* The message is its one member's value: that digest, pending or not. */
+            out->hash = entries.items[1];
+            out->level = entries.level;
         } else if (plan->mode == MODE_FIELD_ONE && entries.length == 0) {
-            status = hash_default(table, &plan->fields[0], out);
+            status = hash_default(w, table, &plan->fields[0], out);
         } else {
             status = fallback("no single member set");
         }
     }
-    entries_free(&entries);
+    parts_free(&entries);
     Py_LeaveRecursiveCall();
+    return status;
+}
+
+/* The objecthash of the message p[0:n] under plan `index`, written to `out`. */
+static int digest_message(const Table *table, int index, const uint8_t *p, size_t n,
+                          PyObject *ignore, uint8_t out[32]) {
+    Walk w;
+    Digest digest;
+    walk_init(&w);
+    int status = hash_message(&w, table, index, p, n, ignore, &digest);
+    if (status == 0) status = flush(&w);
+    if (status == 0) memcpy(out, digest.hash, 32);
+    walk_free(&w);
     return status;
 }
 
@@ -1290,7 +1604,7 @@ static PyObject *core_digest(PyObject *Py_UNUSED(module), PyObject *const *args,
     PyObject *ignore;
     if (digest_arguments(args, nargs, "digest", &table, &index, &data, &ignore) < 0) return NULL;
     uint8_t out[32];
-    int status = hash_message(table, index, data.buf, (size_t)data.len, ignore, out);
+    int status = digest_message(table, index, data.buf, (size_t)data.len, ignore, out);
     PyBuffer_Release(&data);
     if (status < 0) return NULL;
     return PyBytes_FromStringAndSize((const char *)out, 32);
@@ -1304,7 +1618,7 @@ static PyObject *core_digest_urlsafe(PyObject *Py_UNUSED(module), PyObject *cons
     if (digest_arguments(args, nargs, "digest_urlsafe", &table, &index, &data, &ignore) < 0)
         return NULL;
     uint8_t out[32];
-    int status = hash_message(table, index, data.buf, (size_t)data.len, ignore, out);
+    int status = digest_message(table, index, data.buf, (size_t)data.len, ignore, out);
     PyBuffer_Release(&data);
     if (status < 0) return NULL;
     char text[44];
@@ -1349,6 +1663,60 @@ static PyObject *core_sha256_bundled(PyObject *Py_UNUSED(module), PyObject *cons
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
 
+static PyObject *core_tagged_digests(PyObject *Py_UNUSED(module), PyObject *const *args,
+                                     Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "tagged_digests() takes tag and items");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != 1) {
+        PyErr_SetString(PyExc_TypeError, "tag must be one byte");
+        return NULL;
+    }
+    uint8_t tag = (uint8_t)PyBytes_AS_STRING(args[0])[0];
+    PyObject *items = PySequence_Fast(args[1], "items must be a sequence of bytes");
+    if (items == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    Digest *digests = PyMem_Malloc(sizeof(Digest) * (size_t)(n ? n : 1));
+    PyObject *result = NULL;
+    Walk w;
+    walk_init(&w);
+    int status = digests == NULL ? (PyErr_NoMemory(), -1) : 0;
+    for (Py_ssize_t i = 0; i < n && status == 0; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "items must be bytes");
+            status = -1;
+            break;
+        }
+        /* `items` holds the bytes for the whole walk: stable. */
+        status = leaf(&w, tag, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item), 1,
+                      &digests[i]);
+    }
+    if (status == 0) status = flush(&w);
+    if (status == 0) result = PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        PyObject *digest = PyBytes_FromStringAndSize((const char *)digests[i].hash, 32);
+        if (digest == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyList_SET_ITEM(result, i, digest);
+    }
+    walk_free(&w);
+    PyMem_Free(digests);
+    Py_DECREF(items);
+    return result;
+}
+
+static PyObject *core_set_batching(PyObject *Py_UNUSED(module), PyObject *enabled) {
+    int value = PyObject_IsTrue(enabled);
+    if (value < 0) return NULL;
+    int previous = batching;
+    batching = value;
+    return PyBool_FromLong(previous);
+}
+
 static PyObject *core_select_sha256(PyObject *Py_UNUSED(module), PyObject *name) {
     const char *text = PyUnicode_AsUTF8(name);
     if (text == NULL) return NULL;
@@ -1373,6 +1741,11 @@ static PyMethodDef core_methods[] = {
      "configure(float32_converter): the function giving Go's float32 text as a double."},
     {"sha256_bundled", (PyCFunction)(void (*)(void))core_sha256_bundled, METH_FASTCALL,
      "sha256_bundled(data, sha_ni) -> bytes: the bundled SHA-256, SHA-NI or portable path."},
+    {"tagged_digests", (PyCFunction)(void (*)(void))core_tagged_digests, METH_FASTCALL,
+     "tagged_digests(tag, items) -> list: sha256(tag + item) of each item, as one batch of jobs."},
+    {"set_batching", core_set_batching, METH_O,
+     "set_batching(enabled) -> bool: defer and batch node digests (the default) or compute each "
+     "where the walker meets it; returns the previous setting."},
     {"select_sha256", core_select_sha256, METH_O,
      "select_sha256(name): use 'sha-ni', 'openssl' or 'portable' (ValueError if unavailable)."},
     {"sha256_backend", core_sha256_backend, METH_NOARGS,

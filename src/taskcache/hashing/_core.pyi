@@ -1,6 +1,6 @@
 """Type stub of the compiled hashing core (``_core.c``); see taskcache.hashing.compiled."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class Fallback(Exception):  # noqa: N818 - the C module's name for "let the Python route do it"
@@ -26,6 +26,17 @@ def sha256_bundled(data: bytes, sha_ni: bool, /) -> bytes:
     """Return SHA-256 of ``data`` by the bundled code (SHA-NI path or portable C).
 
     Raises ValueError for ``sha_ni`` on a CPU or build without it.
+    """
+
+def tagged_digests(tag: bytes, items: Sequence[bytes], /) -> list[bytes]:
+    """Return ``sha256(tag + item)`` of each item, computed as one batch of the walker's jobs.
+
+    Raises TypeError unless ``tag`` is one byte and every item is bytes.
+    """
+
+def set_batching(enabled: bool, /) -> bool:
+    """Defer node digests and compute them in batches (the default), or compute each one where
+    the walker meets it (``False``); both give the same digests. Return the previous setting.
     """
 
 def select_sha256(name: str, /) -> None:
