@@ -28,7 +28,13 @@ from taskcache.cli.failure import (
     from_cache_error,
     opened_for_command,
 )
-from taskcache.cli.operate import DURATION_TYPE, database_options, json_option, scope_option
+from taskcache.cli.operate import (
+    DURATION_TYPE,
+    database_options,
+    json_option,
+    open_blob_store,
+    scope_option,
+)
 from taskcache.errors import CacheError
 from taskcache.manager import utc_now
 from taskcache.operations import describe_scope
@@ -217,16 +223,7 @@ def _blob_store(settings: Settings) -> BlobStore | None:
     """
     if settings.storage is None:
         return None
-    try:
-        return BlobStore(settings.storage, **settings.storage_options)
-    except CacheError as error:
-        raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
-    except (ValueError, ImportError, TypeError) as error:
-        raise CommandError(
-            f"--storage {settings.storage!r}: {error}",
-            code="INVALID_ARGUMENT",
-            exit_code=USAGE_EXIT_CODE,
-        ) from error
+    return open_blob_store(settings.storage, settings)
 
 
 def _report(summary: ops.EvictionSummary, *, dry_run: bool, as_json: bool) -> None:

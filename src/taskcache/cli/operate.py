@@ -174,13 +174,22 @@ def _blob_store(settings: Settings, flag: str) -> BlobStore:
             code="INVALID_ARGUMENT",
             exit_code=USAGE_EXIT_CODE,
         )
+    return open_blob_store(settings.storage, settings)
+
+
+def open_blob_store(storage: str, settings: Settings) -> BlobStore:
+    """Return the blob store at ``storage`` with ``settings.storage_options``.
+
+    A taskcache error opening it is a command failure with its code; an unusable root or
+    options (ValueError, ImportError, TypeError) a usage error (exit 2) naming ``--storage``.
+    """
     try:
-        return BlobStore(settings.storage, **settings.storage_options)
+        return BlobStore(storage, **settings.storage_options)
     except CacheError as error:
-        raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
+        raise from_cache_error(error, prefix=f"--storage {storage!r}: ") from error
     except (ValueError, ImportError, TypeError) as error:
         raise CommandError(
-            f"--storage {settings.storage!r}: {error}",
+            f"--storage {storage!r}: {error}",
             code="INVALID_ARGUMENT",
             exit_code=USAGE_EXIT_CODE,
         ) from error
