@@ -317,13 +317,7 @@ class DataCatalogService:
         row = await self._catalog.get_or_extend_reservation(
             dataset, tag_name, wanted.owner_id, heartbeat
         )
-        if row.owner_id != wanted.owner_id:
-            outcome = "contended"
-        elif row.taken_over_from is not None:
-            outcome = "taken_over"
-        else:
-            outcome = "granted"
-        self._backend.metrics.reservations.labels(outcome=outcome).inc()
+        self._backend.metrics.count_reservation(row, wanted.owner_id)
         response = dc.GetOrExtendReservationResponse()
         reservation = response.reservation
         reservation.reservation_id.CopyFrom(wanted.reservation_id)
