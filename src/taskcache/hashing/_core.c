@@ -328,6 +328,26 @@ static void hash_unsigned_text(uint64_t value, uint8_t out[32]) {
     sha_tagged('u', start, (size_t)(end - start), out);
 }
 
+/* The values of zigzag-encoded (sint64, sint32) raw bits. */
+static inline int64_t zigzag64(uint64_t bits) {
+    return (int64_t)((bits >> 1) ^ (~(bits & 1) + 1));
+}
+
+static inline int32_t zigzag32(uint32_t bits) {
+    return (int32_t)((bits >> 1) ^ (~(bits & 1) + 1));
+}
+
+/* Hash of the raw bits of a 64-bit integer field (int64, sint64, sfixed64, uint64, fixed64) as
+ * its decimal text: how protojson writes a 64-bit value and fmt.Sprint a map key alike. */
+static void hash_integer64_text(int type, uint64_t bits, uint8_t out[32]) {
+    if (type == T_UINT64 || type == T_FIXED64)
+        hash_unsigned_text(bits, out);
+    else if (type == T_SINT64)
+        hash_signed_text(zigzag64(bits), out);
+    else
+        hash_signed_text((int64_t)bits, out);
+}
+
 /* Strict UTF-8, as Python's decoder: no overlongs, surrogates or code points past U+10FFFF. */
 static int valid_utf8(const uint8_t *p, size_t n) {
     size_t i = 0;
@@ -548,14 +568,10 @@ static int hash_scalar_bits(const FieldPlan *field, uint64_t bits, uint8_t out[3
         }
         case T_INT64:
         case T_SFIXED64:
-            hash_signed_text((int64_t)bits, out);
-            return 0;
+        case T_SINT64:
         case T_UINT64:
         case T_FIXED64:
-            hash_unsigned_text(bits, out);
-            return 0;
-        case T_SINT64:
-            hash_signed_text((int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
+            hash_integer64_text(field->type, bits, out);
             return 0;
         case T_INT32:
         case T_SFIXED32:
@@ -565,11 +581,9 @@ static int hash_scalar_bits(const FieldPlan *field, uint64_t bits, uint8_t out[3
         case T_FIXED32:
             hash_number((double)(uint32_t)bits, out);
             return 0;
-        case T_SINT32: {
-            uint32_t low = (uint32_t)bits;
-            hash_number((double)(int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
+        case T_SINT32:
+            hash_number((double)zigzag32((uint32_t)bits), out);
             return 0;
-        }
         case T_BOOL:
             memcpy(out, bits ? TRUE_HASH : FALSE_HASH, 32);
             return 0;
@@ -731,27 +745,21 @@ static int hash_map_key(int type, int present, uint64_t bits, const uint8_t *tex
             return 0;
         case T_INT64:
         case T_SFIXED64:
-            hash_signed_text((int64_t)bits, out);
-            return 0;
         case T_SINT64:
-            hash_signed_text((int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
+        case T_UINT64:
+        case T_FIXED64:
+            hash_integer64_text(type, bits, out);
             return 0;
         case T_INT32:
         case T_SFIXED32:
             hash_signed_text((int32_t)(uint32_t)bits, out);
             return 0;
-        case T_SINT32: {
-            uint32_t low = (uint32_t)bits;
-            hash_signed_text((int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
+        case T_SINT32:
+            hash_signed_text(zigzag32((uint32_t)bits), out);
             return 0;
-        }
         case T_UINT32:
         case T_FIXED32:
             hash_unsigned_text((uint32_t)bits, out);
-            return 0;
-        case T_UINT64:
-        case T_FIXED64:
-            hash_unsigned_text(bits, out);
             return 0;
         default:
             return fallback("unexpected map key type");
