@@ -29,7 +29,7 @@ from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, c
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 
 from taskcache import hashing, values
-from taskcache.clients.base import AsyncClient, Client, optional_ttl
+from taskcache.clients.base import AsyncClient, Client, ComputeOptions, optional_ttl
 from taskcache.clients.compute_once import DEFAULT_HEARTBEAT
 from taskcache.environment import EnvironmentReader
 from taskcache.errors import NotFoundError
@@ -86,6 +86,15 @@ class _Options:
     # Whether ``catalog``, a client object, is asynchronous (None for a target): a client's
     # kind does not change, so it is looked up once instead of on every call.
     catalog_is_async: bool | None = None
+
+    def compute_options(self) -> ComputeOptions:
+        """Return the ``get_or_compute`` options a miss passes (sync and async alike)."""
+        return {
+            "serialize": self.serialize,
+            "heartbeat": self.heartbeat,
+            "wait_timeout": self.wait_timeout,
+            "ttl": self.ttl,
+        }
 
 
 # Arguments of these exact types are immutable and decide their literal by value, so calls
@@ -528,14 +537,7 @@ class CachedFunction(Generic[_P, _R]):
         try:  # a hit is one get; get_or_compute (which asks again) handles a miss
             entry = client.get(key)
         except NotFoundError:
-            entry = client.get_or_compute(
-                key,
-                compute,
-                serialize=self._options.serialize,
-                heartbeat=self._options.heartbeat,
-                wait_timeout=self._options.wait_timeout,
-                ttl=self._options.ttl,
-            )
+            entry = client.get_or_compute(key, compute, **self._options.compute_options())
         result: _R = self._signature.result(entry)
         return result
 
@@ -585,14 +587,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
         try:  # see CachedFunction.__call__
             entry = await client.get(key)
         except NotFoundError:
-            entry = await client.get_or_compute(
-                key,
-                compute,
-                serialize=self._options.serialize,
-                heartbeat=self._options.heartbeat,
-                wait_timeout=self._options.wait_timeout,
-                ttl=self._options.ttl,
-            )
+            entry = await client.get_or_compute(key, compute, **self._options.compute_options())
         result: _R = await asyncio.to_thread(self._signature.result, entry)
         return result
 

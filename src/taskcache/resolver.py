@@ -232,6 +232,13 @@ def _database_location(database: Location | str | os.PathLike[str] | None, field
     return database
 
 
+def _sqlite_file(location: Location) -> Path | None:
+    """Return the database file of a SQLite ``location``; None for ``memory://`` (a private
+    in-memory database, as the SQLite repositories take it).
+    """
+    return None if location.kind is LocationKind.MEMORY else Path(location.address)
+
+
 def _missing_postgres(field: str) -> InvalidArgumentError:
     return missing_extra("a PostgreSQL database", "postgres", field=field)
 
@@ -261,9 +268,7 @@ def open_repository(
     # Imported on first open: `import taskcache` need not load sqlite3 and the SQLite schema.
     from taskcache.repositories.sqlite import SqliteRepository  # noqa: PLC0415
 
-    if location.kind is LocationKind.MEMORY:
-        return SqliteRepository(None)
-    return SqliteRepository(Path(location.address))
+    return SqliteRepository(_sqlite_file(location))
 
 
 def open_datacatalog_repository(
@@ -293,9 +298,7 @@ def open_datacatalog_repository(
         except ImportError as error:
             raise _missing_postgres(field) from error
         return PostgresDatacatalogRepository(location.address, max_size=pool_size)
-    if location.kind is LocationKind.MEMORY:
-        return SqliteDatacatalogRepository(None)
-    return SqliteDatacatalogRepository(Path(location.address))
+    return SqliteDatacatalogRepository(_sqlite_file(location))
 
 
 async def open_async_repository(

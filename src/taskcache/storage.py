@@ -15,6 +15,8 @@ import hashlib
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
@@ -219,12 +221,8 @@ class BlobStore:
         path = self._own_path(uri)
         if path is None:
             return read_blob(uri)
-        try:
+        with _reading(uri):
             data: bytes = self._fs.cat_file(path)
-        except FileNotFoundError as error:
-            raise NotFoundError(f"no blob at {uri}") from error
-        except OSError as error:
-            raise UnavailableError(f"cannot read {uri}: {error}") from error
         return data
 
 
@@ -233,18 +231,28 @@ def read_blob(uri: str) -> bytes:
 
     Raises NotFoundError if nothing is there, UnavailableError if the storage fails.
     """
-    try:
-        import fsspec  # noqa: PLC0415 -- on first use, as in url_to_fs
+    with _reading(uri):
+        try:
+            import fsspec  # noqa: PLC0415 -- on first use, as in url_to_fs
 
-        with fsspec.open(uri, "rb") as stream:
-            data: bytes = stream.read()
-    except ImportError as error:
-        raise _missing_backend(uri, error, None) from error
+            with fsspec.open(uri, "rb") as stream:
+                data: bytes = stream.read()
+        except ImportError as error:
+            raise _missing_backend(uri, error, None) from error
+    return data
+
+
+@contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """Turn a failed read of ``uri`` into NotFoundError (nothing there) or UnavailableError
+    (any other OSError).
+    """
+    try:
+        yield
     except FileNotFoundError as error:
         raise NotFoundError(f"no blob at {uri}") from error
     except OSError as error:
         raise UnavailableError(f"cannot read {uri}: {error}") from error
-    return data
 
 
 def blob_exists(uri: str) -> bool:

@@ -12,6 +12,7 @@ render; nothing else.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +29,13 @@ from taskcache.cli.failure import (
     from_cache_error,
     opened_for_command,
 )
-from taskcache.cli.operate import DURATION_TYPE, database_options, json_option, scope_option
+from taskcache.cli.operate import (
+    DURATION_TYPE,
+    database_options,
+    json_option,
+    open_blob_store,
+    scope_option,
+)
 from taskcache.errors import CacheError
 from taskcache.manager import utc_now
 from taskcache.operations import describe_scope
@@ -74,6 +81,33 @@ def _selection(
         version=dataset_version,
         older_than=older_than,
     )
+
+
+def _selection_options(
+    scope_help: str, *, with_age: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add ``--scope`` (``scope_help`` says what it selects), ``--task``, ``--version`` and,
+    if ``with_age``, ``--older-than`` to a command, which receives them as one ``selection``
+    (an :class:`~taskcache.datacatalog_operations.ArtifactSelection`).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def with_selection(
+            *,
+            entry_filter: EntryFilter,
+            task: str | None,
+            dataset_version: str | None,
+            older_than: timedelta | None = None,
+            **others: Any,
+        ) -> None:
+            selection = _selection(entry_filter, task, dataset_version, older_than)
+            command(selection=selection, **others)
+
+        options = _older_than_option(with_selection) if with_age else with_selection
+        return scope_option(scope_help)(_dataset_options(options))
+
+    return decorate
 
 
 def _dataset_key(selection: ops.ArtifactSelection) -> DatasetKey | None:
@@ -141,18 +175,13 @@ def artifacts_group() -> None:
 
 @artifacts_group.command("ls")
 @database_options
-@scope_option("Only artifacts")
-@_dataset_options
-@_older_than_option
+@_selection_options("Only artifacts")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 def ls_command(
     database: str | None,
     config_file: str | None,
-    entry_filter: EntryFilter,
-    task: str | None,
-    dataset_version: str | None,
-    older_than: timedelta | None,
+    selection: ops.ArtifactSelection,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -162,7 +191,6 @@ def ls_command(
     (``artifacts show ID --scope SCOPE --task TASK --version VERSION``). --json:
     {"artifacts": [...]}, each with its "scope_text".
     """
-    selection = _selection(entry_filter, task, dataset_version, older_than)
     settings = _settings(database, config_file)
     with _catalog(settings) as repository:
         pages = ops.iter_artifacts(repository, selection, utc_now(), limit)
@@ -184,23 +212,20 @@ def ls_command(
 @artifacts_group.command("show")
 @click.argument("artifact_id")
 @database_options
-@scope_option("The artifact's dataset is one")
-@_dataset_options
+@_selection_options("The artifact's dataset is one", with_age=False)
 @json_option
 def show_command(
     artifact_id: str,
     database: str | None,
     config_file: str | None,
-    entry_filter: EntryFilter,
-    task: str | None,
-    dataset_version: str | None,
+    selection: ops.ArtifactSelection,
     as_json: bool,
 ) -> None:
     """Show one artifact: of the dataset named by all of --scope, --task and --version (as
     artifacts ls prints them), or without them the newest with this id. Exits 1 if there is
     none (NOT_FOUND).
     """
-    dataset = _dataset_key(_selection(entry_filter, task, dataset_version))
+    dataset = _dataset_key(selection)
     settings = _settings(database, config_file)
     with _catalog(settings) as repository:
         record = ops.find_artifact(repository, artifact_id, dataset)
@@ -217,16 +242,7 @@ def _blob_store(settings: Settings) -> BlobStore | None:
     """
     if settings.storage is None:
         return None
-    try:
-        return BlobStore(settings.storage, **settings.storage_options)
-    except CacheError as error:
-        raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
-    except (ValueError, ImportError, TypeError) as error:
-        raise CommandError(
-            f"--storage {settings.storage!r}: {error}",
-            code="INVALID_ARGUMENT",
-            exit_code=USAGE_EXIT_CODE,
-        ) from error
+    return open_blob_store(settings.storage, settings)
 
 
 def _report(summary: ops.EvictionSummary, *, dry_run: bool, as_json: bool) -> None:
@@ -257,9 +273,7 @@ def _evict(
 @artifacts_group.command("delete")
 @click.argument("artifact_id", required=False)
 @database_options
-@scope_option("Only artifacts")
-@_dataset_options
-@_older_than_option
+@_selection_options("Only artifacts")
 @click.option("--everything", is_flag=True, help="Select every artifact (no other selection).")
 @click.option("--storage", default=None, help="Blob root; only blobs under it are deleted.")
 @click.option("--dry-run", is_flag=True, help="Delete nothing; report what would go.")
@@ -269,10 +283,7 @@ def delete_command(
     artifact_id: str | None,
     database: str | None,
     config_file: str | None,
-    entry_filter: EntryFilter,
-    task: str | None,
-    dataset_version: str | None,
-    older_than: timedelta | None,
+    selection: ops.ArtifactSelection,
     everything: bool,
     storage: str | None,
     dry_run: bool,
@@ -284,8 +295,7 @@ def delete_command(
     or alone for the newest with that id), or the selection (a task's cache, a scope's,
     everything older than --older-than, or --everything).
     """
-    selection = _selection(entry_filter, task, dataset_version, older_than)
-    if artifact_id is not None and (everything or older_than is not None):
+    if artifact_id is not None and (everything or selection.older_than is not None):
         raise CommandError(
             "ARTIFACT_ID names one artifact; --everything and --older-than select many",
             code="INVALID_ARGUMENT",

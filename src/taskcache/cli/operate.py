@@ -34,7 +34,7 @@ from taskcache.cli.failure import (
     from_cache_error,
     opened_for_command,
 )
-from taskcache.errors import CacheError, InvalidArgumentError, NotFoundError
+from taskcache.errors import CacheError, InvalidArgumentError
 from taskcache.manager import utc_now
 from taskcache.repositories.base import EntryFilter, EntryRow, OperatorRepository
 from taskcache.resolver import open_repository, redact
@@ -174,13 +174,22 @@ def _blob_store(settings: Settings, flag: str) -> BlobStore:
             code="INVALID_ARGUMENT",
             exit_code=USAGE_EXIT_CODE,
         )
+    return open_blob_store(settings.storage, settings)
+
+
+def open_blob_store(storage: str, settings: Settings) -> BlobStore:
+    """Return the blob store at ``storage`` with ``settings.storage_options``.
+
+    A taskcache error opening it is a command failure with its code; an unusable root or
+    options (ValueError, ImportError, TypeError) a usage error (exit 2) naming ``--storage``.
+    """
     try:
-        return BlobStore(settings.storage, **settings.storage_options)
+        return BlobStore(storage, **settings.storage_options)
     except CacheError as error:
-        raise from_cache_error(error, prefix=f"--storage {settings.storage!r}: ") from error
+        raise from_cache_error(error, prefix=f"--storage {storage!r}: ") from error
     except (ValueError, ImportError, TypeError) as error:
         raise CommandError(
-            f"--storage {settings.storage!r}: {error}",
+            f"--storage {storage!r}: {error}",
             code="INVALID_ARGUMENT",
             exit_code=USAGE_EXIT_CODE,
         ) from error
@@ -342,7 +351,8 @@ def _print_listing(pages: Iterator[operations.Page], *, wide: bool) -> None:
 
 def _find(repository: OperatorRepository, entry_filter: EntryFilter, key: str) -> EntryRow:
     """Return the entry ``key`` (or a unique prefix) names; a failure (exit 1) listing the
-    candidates if several match, or saying none does.
+    candidates if several match. NotFoundError if none does (inside :func:`_catalog`, a
+    failure saying so).
     """
     try:
         return operations.find_entry(repository, entry_filter, key)
@@ -356,8 +366,6 @@ def _find(repository: OperatorRepository, entry_filter: EntryFilter, key: str) -
             code=error.code,
             details={"candidates": candidates, "more": error.more},
         ) from error
-    except NotFoundError as error:
-        raise from_cache_error(error) from error
 
 
 @click.command("show")
@@ -381,11 +389,8 @@ def show_command(
     now = utc_now()
     with _catalog(settings) as repository:
         row = _find(repository, entry_filter, key)
-        try:
-            details = operations.describe_entry(repository, row.scope, row.key, now)
-        except NotFoundError as error:
-            # Deleted between the look-up and now.
-            raise from_cache_error(error) from error
+        # Deleted since the look-up: NotFoundError, a failure as _catalog makes it.
+        details = operations.describe_entry(repository, row.scope, row.key, now)
     if as_json:
         _echo_json(render.details_json(details))
     else:
@@ -436,11 +441,8 @@ def delete_command(
                 abort=True,
                 err=True,
             )
-        try:
-            result = operations.delete_entry(repository, row.scope, row.key, blobs)
-        except NotFoundError as error:
-            # Someone else deleted it between the look-up and now.
-            raise from_cache_error(error) from error
+        # Deleted by someone else since the look-up: NotFoundError, as in show.
+        result = operations.delete_entry(repository, row.scope, row.key, blobs)
     if as_json:
         _echo_json(
             {
@@ -605,20 +607,17 @@ def _run_gc(
         def report(summary: operations.GcSummary) -> None:
             progress.update(task, completed=summary.entries)
 
-        try:
-            return operations.cleanup(
-                repository,
-                blobs,
-                now,
-                max_bytes=max_bytes,
-                older_than=older_than,
-                dry_run=dry_run,
-                batch_size=batch_size,
-                progress_callback=report,
-                entry_filter=entry_filter,
-            )
-        except InvalidArgumentError as error:
-            raise from_cache_error(error) from error
+        return operations.cleanup(
+            repository,
+            blobs,
+            now,
+            max_bytes=max_bytes,
+            older_than=older_than,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress_callback=report,
+            entry_filter=entry_filter,
+        )
 
 
 # --- stats ----------------------------------------------------------------------------------------

@@ -716,6 +716,23 @@ static int hash_unsigned_text(Walk *w, uint64_t value, Digest *out) {
     return leaf(w, 'u', start, (size_t)(end - start), 0, out);
 }
 
+/* The values of zigzag-encoded (sint64, sint32) raw bits. */
+static inline int64_t zigzag64(uint64_t bits) {
+    return (int64_t)((bits >> 1) ^ (~(bits & 1) + 1));
+}
+
+static inline int32_t zigzag32(uint32_t bits) {
+    return (int32_t)((bits >> 1) ^ (~(bits & 1) + 1));
+}
+
+/* Hash of the raw bits of a 64-bit integer field (int64, sint64, sfixed64, uint64, fixed64) as
+ * its decimal text: how protojson writes a 64-bit value and fmt.Sprint a map key alike. */
+static int hash_integer64_text(Walk *w, int type, uint64_t bits, Digest *out) {
+    if (type == T_UINT64 || type == T_FIXED64) return hash_unsigned_text(w, bits, out);
+    if (type == T_SINT64) return hash_signed_text(w, zigzag64(bits), out);
+    return hash_signed_text(w, (int64_t)bits, out);
+}
+
 /* Strict UTF-8, as Python's decoder: no overlongs, surrogates or code points past U+10FFFF. */
 static int valid_utf8(const uint8_t *p, size_t n) {
     size_t i = 0;
@@ -935,22 +952,18 @@ static int hash_scalar_bits(Walk *w, const FieldPlan *field, uint64_t bits, Dige
         }
         case T_INT64:
         case T_SFIXED64:
-            return hash_signed_text(w, (int64_t)bits, out);
+        case T_SINT64:
         case T_UINT64:
         case T_FIXED64:
-            return hash_unsigned_text(w, bits, out);
-        case T_SINT64:
-            return hash_signed_text(w, (int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
+            return hash_integer64_text(w, field->type, bits, out);
         case T_INT32:
         case T_SFIXED32:
             return hash_number(w, (double)(int32_t)(uint32_t)bits, out);
         case T_UINT32:
         case T_FIXED32:
             return hash_number(w, (double)(uint32_t)bits, out);
-        case T_SINT32: {
-            uint32_t low = (uint32_t)bits;
-            return hash_number(w, (double)(int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
-        }
+        case T_SINT32:
+            return hash_number(w, (double)zigzag32((uint32_t)bits), out);
         case T_BOOL:
             return digest_constant(bits ? TRUE_HASH : FALSE_HASH, out);
         case T_ENUM:
@@ -1054,22 +1067,18 @@ static int hash_map_key(Walk *w, int type, int present, uint64_t bits, const uin
             return hash_text(w, bits ? "true" : "false", out);
         case T_INT64:
         case T_SFIXED64:
-            return hash_signed_text(w, (int64_t)bits, out);
         case T_SINT64:
-            return hash_signed_text(w, (int64_t)((bits >> 1) ^ (~(bits & 1) + 1)), out);
+        case T_UINT64:
+        case T_FIXED64:
+            return hash_integer64_text(w, type, bits, out);
         case T_INT32:
         case T_SFIXED32:
             return hash_signed_text(w, (int32_t)(uint32_t)bits, out);
-        case T_SINT32: {
-            uint32_t low = (uint32_t)bits;
-            return hash_signed_text(w, (int32_t)((low >> 1) ^ (~(low & 1) + 1)), out);
-        }
+        case T_SINT32:
+            return hash_signed_text(w, zigzag32((uint32_t)bits), out);
         case T_UINT32:
         case T_FIXED32:
             return hash_unsigned_text(w, (uint32_t)bits, out);
-        case T_UINT64:
-        case T_FIXED64:
-            return hash_unsigned_text(w, bits, out);
         default:
             return fallback("unexpected map key type");
     }

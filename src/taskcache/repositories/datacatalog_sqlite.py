@@ -10,9 +10,7 @@ Rows only: it must not decide policy.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager
 from typing import Any
 
 from taskcache.repositories.datacatalog_sql import DatacatalogTables
@@ -34,16 +32,5 @@ class SqliteDatacatalogRepository(SqliteRepository, DatacatalogTables):
     def _dc_write(self) -> AbstractContextManager[Any]:
         return self._transaction()
 
-    @contextmanager
-    def _dc_snapshot(self) -> Iterator[sqlite3.Connection]:
-        # A deferred transaction: one read snapshot without taking the write lock.
-        with self._session() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
+    def _dc_snapshot(self) -> AbstractContextManager[Any]:
+        return self._snapshot()

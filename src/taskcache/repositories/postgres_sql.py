@@ -130,34 +130,36 @@ SELECT_EXPIRED_CANDIDATES: Final = f"""
     ORDER BY last_updated_at, org, project, domain, key
     LIMIT %s
 """
-DELETE_UPDATED_BEFORE: Final = f"""
+
+
+def _delete_batch(selected: str, order: str, still: str) -> str:
+    """Return a DELETE of at most a limit of entries matching ``selected``, those first in
+    ``order``, that skips rows other transactions hold locked and deletes each only if
+    ``still`` (about ``e``, the row being deleted) holds for it. Its parameters are those of
+    ``selected``, the limit, then those of ``still``; it returns the deleted rows.
+    """
+    return f"""
     WITH doomed AS (
         SELECT org, project, domain, key FROM cache_entries
-        WHERE last_updated_at < %s
-        ORDER BY last_updated_at, org, project, domain, key
+        WHERE {selected}
+        ORDER BY {order}, org, project, domain, key
         LIMIT %s
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM cache_entries AS e
     USING doomed AS d
     WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain
-      AND e.key = d.key AND e.last_updated_at < %s
+      AND e.key = d.key AND {still}
     RETURNING {_RETURNING_ENTRY}
 """
-DELETE_EXPIRED: Final = f"""
-    WITH doomed AS (
-        SELECT org, project, domain, key FROM cache_entries
-        WHERE expires_at IS NOT NULL AND expires_at <= %s
-        ORDER BY expires_at, org, project, domain, key
-        LIMIT %s
-        FOR UPDATE SKIP LOCKED
-    )
-    DELETE FROM cache_entries AS e
-    USING doomed AS d
-    WHERE e.org = d.org AND e.project = d.project AND e.domain = d.domain
-      AND e.key = d.key AND e.expires_at <= %s
-    RETURNING {_RETURNING_ENTRY}
-"""
+
+
+DELETE_UPDATED_BEFORE: Final = _delete_batch(
+    "last_updated_at < %s", "last_updated_at", "e.last_updated_at < %s"
+)
+DELETE_EXPIRED: Final = _delete_batch(
+    "expires_at IS NOT NULL AND expires_at <= %s", "expires_at", "e.expires_at <= %s"
+)
 LIST_LEAST_RECENTLY_USED: Final = f"""
     SELECT {ALL_COLUMNS} FROM cache_entries
     {{condition}}

@@ -749,16 +749,18 @@ class SqliteRepository:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """Yield a connection inside ``BEGIN IMMEDIATE``; commit on success, else roll back."""
-        with self._session() as conn:
-            # IMMEDIATE takes the write lock up front, so the busy timeout applies and the
-            # read-then-write below cannot interleave with another writer.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
+        # IMMEDIATE takes the write lock up front, so the busy timeout applies and the
+        # read-then-write below cannot interleave with another writer.
+        with self._session() as conn, _committed(conn, "BEGIN IMMEDIATE"):
+            yield conn
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Yield a connection inside a deferred transaction: its reads see one snapshot and
+        it takes no write lock. Commits on success, else rolls back.
+        """
+        with self._session() as conn, _committed(conn, "BEGIN"):
+            yield conn
 
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
@@ -1022,26 +1024,20 @@ class SqliteRepository:
         with an output URI. Per-scope figures are ordered by scope. One read snapshot.
         """
         now_us = _to_us(now, "now")
-        with self._session() as conn:
-            # A deferred transaction: both reads see one snapshot.
-            conn.execute("BEGIN")
-            try:
-                groups = conn.execute(
-                    """
-                    SELECT org, project, domain, count(*),
-                           coalesce(sum(length(output_literals)), 0), count(output_uri)
-                    FROM cache_entries
-                    GROUP BY org, project, domain
-                    ORDER BY org, project, domain
-                    """
-                ).fetchall()
-                active: int = conn.execute(
-                    "SELECT count(*) FROM reservations WHERE expires_at > ?", (now_us,)
-                ).fetchone()[0]
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
+        # Both reads see one snapshot.
+        with self._snapshot() as conn:
+            groups = conn.execute(
+                """
+                SELECT org, project, domain, count(*),
+                       coalesce(sum(length(output_literals)), 0), count(output_uri)
+                FROM cache_entries
+                GROUP BY org, project, domain
+                ORDER BY org, project, domain
+                """
+            ).fetchall()
+            active: int = conn.execute(
+                "SELECT count(*) FROM reservations WHERE expires_at > ?", (now_us,)
+            ).fetchone()[0]
         by_scope = tuple(
             ProjectStats(
                 scope=Scope(org, project, domain),
@@ -1181,8 +1177,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     Raises InternalError if the database was written by a newer schema.
     """
     # Checked and applied under the write lock, so concurrent openers migrate exactly once.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _committed(conn, "BEGIN IMMEDIATE"):
         conn.create_function(_ROWID_FUNCTION, 4, entry_rowid, deterministic=True)
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         for target, statements in pending(MIGRATIONS, version):
@@ -1190,6 +1185,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
             # PRAGMA does not take bound parameters; target is our own int.
             conn.execute(f"PRAGMA user_version = {target:d}")
+
+
+@contextmanager
+def _committed(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """Run the block inside a transaction ``begin`` opens on ``conn``: commit it on success,
+    else roll it back and re-raise.
+    """
+    conn.execute(begin)
+    try:
+        yield
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

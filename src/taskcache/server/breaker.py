@@ -20,6 +20,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import ClassVar, Final, TypeVar
 
 from taskcache import deadlines
@@ -195,59 +196,65 @@ class CallGate:
             )
         probe = self.breaker.admit()
         self._in_flight += 1
-        if not self._isolate:
-            return await self._run_inline(work, timeout, probe)
-        code: str | None = None
-        # The task copies the context as it is created, and with it the deadline.
-        with deadlines.bounded(timeout):
-            task = asyncio.create_task(_awaited(work))
-        try:
-            async with asyncio.timeout(timeout):
-                result = await asyncio.shield(task)
-            code = "OK"
-            return result
-        except TimeoutError as error:
-            code = DeadlineExceededError.code
-            await _stop(task)
-            raise DeadlineExceededError(
-                f"the call's deadline passed after {timeout:.3f} s"
-            ) from error
-        except asyncio.CancelledError:
-            await _stop(task)
-            raise
-        except CacheError as error:
-            code = error.code
-            raise
-        finally:
-            self._in_flight -= 1
-            self.breaker.record(probe, code)
-
-    async def _run_inline(
-        self, work: Callable[[], Awaitable[T]], timeout: float | None, probe: bool
-    ) -> T:
-        """:meth:`run`'s admitted part without a task of its own (``isolate`` off)."""
-        code: str | None = None
-        try:
-            if timeout is None:
-                result = await work()
-            else:
+        with _Admitted(self, probe, timeout):
+            if not self._isolate:
+                # In the caller's task: no task, shield or extra coroutine per call.
+                if timeout is None:
+                    return await work()
                 # The deadline travels with the work (to the threads of SQLite writes too).
                 with deadlines.bounded(timeout):
                     async with asyncio.timeout(timeout):
-                        result = await work()
-            code = "OK"
-            return result
-        except TimeoutError as error:
-            code = DeadlineExceededError.code
+                        return await work()
+            # The task copies the context as it is created, and with it the deadline.
+            with deadlines.bounded(timeout):
+                task = asyncio.create_task(_awaited(work))
+            try:
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(task)
+            except (TimeoutError, asyncio.CancelledError):
+                await _stop(task)
+                raise
+
+
+class _Admitted:
+    """The end of one admitted call, as the ``with`` block around it: it leaves the in-flight
+    count and tells the breaker the outcome (OK, a CacheError's code, or none when cancelled
+    or failed otherwise); a TimeoutError leaving the block is the call's deadline passing and
+    is raised as DeadlineExceededError.
+    """
+
+    # A class, not a generator context manager: it wraps every RPC.
+    __slots__ = ("_gate", "_probe", "_timeout")
+
+    def __init__(self, gate: CallGate, probe: bool, timeout: float | None) -> None:
+        self._gate = gate
+        self._probe = probe
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        gate = self._gate
+        gate._in_flight -= 1
+        if kind is None:
+            gate.breaker.record(self._probe, "OK")
+            return
+        timed_out = isinstance(error, TimeoutError)
+        if timed_out:
+            code: str | None = DeadlineExceededError.code
+        else:
+            code = error.code if isinstance(error, CacheError) else None
+        gate.breaker.record(self._probe, code)
+        if timed_out:
             raise DeadlineExceededError(
-                f"the call's deadline passed after {timeout:.3f} s"
+                f"the call's deadline passed after {self._timeout:.3f} s"
             ) from error
-        except CacheError as error:
-            code = error.code
-            raise
-        finally:
-            self._in_flight -= 1
-            self.breaker.record(probe, code)
 
 
 async def _awaited(work: Callable[[], Awaitable[T]]) -> T:

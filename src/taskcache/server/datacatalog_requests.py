@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from flyteidl.datacatalog import datacatalog_pb2 as dc
+from google.protobuf.message import Message
 
 from taskcache.datacatalog_manager import ArtifactHandle
 from taskcache.errors import InvalidArgumentError
@@ -34,6 +35,14 @@ _DATASET_FIELDS: Final = ("project", "domain", "name", "version")
 
 def _missing(field: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"missing {field.rsplit('.', 1)[-1]}", field=field)
+
+
+def require_field(request: Message, name: str) -> None:
+    """Check that ``request`` carries its sub-message ``name``; InvalidArgumentError
+    ("missing <name>", naming it) if it does not.
+    """
+    if not request.HasField(name):
+        raise _missing(name)
 
 
 def dataset_key(dataset_id: dc.DatasetID, field: str, *, present: bool = True) -> DatasetKey:

@@ -92,8 +92,7 @@ class DataCatalogService:
         """Create the dataset; AlreadyExistsError if its id (or given UUID) is taken."""
         self._authorize(headers)
         create: dc.CreateDatasetRequest = request
-        if not create.HasField("dataset"):
-            raise InvalidArgumentError("missing dataset", field="dataset")
+        read.require_field(create, "dataset")
         dataset = create.dataset
         key = read.dataset_key(dataset.id, "dataset.id", present=dataset.HasField("id"))
         partition_keys = read.unique_partition_keys(dataset.partitionKeys, "dataset.partitionKeys")
@@ -178,8 +177,7 @@ class DataCatalogService:
         """
         self._authorize(headers)
         create: dc.CreateArtifactRequest = request
-        if not create.HasField("artifact"):
-            raise InvalidArgumentError("missing artifact", field="artifact")
+        read.require_field(create, "artifact")
         artifact = create.artifact
         key = read.dataset_key(
             artifact.dataset, "artifact.dataset", present=artifact.HasField("dataset")
@@ -246,8 +244,7 @@ class DataCatalogService:
         """
         self._authorize(headers)
         add: dc.AddTagRequest = request
-        if not add.HasField("tag"):
-            raise InvalidArgumentError("missing tag", field="tag")
+        read.require_field(add, "tag")
         tag = add.tag
         key = read.dataset_key(tag.dataset, "tag.dataset", present=tag.HasField("dataset"))
         if not tag.name:
@@ -317,13 +314,7 @@ class DataCatalogService:
         row = await self._catalog.get_or_extend_reservation(
             dataset, tag_name, wanted.owner_id, heartbeat
         )
-        if row.owner_id != wanted.owner_id:
-            outcome = "contended"
-        elif row.taken_over_from is not None:
-            outcome = "taken_over"
-        else:
-            outcome = "granted"
-        self._backend.metrics.reservations.labels(outcome=outcome).inc()
+        self._backend.metrics.count_reservation(row, wanted.owner_id)
         response = dc.GetOrExtendReservationResponse()
         reservation = response.reservation
         reservation.reservation_id.CopyFrom(wanted.reservation_id)

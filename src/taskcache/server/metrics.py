@@ -12,7 +12,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from taskcache.repositories.base import PoolStats
+from taskcache.repositories.base import PoolStats, ReservationRow
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -173,6 +173,18 @@ class ServerMetrics:
         count, latency = series
         count.inc()
         latency.observe(seconds)
+
+    def count_reservation(self, row: ReservationRow, owner_id: str) -> None:
+        """Count one GetOrExtendReservation answered with ``row`` for ``owner_id``: contended
+        (another owner holds it), taken_over (granted after an expired holder) or granted.
+        """
+        if row.owner_id != owner_id:
+            outcome = "contended"
+        elif row.taken_over_from is not None:
+            outcome = "taken_over"
+        else:
+            outcome = "granted"
+        self.reservations.labels(outcome=outcome).inc()
 
     def render(self) -> bytes:
         """Return all metrics in the Prometheus text exposition format."""

@@ -285,13 +285,7 @@ class CacheService:
             wanted.owner_id,
             duration_to_timedelta(wanted.heartbeat_interval, "heartbeat_interval"),
         )
-        if row.owner_id != wanted.owner_id:
-            outcome = "contended"
-        elif row.taken_over_from is not None:
-            outcome = "taken_over"
-        else:
-            outcome = "granted"
-        self._metrics.reservations.labels(outcome=outcome).inc()
+        self._metrics.count_reservation(row, wanted.owner_id)
         response = cacheservice_pb2.GetOrExtendReservationResponse()
         reservation = response.reservation
         reservation.key = wanted.key
