@@ -410,8 +410,11 @@ def test_a_batch_is_written_once_its_oldest_hit_has_waited_the_interval(tmp_path
         b_hit = T0 + timedelta(seconds=104)
         assert repository.batches == [([(SCOPE, "a"), (SCOPE, "b")], b_hit)]
         assert last_access(inner, "c") == T0
-        manager.flush_accesses()
+        clock.advance(5)
+        manager.get(SCOPE, "a")  # needs no record itself, but hands out c, waiting 5 s
+        assert repository.batches[1:] == [([(SCOPE, "c")], T0 + timedelta(seconds=105))]
         assert last_access(inner, "c") == T0 + timedelta(seconds=105)
+        assert manager.flush_accesses() == 0
 
 
 def test_a_failing_access_write_does_not_fail_the_hit(

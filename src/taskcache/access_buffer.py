@@ -32,8 +32,8 @@ class PendingAccesses:
     An entry is held at most once however often it is added. :meth:`add` hands a batch out
     (emptying the buffer) once it holds ``limit`` entries, or, before holding the new entry
     (which that batch's record then covers if it holds it already), when the oldest one was
-    added ``max_wait`` or longer ago; :meth:`take` hands it out on
-    demand. The caller (the manager) has checked the options: ``limit`` >= 1,
+    added ``max_wait`` or longer ago; :meth:`due` hands it out on that last condition alone,
+    :meth:`take` on demand. The caller (the manager) has checked the options: ``limit`` >= 1,
     ``max_wait`` >= 0.
     """
 
@@ -53,7 +53,7 @@ class PendingAccesses:
         """Hold ``entry``, hit at ``now``; return the batch due now, else None."""
         with self._lock:
             due = None
-            if self._oldest is not None and now - self._oldest >= self.max_wait:
+            if self._waited(now):
                 # Written without the new hit, so the batch's time stays within max_wait of
                 # every hit in it; an entry already in it needs no second record.
                 due = self._take_locked()
@@ -68,12 +68,27 @@ class PendingAccesses:
                 due = self._take_locked()
         return due
 
+    def due(self, now: datetime) -> AccessBatch | None:
+        """Return the batch if its oldest entry was added ``max_wait`` or longer before
+        ``now`` (emptying the buffer), else None.
+        """
+        # Unlocked first look: the common case (nothing waiting, or not for long) takes no
+        # lock; the decision is re-checked under it.
+        if not self._waited(now):
+            return None
+        with self._lock:
+            return self._take_locked() if self._waited(now) else None
+
     def take(self) -> AccessBatch | None:
         """Return every held entry (oldest first) as a batch, leaving the buffer empty; None
         when it is empty.
         """
         with self._lock:
             return self._take_locked()
+
+    def _waited(self, now: datetime) -> bool:
+        oldest = self._oldest
+        return oldest is not None and now - oldest >= self.max_wait
 
     def _take_locked(self) -> AccessBatch | None:
         if not self._entries or self._newest is None:

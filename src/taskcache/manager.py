@@ -195,10 +195,11 @@ class _CachePolicy(Generic[_Repository]):
 
     def _note_hit(self, row: EntryRow, now: datetime) -> AccessBatch | None:
         """Buffer the access record a hit on ``row`` at ``now`` is due, if any; return the
-        batch to write now, or None (nothing due yet).
+        batch to write now, or None (nothing due yet). A hit needing no record still hands
+        out a batch that has waited long enough, so hot entries' hits keep the bound.
         """
         if self._access_cutoff(row, now) is None:
-            return None
+            return self._pending_accesses.due(now)
         return self._pending_accesses.add((row.scope, row.key), now)
 
     def _if_before(self, batch: AccessBatch) -> datetime:
