@@ -433,13 +433,14 @@ def test_a_failing_access_write_does_not_fail_the_hit(
         assert manager.flush_accesses() == 0  # dropped, not retried
         assert last_access(inner, "k") == T0
 
-        async def hit_async() -> None:
-            threaded = ThreadedRepository(repository, ThreadPoolExecutor(1))  # type: ignore[arg-type]
+        async def hit_async(executor: ThreadPoolExecutor) -> None:
+            threaded = ThreadedRepository(repository, executor)  # type: ignore[arg-type]
             async_manager = AsyncCacheManager(threaded, clock=clock, access_flush_size=1)
             assert (await async_manager.get(SCOPE, "k")).key == "k"
             assert await async_manager.flush_accesses() == 0
 
-        asyncio.run(hit_async())
+        with ThreadPoolExecutor(1) as executor:
+            asyncio.run(hit_async(executor))
         assert repository.access_writes == 2
 
 
