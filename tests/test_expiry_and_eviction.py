@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -415,6 +416,22 @@ def test_a_batch_is_written_once_its_oldest_hit_has_waited_the_interval(tmp_path
         assert repository.batches[1:] == [([(SCOPE, "c")], T0 + timedelta(seconds=105))]
         assert last_access(inner, "c") == T0 + timedelta(seconds=105)
         assert manager.flush_accesses() == 0
+
+
+def test_a_forked_child_leaves_the_buffered_records_to_the_parent(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    with SqliteRepository(tmp_path / "c.db") as repository:
+        manager = CacheManager(repository, clock=clock)
+        manager.put(SCOPE, "k", inline())
+        clock.advance(120)
+        manager.get(SCOPE, "k")
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's outcome is its exit status
+            os._exit(10 + manager.flush_accesses())
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 10  # the child wrote nothing
+        assert manager.flush_accesses() == 1
+        assert last_access(repository, "k") == T0 + timedelta(seconds=120)
 
 
 def test_a_failing_access_write_does_not_fail_the_hit(

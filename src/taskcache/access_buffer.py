@@ -7,9 +7,12 @@ and what a failed write means are the manager's rules (:mod:`taskcache.manager`)
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 from taskcache.repositories.base import Scope
 
@@ -34,7 +37,8 @@ class PendingAccesses:
     (which that batch's record then covers if it holds it already), when the oldest one was
     added ``max_wait`` or longer ago; :meth:`due` hands it out on that last condition alone,
     :meth:`take` on demand. The caller (the manager) has checked the options: ``limit`` >= 1,
-    ``max_wait`` >= 0.
+    ``max_wait`` >= 0. A forked child starts with an empty buffer (the parent writes what it
+    held).
     """
 
     def __init__(self, limit: int, max_wait: timedelta) -> None:
@@ -45,6 +49,7 @@ class PendingAccesses:
         self._entries: dict[AccessKey, None] = {}
         self._oldest: datetime | None = None
         self._newest: datetime | None = None
+        _BUFFERS.add(self)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,3 +102,16 @@ class PendingAccesses:
         self._entries = {}
         self._oldest = self._newest = None
         return batch
+
+
+_BUFFERS: Final[weakref.WeakSet[PendingAccesses]] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    # Another thread of the parent may have held a lock at the fork; it does not exist here.
+    for buffer in list(_BUFFERS):
+        buffer._lock = threading.Lock()
+        buffer._take_locked()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)

@@ -267,8 +267,10 @@ SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 # memory: the pages are the OS page cache's, shared by every connection and process). In a
 # large catalog a Get touches a few B-tree pages at random (the rowid table's, see schema 6);
 # read with pread into SQLite's 2 MiB page cache each is a system call and a copy. Mapping
-# removes those (bench/analysis.md, P6).
-_MMAP_BYTES: Final = 1 << 30
+# removes those (bench/analysis.md, P6). The most SQLite maps by default (its
+# SQLITE_MAX_MMAP_SIZE, 2 GiB - 64 KiB), not 1 GiB: a catalog of 10^6 entries is ~1 GiB (more
+# after migration 6) and the pages past the mapping went back to pread and the small cache.
+_MMAP_BYTES: Final = 0x7FFF0000
 
 # UPSERT (INSERT ... ON CONFLICT DO UPDATE ... WHERE) arrived in 3.24.
 _MIN_SQLITE_VERSION: Final = (3, 24, 0)
