@@ -479,6 +479,28 @@ def test_lru_eviction_follows_hits_flushed_on_close(tmp_path: Path) -> None:
         assert len(repository.list_least_recently_used(3)) == 2
 
 
+@pytest.mark.slow
+def test_a_server_records_the_accesses_of_its_hits_by_the_time_it_stops(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    key = make_key(1, name="access.server")
+    with taskcache.open(path, clock=FakeClock(an_hour_ago)) as writer:
+        writer.put(key, int_map(y=1))
+    with SqliteRepository(path) as repository:
+        [row] = repository.list_least_recently_used(1)
+    assert row.last_accessed_at == an_hour_ago
+    started = datetime.now(UTC)
+    with (
+        running_server(tmp_path / "server", database=str(path)) as server,
+        taskcache.open(server.http_url) as client,
+    ):
+        assert client.get(key).outputs.read() == int_map(y=1)
+    with SqliteRepository(path) as repository:
+        recorded = repository.get_entry(row.scope, row.key)
+    assert recorded is not None and recorded.last_accessed_at is not None
+    assert recorded.last_accessed_at >= started
+
+
 def test_the_async_manager_writes_hits_in_the_background_and_before_cleanup(
     tmp_path: Path,
 ) -> None:
