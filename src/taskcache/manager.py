@@ -14,14 +14,13 @@ large catalog of rarely repeated keys stays a read.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 from taskcache.access_buffer import AccessBatch, PendingAccesses
 from taskcache.errors import (
@@ -38,6 +37,10 @@ from taskcache.repositories.base import (
     ReservationRow,
     Scope,
 )
+
+if TYPE_CHECKING:
+    # Imported where the async manager runs: ``import taskcache`` must not load asyncio.
+    import asyncio
 
 logger = logging.getLogger("taskcache.manager")
 
@@ -464,6 +467,8 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
             self._flush_timer.cancel()
             self._flush_timer = None
         if self._access_writes:
+            import asyncio  # noqa: PLC0415  (see the module's imports)
+
             await asyncio.wait(self._access_writes)
         return await self._write_accesses(self._pending_accesses.take())
 
@@ -474,6 +479,8 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
         return task
 
     async def _flush_later(self) -> int:
+        import asyncio  # noqa: PLC0415  (see the module's imports)
+
         await asyncio.sleep(self._pending_accesses.max_wait.total_seconds())
         # Hits from here on start the next timer, so nothing buffered is left without one.
         self._flush_timer = None
@@ -534,6 +541,8 @@ def _background(coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
     """Start ``coroutine`` as a task outside the caller's context: a request's deadline
     (:mod:`taskcache.deadlines`) must not bound a write that outlives the request.
     """
+    import asyncio  # noqa: PLC0415  (see the module's imports)
+
     return asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
 
 
