@@ -1,6 +1,8 @@
-"""What coalescing last-access writes saves on the hit path: embedded SQLite gets of 64
-pre-populated entries, with the default one-minute window (a hit within it writes nothing)
-against a zero window (every hit writes its access time), alternated.
+"""What coalescing and batching last-access writes save on the hit path: embedded SQLite
+gets of 64 pre-populated entries, with the default one-minute window (a hit within it records
+nothing) against a zero window (every hit is due a record), the latter both batched (the
+default: one transaction per 128 records or 5 s) and written by each hit (a flush size of 1,
+as before batching), alternated.
 
     python -m bench.access_writes
 
@@ -50,7 +52,10 @@ def main() -> None:
                 "coalesced (60 s)": CacheManager(
                     repository, access_resolution=DEFAULT_ACCESS_RESOLUTION
                 ),
-                "every hit writes": CacheManager(repository, access_resolution=timedelta(0)),
+                "every hit due, batched": CacheManager(repository, access_resolution=timedelta(0)),
+                "every hit writes": CacheManager(
+                    repository, access_resolution=timedelta(0), access_flush_size=1
+                ),
             }
             timings: dict[str, list[float]] = {name: [] for name in windows}
             for _ in range(ROUNDS):

@@ -61,6 +61,8 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     try:
         yield Harness(manager, clock, loop)
     finally:
+        # As the server does: the buffered access records before the repository closes.
+        loop.run_until_complete(manager.flush_accesses())
         loop.run_until_complete(repository.close())
         loop.close()
 

@@ -8,10 +8,12 @@ one PostgreSQL database).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +32,7 @@ from scrape import scrape
 from server_process import running_server
 from taskcache import InvalidArgumentError, NotFoundError
 from taskcache.cli import main
-from taskcache.errors import AlreadyExistsError
+from taskcache.errors import AlreadyExistsError, UnavailableError
 from taskcache.manager import AsyncCacheManager, CacheManager, NewEntry
 from taskcache.operations import cleanup, evict_to_size
 from taskcache.repositories.base import OperatorRepository, Scope
@@ -272,6 +274,7 @@ def test_size_cap_evicts_least_recently_used_first(database: str) -> None:
         )
         clock.advance(120)
         manager.put(SCOPE, "f", blob)
+        assert manager.flush_accesses() == 1  # a's hit, before the eviction reads the order
         assert repository.stored_bytes() == 5 * 100 + 250
         summary = evict_to_size(repository, None, max_bytes=500, batch_size=1)
         # Over by 250: b, c and d (least recently used) go; a (hit) and e survive.
@@ -301,18 +304,40 @@ def test_the_embedded_client_records_blob_sizes(tmp_path: Path) -> None:
 
 
 class CountingRepository:
-    """Forwards to a repository, counting ``record_access`` calls."""
+    """Forwards to a repository, recording each ``record_accesses`` batch (entries, at)."""
 
     def __init__(self, inner: OperatorRepository) -> None:
         self.inner = inner
-        self.access_writes = 0
+        self.batches: list[tuple[list[tuple[Scope, str]], datetime]] = []
 
-    def record_access(self, *args: Any) -> bool:
-        self.access_writes += 1
-        return self.inner.record_access(*args)
+    @property
+    def access_writes(self) -> int:
+        return len(self.batches)
+
+    def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        self.batches.append((list(entries), at))
+        return self.inner.record_accesses(entries, at, if_before)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class FailingAccessRepository(CountingRepository):
+    """Serves reads, but every access write fails as a lost database would."""
+
+    def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        self.batches.append((list(entries), at))
+        raise UnavailableError("database went away")
+
+
+def last_access(repository: OperatorRepository, key: str) -> datetime | None:
+    row = repository.get_entry(SCOPE, key)
+    assert row is not None
+    return row.last_accessed_at
 
 
 def test_hits_within_a_minute_write_nothing(database: str) -> None:
@@ -321,28 +346,250 @@ def test_hits_within_a_minute_write_nothing(database: str) -> None:
     repository = CountingRepository(inner)
     try:
         manager = CacheManager(repository, clock=clock)  # type: ignore[type-var]
-
-        def last_access() -> datetime | None:
-            row = inner.get_entry(SCOPE, "k")
-            assert row is not None
-            return row.last_accessed_at
-
         manager.put(SCOPE, "k", inline())
         for _ in range(5):
             clock.advance(10)
             manager.get(SCOPE, "k")
+        assert manager.flush_accesses() == 0
         assert repository.access_writes == 0  # within the minute: reads only
-        assert last_access() == T0
+        assert last_access(inner, "k") == T0
         clock.advance(11)  # 61 s after the put
         manager.get(SCOPE, "k")
-        assert repository.access_writes == 1
-        assert last_access() == T0 + timedelta(seconds=61)
+        assert repository.access_writes == 0  # buffered, not written by the hit
+        assert manager.flush_accesses() == 1
+        assert repository.batches == [([(SCOPE, "k")], T0 + timedelta(seconds=61))]
+        assert last_access(inner, "k") == T0 + timedelta(seconds=61)
         clock.advance(59)
         manager.get(SCOPE, "k")
+        assert manager.flush_accesses() == 0
         assert repository.access_writes == 1
-        assert last_access() == T0 + timedelta(seconds=61)
+        assert last_access(inner, "k") == T0 + timedelta(seconds=61)
     finally:
         inner.close()
+
+
+def test_hits_are_written_in_batches_of_the_flush_size(database: str) -> None:
+    clock = FakeClock(T0)
+    inner = open_repository(database)
+    repository = CountingRepository(inner)
+    try:
+        manager = CacheManager(repository, clock=clock, access_flush_size=3)  # type: ignore[type-var]
+        for name in "abcd":
+            manager.put(SCOPE, name, inline())
+        clock.advance(120)
+        for name in "aab":  # a's second hit, still buffered, is not held twice
+            manager.get(SCOPE, name)
+        assert repository.access_writes == 0
+        assert last_access(inner, "a") == T0
+        clock.advance(1)
+        manager.get(SCOPE, "c")  # the third entry completes the batch: one call for three
+        at = T0 + timedelta(seconds=121)
+        assert repository.batches == [([(SCOPE, "a"), (SCOPE, "b"), (SCOPE, "c")], at)]
+        assert [last_access(inner, name) for name in "abcd"] == [at, at, at, T0]
+        manager.get(SCOPE, "a")  # recorded at 121 s: inside the window, nothing buffered
+        assert manager.flush_accesses() == 0
+    finally:
+        inner.close()
+
+
+def test_a_batch_is_written_once_its_oldest_hit_has_waited_the_interval(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    with SqliteRepository(tmp_path / "c.db") as inner:
+        repository = CountingRepository(inner)
+        manager = CacheManager(  # type: ignore[type-var]
+            repository, clock=clock, access_flush_interval=timedelta(seconds=5)
+        )
+        for name in "abc":
+            manager.put(SCOPE, name, inline())
+        clock.advance(100)
+        manager.get(SCOPE, "a")
+        clock.advance(4)
+        manager.get(SCOPE, "b")
+        assert repository.access_writes == 0
+        clock.advance(1)
+        manager.get(SCOPE, "c")  # a waited 5 s: a and b go, at b's hit; c waits
+        b_hit = T0 + timedelta(seconds=104)
+        assert repository.batches == [([(SCOPE, "a"), (SCOPE, "b")], b_hit)]
+        assert last_access(inner, "c") == T0
+        clock.advance(5)
+        manager.get(SCOPE, "a")  # needs no record itself, but hands out c, waiting 5 s
+        assert repository.batches[1:] == [([(SCOPE, "c")], T0 + timedelta(seconds=105))]
+        assert last_access(inner, "c") == T0 + timedelta(seconds=105)
+        assert manager.flush_accesses() == 0
+
+
+def test_a_forked_child_leaves_the_buffered_records_to_the_parent(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    with SqliteRepository(tmp_path / "c.db") as repository:
+        manager = CacheManager(repository, clock=clock)
+        manager.put(SCOPE, "k", inline())
+        clock.advance(120)
+        manager.get(SCOPE, "k")
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's outcome is its exit status
+            os._exit(10 + manager.flush_accesses())
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 10  # the child wrote nothing
+        assert manager.flush_accesses() == 1
+        assert last_access(repository, "k") == T0 + timedelta(seconds=120)
+
+
+def test_a_failing_access_write_does_not_fail_the_hit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0)
+    with SqliteRepository(tmp_path / "c.db") as inner:
+        repository = FailingAccessRepository(inner)
+        manager = CacheManager(repository, clock=clock, access_flush_size=1)  # type: ignore[type-var]
+        manager.put(SCOPE, "k", inline())
+        clock.advance(120)
+        with caplog.at_level("WARNING", logger="taskcache.manager"):
+            assert manager.get(SCOPE, "k").key == "k"  # its write failed, the hit did not
+        assert repository.access_writes == 1
+        assert "dropped the access records of 1 hits: database went away" in caplog.text
+        assert manager.flush_accesses() == 0  # dropped, not retried
+        assert last_access(inner, "k") == T0
+
+        async def hit_async(executor: ThreadPoolExecutor) -> None:
+            threaded = ThreadedRepository(repository, executor)  # type: ignore[arg-type]
+            async_manager = AsyncCacheManager(threaded, clock=clock, access_flush_size=1)
+            assert (await async_manager.get(SCOPE, "k")).key == "k"
+            assert await async_manager.flush_accesses() == 0
+
+        with ThreadPoolExecutor(1) as executor:
+            asyncio.run(hit_async(executor))
+        assert repository.access_writes == 2
+
+
+def test_lru_eviction_follows_hits_flushed_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    clock = FakeClock(T0)
+    with taskcache.open(path, clock=clock) as client:
+        keys = [make_key(x, name="lru.close") for x in range(3)]
+        for key in keys:
+            client.put(key, int_map(y=1))
+            clock.advance(120)
+        client.get(keys[0])  # buffered until the client closes
+    with SqliteRepository(path) as repository:
+        oldest_first = [row.last_accessed_at for row in repository.list_least_recently_used(3)]
+        assert oldest_first == [T0 + timedelta(seconds=s) for s in (120, 240, 360)]
+        entry = next(iter(repository.list_least_recently_used(1)))
+        evict_to_size(repository, None, max_bytes=repository.stored_bytes() - 1)
+        assert repository.get_entry(entry.scope, entry.key) is None  # the second put went
+        assert len(repository.list_least_recently_used(3)) == 2
+
+
+@pytest.mark.slow
+def test_a_server_records_the_accesses_of_its_hits_by_the_time_it_stops(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    key = make_key(1, name="access.server")
+    with taskcache.open(path, clock=FakeClock(an_hour_ago)) as writer:
+        writer.put(key, int_map(y=1))
+    with SqliteRepository(path) as repository:
+        [row] = repository.list_least_recently_used(1)
+    assert row.last_accessed_at == an_hour_ago
+    started = datetime.now(UTC)
+    with (
+        running_server(tmp_path / "server", database=str(path)) as server,
+        taskcache.open(server.http_url) as client,
+    ):
+        assert client.get(key).outputs.read() == int_map(y=1)
+    with SqliteRepository(path) as repository:
+        recorded = repository.get_entry(row.scope, row.key)
+    assert recorded is not None and recorded.last_accessed_at is not None
+    assert recorded.last_accessed_at >= started
+
+
+def test_the_async_manager_writes_hits_in_the_background_and_before_cleanup(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(T0)
+
+    async def scenario(repository: SqliteRepository, executor: ThreadPoolExecutor) -> None:
+        counting = CountingRepository(repository)
+        threaded = ThreadedRepository(counting, executor)  # type: ignore[arg-type]
+        manager = AsyncCacheManager(
+            threaded, clock=clock, access_flush_interval=timedelta(milliseconds=50)
+        )
+        for name in "abc":
+            await manager.put(SCOPE, name, inline(100))
+            clock.advance(120)
+        await manager.get(SCOPE, "a")
+        assert counting.access_writes == 0  # the hit returned before any write
+        await asyncio.sleep(0.5)  # the timer's write, 50 ms after the hit
+        assert counting.batches == [([(SCOPE, "a")], T0 + timedelta(seconds=360))]
+        clock.advance(120)
+        await manager.get(SCOPE, "b")  # buffered: the cleaner must write it before evicting
+        cleaner = Cleaner(
+            repository,
+            None,
+            ServerMetrics(),
+            interval=3600,
+            max_bytes=200,
+            clock=clock,
+            flush_accesses=manager.flush_accesses,
+        )
+        summary = await cleaner.run_once()
+        assert summary is not None and summary.over_size is not None
+        assert summary.over_size.entries == 1
+        assert repository.get_entry(SCOPE, "c") is None  # c, never hit, was least recent
+        assert repository.get_entry(SCOPE, "a") is not None
+        assert repository.get_entry(SCOPE, "b") is not None
+        assert await manager.flush_accesses() == 0
+
+    with (
+        SqliteRepository(tmp_path / "c.db") as repository,
+        ThreadPoolExecutor(2) as executor,
+    ):
+        asyncio.run(scenario(repository, executor))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    flush_size=st.integers(min_value=1, max_value=4),
+    hits=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=3), st.integers(min_value=0, max_value=90)),
+        max_size=30,
+    ),
+)
+def test_an_entry_is_written_at_most_once_per_window(
+    flush_size: int, hits: list[tuple[int, int]]
+) -> None:
+    clock = FakeClock(T0)
+    resolution = timedelta(seconds=60)
+    with SqliteRepository(None) as inner:
+        repository = CountingRepository(inner)
+        manager = CacheManager(  # type: ignore[type-var]
+            repository, clock=clock, access_resolution=resolution, access_flush_size=flush_size
+        )
+        for index in range(4):
+            manager.put(SCOPE, f"k{index}", inline())
+        hit_times: dict[str, list[datetime]] = {}
+        for index, seconds in hits:
+            clock.advance(seconds)
+            manager.get(SCOPE, f"k{index}")
+            hit_times.setdefault(f"k{index}", []).append(clock())
+        manager.flush_accesses()
+        written: dict[str, list[datetime]] = {}
+        for entries, at in repository.batches:
+            assert len(entries) == len(set(entries)) <= flush_size
+            for _, key in entries:
+                written.setdefault(key, []).append(at)
+        for key, times in written.items():
+            # Each write lies more than a window after the one before...
+            assert all(later - earlier > resolution for earlier, later in itertools.pairwise(times))
+            # ...is no earlier than a hit on the entry nor a flush interval or more after it...
+            assert all(
+                any(timedelta(0) <= at - hit < timedelta(seconds=5) for hit in hit_times[key])
+                for at in times
+            )
+            # ...and the last one is what the catalog holds.
+            assert last_access(inner, key) == times[-1]
+        for index in range(4):
+            key = f"k{index}"
+            if key not in written:
+                assert last_access(inner, key) == T0
 
 
 # --- one cleaner at a time ---------------------------------------------------------------------
@@ -610,6 +857,7 @@ def test_eviction_keeps_the_most_recently_used_under_the_cap(
             if index < len(sizes):
                 manager.get(SCOPE, f"k{index}")
                 clock.advance(61)
+        manager.flush_accesses()
         before = {row.key: row for row in repository.list_least_recently_used(100)}
         evict_to_size(repository, None, cap, batch_size=3)
         after = {row.key for row in repository.list_least_recently_used(100)}

@@ -279,6 +279,30 @@ def test_delete_if_unchanged_ignores_other_scope(repo: Repository) -> None:
     assert repo.get_entry(SCOPE, "key") == row
 
 
+def test_record_accesses_moves_only_older_records_of_present_entries(repo: Repository) -> None:
+    other = Scope("other-org", "other-project", "other-domain")
+    for name in ("old", "recent"):
+        repo.create_entry(entry(name), None)
+    repo.create_entry(entry("old", scope=other), None)
+    later = T0 + timedelta(minutes=5)
+    assert repo.record_accesses([(SCOPE, "recent")], later, later) == 1
+    at = T0 + timedelta(minutes=10)
+    batch = [(SCOPE, "old"), (SCOPE, "recent"), (SCOPE, "absent"), (other, "old")]
+    # "recent" was recorded at +5 min, not before the cutoff: it stays; "absent" is skipped.
+    assert repo.record_accesses(batch, at, if_before=later) == 2
+
+    def accessed(scope: Scope, key: str) -> datetime | None:
+        row = repo.get_entry(scope, key)
+        assert row is not None
+        return row.last_accessed_at
+
+    assert accessed(SCOPE, "old") == at and accessed(other, "old") == at
+    assert accessed(SCOPE, "recent") == later
+    assert repo.record_accesses([], at, at) == 0
+    with pytest.raises(InvalidArgumentError):
+        repo.record_accesses([(SCOPE, "old")], at.replace(tzinfo=None), at)
+
+
 # --- reservations --------------------------------------------------------------------------
 
 

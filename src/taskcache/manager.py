@@ -7,23 +7,27 @@ only apply the conditions it hands them. Both managers take every decision from 
 policy (:class:`_CachePolicy`) and differ only in how they call the repository.
 
 It must not do I/O beyond one repository call per decision, nor know transports, blobs or target
-strings.
+strings. The one deferred call is the access record: hits due one are buffered
+(:class:`~taskcache.access_buffer.PendingAccesses`) and written many per call, so a hit on a
+large catalog of rarely repeated keys stays a read.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import math
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
+from taskcache.access_buffer import AccessBatch, PendingAccesses
 from taskcache.errors import (
     AlreadyExistsError,
+    CacheError,
     InvalidArgumentError,
     NotFoundError,
-    UnavailableError,
 )
 from taskcache.repositories.base import (
     AsyncRepository,
@@ -34,11 +38,18 @@ from taskcache.repositories.base import (
     Scope,
 )
 
+if TYPE_CHECKING:
+    # Imported where the async manager runs: ``import taskcache`` must not load asyncio.
+    import asyncio
+
+logger = logging.getLogger("taskcache.manager")
+
 Clock = Callable[[], datetime]
 _Repository = TypeVar("_Repository", bound=Repository | AsyncRepository)
 # A CacheManager keeps its repository's type, so the embedded client can also run the
 # operator queries on an OperatorRepository it serves from.
 _SyncRepository = TypeVar("_SyncRepository", bound=Repository)
+_T = TypeVar("_T")
 
 MAX_KEY_LENGTH = 1024
 MAX_OUTPUT_URI_LENGTH = 4096
@@ -47,6 +58,10 @@ DEFAULT_HEARTBEAT_GRACE_MULTIPLIER = 3.0
 # A hit records its time only if the last recorded access is older than this: at most one
 # write per entry per window, so a hot entry's hits stay reads.
 DEFAULT_ACCESS_RESOLUTION = timedelta(seconds=60)
+# Hits due an access record are written in batches: when this many are waiting, or when the
+# oldest has waited this long (and on flush_accesses: close, before eviction).
+DEFAULT_ACCESS_FLUSH_SIZE = 128
+DEFAULT_ACCESS_FLUSH_INTERVAL = timedelta(seconds=5)
 
 
 def utc_now() -> datetime:
@@ -88,6 +103,20 @@ class PutResult:
     replaced: EntryRow | None
 
 
+class ManagerOptions(TypedDict, total=False):
+    """The keyword options of :class:`CacheManager` and :class:`AsyncCacheManager` (see
+    :class:`_CachePolicy` for each one's meaning and default).
+    """
+
+    clock: Clock
+    max_reservation_heartbeat: timedelta
+    heartbeat_grace_multiplier: float
+    default_ttl: timedelta | None
+    access_resolution: timedelta
+    access_flush_size: int
+    access_flush_interval: timedelta
+
+
 class _CachePolicy(Generic[_Repository]):
     """The rules shared by :class:`CacheManager` and :class:`AsyncCacheManager`.
 
@@ -96,8 +125,11 @@ class _CachePolicy(Generic[_Repository]):
     caps the heartbeat a caller may ask for; ``heartbeat_grace_multiplier`` sets how many
     heartbeats a reservation outlives its last extension. ``default_ttl`` is the expiry of
     puts that ask for none (None: they never expire). A hit records its time only when the
-    last recorded access is older than ``access_resolution``. ``clock`` returns aware UTC
-    datetimes (injectable for tests). Raises InvalidArgumentError for a bad option.
+    last recorded access is older than ``access_resolution``; that record is buffered and
+    written with others in one repository call once ``access_flush_size`` hits are waiting
+    or the oldest has waited ``access_flush_interval`` (and by ``flush_accesses``). ``clock``
+    returns aware UTC datetimes (injectable for tests). Raises InvalidArgumentError for a bad
+    option.
     """
 
     def __init__(
@@ -109,6 +141,8 @@ class _CachePolicy(Generic[_Repository]):
         heartbeat_grace_multiplier: float = DEFAULT_HEARTBEAT_GRACE_MULTIPLIER,
         default_ttl: timedelta | None = None,
         access_resolution: timedelta = DEFAULT_ACCESS_RESOLUTION,
+        access_flush_size: int = DEFAULT_ACCESS_FLUSH_SIZE,
+        access_flush_interval: timedelta = DEFAULT_ACCESS_FLUSH_INTERVAL,
     ) -> None:
         if max_reservation_heartbeat <= timedelta(0):
             raise InvalidArgumentError("must be positive", field="max_reservation_heartbeat")
@@ -119,12 +153,17 @@ class _CachePolicy(Generic[_Repository]):
         validate_ttl(default_ttl, "default_ttl")
         if access_resolution < timedelta(0):
             raise InvalidArgumentError("must not be negative", field="access_resolution")
+        if access_flush_size < 1:
+            raise InvalidArgumentError("must be at least 1", field="access_flush_size")
+        if access_flush_interval < timedelta(0):
+            raise InvalidArgumentError("must not be negative", field="access_flush_interval")
         self.repository = repository
         self.clock = clock
         self.max_reservation_heartbeat = max_reservation_heartbeat
         self.heartbeat_grace_multiplier = heartbeat_grace_multiplier
         self.default_ttl = default_ttl
         self.access_resolution = access_resolution
+        self._pending_accesses = PendingAccesses(access_flush_size, access_flush_interval)
 
     # --- get / delete ---------------------------------------------------------------------
 
@@ -156,6 +195,28 @@ class _CachePolicy(Generic[_Repository]):
         if row.last_accessed_at is not None and row.last_accessed_at >= cutoff:
             return None
         return cutoff
+
+    def _note_hit(self, row: EntryRow, now: datetime) -> AccessBatch | None:
+        """Buffer the access record a hit on ``row`` at ``now`` is due, if any; return the
+        batch to write now, or None (nothing due yet). A hit needing no record still hands
+        out a batch that has waited long enough, so hot entries' hits keep the bound.
+        """
+        if self._access_cutoff(row, now) is None:
+            return self._pending_accesses.due(now)
+        return self._pending_accesses.add((row.scope, row.key), now)
+
+    def _if_before(self, batch: AccessBatch) -> datetime:
+        """The condition of ``batch``'s write: an entry's record moves only if it is still
+        older than the window at the batch's time (another process may have written it).
+        """
+        return batch.at - self.access_resolution
+
+    @staticmethod
+    def _dropped_accesses(batch: AccessBatch, error: CacheError) -> int:
+        # A lost access record only makes an entry look older to size eviction: the hits
+        # that were due it have been served already.
+        logger.warning("dropped the access records of %d hits: %s", len(batch.entries), error)
+        return 0
 
     @staticmethod
     def _dangling_row(
@@ -280,19 +341,35 @@ class CacheManager(_CachePolicy[_SyncRepository]):
         """Return the entry for ``key``.
 
         Raises NotFoundError when absent, expired or, with ``max_age``, last updated longer
-        ago than that; InvalidArgumentError for a malformed key. A hit records its time when
-        the last recorded access is older than ``access_resolution`` (a failure to record it
-        does not fail the hit).
+        ago than that; InvalidArgumentError for a malformed key. A hit whose last recorded
+        access is older than ``access_resolution`` is buffered for an access record; the hit
+        that completes a batch (``access_flush_size`` waiting, or the oldest waiting
+        ``access_flush_interval``) writes it in one repository call, whose failure is logged
+        and does not fail the hit.
         """
         self._plan_get(key, max_age)
         now = self.clock()
         row = self._check_hit(self.repository.get_entry(scope, key), key, max_age, now)
-        cutoff = self._access_cutoff(row, now)
-        if cutoff is not None:
-            # A lost access record only makes the entry look older to size eviction.
-            with suppress(UnavailableError):
-                self.repository.record_access(scope, key, now, cutoff)
+        due = self._note_hit(row, now)
+        if due is not None:
+            self._write_accesses(due)
         return row
+
+    def flush_accesses(self) -> int:
+        """Write the access records of every buffered hit in one repository call; return
+        how many entries changed. Call it before this process's size eviction (so the order
+        follows every hit) and before closing the repository. Never raises a store error: a
+        failed write is logged and its records dropped (0).
+        """
+        return self._write_accesses(self._pending_accesses.take())
+
+    def _write_accesses(self, batch: AccessBatch | None) -> int:
+        if batch is None:
+            return 0
+        try:
+            return self.repository.record_accesses(batch.entries, batch.at, self._if_before(batch))
+        except CacheError as error:
+            return self._dropped_accesses(batch, error)
 
     def put(
         self, scope: Scope, key: str, entry: NewEntry, **options: Unpack[PutOptions]
@@ -354,19 +431,70 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
     """:class:`CacheManager`'s rules on top of an :class:`AsyncRepository`, as coroutines.
 
     Same options and methods as :class:`CacheManager` (see there); every rule comes from the
-    shared policy, only the repository calls are awaited.
+    shared policy, only the repository calls are awaited. A batch of access records is
+    written by a background task, never by the hit: the hit that completes a batch starts
+    it, and the first hit buffered after a write starts a timer writing whatever is waiting
+    ``access_flush_interval`` later. Await :meth:`flush_accesses` before closing the
+    repository.
     """
 
+    def __init__(self, repository: AsyncRepository, **options: Unpack[ManagerOptions]) -> None:
+        super().__init__(repository, **options)
+        # The task writing what is buffered once the interval passes, while it sleeps.
+        self._flush_timer: asyncio.Task[int] | None = None
+        # Every background write, held until done (the loop keeps only weak references).
+        self._access_writes: set[asyncio.Task[int]] = set()
+
     async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
-        """See :meth:`CacheManager.get`."""
+        """See :meth:`CacheManager.get` (the access write runs in the background)."""
         self._plan_get(key, max_age)
         now = self.clock()
         row = self._check_hit(await self.repository.get_entry(scope, key), key, max_age, now)
-        cutoff = self._access_cutoff(row, now)
-        if cutoff is not None:
-            with suppress(UnavailableError):
-                await self.repository.record_access(scope, key, now, cutoff)
+        due = self._note_hit(row, now)
+        if due is not None:
+            self._start_write(self._write_accesses(due))
+        if self._flush_timer is None and len(self._pending_accesses):
+            self._flush_timer = self._start_write(self._flush_later())
         return row
+
+    async def flush_accesses(self) -> int:
+        """See :meth:`CacheManager.flush_accesses`; also waits for the background writes
+        in progress (their counts are not included).
+        """
+        if self._flush_timer is not None:
+            # Still asleep (it clears the attribute before it writes): what it would write
+            # is written below.
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._access_writes:
+            import asyncio  # noqa: PLC0415  (see the module's imports)
+
+            await asyncio.wait(self._access_writes)
+        return await self._write_accesses(self._pending_accesses.take())
+
+    def _start_write(self, write: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
+        task = _background(write)
+        self._access_writes.add(task)
+        task.add_done_callback(self._access_writes.discard)
+        return task
+
+    async def _flush_later(self) -> int:
+        import asyncio  # noqa: PLC0415  (see the module's imports)
+
+        await asyncio.sleep(self._pending_accesses.max_wait.total_seconds())
+        # Hits from here on start the next timer, so nothing buffered is left without one.
+        self._flush_timer = None
+        return await self._write_accesses(self._pending_accesses.take())
+
+    async def _write_accesses(self, batch: AccessBatch | None) -> int:
+        if batch is None:
+            return 0
+        try:
+            return await self.repository.record_accesses(
+                batch.entries, batch.at, self._if_before(batch)
+            )
+        except CacheError as error:
+            return self._dropped_accesses(batch, error)
 
     async def put(
         self, scope: Scope, key: str, entry: NewEntry, **options: Unpack[PutOptions]
@@ -407,6 +535,15 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
         """See :meth:`CacheManager.release_reservation`."""
         self._plan_release(key, owner_id)
         await self.repository.release_reservation(scope, key, owner_id)
+
+
+def _background(coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """Start ``coroutine`` as a task outside the caller's context: a request's deadline
+    (:mod:`taskcache.deadlines`) must not bound a write that outlives the request.
+    """
+    import asyncio  # noqa: PLC0415  (see the module's imports)
+
+    return asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
 
 
 def is_stale(last_updated_at: datetime, now: datetime, max_age: timedelta | None) -> bool:

@@ -337,6 +337,7 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         return summary.entries
 
     def _release(self) -> None:
+        self.manager.flush_accesses()
         self.manager.repository.close()
         if self._on_close is not None:
             self._on_close()

@@ -46,7 +46,7 @@ class EntryRow:
     the entry stops being served (None: never). ``blob_bytes``: the size of the blob at
     ``output_uri`` recorded at put (None: unknown, e.g. outputs stored by reference).
     ``last_accessed_at``: the last recorded hit or write (coalesced, see
-    :meth:`Repository.record_access`); None on a row about to be written means
+    :meth:`Repository.record_accesses`); None on a row about to be written means
     ``last_updated_at``. It is bookkeeping, so it takes no part in equality.
     """
 
@@ -191,9 +191,12 @@ class Repository(Protocol):
         """Delete the entry only if it still has ``row``'s outputs and ``last_updated_at``."""
         ...
 
-    def record_access(self, scope: Scope, key: str, at: datetime, if_before: datetime) -> bool:
-        """Set the entry's ``last_accessed_at`` to ``at`` only if it is strictly before
-        ``if_before`` (one conditional statement); return whether a row changed.
+    def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        """Set ``last_accessed_at`` to ``at`` on each of ``entries`` (scope, key) whose value
+        is strictly before ``if_before``; absent entries are skipped. One atomic step for the
+        whole batch; returns how many rows changed (0 for no entries, without a round trip).
         """
         ...
 
@@ -334,10 +337,10 @@ class AsyncRepository(Protocol):
         """See :meth:`Repository.delete_entry_if_unchanged`."""
         ...
 
-    async def record_access(
-        self, scope: Scope, key: str, at: datetime, if_before: datetime
-    ) -> bool:
-        """See :meth:`Repository.record_access`."""
+    async def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        """See :meth:`Repository.record_accesses`."""
         ...
 
     async def output_uri_referenced(self, uris: Sequence[str]) -> bool:

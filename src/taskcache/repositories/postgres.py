@@ -470,13 +470,17 @@ class PostgresRepository:
         with self._connection() as conn:
             return conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params).rowcount > 0
 
-    def record_access(self, scope: Scope, key: str, at: datetime, if_before: datetime) -> bool:
-        """Set ``last_accessed_at`` to ``at`` if it is strictly before ``if_before``; return
-        whether a row changed (one conditional statement).
+    def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        """Set ``last_accessed_at`` to ``at`` on each of ``entries`` whose value is strictly
+        before ``if_before``; return how many rows changed (one statement for the batch).
         """
-        params = sql.record_access_params(scope, key, at, if_before)
+        params = sql.record_accesses_params(entries, at, if_before)
+        if params is None:
+            return 0
         with self._connection() as conn:
-            return conn.execute(sql.RECORD_ACCESS, params).rowcount > 0
+            return conn.execute(sql.RECORD_ACCESSES, params).rowcount
 
     def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""

@@ -215,14 +215,16 @@ class AsyncPostgresRepository:
             cursor = await conn.execute(sql.DELETE_ENTRY_IF_UNCHANGED, params)
             return cursor.rowcount > 0
 
-    async def record_access(
-        self, scope: Scope, key: str, at: datetime, if_before: datetime
-    ) -> bool:
-        """See :meth:`Repository.record_access`."""
-        params = sql.record_access_params(scope, key, at, if_before)
+    async def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        """See :meth:`Repository.record_accesses`."""
+        params = sql.record_accesses_params(entries, at, if_before)
+        if params is None:
+            return 0
         async with self._connection() as conn:
-            cursor = await conn.execute(sql.RECORD_ACCESS, params)
-            return cursor.rowcount > 0
+            cursor = await conn.execute(sql.RECORD_ACCESSES, params)
+            return cursor.rowcount
 
     async def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """See :meth:`Repository.output_uri_referenced`."""

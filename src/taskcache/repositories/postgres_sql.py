@@ -78,9 +78,12 @@ UPDATE_ENTRY: Final = f"""
         last_accessed_at = %s
     WHERE {SCOPE_KEY_WHERE}
 """
-RECORD_ACCESS: Final = f"""
-    UPDATE cache_entries SET last_accessed_at = %s
-    WHERE {SCOPE_KEY_WHERE} AND (last_accessed_at IS NULL OR last_accessed_at < %s)
+# One statement for a batch: the (org, project, domain, key) arrays joined to the primary key.
+RECORD_ACCESSES: Final = """
+    UPDATE cache_entries AS e SET last_accessed_at = %s
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS a(org, project, domain, key)
+    WHERE e.org = a.org AND e.project = a.project AND e.domain = a.domain AND e.key = a.key
+      AND (e.last_accessed_at IS NULL OR e.last_accessed_at < %s)
 """
 DELETE_ENTRY: Final = f"DELETE FROM cache_entries WHERE {SCOPE_KEY_WHERE} RETURNING {ENTRY_COLUMNS}"
 DELETE_ENTRY_IF_UNCHANGED: Final = f"""
@@ -271,9 +274,18 @@ def may_replace(
     )
 
 
-def record_access_params(scope: Scope, key: str, at: datetime, if_before: datetime) -> Params:
-    """Return the parameters of :data:`RECORD_ACCESS`."""
-    return (aware(at, "at"), *scope_key(scope, key), aware(if_before, "if_before"))
+def record_accesses_params(
+    entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+) -> Params | None:
+    """Return the parameters of :data:`RECORD_ACCESSES`, or None for no entries."""
+    at, if_before = aware(at, "at"), aware(if_before, "if_before")
+    if not entries:
+        return None
+    # Sorted and deduplicated: two replicas updating overlapping batches then lock the rows
+    # in the same (primary key) order and cannot deadlock each other.
+    keys = sorted({scope_key(scope, key) for scope, key in entries})
+    orgs, projects, domains, names = (list(column) for column in zip(*keys, strict=True))
+    return (at, orgs, projects, domains, names, if_before)
 
 
 def least_recently_used_query(limit: int, after: AccessCursor | None) -> tuple[str, Params]:

@@ -267,8 +267,10 @@ SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 # memory: the pages are the OS page cache's, shared by every connection and process). In a
 # large catalog a Get touches a few B-tree pages at random (the rowid table's, see schema 6);
 # read with pread into SQLite's 2 MiB page cache each is a system call and a copy. Mapping
-# removes those (bench/analysis.md, P6).
-_MMAP_BYTES: Final = 1 << 30
+# removes those (bench/analysis.md, P6). The most SQLite maps by default (its
+# SQLITE_MAX_MMAP_SIZE, 2 GiB - 64 KiB), not 1 GiB: a catalog of 10^6 entries is ~1 GiB (more
+# after migration 6) and the pages past the mapping went back to pread and the small cache.
+_MMAP_BYTES: Final = 0x7FFF0000
 
 # UPSERT (INSERT ... ON CONFLICT DO UPDATE ... WHERE) arrived in 3.24.
 _MIN_SQLITE_VERSION: Final = (3, 24, 0)
@@ -318,6 +320,10 @@ _RESERVATION_COLUMNS: Final = "owner_id, heartbeat_interval_us, expires_at"
 _ALL_COLUMNS: Final = f"org, project, domain, key, {_ENTRY_COLUMNS}"
 _PLACEHOLDERS: Final = ", ".join("?" * (4 + len(ENTRY_COLUMN_NAMES)))
 _CLEANUP_LEASE: Final = "cleanup"
+_RECORD_ACCESS: Final = f"""
+    UPDATE cache_entries SET last_accessed_at = ?
+    WHERE {_SCOPE_KEY_WHERE} AND (last_accessed_at IS NULL OR last_accessed_at < ?)
+"""
 _DELETE_IF_UNCHANGED: Final = f"""
     DELETE FROM cache_entries
     WHERE {_SCOPE_KEY_WHERE}
@@ -870,21 +876,19 @@ class SqliteRepository:
         with self._session() as conn:
             return conn.execute(_DELETE_IF_UNCHANGED, params).rowcount > 0
 
-    def record_access(self, scope: Scope, key: str, at: datetime, if_before: datetime) -> bool:
-        """Set ``last_accessed_at`` to ``at`` if it is strictly before ``if_before``; return
-        whether a row changed (one conditional statement).
+    def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        """Set ``last_accessed_at`` to ``at`` on each of ``entries`` whose value is strictly
+        before ``if_before``; return how many rows changed (one transaction for the batch).
         """
-        params = (_to_us(at, "at"), *_scope_key(scope, key), _to_us(if_before, "if_before"))
-        with self._session() as conn:
-            cursor = conn.execute(
-                f"""
-                UPDATE cache_entries SET last_accessed_at = ?
-                WHERE {_SCOPE_KEY_WHERE}
-                  AND (last_accessed_at IS NULL OR last_accessed_at < ?)
-                """,
-                params,
-            )
-            return cursor.rowcount > 0
+        at_us, before_us = _to_us(at, "at"), _to_us(if_before, "if_before")
+        if not entries:
+            return 0
+        params = [(at_us, *_scope_key(scope, key), before_us) for scope, key in entries]
+        # One transaction: one write lock and one WAL commit for the batch, not one per entry.
+        with self._transaction() as conn:
+            return conn.executemany(_RECORD_ACCESS, params).rowcount
 
     def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """Return whether any entry, in any scope, has one of ``uris`` as its ``output_uri``."""

@@ -82,11 +82,11 @@ class ThreadedRepository:
         """See :meth:`Repository.delete_entry_if_unchanged`."""
         return await self._run(self.repository.delete_entry_if_unchanged, row)
 
-    async def record_access(
-        self, scope: Scope, key: str, at: datetime, if_before: datetime
-    ) -> bool:
-        """See :meth:`Repository.record_access`."""
-        return await self._run(self.repository.record_access, scope, key, at, if_before)
+    async def record_accesses(
+        self, entries: Sequence[tuple[Scope, str]], at: datetime, if_before: datetime
+    ) -> int:
+        """See :meth:`Repository.record_accesses`."""
+        return await self._run(self.repository.record_accesses, entries, at, if_before)
 
     async def output_uri_referenced(self, uris: Sequence[str]) -> bool:
         """See :meth:`Repository.output_uri_referenced`."""

@@ -3,7 +3,9 @@
 
 It owns the schedule, the metrics it feeds and the one log line per run; which entries go is
 :mod:`taskcache.operations`' and the manager's rule, and one cleaner at a time across
-replicas is the repository's maintenance lock.
+replicas is the repository's maintenance lock. Each run first has the server's manager write
+its buffered access records, so the size cap's least-recently-used order counts every hit
+this process served.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from taskcache import operations
@@ -30,8 +33,10 @@ class Cleaner:
     """Runs the cleanup on ``repository`` every ``interval`` seconds until stopped.
 
     ``blobs`` (None: blobs are never deleted) is the storage root whose blobs may go with
-    their entries; ``max_bytes`` the size cap (None: none). Each run is counted in
-    ``metrics`` and logged once; a failed run is logged and retried at the next interval.
+    their entries; ``max_bytes`` the size cap (None: none). ``flush_accesses`` (e.g.
+    :meth:`AsyncCacheManager.flush_accesses <taskcache.manager.AsyncCacheManager.flush_accesses>`)
+    is awaited before each run. Each run is counted in ``metrics`` and logged once; a failed
+    run is logged and retried at the next interval.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class Cleaner:
         interval: float,
         max_bytes: int | None,
         clock: Clock = utc_now,
+        flush_accesses: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._repository = repository
         self._blobs = blobs
@@ -50,6 +56,7 @@ class Cleaner:
         self._interval = interval
         self._max_bytes = max_bytes
         self._clock = clock
+        self._flush_accesses = flush_accesses
         # One name for this process's runs: its SQLite lease is recognised as its own.
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -65,6 +72,9 @@ class Cleaner:
     async def run_once(self) -> operations.CleanupSummary | None:
         """Run the cleanup once in a worker thread; return its summary (None if it failed)."""
         started = time.monotonic()
+        if self._flush_accesses is not None:
+            # It never raises a store error (a failed write is logged and dropped).
+            await self._flush_accesses()
         try:
             summary = await asyncio.to_thread(
                 operations.cleanup,

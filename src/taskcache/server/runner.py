@@ -294,8 +294,12 @@ async def serve(
                 _blobs(settings),
                 auth,
             )
-            async with _cleaning(settings, repository, backend, stop_event):
-                await _serve(settings, backend, datacatalog, stop_event, service_type, place)
+            try:
+                async with _cleaning(settings, repository, backend, stop_event):
+                    await _serve(settings, backend, datacatalog, stop_event, service_type, place)
+            finally:
+                # The hits' last access records, before the repository closes.
+                await manager.flush_accesses()
         finally:
             await datacatalog.close()
             executor.shutdown(wait=True)
@@ -345,6 +349,7 @@ async def _cleaning(
         backend.metrics,
         interval=interval,
         max_bytes=settings.max_bytes,
+        flush_accesses=backend.manager.flush_accesses,
     )
     logger.info(
         "background cleanup every %.1f s: expired entries (default TTL %s), size cap %s, blobs %s",
