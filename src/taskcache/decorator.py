@@ -91,7 +91,7 @@ class _Options:
 # Arguments of these exact types are immutable and decide their literal by value, so calls
 # with equal ones have equal keys (see _Signature.remembered_key). Strings and bytes only up to
 # this length: a remembered key keeps its arguments alive.
-_PLAIN_SCALARS: Final = frozenset({int, bool, type(None)})
+_PLAIN_SCALARS: Final = frozenset({int, bool, float, type(None)})
 _MAX_REMEMBERED_LENGTH: Final = 1024
 # Keys remembered per function; the oldest is dropped first beyond this.
 MAX_REMEMBERED_KEYS: Final = 1024
@@ -165,7 +165,9 @@ class _Signature:
         # interface; a race only computes an equal value twice.
         self._identities: dict[tuple[str, ...], tuple[identifier_pb2.Identifier, str]] = {}
         self._shapes: dict[tuple[object, ...], _Shape] = {}
-        self._remembered: dict[tuple[object, ...], tuple[str, _Shape]] = {}
+        # Remembered keys hold no inputs; a client reads only their key string and parts, and
+        # nothing writes to a Key, so one object serves every call with those arguments.
+        self._remembered: dict[tuple[object, ...], Key] = {}
 
     def scope(self) -> tuple[str, ...]:
         """Return the (org, project, domain) of a call now: given, else from the environment,
@@ -215,7 +217,7 @@ class _Signature:
         """
         scope = self.scope()
         memo_key = self._memo_key(self._keyed_values(args, kwargs), scope)
-        found = self._recall(memo_key, scope)
+        found = self._recall(memo_key)
         if found is not None:
             return found
         return self._build(self.arguments(args, kwargs), scope, memo_key)
@@ -225,7 +227,7 @@ class _Signature:
         None; TypeError if the arguments do not bind.
         """
         scope = self.scope()
-        return self._recall(self._memo_key(self._keyed_values(args, kwargs), scope), scope)
+        return self._recall(self._memo_key(self._keyed_values(args, kwargs), scope))
 
     def _keyed_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Sequence[Any]:
         """Return the values of the parameters that take part in the key, in parameter order
@@ -244,35 +246,22 @@ class _Signature:
         """Return what identifies this call's key among remembered ones, or None if an
         argument is not a plain scalar (its key is not remembered).
         """
-        form: list[object] = [scope, values.registry_version()]
-        append = form.append
         for value in keyed:
             kind = type(value)
-            if kind is float:
-                # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
-                append(kind)
-                append(value.hex())
-                continue
             if kind is str or kind is bytes:
                 if len(value) > _MAX_REMEMBERED_LENGTH:
                     return None
             elif kind not in _PLAIN_SCALARS:
                 return None
-            append(kind)
-            append(value)
-        return tuple(form)
+        # The types apart from the values: 1, True and 1.0 are equal but convert differently.
+        kinds = tuple(map(type, keyed))
+        if float in kinds:
+            # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
+            keyed = [value.hex() if type(value) is float else value for value in keyed]
+        return (scope, values.registry_version(), kinds, tuple(keyed))
 
-    def _recall(self, memo_key: tuple[object, ...] | None, scope: tuple[str, ...]) -> Key | None:
-        if memo_key is None:
-            return None
-        found = self._remembered.get(memo_key)
-        if found is None:
-            return None
-        cache_key, shape = found
-        # The inputs are not kept: the key string is all a client reads once it is remembered.
-        key = Key(self.identity(scope)[0], self.version, shape.interface)
-        key.remember_cache_key(cache_key)
-        return key
+    def _recall(self, memo_key: tuple[object, ...] | None) -> Key | None:
+        return None if memo_key is None else self._remembered.get(memo_key)
 
     def _build(
         self,
@@ -303,10 +292,13 @@ class _Signature:
         key = Key(identifier, self.version, shape.interface, inputs=inputs)
         key.remember_cache_key(cache_key)
         if memo_key is not None:
-            self._remember(memo_key, (cache_key, shape))
+            # Without the inputs: the key string is all a client reads once it is remembered.
+            remembered = Key(identifier, self.version, shape.interface)
+            remembered.remember_cache_key(cache_key)
+            self._remember(memo_key, remembered)
         return key
 
-    def _remember(self, memo_key: tuple[object, ...], value: tuple[str, _Shape]) -> None:
+    def _remember(self, memo_key: tuple[object, ...], value: Key) -> None:
         remembered = self._remembered
         if len(remembered) >= MAX_REMEMBERED_KEYS:
             # Another thread may evict the same one meanwhile.

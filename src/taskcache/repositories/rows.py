@@ -73,7 +73,12 @@ class RowCodec:
         time = self.time
         # Equal stored times decode once: a fresh entry's three times are one instant.
         updated = time(last_updated_at)
-        return _stored_entry_row(
+        # Filled in without the frozen dataclass's ``__init__``: it sets each field through
+        # ``object.__setattr__``, which costs a Get hit more than the rest of the decoding,
+        # and a row read back from our own database needs no checking. The result is an
+        # ordinary, equal, frozen EntryRow.
+        entry: EntryRow = object.__new__(EntryRow)
+        entry.__dict__.update(
             scope=scope,
             key=key,
             output_uri=output_uri,
@@ -90,6 +95,7 @@ class RowCodec:
                 else time(last_accessed_at)
             ),
         )
+        return entry
 
     def scoped_entry(self, row: Sequence[Any]) -> EntryRow:
         """Return the entry of a row that starts with ``org, project, domain, key``."""
@@ -108,14 +114,3 @@ class RowCodec:
             heartbeat_interval=timedelta(microseconds=heartbeat_us),
             expires_at=self.time(expires_at),
         )
-
-
-def _stored_entry_row(**fields: Any) -> EntryRow:
-    """Return the EntryRow of ``fields`` (every field, decoded from a stored row) without
-    the frozen dataclass's ``__init__``: it sets each field through ``object.__setattr__``,
-    which costs a Get hit more than the rest of the decoding, and a row read back from our
-    own database needs no checking. The result is an ordinary, equal, frozen EntryRow.
-    """
-    entry: EntryRow = object.__new__(EntryRow)
-    entry.__dict__.update(fields)
-    return entry

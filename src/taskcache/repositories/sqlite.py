@@ -288,6 +288,8 @@ _UNAVAILABLE_CODES: Final = frozenset(
 )
 _UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable to open")
 
+# Keys whose _SELECT_ENTRY parameters a repository keeps; past this many, it starts over.
+_MAX_KEYED_PARAMS: Final = 4096
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
 # One text per statement, so sqlite3's per-connection statement cache prepares it once.
 # Parameters: entry_rowid, then the scope and key (_keyed). The row at its hash slot first
@@ -428,11 +430,6 @@ def _decode_key_map(text: str) -> dict[str, str]:
 
 def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
     return (scope.org, scope.project, scope.domain, key)
-
-
-def _keyed(scope: Scope, key: str) -> tuple[int, str, str, str, str]:
-    """Return the parameters of :data:`_SELECT_ENTRY`: the entry's rowid, scope and key."""
-    return (entry_rowid(scope.org, scope.project, scope.domain, key), *_scope_key(scope, key))
 
 
 def _unchanged_params(row: EntryRow) -> tuple[Any, ...]:
@@ -584,6 +581,8 @@ class SqliteRepository:
         self._in_use = 0
         self._forking = False
         self._local = threading.local()
+        # The parameters of _SELECT_ENTRY per (org, project, domain, key), see _keyed.
+        self._keyed_params: dict[tuple[str, str, str, str], tuple[int, str, str, str, str]] = {}
         # Weak, so a finished thread's connection is closed when its thread-local goes away.
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._memory: _Connection | None = None
@@ -760,12 +759,23 @@ class SqliteRepository:
                 _rollback(conn)
                 raise
 
+    def _keyed(self, scope: Scope, key: str) -> tuple[int, str, str, str, str]:
+        """Return the parameters of :data:`_SELECT_ENTRY`: the entry's rowid, scope and key."""
+        scoped = (scope.org, scope.project, scope.domain, key)
+        # Hot keys repeat: the rowid's BLAKE2b costs more than the statement's binding.
+        params = self._keyed_params.get(scoped)
+        if params is None:
+            if len(self._keyed_params) >= _MAX_KEYED_PARAMS:
+                self._keyed_params.clear()
+            params = self._keyed_params[scoped] = (entry_rowid(*scoped), *scoped)
+        return params
+
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
         # A plain session even under a deadline: in WAL mode a read never waits for the write
         # lock, so bounding that wait (two PRAGMAs) would be pure cost on the hit path.
         with _Session(self) as conn:
-            found = conn.execute(_SELECT_ENTRY, _keyed(scope, key)).fetchone()
+            found = conn.execute(_SELECT_ENTRY, self._keyed(scope, key)).fetchone()
         return None if found is None else _entry_from_row(scope, key, found)
 
     def create_entry(
@@ -793,7 +803,7 @@ class SqliteRepository:
         with self._transaction() as conn:
             found = conn.execute(
                 _SELECT_ENTRY,
-                _keyed(row.scope, row.key),
+                self._keyed(row.scope, row.key),
             ).fetchone()
             if found is not None:
                 existing = _entry_from_row(row.scope, row.key, found)
@@ -850,7 +860,7 @@ class SqliteRepository:
         with self._transaction() as conn:
             found = conn.execute(
                 _SELECT_ENTRY,
-                _keyed(scope, key),
+                self._keyed(scope, key),
             ).fetchone()
             if found is None:
                 return None
