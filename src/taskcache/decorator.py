@@ -35,7 +35,7 @@ from taskcache.environment import EnvironmentReader
 from taskcache.errors import NotFoundError
 from taskcache.home import HOME_ENVIRONMENT_VARIABLE
 from taskcache.keywords import check_names
-from taskcache.model import Entry, Key
+from taskcache.model import Key
 from taskcache.storage import BlobStore
 
 _P = ParamSpec("_P")
@@ -378,9 +378,9 @@ class _Signature:
         )
         return literals_pb2.LiteralMap(literals={OUTPUT_NAME: literal})
 
-    def result(self, entry: Entry) -> Any:
-        """Return the Python value stored in ``entry``."""
-        literal = entry.outputs.read().literals[OUTPUT_NAME]
+    def result(self, outputs: literals_pb2.LiteralMap) -> Any:
+        """Return the Python value stored in ``outputs`` (an entry's)."""
+        literal = outputs.literals[OUTPUT_NAME]
         unhinted = self.return_type is inspect.Signature.empty
         return values.from_literal(literal, object if unhinted else self.return_type)
 
@@ -487,6 +487,17 @@ def _async_client(options: _Options) -> AsyncClient:
     return cast(AsyncClient, _catalog_client(options, asynchronous=True))
 
 
+def _hit_outputs(client: Client, key: Key) -> literals_pb2.LiteralMap:
+    """Return the outputs of the entry for ``key``; NotFoundError on a miss (as ``get``)."""
+    # A client that reads a hit's outputs alone (the embedded one) skips the hit's status.
+    get_outputs: Callable[[Key], literals_pb2.LiteralMap] | None = getattr(
+        client, "get_outputs", None
+    )
+    if get_outputs is not None:
+        return get_outputs(key)
+    return client.get(key).outputs.read()
+
+
 def _blobs(client: object) -> BlobStore | None:
     blobs = getattr(client, "blobs", None)
     return blobs if isinstance(blobs, BlobStore) else None
@@ -518,17 +529,17 @@ class CachedFunction(Generic[_P, _R]):
             return self._signature.outputs(result, _blobs(client))
 
         try:  # a hit is one get; get_or_compute (which asks again) handles a miss
-            entry = client.get(key)
+            outputs = _hit_outputs(client, key)
         except NotFoundError:
-            entry = client.get_or_compute(
+            outputs = client.get_or_compute(
                 key,
                 compute,
                 serialize=self._options.serialize,
                 heartbeat=self._options.heartbeat,
                 wait_timeout=self._options.wait_timeout,
                 ttl=self._options.ttl,
-            )
-        result: _R = self._signature.result(entry)
+            ).outputs.read()
+        result: _R = self._signature.result(outputs)
         return result
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
@@ -546,8 +557,8 @@ class CachedFunction(Generic[_P, _R]):
 
     def lookup(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Return the stored result of this call without computing; NotFoundError if none."""
-        entry = _sync_client(self._options).get(self._signature.key(args, kwargs))
-        result: _R = self._signature.result(entry)
+        outputs = _hit_outputs(_sync_client(self._options), self._signature.key(args, kwargs))
+        result: _R = self._signature.result(outputs)
         return result
 
 
@@ -585,7 +596,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
                 wait_timeout=self._options.wait_timeout,
                 ttl=self._options.ttl,
             )
-        result: _R = await asyncio.to_thread(self._signature.result, entry)
+        result: _R = await asyncio.to_thread(self._signature.result, entry.outputs.read())
         return result
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
@@ -603,7 +614,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
     async def lookup(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Return the stored result of this call without computing; NotFoundError if none."""
         entry = await _async_client(self._options).get(self._signature.key(args, kwargs))
-        result: _R = await asyncio.to_thread(self._signature.result, entry)
+        result: _R = await asyncio.to_thread(self._signature.result, entry.outputs.read())
         return result
 
 

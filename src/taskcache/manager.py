@@ -32,6 +32,7 @@ from taskcache.repositories.base import (
     Repository,
     ReservationRow,
     Scope,
+    Servable,
 )
 
 Clock = Callable[[], datetime]
@@ -39,6 +40,8 @@ _Repository = TypeVar("_Repository", bound=Repository | AsyncRepository)
 # A CacheManager keeps its repository's type, so the embedded client can also run the
 # operator queries on an OperatorRepository it serves from.
 _SyncRepository = TypeVar("_SyncRepository", bound=Repository)
+# A row the hit rules are applied to: an EntryRow, or a repository's leaner HitRow.
+_Row = TypeVar("_Row", bound=Servable)
 
 MAX_KEY_LENGTH = 1024
 MAX_OUTPUT_URI_LENGTH = 4096
@@ -134,9 +137,7 @@ class _CachePolicy(Generic[_Repository]):
         validate_max_age(max_age)
 
     @staticmethod
-    def _check_hit(
-        row: EntryRow | None, key: str, max_age: timedelta | None, now: datetime
-    ) -> EntryRow:
+    def _check_hit(row: _Row | None, key: str, max_age: timedelta | None, now: datetime) -> _Row:
         """Return ``row`` if it may be served at ``now``; NotFoundError if absent, too old or
         expired.
         """
@@ -148,7 +149,7 @@ class _CachePolicy(Generic[_Repository]):
             raise NotFoundError(f"cache entry for key {key!r} expired at {row.expires_at}")
         return row
 
-    def _access_cutoff(self, row: EntryRow, now: datetime) -> datetime | None:
+    def _access_cutoff(self, row: Servable, now: datetime) -> datetime | None:
         """Return the ``if_before`` of the access write a hit on ``row`` at ``now`` makes, or
         None when its last recorded access is recent enough that the hit writes nothing.
         """
@@ -284,9 +285,21 @@ class CacheManager(_CachePolicy[_SyncRepository]):
         the last recorded access is older than ``access_resolution`` (a failure to record it
         does not fail the hit).
         """
+        return self.serve(self.repository.get_entry, scope, key, max_age)
+
+    def serve(
+        self,
+        read: Callable[[Scope, str], _Row | None],
+        scope: Scope,
+        key: str,
+        max_age: timedelta | None = None,
+    ) -> _Row:
+        """Return the row ``read(scope, key)`` returns (the repository's ``get_entry``, or a
+        reader of fewer columns such as ``get_hit``) under :meth:`get`'s rules and errors.
+        """
         self._plan_get(key, max_age)
         now = self.clock()
-        row = self._check_hit(self.repository.get_entry(scope, key), key, max_age, now)
+        row = self._check_hit(read(scope, key), key, max_age, now)
         cutoff = self._access_cutoff(row, now)
         if cutoff is not None:
             # A lost access record only makes the entry look older to size eviction.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from taskcache.repositories.base import EntryRow, ReservationRow, Scope
+from taskcache.repositories.base import EntryRow, HitRow, ReservationRow, Scope
 
 # Every entry column but the key, in the order :class:`RowCodec` encodes and decodes them.
 ENTRY_COLUMN_NAMES: Final = (
@@ -27,6 +27,8 @@ ENTRY_COLUMN_NAMES: Final = (
     "last_accessed_at",
 )
 ENTRY_COLUMNS: Final = ", ".join(ENTRY_COLUMN_NAMES)
+# The columns a hit's outputs need (a HitRow), in the order :meth:`RowCodec.hit` decodes them.
+HIT_COLUMNS: Final = "output_uri, output_literals, last_updated_at, expires_at, last_accessed_at"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,25 @@ class RowCodec:
             ),
         )
         return entry
+
+    def hit(self, row: Sequence[Any]) -> HitRow:
+        """Return the :class:`HitRow` of a row of :data:`HIT_COLUMNS`, decoded as :meth:`entry`
+        decodes those columns.
+        """
+        output_uri, output_literals, last_updated_at, expires_at, last_accessed_at = row
+        time = self.time
+        updated = time(last_updated_at)
+        return HitRow(
+            output_uri,
+            None if output_literals is None else bytes(output_literals),
+            updated,
+            None if expires_at is None else time(expires_at),
+            (
+                updated
+                if last_accessed_at is None or last_accessed_at == last_updated_at
+                else time(last_accessed_at)
+            ),
+        )
 
     def scoped_entry(self, row: Sequence[Any]) -> EntryRow:
         """Return the entry of a row that starts with ``org, project, domain, key``."""
