@@ -480,6 +480,8 @@ def _is_async_client(catalog: Catalog) -> bool | None:
 
 
 def _sync_client(options: _Options) -> Client:
+    if options.catalog_is_async is False:  # a Client given (checked once, at decoration)
+        return cast(Client, options.catalog)
     return cast(Client, _catalog_client(options, asynchronous=False))
 
 
