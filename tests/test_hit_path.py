@@ -307,6 +307,10 @@ def test_async_functions_use_remembered_keys(tmp_path: Path) -> None:
             assert await triple(5) == 15
             assert calls == [5]
             assert triple.cache_key(5) == scratch_key_int(triple, 5)
+            key = triple._signature.key((5,), {})
+            assert isinstance(client, embedded.AsyncEmbeddedClient)
+            assert await client.get_outputs(key) == (await client.get(key)).outputs.read()
+            assert values.from_literal((await client.get_outputs(key)).literals["o0"], int) == 15
 
     asyncio.run(scenario())
 

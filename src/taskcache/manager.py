@@ -13,7 +13,7 @@ strings.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -372,9 +372,19 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
 
     async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
         """See :meth:`CacheManager.get`."""
+        return await self.serve(self.repository.get_entry, scope, key, max_age)
+
+    async def serve(
+        self,
+        read: Callable[[Scope, str], Awaitable[_Row | None]],
+        scope: Scope,
+        key: str,
+        max_age: timedelta | None = None,
+    ) -> _Row:
+        """See :meth:`CacheManager.serve` (``read`` is awaited)."""
         self._plan_get(key, max_age)
         now = self.clock()
-        row = self._check_hit(await self.repository.get_entry(scope, key), key, max_age, now)
+        row = self._check_hit(await read(scope, key), key, max_age, now)
         cutoff = self._access_cutoff(row, now)
         if cutoff is not None:
             with suppress(UnavailableError):

@@ -398,6 +398,10 @@ class AsyncEmbeddedClient(AsyncComputesOnce, AsyncCloseable):
         """See :meth:`EmbeddedClient.get`."""
         return await _off_loop(functools.partial(self._client.get, key, timeout=timeout))
 
+    async def get_outputs(self, key: Key, *, timeout: Timeout = None) -> literals_pb2.LiteralMap:
+        """See :meth:`EmbeddedClient.get_outputs`."""
+        return await _off_loop(functools.partial(self._client.get_outputs, key, timeout=timeout))
+
     async def put(
         self,
         key: Key,
