@@ -200,7 +200,7 @@ def p3(calls: int = 5000) -> None:
         steps = {
             (signature, "key"): "_Signature.key: arguments -> Key",
             (hashing, "cache_key"): "hashing.cache_key (in client.get)",
-            (client.manager, "get"): "manager.get: SQLite select -> row",
+            (client.manager, "serve"): "manager.serve: SQLite select -> row",
             (embedded, "read_payload"): "read_payload: decode the outputs",
             (embedded, "_hit_status"): "_hit_status: provenance (deferred, unread)",
             (signature, "result"): "_Signature.result: from_literal",

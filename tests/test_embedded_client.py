@@ -33,6 +33,7 @@ from taskcache import (
     UriOutputReader,
     hashing,
 )
+from taskcache.clients.embedded import EmbeddedClient
 
 OpenClient = Callable[..., Client]
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
@@ -464,6 +465,44 @@ def test_dangling_blob_is_a_miss_and_the_entry_is_removed(open_client: OpenClien
     entry = client.get(key)
     assert entry.status.cache_status is CacheStatus.CACHE_HIT
     assert entry.outputs.read() == int_map(o0=2)
+
+
+def test_get_outputs_is_gets_outputs_and_misses_when_get_does(open_client: OpenClient) -> None:
+    clock = FakeClock()
+    client = open_client(max_cache_age=timedelta(seconds=10), clock=clock)
+    assert isinstance(client, EmbeddedClient)
+    key, short_lived = make_key(), make_key(name="short-lived")
+    with pytest.raises(NotFoundError):
+        client.get_outputs(key)
+    client.put(key, int_map(o0=1))
+    client.put(short_lived, int_map(o0=2), ttl=timedelta(seconds=3))
+
+    assert client.get_outputs(key) == client.get(key).outputs.read() == int_map(o0=1)
+    assert client.get_outputs(short_lived, timeout=5.0) == int_map(o0=2)
+    clock.advance(3)  # expired
+    with pytest.raises(NotFoundError):
+        client.get_outputs(short_lived)
+    clock.advance(8)  # older than max_cache_age
+    with pytest.raises(NotFoundError):
+        client.get_outputs(key)
+
+
+def test_get_outputs_of_a_dangling_blob_is_a_miss_and_the_entry_is_removed(
+    open_client: OpenClient,
+) -> None:
+    client = open_client(inline_max_bytes=0)
+    assert isinstance(client, EmbeddedClient)
+    key = make_key()
+    client.put(key, int_map(o0=1))
+    uri = client.get(key).outputs.uri
+    assert uri is not None and client.get_outputs(key) == int_map(o0=1)
+    remove_blob(uri)
+
+    with pytest.raises(NotFoundError, match="discarded"):
+        client.get_outputs(key)
+
+    assert client.put(key, int_map(o0=2)).cache_status is CacheStatus.CACHE_POPULATED
+    assert client.get_outputs(key) == int_map(o0=2)
 
 
 def test_max_cache_age(open_client: OpenClient) -> None:

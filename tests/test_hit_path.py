@@ -257,6 +257,26 @@ def test_a_hit_defers_its_provenance(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert len(built) == 1
 
 
+def test_a_hit_reads_only_the_outputs_of_an_embedded_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with taskcache.open(tmp_path / "catalog") as client:
+
+        @taskcache.cached(version="v1", catalog=client)
+        def double(n: int) -> int:
+            return 2 * n
+
+        assert double(4) == 8
+
+        def no_entry(*_: object, **__: object) -> Entry:
+            raise AssertionError("a hit reads no Entry")
+
+        monkeypatch.setattr(embedded.EmbeddedClient, "get", no_entry)
+        monkeypatch.setattr(client.manager.repository, "get_entry", no_entry)
+        assert double(4) == 8
+        assert double.lookup(4) == 8
+
+
 def test_entries_compare_by_value_and_are_read_only() -> None:
     outputs = InMemoryOutputReader(literals_pb2.LiteralMap())
     status = Status(CacheStatus.CACHE_HIT)
@@ -287,6 +307,10 @@ def test_async_functions_use_remembered_keys(tmp_path: Path) -> None:
             assert await triple(5) == 15
             assert calls == [5]
             assert triple.cache_key(5) == scratch_key_int(triple, 5)
+            key = triple._signature.key((5,), {})
+            assert isinstance(client, embedded.AsyncEmbeddedClient)
+            assert await client.get_outputs(key) == (await client.get(key)).outputs.read()
+            assert values.from_literal((await client.get_outputs(key)).literals["o0"], int) == 15
 
     asyncio.run(scenario())
 

@@ -30,6 +30,8 @@ from taskcache.repositories.base import (
     EntryCursor,
     EntryFilter,
     EntryRow,
+    HitReader,
+    HitRow,
     OperatorRepository,
     ProjectStats,
     Repository,
@@ -772,6 +774,40 @@ def test_pool_stats_exist_only_for_pooled_backends(repo: Repository) -> None:
         assert stats.size >= 1
         assert 0 <= stats.available <= stats.size
         assert stats.waiting >= 0
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["sqlite-memory", "sqlite-file"])
+@pytest.mark.parametrize("shared", [True, False], ids=["one-instant", "three-instants"])
+def test_a_hit_row_holds_the_entry_rows_fields(
+    tmp_path: Path, in_memory: bool, shared: bool
+) -> None:
+    # Only the SQLite repository has the lean hit reader (the others serve hits through
+    # get_entry), so this runs on its two forms rather than on every backend.
+    repo = SqliteRepository(None if in_memory else tmp_path / "cache.db")
+    assert isinstance(repo, HitReader)
+    try:
+        _check_hit_row(repo, shared)
+    finally:
+        repo.close()
+
+
+def _check_hit_row(repo: SqliteRepository, shared: bool) -> None:
+    assert repo.get_hit(SCOPE, "key") is None
+    updated = T0 if shared else T0 + 7 * US
+    row = replace(
+        entry(created_at=T0, last_updated_at=updated),
+        expires_at=T0 + timedelta(days=1),
+        last_accessed_at=T0 if shared else T0 + 13 * US,
+    )
+    repo.create_entry(row, replace_if_updated_before=None)
+    found = repo.get_entry(SCOPE, "key")
+    hit = repo.get_hit(SCOPE, "key")
+    assert found is not None and hit is not None
+    assert type(hit) is HitRow
+    for name in HitRow._fields:
+        assert getattr(hit, name) == getattr(found, name) == getattr(row, name), name
+    repo.delete_entry(SCOPE, "key")
+    assert repo.get_hit(SCOPE, "key") is None
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one-instant", "three-instants"])

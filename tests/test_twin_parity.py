@@ -105,6 +105,10 @@ _ASYNC_CALLABLES = {
         "Callable[[], Outputs]",
         "Callable[[], Awaitable[Outputs]]",
     ),
+    ("serve", "read"): (
+        "Callable[[Scope, str], _Row | None]",
+        "Callable[[Scope, str], Awaitable[_Row | None]]",
+    ),
 }
 
 

@@ -35,7 +35,7 @@ from taskcache.environment import EnvironmentReader
 from taskcache.errors import NotFoundError
 from taskcache.home import HOME_ENVIRONMENT_VARIABLE
 from taskcache.keywords import check_names
-from taskcache.model import Entry, Key
+from taskcache.model import Key
 from taskcache.storage import BlobStore
 
 _P = ParamSpec("_P")
@@ -100,7 +100,7 @@ class _Options:
 # Arguments of these exact types are immutable and decide their literal by value, so calls
 # with equal ones have equal keys (see _Signature.remembered_key). Strings and bytes only up to
 # this length: a remembered key keeps its arguments alive.
-_PLAIN_SCALARS: Final = frozenset({int, bool, type(None)})
+_PLAIN_SCALARS: Final = frozenset({int, bool, float, type(None)})
 _MAX_REMEMBERED_LENGTH: Final = 1024
 # Keys remembered per function; the oldest is dropped first beyond this.
 MAX_REMEMBERED_KEYS: Final = 1024
@@ -174,7 +174,9 @@ class _Signature:
         # interface; a race only computes an equal value twice.
         self._identities: dict[tuple[str, ...], tuple[identifier_pb2.Identifier, str]] = {}
         self._shapes: dict[tuple[object, ...], _Shape] = {}
-        self._remembered: dict[tuple[object, ...], tuple[str, _Shape]] = {}
+        # Remembered keys hold no inputs; a client reads only their key string and parts, and
+        # nothing writes to a Key, so one object serves every call with those arguments.
+        self._remembered: dict[tuple[object, ...], Key] = {}
 
     def scope(self) -> tuple[str, ...]:
         """Return the (org, project, domain) of a call now: given, else from the environment,
@@ -224,7 +226,7 @@ class _Signature:
         """
         scope = self.scope()
         memo_key = self._memo_key(self._keyed_values(args, kwargs), scope)
-        found = self._recall(memo_key, scope)
+        found = self._recall(memo_key)
         if found is not None:
             return found
         return self._build(self.arguments(args, kwargs), scope, memo_key)
@@ -234,7 +236,7 @@ class _Signature:
         None; TypeError if the arguments do not bind.
         """
         scope = self.scope()
-        return self._recall(self._memo_key(self._keyed_values(args, kwargs), scope), scope)
+        return self._recall(self._memo_key(self._keyed_values(args, kwargs), scope))
 
     def _keyed_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Sequence[Any]:
         """Return the values of the parameters that take part in the key, in parameter order
@@ -253,35 +255,22 @@ class _Signature:
         """Return what identifies this call's key among remembered ones, or None if an
         argument is not a plain scalar (its key is not remembered).
         """
-        form: list[object] = [scope, values.registry_version()]
-        append = form.append
         for value in keyed:
             kind = type(value)
-            if kind is float:
-                # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
-                append(kind)
-                append(value.hex())
-                continue
             if kind is str or kind is bytes:
                 if len(value) > _MAX_REMEMBERED_LENGTH:
                     return None
             elif kind not in _PLAIN_SCALARS:
                 return None
-            append(kind)
-            append(value)
-        return tuple(form)
+        # The types apart from the values: 1, True and 1.0 are equal but convert differently.
+        kinds = tuple(map(type, keyed))
+        if float in kinds:
+            # By its bits: 0.0 == -0.0 (and NaN != NaN), but their literals differ.
+            keyed = [value.hex() if type(value) is float else value for value in keyed]
+        return (scope, values.registry_version(), kinds, tuple(keyed))
 
-    def _recall(self, memo_key: tuple[object, ...] | None, scope: tuple[str, ...]) -> Key | None:
-        if memo_key is None:
-            return None
-        found = self._remembered.get(memo_key)
-        if found is None:
-            return None
-        cache_key, shape = found
-        # The inputs are not kept: the key string is all a client reads once it is remembered.
-        key = Key(self.identity(scope)[0], self.version, shape.interface)
-        key.remember_cache_key(cache_key)
-        return key
+    def _recall(self, memo_key: tuple[object, ...] | None) -> Key | None:
+        return None if memo_key is None else self._remembered.get(memo_key)
 
     def _build(
         self,
@@ -312,10 +301,13 @@ class _Signature:
         key = Key(identifier, self.version, shape.interface, inputs=inputs)
         key.remember_cache_key(cache_key)
         if memo_key is not None:
-            self._remember(memo_key, (cache_key, shape))
+            # Without the inputs: the key string is all a client reads once it is remembered.
+            remembered = Key(identifier, self.version, shape.interface)
+            remembered.remember_cache_key(cache_key)
+            self._remember(memo_key, remembered)
         return key
 
-    def _remember(self, memo_key: tuple[object, ...], value: tuple[str, _Shape]) -> None:
+    def _remember(self, memo_key: tuple[object, ...], value: Key) -> None:
         remembered = self._remembered
         if len(remembered) >= MAX_REMEMBERED_KEYS:
             # Another thread may evict the same one meanwhile.
@@ -395,9 +387,9 @@ class _Signature:
         )
         return literals_pb2.LiteralMap(literals={OUTPUT_NAME: literal})
 
-    def result(self, entry: Entry) -> Any:
-        """Return the Python value stored in ``entry``."""
-        literal = entry.outputs.read().literals[OUTPUT_NAME]
+    def result(self, outputs: literals_pb2.LiteralMap) -> Any:
+        """Return the Python value stored in ``outputs`` (an entry's)."""
+        literal = outputs.literals[OUTPUT_NAME]
         unhinted = self.return_type is inspect.Signature.empty
         return values.from_literal(literal, object if unhinted else self.return_type)
 
@@ -497,11 +489,24 @@ def _is_async_client(catalog: Catalog) -> bool | None:
 
 
 def _sync_client(options: _Options) -> Client:
+    if options.catalog_is_async is False:  # a Client given (checked once, at decoration)
+        return cast(Client, options.catalog)
     return cast(Client, _catalog_client(options, asynchronous=False))
 
 
 def _async_client(options: _Options) -> AsyncClient:
     return cast(AsyncClient, _catalog_client(options, asynchronous=True))
+
+
+def _hit_outputs(client: Client, key: Key) -> literals_pb2.LiteralMap:
+    """Return the outputs of the entry for ``key``; NotFoundError on a miss (as ``get``)."""
+    # A client that reads a hit's outputs alone (the embedded one) skips the hit's status.
+    get_outputs: Callable[[Key], literals_pb2.LiteralMap] | None = getattr(
+        client, "get_outputs", None
+    )
+    if get_outputs is not None:
+        return get_outputs(key)
+    return client.get(key).outputs.read()
 
 
 def _blobs(client: object) -> BlobStore | None:
@@ -535,10 +540,12 @@ class CachedFunction(Generic[_P, _R]):
             return self._signature.outputs(result, _blobs(client))
 
         try:  # a hit is one get; get_or_compute (which asks again) handles a miss
-            entry = client.get(key)
+            outputs = _hit_outputs(client, key)
         except NotFoundError:
-            entry = client.get_or_compute(key, compute, **self._options.compute_options())
-        result: _R = self._signature.result(entry)
+            outputs = client.get_or_compute(
+                key, compute, **self._options.compute_options()
+            ).outputs.read()
+        result: _R = self._signature.result(outputs)
         return result
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
@@ -556,8 +563,8 @@ class CachedFunction(Generic[_P, _R]):
 
     def lookup(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Return the stored result of this call without computing; NotFoundError if none."""
-        entry = _sync_client(self._options).get(self._signature.key(args, kwargs))
-        result: _R = self._signature.result(entry)
+        outputs = _hit_outputs(_sync_client(self._options), self._signature.key(args, kwargs))
+        result: _R = self._signature.result(outputs)
         return result
 
 
@@ -588,7 +595,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
             entry = await client.get(key)
         except NotFoundError:
             entry = await client.get_or_compute(key, compute, **self._options.compute_options())
-        result: _R = await asyncio.to_thread(self._signature.result, entry)
+        result: _R = await asyncio.to_thread(self._signature.result, entry.outputs.read())
         return result
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
@@ -606,7 +613,7 @@ class AsyncCachedFunction(Generic[_P, _R]):
     async def lookup(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Return the stored result of this call without computing; NotFoundError if none."""
         entry = await _async_client(self._options).get(self._signature.key(args, kwargs))
-        result: _R = await asyncio.to_thread(self._signature.result, entry)
+        result: _R = await asyncio.to_thread(self._signature.result, entry.outputs.read())
         return result
 
 

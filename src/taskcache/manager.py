@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
@@ -36,6 +36,7 @@ from taskcache.repositories.base import (
     Repository,
     ReservationRow,
     Scope,
+    Servable,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ _Repository = TypeVar("_Repository", bound=Repository | AsyncRepository)
 # operator queries on an OperatorRepository it serves from.
 _SyncRepository = TypeVar("_SyncRepository", bound=Repository)
 _T = TypeVar("_T")
+# A row the hit rules are applied to: an EntryRow, or a repository's leaner HitRow.
+_Row = TypeVar("_Row", bound=Servable)
 
 MAX_KEY_LENGTH = 1024
 MAX_OUTPUT_URI_LENGTH = 4096
@@ -173,9 +176,7 @@ class _CachePolicy(Generic[_Repository]):
         validate_max_age(max_age)
 
     @staticmethod
-    def _check_hit(
-        row: EntryRow | None, key: str, max_age: timedelta | None, now: datetime
-    ) -> EntryRow:
+    def _check_hit(row: _Row | None, key: str, max_age: timedelta | None, now: datetime) -> _Row:
         """Return ``row`` if it may be served at ``now``; NotFoundError if absent, too old or
         expired.
         """
@@ -187,7 +188,7 @@ class _CachePolicy(Generic[_Repository]):
             raise NotFoundError(f"cache entry for key {key!r} expired at {row.expires_at}")
         return row
 
-    def _access_cutoff(self, row: EntryRow, now: datetime) -> datetime | None:
+    def _access_cutoff(self, row: Servable, now: datetime) -> datetime | None:
         """Return the ``if_before`` of the access write a hit on ``row`` at ``now`` makes, or
         None when its last recorded access is recent enough that the hit writes nothing.
         """
@@ -196,14 +197,15 @@ class _CachePolicy(Generic[_Repository]):
             return None
         return cutoff
 
-    def _note_hit(self, row: EntryRow, now: datetime) -> AccessBatch | None:
-        """Buffer the access record a hit on ``row`` at ``now`` is due, if any; return the
+    def _note_hit(self, scope: Scope, key: str, row: Servable, now: datetime) -> AccessBatch | None:
+        """Buffer the access record a hit on ``row`` (``key`` in ``scope``) at ``now`` is due,
+        if any; return the
         batch to write now, or None (nothing due yet). A hit needing no record still hands
         out a batch that has waited long enough, so hot entries' hits keep the bound.
         """
         if self._access_cutoff(row, now) is None:
             return self._pending_accesses.due(now)
-        return self._pending_accesses.add((row.scope, row.key), now)
+        return self._pending_accesses.add((scope, key), now)
 
     def _if_before(self, batch: AccessBatch) -> datetime:
         """The condition of ``batch``'s write: an entry's record moves only if it is still
@@ -347,10 +349,22 @@ class CacheManager(_CachePolicy[_SyncRepository]):
         ``access_flush_interval``) writes it in one repository call, whose failure is logged
         and does not fail the hit.
         """
+        return self.serve(self.repository.get_entry, scope, key, max_age)
+
+    def serve(
+        self,
+        read: Callable[[Scope, str], _Row | None],
+        scope: Scope,
+        key: str,
+        max_age: timedelta | None = None,
+    ) -> _Row:
+        """Return the row ``read(scope, key)`` returns (the repository's ``get_entry``, or a
+        reader of fewer columns such as ``get_hit``) under :meth:`get`'s rules and errors.
+        """
         self._plan_get(key, max_age)
         now = self.clock()
-        row = self._check_hit(self.repository.get_entry(scope, key), key, max_age, now)
-        due = self._note_hit(row, now)
+        row = self._check_hit(read(scope, key), key, max_age, now)
+        due = self._note_hit(scope, key, row, now)
         if due is not None:
             self._write_accesses(due)
         return row
@@ -447,10 +461,22 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
 
     async def get(self, scope: Scope, key: str, max_age: timedelta | None = None) -> EntryRow:
         """See :meth:`CacheManager.get` (the access write runs in the background)."""
+        return await self.serve(self.repository.get_entry, scope, key, max_age)
+
+    async def serve(
+        self,
+        read: Callable[[Scope, str], Awaitable[_Row | None]],
+        scope: Scope,
+        key: str,
+        max_age: timedelta | None = None,
+    ) -> _Row:
+        """See :meth:`CacheManager.serve` (``read`` is awaited; the access write runs in the
+        background).
+        """
         self._plan_get(key, max_age)
         now = self.clock()
-        row = self._check_hit(await self.repository.get_entry(scope, key), key, max_age, now)
-        due = self._note_hit(row, now)
+        row = self._check_hit(await read(scope, key), key, max_age, now)
+        due = self._note_hit(scope, key, row, now)
         if due is not None:
             self._start_write(self._write_accesses(due))
         if self._flush_timer is None and len(self._pending_accesses):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, Unpack
 
-from flyteidl2.core import identifier_pb2
+from flyteidl2.core import identifier_pb2, literals_pb2
 
 from taskcache import deadlines, hashing
 from taskcache.clients.base import (
@@ -40,7 +40,14 @@ from taskcache.provenance import (
     key_map_for,
     populated_status,
 )
-from taskcache.repositories.base import CatalogStats, EntryFilter, OperatorRepository, Scope
+from taskcache.repositories.base import (
+    CatalogStats,
+    EntryFilter,
+    HitReader,
+    OperatorRepository,
+    Scope,
+    Servable,
+)
 from taskcache.storage import BlobStore
 from taskcache.wiretime import Interval, as_interval
 
@@ -110,6 +117,11 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
         self._reservations = ReservationCacheStore(reservation_cache_size)
         self._scopes: dict[tuple[str, str, str], Scope] = {}
         self._on_close = on_close
+        # A hit's outputs need only some columns: read just those where the repository can.
+        repository = manager.repository
+        self._read_hit: Callable[[Scope, str], Servable | None] = (
+            repository.get_hit if isinstance(repository, HitReader) else repository.get_entry
+        )
 
     def _budget(self, timeout: Timeout) -> float | None:
         """Return the seconds a call with ``timeout`` may take (None: unbounded)."""
@@ -143,23 +155,42 @@ class EmbeddedClient(Writes, ComputesOnce, Closeable):
     def _get(self, key: Key) -> Entry:
         cache_key = hashing.cache_key(key)
         row = self.manager.get(self._scope(key), cache_key, max_age=self.max_cache_age)
-        try:
-            outputs = read_payload(
-                row.output_literals, row.output_uri, key=cache_key, blobs=self.blobs
-            )
-        except NotFoundError as error:
-            if row.output_uri is not None:
-                self.manager.discard_dangling(
-                    row.scope, cache_key, row.output_uri, row.last_updated_at
-                )
-            raise NotFoundError(
-                f"outputs of entry {cache_key!r} vanished from {row.output_uri}; "
-                "the entry was discarded"
-            ) from error
+        outputs = self._read_outputs(row.scope, cache_key, row)
         return Entry(
             outputs=InMemoryOutputReader(outputs, uri=row.output_uri),
             status_of=functools.partial(_hit_status, row.source_identifier, row.key_map),
         )
+
+    def get_outputs(self, key: Key, *, timeout: Timeout = None) -> literals_pb2.LiteralMap:
+        """Return the outputs of the entry for ``key``: ``get(key).outputs.read()`` without
+        the hit's status (what ``@cached`` reads). Raises as :meth:`get`.
+        """
+        if timeout is None and self.timeout is None:
+            return self._get_outputs(key)
+        with deadlines.bounded(self._budget(timeout)):
+            return self._get_outputs(key)
+
+    def _get_outputs(self, key: Key) -> literals_pb2.LiteralMap:
+        cache_key = hashing.cache_key(key)
+        scope = self._scope(key)
+        row = self.manager.serve(self._read_hit, scope, cache_key, max_age=self.max_cache_age)
+        return self._read_outputs(scope, cache_key, row)
+
+    def _read_outputs(self, scope: Scope, cache_key: str, row: Servable) -> literals_pb2.LiteralMap:
+        """Return the outputs of the hit ``row``; NotFoundError (the entry discarded) if its
+        blob vanished.
+        """
+        try:
+            return read_payload(
+                row.output_literals, row.output_uri, key=cache_key, blobs=self.blobs
+            )
+        except NotFoundError as error:
+            if row.output_uri is not None:
+                self.manager.discard_dangling(scope, cache_key, row.output_uri, row.last_updated_at)
+            raise NotFoundError(
+                f"outputs of entry {cache_key!r} vanished from {row.output_uri}; "
+                "the entry was discarded"
+            ) from error
 
     def _write(self, write: CheckedWrite) -> Status:
         if write.timeout is None and self.timeout is None:
@@ -361,6 +392,10 @@ class AsyncEmbeddedClient(AsyncWrites, AsyncComputesOnce, AsyncCloseable):
     async def get(self, key: Key, *, timeout: Timeout = None) -> Entry:
         """See :meth:`EmbeddedClient.get`."""
         return await _off_loop(functools.partial(self._client.get, key, timeout=timeout))
+
+    async def get_outputs(self, key: Key, *, timeout: Timeout = None) -> literals_pb2.LiteralMap:
+        """See :meth:`EmbeddedClient.get_outputs`."""
+        return await _off_loop(functools.partial(self._client.get_outputs, key, timeout=timeout))
 
     async def _write(self, write: CheckedWrite) -> Status:
         return await _off_loop(self._client._write, write)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,58 @@ class EntryRow:
         """What the entry counts against a size cap: inline bytes plus the recorded blob size."""
         inline = 0 if self.output_literals is None else len(self.output_literals)
         return inline + (self.blob_bytes or 0)
+
+
+class Servable(Protocol):
+    """What serving a hit reads of a stored entry (an EntryRow or a HitRow): its outputs,
+    and the times the manager's hit rules read.
+    """
+
+    @property
+    def output_uri(self) -> str | None:
+        """Where the outputs blob is, if not inline."""
+        ...
+
+    @property
+    def output_literals(self) -> bytes | None:
+        """The inline serialized LiteralMap, if any."""
+        ...
+
+    @property
+    def last_updated_at(self) -> datetime:
+        """When the entry was last written."""
+        ...
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When it stops being served (None: never)."""
+        ...
+
+    @property
+    def last_accessed_at(self) -> datetime | None:
+        """The last recorded hit or write."""
+        ...
+
+
+class HitRow(NamedTuple):
+    """What serving a hit's outputs needs of an entry: its outputs and the times the hit
+    rules read, each field as in the entry's :class:`EntryRow`.
+    """
+
+    output_uri: str | None
+    output_literals: bytes | None
+    last_updated_at: datetime
+    expires_at: datetime | None
+    last_accessed_at: datetime | None
+
+
+@runtime_checkable
+class HitReader(Protocol):
+    """A repository that can read just a :class:`HitRow` (fewer columns than ``get_entry``)."""
+
+    def get_hit(self, scope: Scope, key: str) -> HitRow | None:
+        """Return the hit columns of the entry, or None; raises as ``get_entry``."""
+        ...
 
 
 @dataclass(frozen=True)

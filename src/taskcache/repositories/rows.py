@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from taskcache.repositories.base import EntryRow, ReservationRow, Scope
+from taskcache.repositories.base import EntryRow, HitRow, ReservationRow, Scope
 
 # Every entry column but the key, in the order :class:`RowCodec` encodes and decodes them.
 ENTRY_COLUMN_NAMES: Final = (
@@ -27,6 +27,8 @@ ENTRY_COLUMN_NAMES: Final = (
     "last_accessed_at",
 )
 ENTRY_COLUMNS: Final = ", ".join(ENTRY_COLUMN_NAMES)
+# The columns a hit's outputs need (a HitRow), in the order :meth:`RowCodec.hit` decodes them.
+HIT_COLUMNS: Final = "output_uri, output_literals, last_updated_at, expires_at, last_accessed_at"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,12 @@ class RowCodec:
         time = self.time
         # Equal stored times decode once: a fresh entry's three times are one instant.
         updated = time(last_updated_at)
-        return _stored_entry_row(
+        # Filled in without the frozen dataclass's ``__init__``: it sets each field through
+        # ``object.__setattr__``, which costs a Get hit more than the rest of the decoding,
+        # and a row read back from our own database needs no checking. The result is an
+        # ordinary, equal, frozen EntryRow.
+        entry: EntryRow = object.__new__(EntryRow)
+        entry.__dict__.update(
             scope=scope,
             key=key,
             output_uri=output_uri,
@@ -85,6 +92,26 @@ class RowCodec:
             expires_at=None if expires_at is None else time(expires_at),
             blob_bytes=None if blob_bytes is None else int(blob_bytes),
             last_accessed_at=(
+                updated
+                if last_accessed_at is None or last_accessed_at == last_updated_at
+                else time(last_accessed_at)
+            ),
+        )
+        return entry
+
+    def hit(self, row: Sequence[Any]) -> HitRow:
+        """Return the :class:`HitRow` of a row of :data:`HIT_COLUMNS`, decoded as :meth:`entry`
+        decodes those columns.
+        """
+        output_uri, output_literals, last_updated_at, expires_at, last_accessed_at = row
+        time = self.time
+        updated = time(last_updated_at)
+        return HitRow(
+            output_uri,
+            None if output_literals is None else bytes(output_literals),
+            updated,
+            None if expires_at is None else time(expires_at),
+            (
                 updated
                 if last_accessed_at is None or last_accessed_at == last_updated_at
                 else time(last_accessed_at)
@@ -108,14 +135,3 @@ class RowCodec:
             heartbeat_interval=timedelta(microseconds=heartbeat_us),
             expires_at=self.time(expires_at),
         )
-
-
-def _stored_entry_row(**fields: Any) -> EntryRow:
-    """Return the EntryRow of ``fields`` (every field, decoded from a stored row) without
-    the frozen dataclass's ``__init__``: it sets each field through ``object.__setattr__``,
-    which costs a Get hit more than the rest of the decoding, and a row read back from our
-    own database needs no checking. The result is an ordinary, equal, frozen EntryRow.
-    """
-    entry: EntryRow = object.__new__(EntryRow)
-    entry.__dict__.update(fields)
-    return entry

@@ -37,6 +37,7 @@ from taskcache.repositories.base import (
     EntryCursor,
     EntryFilter,
     EntryRow,
+    HitRow,
     PoolStats,
     ProjectStats,
     ReservationRow,
@@ -44,7 +45,7 @@ from taskcache.repositories.base import (
 )
 from taskcache.repositories.listing import ListingDialect, check_limit, list_entries_query
 from taskcache.repositories.migrations import pending
-from taskcache.repositories.rows import ENTRY_COLUMN_NAMES, RowCodec
+from taskcache.repositories.rows import ENTRY_COLUMN_NAMES, HIT_COLUMNS, RowCodec
 from taskcache.repositories.rows import ENTRY_COLUMNS as _ENTRY_COLUMNS
 
 __all__ = ["SCHEMA_VERSION", "SqliteRepository", "entry_rowid"]
@@ -290,19 +291,33 @@ _UNAVAILABLE_CODES: Final = frozenset(
 )
 _UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable to open")
 
+# Keys whose _SELECT_ENTRY parameters a repository keeps; past this many, it starts over.
+_MAX_KEYED_PARAMS: Final = 4096
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
-# One text per statement, so sqlite3's per-connection statement cache prepares it once.
-# Parameters: entry_rowid, then the scope and key (_keyed). The row at its hash slot first
-# (one descent of the rowid table); only if that is another key's or empty, the unique
-# index. LIMIT 1 stops a compound SELECT at its first row, so a hit never runs the second.
-_SELECT_ENTRY: Final = f"""
-    SELECT {_ENTRY_COLUMNS} FROM cache_entries
+
+
+def _select_by_key(columns: str) -> str:
+    """Return the statement reading ``columns`` of one entry by scope and key.
+
+    Parameters: entry_rowid, then the scope and key (_keyed). The row at its hash slot first
+    (one descent of the rowid table); only if that is another key's or empty, the unique
+    index. LIMIT 1 stops a compound SELECT at its first row, so a hit never runs the second.
+    """
+    return f"""
+    SELECT {columns} FROM cache_entries
     WHERE id = ?1 AND org = ?2 AND project = ?3 AND domain = ?4 AND key = ?5
     UNION ALL
-    SELECT {_ENTRY_COLUMNS} FROM cache_entries
+    SELECT {columns} FROM cache_entries
     WHERE org = ?2 AND project = ?3 AND domain = ?4 AND key = ?5
     LIMIT 1
 """
+
+
+# Built once each: one text per statement, so sqlite3's per-connection statement cache
+# prepares it once.
+_SELECT_ENTRY: Final = _select_by_key(_ENTRY_COLUMNS)
+# The same for a hit's outputs: fewer columns to step over and convert.
+_SELECT_HIT: Final = _select_by_key(HIT_COLUMNS)
 # The rowid a new row takes: its hash slot (first parameter, given twice), or, if any row
 # holds that, NULL, which makes SQLite choose an unused rowid. Never another row's rowid.
 _FREE_ROWID: Final = (
@@ -434,11 +449,6 @@ def _decode_key_map(text: str) -> dict[str, str]:
 
 def _scope_key(scope: Scope, key: str) -> tuple[str, str, str, str]:
     return (scope.org, scope.project, scope.domain, key)
-
-
-def _keyed(scope: Scope, key: str) -> tuple[int, str, str, str, str]:
-    """Return the parameters of :data:`_SELECT_ENTRY`: the entry's rowid, scope and key."""
-    return (entry_rowid(scope.org, scope.project, scope.domain, key), *_scope_key(scope, key))
 
 
 def _unchanged_params(row: EntryRow) -> tuple[Any, ...]:
@@ -590,6 +600,8 @@ class SqliteRepository:
         self._in_use = 0
         self._forking = False
         self._local = threading.local()
+        # The parameters of _SELECT_ENTRY per (org, project, domain, key), see _keyed.
+        self._keyed_params: dict[tuple[str, str, str, str], tuple[int, str, str, str, str]] = {}
         # Weak, so a finished thread's connection is closed when its thread-local goes away.
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._memory: _Connection | None = None
@@ -768,13 +780,30 @@ class SqliteRepository:
         with self._session() as conn, _committed(conn, "BEGIN"):
             yield conn
 
+    def _keyed(self, scope: Scope, key: str) -> tuple[int, str, str, str, str]:
+        """Return the parameters of :data:`_SELECT_ENTRY`: the entry's rowid, scope and key."""
+        scoped = (scope.org, scope.project, scope.domain, key)
+        # Hot keys repeat: the rowid's BLAKE2b costs more than the statement's binding.
+        params = self._keyed_params.get(scoped)
+        if params is None:
+            if len(self._keyed_params) >= _MAX_KEYED_PARAMS:
+                self._keyed_params.clear()
+            params = self._keyed_params[scoped] = (entry_rowid(*scoped), *scoped)
+        return params
+
     def get_entry(self, scope: Scope, key: str) -> EntryRow | None:
         """Return the entry, or None. Raises UnavailableError / InternalError on store errors."""
         # A plain session even under a deadline: in WAL mode a read never waits for the write
         # lock, so bounding that wait (two PRAGMAs) would be pure cost on the hit path.
         with _Session(self) as conn:
-            found = conn.execute(_SELECT_ENTRY, _keyed(scope, key)).fetchone()
+            found = conn.execute(_SELECT_ENTRY, self._keyed(scope, key)).fetchone()
         return None if found is None else _entry_from_row(scope, key, found)
+
+    def get_hit(self, scope: Scope, key: str) -> HitRow | None:
+        """Return the entry's :class:`HitRow`, or None; raises as :meth:`get_entry`."""
+        with _Session(self) as conn:  # a plain session: see get_entry
+            found = conn.execute(_SELECT_HIT, self._keyed(scope, key)).fetchone()
+        return None if found is None else _ROWS.hit(found)
 
     def create_entry(
         self,
@@ -801,7 +830,7 @@ class SqliteRepository:
         with self._transaction() as conn:
             found = conn.execute(
                 _SELECT_ENTRY,
-                _keyed(row.scope, row.key),
+                self._keyed(row.scope, row.key),
             ).fetchone()
             if found is not None:
                 existing = _entry_from_row(row.scope, row.key, found)
@@ -858,7 +887,7 @@ class SqliteRepository:
         with self._transaction() as conn:
             found = conn.execute(
                 _SELECT_ENTRY,
-                _keyed(scope, key),
+                self._keyed(scope, key),
             ).fetchone()
             if found is None:
                 return None

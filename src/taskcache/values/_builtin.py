@@ -65,9 +65,12 @@ def binary_value(literal: Literal, tag: str, python_type: Any) -> bytes:
 
 
 def _primitive(literal: Literal, field: str, python_type: Any) -> Any:
-    if literal.WhichOneof("value") != "scalar" or not literal.scalar.primitive.HasField(field):
+    # Every Primitive field is in its oneof, and a literal that is not a scalar reads as an
+    # empty one: one oneof check covers both (and reads the submessages once).
+    primitive = literal.scalar.primitive
+    if primitive.WhichOneof("value") != field:
         raise unexpected(literal, python_type)
-    return getattr(literal.scalar.primitive, field)
+    return getattr(primitive, field)
 
 
 def _simple(
@@ -77,11 +80,11 @@ def _simple(
     *,
     accepts: Callable[[object], bool] | None = None,
     encode: Callable[[Any], object] = lambda value: value,
-    decode: Callable[[Any], object] = lambda value: value,
+    decode: Callable[[Any], object] | None = None,
 ) -> Converter:
     """A converter for one scalar type, named as the type (the SDK's ``SimpleTransformer``):
     values ``accepts`` takes (default: instances of the type) go ``encode``-d into the
-    primitive's ``field`` and come back ``decode``-d.
+    primitive's ``field`` and come back ``decode``-d (default: as they are).
     """
     name = python_type.__name__
     accepted = accepts if accepts is not None else lambda value: isinstance(value, python_type)
@@ -96,7 +99,8 @@ def _simple(
         return Literal(scalar=literals_pb2.Scalar(primitive=primitive))
 
     def from_literal(literal: Literal, _: Any) -> object:
-        return decode(_primitive(literal, field, python_type))
+        value = _primitive(literal, field, python_type)
+        return value if decode is None else decode(value)  # None: stored as it is
 
     return Converter(
         name=name,
