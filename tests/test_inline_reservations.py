@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -162,3 +163,25 @@ def test_two_server_processes_on_one_file_grant_one_owner(tmp_path: Path) -> Non
     holders = {holder for _, holder in seen}
     assert len(holders) == 1, sorted(holders)[:5]
     assert [owner for owner, holder in seen if owner == holder] == list(holders)
+
+
+def test_checkpoint_gives_up_on_an_old_reader_instead_of_stopping_writers(
+    tmp_path: Path,
+) -> None:
+    busy_timeout = 20.0
+    with (
+        SqliteRepository(tmp_path / "cache.db", busy_timeout=busy_timeout) as repository,
+        closing(sqlite3.connect(tmp_path / "cache.db", isolation_level=None)) as reader,
+    ):
+        assert repository.acquire_reservation_nowait(reservation("a", EXPIRES), T0) is not None
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM reservations").fetchone()  # holds this snapshot
+        later = reservation("a", EXPIRES + timedelta(seconds=1))
+        assert repository.acquire_reservation_nowait(later, T0) is not None
+        started = time.monotonic()
+        repository.checkpoint()
+        # The RESTART pass waited its own short while, not the busy timeout (with the write
+        # lock held throughout, which would have stopped every writer that long).
+        assert time.monotonic() - started < busy_timeout / 2
+        assert repository.acquire_reservation_nowait(reservation("a", EXPIRES), T0) is not None
+        reader.execute("COMMIT")

@@ -296,6 +296,10 @@ _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 # 1000 pages; more often costs more fallbacks (writes refused while the checkpoint holds the
 # write lock: ~20% at 300 commits, ~5% at 1000; bench/analysis.md, P2).
 _CHECKPOINT_AFTER_COMMITS: Final = 1000
+# How long the RESTART checkpoint waits for the writer and for readers of older snapshots.
+# It holds the write lock while it waits, so every writer waits with it: short, and a
+# checkpoint that gives up leaves the log to the next one.
+_RESTART_WAIT_MS: Final = 100
 
 _SCOPE_KEY_WHERE: Final = "org = ? AND project = ? AND domain = ? AND key = ?"
 # One text per statement, so sqlite3's per-connection statement cache prepares it once.
@@ -973,10 +977,10 @@ class SqliteRepository:
         """Copy the whole WAL back into the database and make the next writer restart the
         log from its beginning, so that it stops growing, on this thread's regular
         connection: a passive checkpoint (no lock; it fsyncs), then a RESTART one, which
-        waits up to the busy timeout for the writer and for readers of older snapshots and
-        holds the write lock while it copies what the first left. A checkpoint still busy
-        at the timeout leaves the rest to the next one. Raises UnavailableError if the store
-        is closed or unreachable.
+        waits up to 100 ms for the writer and for readers of older snapshots and holds the
+        write lock while it copies what the first left. One that finds them still busy
+        leaves the log to the next checkpoint. Raises UnavailableError if the store is
+        closed or unreachable.
         """
         # Reset first: commits made while this runs count towards the next one.
         self._nowait_commits = 0
@@ -986,7 +990,11 @@ class SqliteRepository:
             # fully copied when the next write begins, so the log never restarts and grows
             # without bound (bench/analysis.md, P2).
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            conn.execute(f"PRAGMA busy_timeout = {_RESTART_WAIT_MS:d}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
