@@ -294,7 +294,7 @@ _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 # checkpoint is due. A reservation commit writes 2-3 pages (the row's table leaf, its
 # indexes' leaves), so the log grows 2-3 times past SQLite's own autocheckpoint threshold of
 # 1000 pages; more often costs more fallbacks (writes refused while the checkpoint holds the
-# write lock: ~20% at 300 commits, ~5% at 1000; bench/analysis.md, P2).
+# write lock: 4-21% at 300 commits, 3-5% at 1000; bench/analysis.md, P2).
 _CHECKPOINT_AFTER_COMMITS: Final = 1000
 # How long the RESTART checkpoint waits for the writer and for readers of older snapshots.
 # It holds the write lock while it waits, so every writer waits with it: short, and a
