@@ -290,6 +290,19 @@ _UNAVAILABLE_CODES: Final = frozenset(
     }
 )
 _UNAVAILABLE_MESSAGES: Final = ("database is locked", "disk i/o error", "unable to open")
+# Primary result codes that mean "another connection holds the lock": a call that must not
+# wait gives up on these, having applied nothing.
+_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+# Commits on the no-wait connections (which never checkpoint themselves) after which a
+# checkpoint is due. A reservation commit writes 2-3 pages (the row's table leaf, its
+# indexes' leaves), so the log grows 2-3 times past SQLite's own autocheckpoint threshold of
+# 1000 pages; more often costs more fallbacks (writes refused while the checkpoint holds the
+# write lock: 4-21% at 300 commits, 3-5% at 1000; bench/analysis.md, P2).
+_CHECKPOINT_AFTER_COMMITS: Final = 1000
+# How long the RESTART checkpoint waits for the writer and for readers of older snapshots.
+# It holds the write lock while it waits, so every writer waits with it: short, and a
+# checkpoint that gives up leaves the log to the next one.
+_RESTART_WAIT_MS: Final = 100
 
 # Keys whose _SELECT_ENTRY parameters a repository keeps; past this many, it starts over.
 _MAX_KEYED_PARAMS: Final = 4096
@@ -348,6 +361,13 @@ _DELETE_IF_UNCHANGED: Final = f"""
 
 class _Connection(sqlite3.Connection):
     """A connection that can be weakly referenced (the base class cannot)."""
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _BUSY_CODES
+    return "database is locked" in str(error).lower()
 
 
 def _is_unavailable(error: sqlite3.Error) -> bool:
@@ -539,16 +559,18 @@ def _session_count_lock() -> tuple[threading.Lock, threading.Condition]:
 class _Session:
     """One operation's use of a repository's connection: entering yields it, leaving ends
     the session and re-raises sqlite errors as taskcache errors (the cause chained).
+    ``nowait``: this thread's no-wait connection (see :meth:`SqliteRepository._connect`).
     """
 
-    __slots__ = ("_in_memory", "_repository")
+    __slots__ = ("_in_memory", "_nowait", "_repository")
 
-    def __init__(self, repository: SqliteRepository) -> None:
+    def __init__(self, repository: SqliteRepository, *, nowait: bool = False) -> None:
         self._repository = repository
+        self._nowait = nowait
         self._in_memory = False
 
     def __enter__(self) -> sqlite3.Connection:
-        conn = self._repository._enter_session()
+        conn = self._repository._enter_session(nowait=self._nowait)
         self._in_memory = conn is self._repository._memory
         return conn
 
@@ -606,6 +628,9 @@ class SqliteRepository:
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._memory: _Connection | None = None
         self._path: str | None = None
+        # Commits on no-wait connections since the last checkpoint(). Unlocked: a lost
+        # increment only delays a checkpoint by one commit.
+        self._nowait_commits = 0
         if path is None:
             self._memory = self._connect(":memory:")
         else:
@@ -629,11 +654,15 @@ class SqliteRepository:
         """The database file, or None for an in-memory database."""
         return self._path
 
-    def _connect(self, target: str) -> _Connection:
+    def _connect(self, target: str, *, nowait: bool = False) -> _Connection:
+        """Open a connection to ``target``. ``nowait``: one that never waits for a lock
+        (busy timeout zero) and never checkpoints the WAL on commit (a checkpoint fsyncs);
+        :meth:`checkpoint` does that, where waiting is allowed.
+        """
         with _translate_errors():
             conn = sqlite3.connect(
                 target,
-                timeout=self._busy_timeout,
+                timeout=0.0 if nowait else self._busy_timeout,
                 isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
                 check_same_thread=False,  # close() may run on another thread
                 factory=_Connection,
@@ -645,6 +674,8 @@ class SqliteRepository:
                     # Reads through the OS page cache without a copy into SQLite's own; see
                     # _MMAP_BYTES.
                     conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES:d}").fetchone()
+                    if nowait:
+                        conn.execute("PRAGMA wal_autocheckpoint=0").fetchone()
             except BaseException:
                 conn.close()
                 raise
@@ -715,9 +746,10 @@ class SqliteRepository:
         ):
             yield conn
 
-    def _enter_session(self) -> sqlite3.Connection:
+    def _enter_session(self, *, nowait: bool = False) -> sqlite3.Connection:
         """Start a session (see :class:`_Session`): take the in-memory connection's lock, or
-        count a file session and return this thread's connection (opened on first use).
+        count a file session and return this thread's connection (opened on first use; with
+        ``nowait``, its no-wait one).
         """
         if self._memory is not None:
             self._lock.acquire()
@@ -735,10 +767,11 @@ class SqliteRepository:
                 self._sessions.wait()
             self._in_use += 1
         try:
-            conn: _Connection | None = getattr(self._local, "conn", None)
+            slot = "nowait_conn" if nowait else "conn"
+            conn: _Connection | None = getattr(self._local, slot, None)
             if conn is None:
                 assert self._path is not None
-                conn = self._connect(self._path)
+                conn = self._connect(self._path, nowait=nowait)
                 with self._lock:
                     # close() may have run while this thread was connecting.
                     try:
@@ -747,7 +780,7 @@ class SqliteRepository:
                         conn.close()
                         raise
                     self._connections.add(conn)
-                self._local.conn = conn
+                setattr(self._local, slot, conn)
         except BaseException:
             self._leave_session(in_memory=False)
             raise
@@ -936,40 +969,67 @@ class SqliteRepository:
 
         Returns the reservation in force afterwards: ``row`` if granted, else the holder's.
         """
-        key_params = _scope_key(row.scope, row.key)
-        heartbeat_us = row.heartbeat_interval // _MICROSECOND
-        expires_at = _to_us(row.expires_at, "expires_at")
-        now_us = _to_us(now, "now")
         with self._transaction() as conn:
-            previous = conn.execute(
-                f"SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}", key_params
-            ).fetchone()
-            # The upsert's WHERE decides the grant; reading back inside the same transaction
-            # returns exactly the row that decision left in force.
-            conn.execute(
-                """
-                INSERT INTO reservations
-                    (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (org, project, domain, key) DO UPDATE SET
-                    owner_id = excluded.owner_id,
-                    heartbeat_interval_us = excluded.heartbeat_interval_us,
-                    expires_at = excluded.expires_at
-                WHERE reservations.owner_id = excluded.owner_id
-                   OR reservations.expires_at <= ?
-                """,
-                (*key_params, row.owner_id, heartbeat_us, expires_at, now_us),
-            )
-            found = conn.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
-                key_params,
-            ).fetchone()
-        if found is None:  # pragma: no cover - the upsert always leaves a row
-            raise InternalError("reservation vanished inside its own transaction")
-        result = _reservation_from_row(row.scope, row.key, found)
-        if previous is not None and previous[0] != row.owner_id == result.owner_id:
-            result = replace(result, taken_over_from=previous[0])
+            return _acquire_reservation_in(conn, row, now)
+
+    def acquire_reservation_nowait(
+        self, row: ReservationRow, now: datetime
+    ) -> ReservationRow | None:
+        """:meth:`acquire_reservation` if it needs no wait: return None, having applied
+        nothing, when another connection holds the write lock (or the database is in memory,
+        whose lock a waiting thread may hold); the caller then calls the waiting method.
+
+        It runs on this thread's no-wait connection, whose commits never checkpoint the WAL;
+        :attr:`checkpoint_due` says when :meth:`checkpoint` should run (on a thread that may
+        wait). Raises as :meth:`acquire_reservation` does for any other error.
+        """
+        if self._memory is not None:
+            return None
+        with _Session(self, nowait=True) as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = _acquire_reservation_in(conn, row, now)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except sqlite3.OperationalError as error:
+                if _is_busy(error):
+                    return None  # rolled back (or never begun): nothing applied
+                raise
+        self._nowait_commits += 1
         return result
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether the no-wait connections committed enough since the last
+        :meth:`checkpoint` that one should run now. Never raises.
+        """
+        return self._nowait_commits >= _CHECKPOINT_AFTER_COMMITS
+
+    def checkpoint(self) -> None:
+        """Copy the whole WAL back into the database and make the next writer restart the
+        log from its beginning, so that it stops growing, on this thread's regular
+        connection: a passive checkpoint (no lock; it fsyncs), then a RESTART one, which
+        waits up to 100 ms for the writer and for readers of older snapshots and holds the
+        write lock while it copies what the first left. One that finds them still busy
+        leaves the log to the next checkpoint. Raises UnavailableError if the store is
+        closed or unreachable.
+        """
+        # Reset first: commits made while this runs count towards the next one.
+        self._nowait_commits = 0
+        with self._session() as conn:
+            # The passive pass copies the bulk without stopping writers. It alone is not
+            # enough: with no-wait writers committing back to back it never finds the log
+            # fully copied when the next write begins, so the log never restarts and grows
+            # without bound (bench/analysis.md, P2).
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            conn.execute(f"PRAGMA busy_timeout = {_RESTART_WAIT_MS:d}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""
@@ -1232,6 +1292,47 @@ def _committed(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
     except BaseException:
         _rollback(conn)
         raise
+
+
+def _acquire_reservation_in(
+    conn: sqlite3.Connection, row: ReservationRow, now: datetime
+) -> ReservationRow:
+    """:meth:`SqliteRepository.acquire_reservation` inside ``conn``'s open write
+    transaction (the caller commits).
+    """
+    key_params = _scope_key(row.scope, row.key)
+    heartbeat_us = row.heartbeat_interval // _MICROSECOND
+    expires_at = _to_us(row.expires_at, "expires_at")
+    now_us = _to_us(now, "now")
+    previous = conn.execute(
+        f"SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}", key_params
+    ).fetchone()
+    # The upsert's WHERE decides the grant; reading back inside the same transaction
+    # returns exactly the row that decision left in force.
+    conn.execute(
+        """
+        INSERT INTO reservations
+            (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (org, project, domain, key) DO UPDATE SET
+            owner_id = excluded.owner_id,
+            heartbeat_interval_us = excluded.heartbeat_interval_us,
+            expires_at = excluded.expires_at
+        WHERE reservations.owner_id = excluded.owner_id
+           OR reservations.expires_at <= ?
+        """,
+        (*key_params, row.owner_id, heartbeat_us, expires_at, now_us),
+    )
+    found = conn.execute(
+        f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
+        key_params,
+    ).fetchone()
+    if found is None:  # pragma: no cover - the upsert always leaves a row
+        raise InternalError("reservation vanished inside its own transaction")
+    result = _reservation_from_row(row.scope, row.key, found)
+    if previous is not None and previous[0] != row.owner_id == result.owner_id:
+        result = replace(result, taken_over_from=previous[0])
+    return result
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
