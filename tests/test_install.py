@@ -142,9 +142,16 @@ def test_a_local_catalog_put_and_get_need_no_fsspec_nor_asyncio(tmp_path: Path) 
     assert list(tmp_path.rglob("outputs.pb"))  # the blob went through the local store
 
 
-def test_the_first_async_function_decorated_binds_asyncio() -> None:
-    loaded = fresh_modules(f"{FIRST_USE}\n@cached\nasync def f(x: int) -> int:\n    return x")
-    assert "asyncio" in loaded
+def test_the_first_async_function_made_binds_asyncio() -> None:
+    decorated = fresh_modules(f"{FIRST_USE}\n@cached\nasync def f(x: int) -> int:\n    return x")
+    assert "asyncio" in decorated
+    # Unpickling (cloudpickle sends functions by value) makes one without __init__.
+    unpickled = fresh_modules(
+        "import copyreg\n"
+        "from taskcache.decorator import AsyncCachedFunction\n"
+        "copyreg.__newobj__(AsyncCachedFunction)"
+    )
+    assert "asyncio" in unpickled
 
 
 def test_the_lazy_names_are_the_real_ones() -> None:

@@ -29,6 +29,7 @@ from typing import (
     Final,
     Generic,
     ParamSpec,
+    Self,
     TypedDict,
     TypeVar,
     Unpack,
@@ -578,12 +579,17 @@ class AsyncCachedFunction(Generic[_P, _R]):
     ``forget`` and ``lookup`` are coroutines. Nothing here blocks the event loop.
     """
 
-    def __init__(self, function: Callable[_P, Awaitable[_R]], options: _Options) -> None:
-        # Only the async paths use asyncio: the first async function decorated binds it for the
-        # module, so that sync use never pays its import and no call runs an import statement.
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Return a new instance, asyncio bound for the module (see below)."""
+        # Only the async paths use asyncio: the first async function made (decorated, copied
+        # or unpickled: all pass here) binds it for the module, so that sync use never pays
+        # its import and no call runs an import statement.
         global asyncio  # noqa: PLW0603
         import asyncio  # noqa: PLC0415
 
+        return super().__new__(cls)
+
+    def __init__(self, function: Callable[_P, Awaitable[_R]], options: _Options) -> None:
         self._signature = _Signature(function, options)
         self._options = options
         functools.update_wrapper(self, function)
