@@ -114,6 +114,46 @@ def test_opening_an_embedded_catalog_needs_no_remote_or_server_stack() -> None:
     assert {"grpc", "connectrpc", "uvicorn", "taskcache.server"}.isdisjoint(loaded)
 
 
+# What a first use loads only if some module on its way pulls them in eagerly.
+FIRST_USE_HEAVY = ("asyncio", "concurrent.futures", "fsspec", "grpc", "connectrpc", "uvicorn")
+FIRST_USE = "from taskcache import Key, cached, open"
+
+
+def test_the_first_use_import_leaves_async_storage_and_remote_stacks_unimported() -> None:
+    loaded = fresh_modules(FIRST_USE)
+    assert {"taskcache.model", "taskcache.decorator", "taskcache.targets"} <= loaded
+    assert sorted(name for name in FIRST_USE_HEAVY if name in loaded) == []
+
+
+def test_a_local_catalog_put_and_get_need_no_fsspec_nor_asyncio(tmp_path: Path) -> None:
+    loaded = fresh_modules(
+        f"{FIRST_USE}\n"
+        "from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2\n"
+        "task = identifier_pb2.Identifier(resource_type=identifier_pb2.TASK, project='p',"
+        " domain='d', name='n', version='v')\n"
+        "key = Key(task, cache_version='1', typed_interface=interface_pb2.TypedInterface())\n"
+        "outputs = literals_pb2.LiteralMap(literals={'o': literals_pb2.Literal("
+        "scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(integer=3)))})\n"
+        f"with open({str(tmp_path)!r}, inline_max_bytes=0) as catalog:\n"
+        "    catalog.put(key, outputs)\n"
+        "    assert catalog.get(key).outputs.read() == outputs\n"
+    )
+    assert sorted(name for name in FIRST_USE_HEAVY if name in loaded) == []
+    assert list(tmp_path.rglob("outputs.pb"))  # the blob went through the local store
+
+
+def test_the_first_async_function_made_binds_asyncio() -> None:
+    decorated = fresh_modules(f"{FIRST_USE}\n@cached\nasync def f(x: int) -> int:\n    return x")
+    assert "asyncio" in decorated
+    # Unpickling (cloudpickle sends functions by value) makes one without __init__.
+    unpickled = fresh_modules(
+        "import copyreg\n"
+        "from taskcache.decorator import AsyncCachedFunction\n"
+        "copyreg.__newobj__(AsyncCachedFunction)"
+    )
+    assert "asyncio" in unpickled
+
+
 def test_the_lazy_names_are_the_real_ones() -> None:
     from taskcache import errors, hashing, model, targets, values
     from taskcache.decorator import cached

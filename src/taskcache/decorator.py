@@ -12,7 +12,6 @@ nor convert values itself (:mod:`taskcache.values` does).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -24,7 +23,19 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    ParamSpec,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2
 
@@ -37,6 +48,10 @@ from taskcache.home import HOME_ENVIRONMENT_VARIABLE
 from taskcache.keywords import check_names
 from taskcache.model import Key
 from taskcache.storage import BlobStore
+
+if TYPE_CHECKING:
+    # Bound at run time by the first AsyncCachedFunction (see there).
+    import asyncio
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -572,6 +587,16 @@ class AsyncCachedFunction(Generic[_P, _R]):
     """A memoized ``async def`` function: await it as the original. ``cache_key`` is plain;
     ``forget`` and ``lookup`` are coroutines. Nothing here blocks the event loop.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Return a new instance, asyncio bound for the module (see below)."""
+        # Only the async paths use asyncio: the first async function made (decorated, copied
+        # or unpickled: all pass here) binds it for the module, so that sync use never pays
+        # its import and no call runs an import statement.
+        global asyncio  # noqa: PLW0603
+        import asyncio  # noqa: PLC0415
+
+        return super().__new__(cls)
 
     def __init__(self, function: Callable[_P, Awaitable[_R]], options: _Options) -> None:
         self._signature = _Signature(function, options)

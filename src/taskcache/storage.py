@@ -1,5 +1,9 @@
 """Blob IO: ``outputs.pb`` LiteralMaps and other blobs at storage URIs, through fsspec.
 
+Local files (a bare path, ``file://…`` or ``local://…``) are read and written with :mod:`os`
+directly (:class:`_LocalFiles`, fsspec's local semantics): opening a local catalog then loads
+no fsspec, which with the asyncio it pulls in would double the cost of a first use.
+
 A :class:`BlobStore` owns one root URL (a local folder, ``memory://…``, ``s3://…``,
 ``gs://…``, ``abfs://…``, …) and the fsspec options its filesystem needs (endpoint, anonymous
 access, …; credentials otherwise come from each backend's usual environment and config). It
@@ -17,7 +21,7 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from taskcache.extras import missing_extra, storage_extra
@@ -25,8 +29,94 @@ from taskcache.extras import missing_extra, storage_extra
 OUTPUTS_FILE_NAME = "outputs.pb"
 
 
+# fsspec's names for the local filesystem (LocalFileSystem.protocol).
+_LOCAL_PROTOCOLS = ("file", "local")
+
+
+def split_protocol(uri: str) -> tuple[str | None, str]:
+    """Return ``uri``'s (protocol, rest) as fsspec splits it: None for a bare path (a
+    one-letter "protocol" is a Windows drive), ``data`` for a ``data:`` URI.
+    """
+    if "://" in uri:
+        protocol, path = uri.split("://", 1)
+        if len(protocol) > 1:
+            return protocol, path
+    if uri.startswith("data:"):
+        return "data", uri[len("data:") :]
+    return None, uri
+
+
+class _LocalFiles:
+    """The filesystem calls a BlobStore makes, on local files through :mod:`os`.
+
+    Paths mean what fsspec's LocalFileSystem makes of them (protocol stripped, made absolute
+    from the working directory or ``~``, no trailing ``/``), and errors are the same OSErrors,
+    so a store behaves the same whichever serves it. POSIX only (see :func:`_local_files`).
+    """
+
+    protocol = _LOCAL_PROTOCOLS
+
+    @staticmethod
+    def _strip_protocol(uri: str) -> str:
+        for prefix in ("file://", "file:", "local://", "local:"):
+            if uri.startswith(prefix):
+                uri = uri.removeprefix(prefix)
+                break
+        if uri.startswith("~"):
+            uri = os.path.expanduser(uri)
+        elif not uri.startswith("/"):
+            relative = "" if uri == "." else uri.removeprefix("./")
+            uri = f"{os.getcwd()}/{relative}"
+        return uri.rstrip("/") or "/"
+
+    @staticmethod
+    def makedirs(path: str, exist_ok: bool = False) -> None:
+        os.makedirs(path, exist_ok=exist_ok)
+
+    @staticmethod
+    def open(path: str, mode: str) -> IO[Any]:
+        return open(path, mode)
+
+    @staticmethod
+    def mv(source: str, destination: str) -> None:
+        # One filesystem (the temporary name is beside the final one): an atomic rename.
+        os.replace(source, destination)
+
+    @staticmethod
+    def rm_file(path: str) -> None:
+        os.remove(path)
+
+    @staticmethod
+    def rmdir(path: str) -> None:
+        os.rmdir(path)
+
+    @staticmethod
+    def exists(path: str) -> bool:
+        return os.path.lexists(path)
+
+    @staticmethod
+    def cat_file(path: str) -> bytes:
+        with open(path, "rb") as stream:
+            return stream.read()
+
+
+def _local_files(uri: str) -> _LocalFiles | None:
+    """Return the os-backed filesystem if ``uri`` is a plain local file URL (no chained
+    ``::`` URL, no options to honour) on POSIX, else None (fsspec serves it).
+    """
+    if os.sep != "/" or "::" in uri:
+        return None
+    protocol, _ = split_protocol(uri)
+    return _LocalFiles() if protocol is None or protocol in _LOCAL_PROTOCOLS else None
+
+
 def url_to_fs(url: str, **storage_options: Any) -> tuple[Any, str]:
-    """Return fsspec's (filesystem, path) for ``url``; ImportError if its backend is missing."""
+    """Return the (filesystem, path) for ``url``: :class:`_LocalFiles` for a local URL without
+    options, else fsspec's; ImportError if its backend is missing.
+    """
+    local = None if storage_options else _local_files(url)
+    if local is not None:
+        return local, local._strip_protocol(url)
     # Imported on first use: fsspec is a third of `import taskcache` and only blob IO needs it.
     from fsspec.core import url_to_fs as fsspec_url_to_fs  # noqa: PLC0415
 
@@ -118,9 +208,6 @@ class BlobStore:
         """Return ``uri``'s path on this store's filesystem if ``uri`` names that filesystem
         (one of its protocols, or a bare path for a local store), else None.
         """
-        # fsspec is loaded by now (this store's filesystem came from it).
-        from fsspec.core import split_protocol  # noqa: PLC0415
-
         protocol, _ = split_protocol(uri)
         if protocol is None:
             return self._fs._strip_protocol(uri) if self._local else None
@@ -231,7 +318,10 @@ def read_blob(uri: str) -> bytes:
 
     Raises NotFoundError if nothing is there, UnavailableError if the storage fails.
     """
+    local = _local_files(uri)
     with _reading(uri):
+        if local is not None:
+            return local.cat_file(local._strip_protocol(uri))
         try:
             import fsspec  # noqa: PLC0415 -- on first use, as in url_to_fs
 
