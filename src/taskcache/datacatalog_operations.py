@@ -21,6 +21,7 @@ from typing import Final
 from flyteidl.datacatalog import datacatalog_pb2 as dc
 from google.protobuf.message import DecodeError
 
+from taskcache.arguments import check_positive
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from taskcache.repositories.datacatalog_base import (
     ArtifactRef,
@@ -142,11 +143,6 @@ def artifact_record(row: ArtifactRow) -> ArtifactRecord:
     )
 
 
-def _check_positive(value: int, field: str) -> None:
-    if value < 1:
-        raise InvalidArgumentError("must be at least 1", field=field)
-
-
 def iter_artifacts(
     repository: DatacatalogRepository,
     selection: ArtifactSelection,
@@ -159,7 +155,7 @@ def iter_artifacts(
     InvalidArgumentError for a bad ``page_size`` or selection (at once), store errors as the
     repository does (when iterated).
     """
-    _check_positive(page_size, "page_size")
+    check_positive(page_size, "page_size")
     cutoff = selection.created_before(now)
     return _pages(repository, selection.dataset_filter(), cutoff, page_size)
 
@@ -237,7 +233,7 @@ def evict_artifacts(
     raised. Raises InvalidArgumentError for a bad ``batch_size`` or selection; store errors
     as the repository does (batches already deleted stay deleted).
     """
-    _check_positive(batch_size, "batch_size")
+    check_positive(batch_size, "batch_size")
     cutoff = selection.created_before(now)
     dataset_filter = selection.dataset_filter()
     summary = EvictionSummary()

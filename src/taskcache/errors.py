@@ -5,7 +5,7 @@ It must not import the rest of taskcache beyond :mod:`taskcache.status`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from taskcache.status import Status
 
@@ -19,28 +19,30 @@ class CacheError(Exception):
 
     code: ClassVar[str] = "UNKNOWN"
 
+    def __init_subclass__(cls, *, code: str | None = None, **kwargs: Any) -> None:
+        """Give the subclass the ``code`` its class statement names (``code="NOT_FOUND"``);
+        without one, it keeps its base's.
+        """
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str, *, status: Status | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
 
 
-class NotFoundError(CacheError):
+class NotFoundError(CacheError, code="NOT_FOUND"):
     """The entry (or the outputs it points at) does not exist."""
 
-    code = "NOT_FOUND"
 
-
-class AlreadyExistsError(CacheError):
+class AlreadyExistsError(CacheError, code="ALREADY_EXISTS"):
     """A create-only put met a live entry under the same key."""
 
-    code = "ALREADY_EXISTS"
 
-
-class InvalidArgumentError(CacheError):
+class InvalidArgumentError(CacheError, code="INVALID_ARGUMENT"):
     """A request argument is malformed; ``field`` names it when known."""
-
-    code = "INVALID_ARGUMENT"
 
     def __init__(
         self, message: str, *, field: str | None = None, status: Status | None = None
@@ -49,48 +51,34 @@ class InvalidArgumentError(CacheError):
         self.field = field
 
 
-class FailedPreconditionError(CacheError):
+class FailedPreconditionError(CacheError, code="FAILED_PRECONDITION"):
     """The request is well formed but the state forbids it (e.g. outputs hold an error)."""
 
-    code = "FAILED_PRECONDITION"
 
-
-class UnavailableError(CacheError):
+class UnavailableError(CacheError, code="UNAVAILABLE"):
     """The backing store or service cannot be reached right now; retrying may succeed."""
 
-    code = "UNAVAILABLE"
 
-
-class DeadlineExceededError(CacheError):
+class DeadlineExceededError(CacheError, code="DEADLINE_EXCEEDED"):
     """The call did not complete in time."""
 
-    code = "DEADLINE_EXCEEDED"
 
-
-class InternalError(CacheError):
+class InternalError(CacheError, code="INTERNAL"):
     """An unexpected failure inside taskcache or the service it talks to."""
 
-    code = "INTERNAL"
 
-
-class PermissionDeniedError(CacheError):
+class PermissionDeniedError(CacheError, code="PERMISSION_DENIED"):
     """The caller authenticated but may not do this (e.g. the scope is not its token's)."""
 
-    code = "PERMISSION_DENIED"
 
-
-class UnauthenticatedError(CacheError):
+class UnauthenticatedError(CacheError, code="UNAUTHENTICATED"):
     """The call carried no credentials the service accepts (a missing or unknown token)."""
 
-    code = "UNAUTHENTICATED"
 
-
-class ResourceExhaustedError(CacheError):
+class ResourceExhaustedError(CacheError, code="RESOURCE_EXHAUSTED"):
     """The service is at its limit (too many calls in flight, a message too large); retrying
     later, with backoff, may succeed.
     """
-
-    code = "RESOURCE_EXHAUSTED"
 
 
 _ERRORS_BY_CODE: dict[str, type[CacheError]] = {

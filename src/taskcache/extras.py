@@ -8,11 +8,20 @@ and the wording; it imports none of the optional packages itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 from taskcache.errors import InvalidArgumentError
 
-__all__ = ["EXTRA_PACKAGES", "STORAGE_EXTRAS", "install_hint", "missing_extra", "storage_extra"]
+__all__ = [
+    "EXTRA_PACKAGES",
+    "STORAGE_EXTRAS",
+    "install_hint",
+    "missing_extra",
+    "requires_extra",
+    "storage_extra",
+]
 
 # Extra -> the package it installs that taskcache imports (what is named when it is missing).
 EXTRA_PACKAGES: Final = {"postgres": "psycopg", "s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
@@ -54,3 +63,14 @@ def missing_extra(what: str, extra: str, *, field: str | None = None) -> Invalid
         f"install it with: {install_hint(extra)}",
         field=field,
     )
+
+
+@contextmanager
+def requires_extra(what: str, extra: str, *, field: str | None = None) -> Iterator[None]:
+    """Run the block (the import of what ``extra`` installs); an ImportError it raises
+    becomes :func:`missing_extra`'s InvalidArgumentError for ``what``, chained to it.
+    """
+    try:
+        yield
+    except ImportError as error:
+        raise missing_extra(what, extra, field=field) from error

@@ -26,6 +26,7 @@ from flyteidl2.core import identifier_pb2, literals_pb2
 from google.protobuf.message import DecodeError
 
 from taskcache import resolver
+from taskcache.arguments import check_positive
 from taskcache.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from taskcache.manager import is_expired
 from taskcache.model import CatalogEntry
@@ -196,11 +197,6 @@ def cursor_after(row: EntryRow) -> EntryCursor:
     return EntryCursor(last_updated_at=row.last_updated_at, scope=row.scope, key=row.key)
 
 
-def _check_positive(value: int, field: str) -> None:
-    if value < 1:
-        raise InvalidArgumentError("must be at least 1", field=field)
-
-
 def list_page(
     repository: OperatorRepository,
     entry_filter: EntryFilter,
@@ -212,7 +208,7 @@ def list_page(
 
     Raises InvalidArgumentError if ``limit`` < 1, store errors as the repository does.
     """
-    _check_positive(limit, "limit")
+    check_positive(limit, "limit")
     # One row more than asked tells whether another page exists without a second query.
     rows = repository.list_entries(entry_filter, limit + 1, after)
     entries = tuple(rows[:limit])
@@ -228,7 +224,7 @@ def iter_pages(
     Entries written while the listing runs may or may not appear; none appears twice.
     Raises InvalidArgumentError if ``page_size`` < 1.
     """
-    _check_positive(page_size, "page_size")
+    check_positive(page_size, "page_size")
     after: EntryCursor | None = None
     while True:
         page = list_page(repository, entry_filter, page_size, after)
@@ -296,7 +292,7 @@ def iter_entries(
     The same guarantees as :func:`iter_pages`. Raises InvalidArgumentError if ``page_size``
     < 1 (at once), store errors as the repository does (when iterated).
     """
-    _check_positive(page_size, "page_size")
+    check_positive(page_size, "page_size")
     return _entry_pages(repository, entry_filter, task, page_size)
 
 
@@ -576,7 +572,7 @@ def gc(
     ``batch_size``, ``delete_blobs`` without ``blobs`` or a cutoff before year 1; store
     errors as the repository does (batches already deleted stay deleted).
     """
-    _check_positive(batch_size, "batch_size")
+    check_positive(batch_size, "batch_size")
     if older_than <= timedelta(0):
         raise InvalidArgumentError("must be positive", field="older_than")
     if delete_blobs and blobs is None:
@@ -707,7 +703,7 @@ def clear(
     Returns the totals. Raises InvalidArgumentError if ``batch_size`` < 1; store errors as
     the repository does (batches already deleted stay deleted).
     """
-    _check_positive(batch_size, "batch_size")
+    check_positive(batch_size, "batch_size")
     summary = GcSummary()
     for page in iter_pages(repository, entry_filter, batch_size):
         doomed = _of_task(page.entries, task)
@@ -743,7 +739,7 @@ def delete_expired(
     the listing for what would go. Returns the totals; InvalidArgumentError if
     ``batch_size`` < 1; store errors as the repository does.
     """
-    _check_positive(batch_size, "batch_size")
+    check_positive(batch_size, "batch_size")
     batches: Iterator[list[EntryRow]]
     if dry_run:
         batches = (
@@ -774,7 +770,7 @@ def evict_to_size(
     what would go. Returns the totals; InvalidArgumentError for a negative ``max_bytes`` or
     ``batch_size`` < 1; store errors as the repository does.
     """
-    _check_positive(batch_size, "batch_size")
+    check_positive(batch_size, "batch_size")
     if max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="max_bytes")
     excess = repository.stored_bytes() - max_bytes
@@ -888,7 +884,7 @@ def cleanup(
     Raises InvalidArgumentError for a bad option; store errors as the repository does
     (batches already deleted stay deleted).
     """
-    _check_positive(batch_size, "batch_size")
+    check_positive(batch_size, "batch_size")
     if max_bytes is not None and max_bytes < 0:
         raise InvalidArgumentError("must not be negative", field="max_bytes")
     if max_bytes is not None and entry_filter is not None and not _selects_everything(entry_filter):

@@ -32,13 +32,14 @@ import enum
 import os
 import re
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from taskcache.errors import InvalidArgumentError
-from taskcache.extras import missing_extra
+from taskcache.extras import requires_extra
 from taskcache.home import BLOBS_FOLDER_NAME, DATABASE_FILE_NAME, default_home
 from taskcache.repositories.base import AsyncRepository, OperatorRepository
 
@@ -239,8 +240,9 @@ def _sqlite_file(location: Location) -> Path | None:
     return None if location.kind is LocationKind.MEMORY else Path(location.address)
 
 
-def _missing_postgres(field: str) -> InvalidArgumentError:
-    return missing_extra("a PostgreSQL database", "postgres", field=field)
+def _postgres_extra(field: str) -> AbstractContextManager[None]:
+    """The block importing a PostgreSQL repository: psycopg missing is InvalidArgumentError."""
+    return requires_extra("a PostgreSQL database", "postgres", field=field)
 
 
 def open_repository(
@@ -260,10 +262,8 @@ def open_repository(
     location = _database_location(database, field)
     if location.kind is LocationKind.POSTGRES:
         # Imported here: psycopg is an optional extra that SQLite users never need.
-        try:
+        with _postgres_extra(field):
             from taskcache.repositories.postgres import PostgresRepository  # noqa: PLC0415
-        except ImportError as error:
-            raise _missing_postgres(field) from error
         return PostgresRepository(location.address, max_size=pool_size)
     # Imported on first open: `import taskcache` need not load sqlite3 and the SQLite schema.
     from taskcache.repositories.sqlite import SqliteRepository  # noqa: PLC0415
@@ -291,12 +291,10 @@ def open_datacatalog_repository(
 
     location = _database_location(database, field)
     if location.kind is LocationKind.POSTGRES:
-        try:
+        with _postgres_extra(field):
             from taskcache.repositories.datacatalog_postgres import (  # noqa: PLC0415
                 PostgresDatacatalogRepository,
             )
-        except ImportError as error:
-            raise _missing_postgres(field) from error
         return PostgresDatacatalogRepository(location.address, max_size=pool_size)
     return SqliteDatacatalogRepository(_sqlite_file(location))
 
@@ -319,12 +317,10 @@ async def open_async_repository(
     """
     location = _database_location(database, field)
     if location.kind is LocationKind.POSTGRES:
-        try:
+        with _postgres_extra(field):
             from taskcache.repositories.postgres_async import (  # noqa: PLC0415
                 AsyncPostgresRepository,
             )
-        except ImportError as error:
-            raise _missing_postgres(field) from error
         return await AsyncPostgresRepository.open(location.address, max_size=pool_size)
     # Imported here, where a loop runs, not with this module: `import taskcache` needs neither.
     import asyncio  # noqa: PLC0415
@@ -345,10 +341,8 @@ def migrate(database: Location | str | os.PathLike[str] | None, *, field: str = 
     """
     location = _database_location(database, field)
     if location.kind is LocationKind.POSTGRES:
-        try:
+        with _postgres_extra(field):
             from taskcache.repositories.postgres import migrate as migrate_postgres  # noqa: PLC0415
-        except ImportError as error:
-            raise _missing_postgres(field) from error
         return migrate_postgres(location.address)
     # Opening applies any missing migration, and raises if the file is at another version.
     open_repository(location, field=field).close()

@@ -169,6 +169,19 @@ static void store_state(const uint32_t state[8], uint8_t out[32]) {
     for (int i = 0; i < 8; i++) put_be32(out + 4 * i, state[i]);
 }
 
+/* The message's last `used` (at most 119) bytes stand in block[0:used]: pad them with the
+ * message length of `bits` to one or two blocks, compress those and write the digest. */
+static inline void sha_pad_final(uint32_t state[8], uint8_t block[128], size_t used,
+                                 uint64_t bits, uint8_t out[32]) {
+    block[used++] = 0x80;
+    size_t total = used <= 56 ? 64 : 128;
+    memset(block + used, 0, total - 8 - used);
+    put_be32(block + total - 8, (uint32_t)(bits >> 32));
+    put_be32(block + total - 4, (uint32_t)bits);
+    tc_sha256_blocks(state, block, total / 64);
+    store_state(state, out);
+}
+
 /* sha256(tag || data): the objecthash node digest. On the bundled code the message is
  * compressed straight from `data` (no context buffering): one block for most nodes. */
 static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[32]) {
@@ -191,14 +204,7 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
     if (size <= 118) {
         /* One or two blocks (single-entry dicts are 65 bytes): one call of the block function. */
         if (size) memcpy(block + 1, bytes, size);
-        size_t used = size + 1;
-        block[used++] = 0x80;
-        size_t total = used <= 56 ? 64 : 128;
-        memset(block + used, 0, total - 8 - used);
-        put_be32(block + total - 8, (uint32_t)(bits >> 32));
-        put_be32(block + total - 4, (uint32_t)bits);
-        tc_sha256_blocks(state, block, total / 64);
-        store_state(state, out);
+        sha_pad_final(state, block, size + 1, bits, out);
         return;
     }
     /* Longer: the tag and 63 bytes, then whole blocks straight from `data`, then the tail. */
@@ -212,15 +218,7 @@ static void sha_tagged(uint8_t tag, const void *data, size_t size, uint8_t out[3
         size &= 63;
     }
     if (size) memcpy(block, bytes, size);
-    size_t used = size;
-    /* block[0:used] holds the tail; pad it to one or two blocks. */
-    block[used++] = 0x80;
-    size_t total = used <= 56 ? 64 : 128;
-    memset(block + used, 0, total - 8 - used);
-    put_be32(block + total - 8, (uint32_t)(bits >> 32));
-    put_be32(block + total - 4, (uint32_t)bits);
-    tc_sha256_blocks(state, block, total / 64);
-    store_state(state, out);
+    sha_pad_final(state, block, size, bits, out);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,9 +25,8 @@ from typing import Final, Protocol
 
 from taskcache.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
 from taskcache.repositories.base import Scope
+from taskcache.server.reloading import ReloadableFile
 from taskcache.server.scope import UNSCOPED
-
-logger = logging.getLogger(__name__)
 
 AUTHORIZATION_HEADER: Final = "authorization"
 _BEARER: Final = "bearer "
@@ -196,18 +194,11 @@ class TokenAuthority:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self._path = Path(path)
-        self._grants = read_token_file(self._path)
+        self._file = ReloadableFile(path, read_token_file, kind="token file", items="tokens")
 
     def reload(self) -> bool:
         """Re-read the token file; return whether the new tokens are now in force."""
-        try:
-            self._grants = read_token_file(self._path)
-        except InvalidArgumentError as error:
-            logger.error("token file not reloaded, the previous tokens stay in force: %s", error)
-            return False
-        logger.info("token file %s reloaded: %d tokens", self._path, len(self._grants))
-        return True
+        return self._file.reload()
 
     def authenticate(self, headers: Mapping[str, str]) -> Grant:
         """Return the grant of the bearer token in ``headers``; UnauthenticatedError if it is
@@ -219,7 +210,7 @@ class TokenAuthority:
         found: Grant | None = None
         # Compare against every token, without stopping at a match, so the time taken does
         # not tell which (or whether one) matched.
-        for grant in self._grants:
+        for grant in self._file.contents:
             if hmac.compare_digest(grant.digest, presented):
                 found = grant
         if found is None:

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import KW_ONLY, dataclass, field
 
 from taskcache import operations
 from taskcache.errors import CacheError
@@ -29,6 +30,12 @@ from taskcache.storage import BlobStore
 logger = logging.getLogger("taskcache.server.cleanup")
 
 
+def _holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+# Not compared by value: each cleaner is its own schedule.
+@dataclass(eq=False)
 class Cleaner:
     """Runs the cleanup on ``repository`` every ``interval`` seconds until stopped.
 
@@ -39,32 +46,22 @@ class Cleaner:
     run is logged and retried at the next interval.
     """
 
-    def __init__(
-        self,
-        repository: OperatorRepository,
-        blobs: BlobStore | None,
-        metrics: ServerMetrics,
-        *,
-        interval: float,
-        max_bytes: int | None,
-        clock: Clock = utc_now,
-        flush_accesses: Callable[[], Awaitable[object]] | None = None,
-    ) -> None:
-        self._repository = repository
-        self._blobs = blobs
-        self._metrics = metrics
-        self._interval = interval
-        self._max_bytes = max_bytes
-        self._clock = clock
-        self._flush_accesses = flush_accesses
-        # One name for this process's runs: its SQLite lease is recognised as its own.
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    repository: OperatorRepository
+    blobs: BlobStore | None
+    metrics: ServerMetrics
+    _: KW_ONLY
+    interval: float
+    max_bytes: int | None
+    clock: Clock = utc_now
+    flush_accesses: Callable[[], Awaitable[object]] | None = None
+    # One name for this process's runs: its SQLite lease is recognised as its own.
+    holder: str = field(init=False, default_factory=_holder_name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run once per interval until ``stop`` is set (a run in progress finishes first)."""
         while True:
             with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+                await asyncio.wait_for(stop.wait(), self.interval)
             if stop.is_set():
                 return
             await self.run_once()
@@ -72,27 +69,27 @@ class Cleaner:
     async def run_once(self) -> operations.CleanupSummary | None:
         """Run the cleanup once in a worker thread; return its summary (None if it failed)."""
         started = time.monotonic()
-        if self._flush_accesses is not None:
+        if self.flush_accesses is not None:
             # It never raises a store error (a failed write is logged and dropped).
-            await self._flush_accesses()
+            await self.flush_accesses()
         try:
             summary = await asyncio.to_thread(
                 operations.cleanup,
-                self._repository,
-                self._blobs,
-                self._clock(),
-                max_bytes=self._max_bytes,
+                self.repository,
+                self.blobs,
+                self.clock(),
+                max_bytes=self.max_bytes,
                 holder=self.holder,
             )
         except CacheError as error:
-            self._metrics.cleanup_runs.labels(outcome="failed").inc()
+            self.metrics.cleanup_runs.labels(outcome="failed").inc()
             logger.warning("cleanup failed: %s", error)
             return None
         self._record(summary, time.monotonic() - started)
         return summary
 
     def _record(self, summary: operations.CleanupSummary, seconds: float) -> None:
-        metrics = self._metrics
+        metrics = self.metrics
         if summary.locked_out:
             metrics.cleanup_runs.labels(outcome="locked_out").inc()
             logger.info("cleanup skipped: another cleaner holds the catalog's lock")

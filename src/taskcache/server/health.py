@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
 from taskcache.repositories.base import AsyncRepository
@@ -24,6 +25,8 @@ DEFAULT_PING_TIMEOUT: Final = 3.0
 HealthListener = Callable[[bool], Awaitable[None]]
 
 
+# Not compared by value: each monitor is its own schedule and listeners.
+@dataclass(eq=False)
 class HealthMonitor:
     """Pings ``repository`` on demand and every ``interval`` seconds in the background.
 
@@ -34,24 +37,16 @@ class HealthMonitor:
     even while no call probes it).
     """
 
-    def __init__(
-        self,
-        repository: AsyncRepository,
-        metrics: ServerMetrics,
-        *,
-        interval: float = DEFAULT_CHECK_INTERVAL,
-        ping_timeout: float = DEFAULT_PING_TIMEOUT,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        self._repository = repository
-        self._metrics = metrics
-        self._interval = interval
-        self._ping_timeout = ping_timeout
-        self._breaker = breaker
-        self._listeners: list[HealthListener] = []
-        self._serving: bool | None = None
-        self._shutting_down = False
-        self._task: asyncio.Task[None] | None = None
+    repository: AsyncRepository
+    metrics: ServerMetrics
+    _: KW_ONLY
+    interval: float = DEFAULT_CHECK_INTERVAL
+    ping_timeout: float = DEFAULT_PING_TIMEOUT
+    breaker: CircuitBreaker | None = None
+    _listeners: list[HealthListener] = field(init=False, default_factory=list)
+    _serving: bool | None = field(init=False, default=None)
+    _shutting_down: bool = field(init=False, default=False)
+    _task: asyncio.Task[None] | None = field(init=False, default=None)
 
     @property
     def serving(self) -> bool:
@@ -65,19 +60,19 @@ class HealthMonitor:
     async def check(self) -> bool:
         """Ping the repository now; return whether the server should be considered healthy."""
         try:
-            await asyncio.wait_for(self._repository.ping(), self._ping_timeout)
+            await asyncio.wait_for(self.repository.ping(), self.ping_timeout)
             up = True
         except TimeoutError:
             if self._serving is not False:
-                logger.warning("database ping timed out after %.1f s", self._ping_timeout)
+                logger.warning("database ping timed out after %.1f s", self.ping_timeout)
             up = False
         except Exception as error:
             if self._serving is not False:
                 logger.warning("database ping failed: %s", error or type(error).__name__)
             up = False
-        self._metrics.database_up.set(1 if up else 0)
-        if self._breaker is not None:
-            self._breaker.record_ping(up)
+        self.metrics.database_up.set(1 if up else 0)
+        if self.breaker is not None:
+            self.breaker.record_ping(up)
         await self._publish(up)
         return self.serving
 
@@ -91,7 +86,7 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.interval)
             await self.check()
 
     def start(self) -> None:

@@ -27,6 +27,7 @@ import jwt
 
 from taskcache.errors import InvalidArgumentError, UnauthenticatedError
 from taskcache.server.auth import Grant, bearer_token, scope_pattern, token_digest
+from taskcache.server.reloading import ReloadableFile
 
 logger = logging.getLogger(__name__)
 
@@ -93,23 +94,16 @@ class JwtAuthority:
     def __init__(
         self, jwks_file: str | Path, *, issuer: str, audience: str, scopes_claim: str | None = None
     ) -> None:
-        self._path = Path(jwks_file)
         self._issuer = issuer
         self._audience = audience
         self._claims: Sequence[str] = (scopes_claim,) if scopes_claim else DEFAULT_SCOPES_CLAIMS
-        self._keys = read_jwks_file(self._path)
+        self._keys = ReloadableFile(jwks_file, read_jwks_file, kind="JWKS file", items="keys")
 
     def reload(self) -> bool:
         """Re-read the JWKS file; return whether its keys are now in force (a failed reload
         keeps the previous keys and logs why).
         """
-        try:
-            self._keys = read_jwks_file(self._path)
-        except InvalidArgumentError as error:
-            logger.error("JWKS file not reloaded, the previous keys stay in force: %s", error)
-            return False
-        logger.info("JWKS file %s reloaded: %d keys", self._path, len(self._keys))
-        return True
+        return self._keys.reload()
 
     def authenticate(self, headers: Mapping[str, str]) -> Grant:
         """Return the grant of the JWT bearer token in ``headers``; UnauthenticatedError if it
@@ -127,7 +121,7 @@ class JwtAuthority:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
             raise UnauthenticatedError("the bearer token is not a JWT") from error
-        key = self._keys.get(str(header.get("kid")))
+        key = self._keys.contents.get(str(header.get("kid")))
         if key is None:
             raise UnauthenticatedError("the bearer token's signing key (kid) is unknown")
         if header.get("alg") != key.algorithm_name:

@@ -35,6 +35,10 @@ _LATENCY_BUCKETS: Final = (
 )
 
 
+# Why the background cleanup deletes an entry: past its TTL, or over the size cap.
+_EVICTION_REASONS: Final = ("expired", "size")
+
+
 class ServerMetrics:
     """Counters, histogram and gauge of one server process (``worker``: its index among a
     supervisor's workers, from 1; 1 alone); :meth:`render` returns the text format.
@@ -64,67 +68,61 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.hits = Counter(
-            "taskcache_cache_hits", "Get calls that found an entry.", registry=self.registry
+        self.hits = self._counter("taskcache_cache_hits", "Get calls that found an entry.")
+        self.misses = self._counter("taskcache_cache_misses", "Get calls that found no entry.")
+        self.puts = self._counter("taskcache_puts", "Entries written (created or overwritten).")
+        self.put_conflicts = self._counter(
+            "taskcache_put_conflicts", "Create-only puts refused because a live entry existed."
         )
-        self.misses = Counter(
-            "taskcache_cache_misses", "Get calls that found no entry.", registry=self.registry
-        )
-        self.puts = Counter(
-            "taskcache_puts", "Entries written (created or overwritten).", registry=self.registry
-        )
-        self.put_conflicts = Counter(
-            "taskcache_put_conflicts",
-            "Create-only puts refused because a live entry existed.",
-            registry=self.registry,
-        )
-        self.reservations = Counter(
+        self.reservations = self._counter(
             "taskcache_reservations",
             "GetOrExtendReservation outcomes: granted (created or extended for the caller), "
             "taken_over (granted after another owner's reservation expired) or contended "
             "(held by another owner).",
-            ("outcome",),
-            registry=self.registry,
+            "outcome",
+            ("granted", "taken_over", "contended"),
         )
-        self.evicted_entries = Counter(
+        self.evicted_entries = self._counter(
             "taskcache_evicted_entries",
             "Entries deleted by the background cleanup: expired (past their TTL) or size "
             "(least recently used, over --max-bytes).",
-            ("reason",),
-            registry=self.registry,
+            "reason",
+            _EVICTION_REASONS,
         )
-        self.evicted_bytes = Counter(
+        self.evicted_bytes = self._counter(
             "taskcache_evicted_bytes",
             "Stored bytes (inline outputs plus recorded blob sizes) of the entries the "
             "background cleanup deleted, by reason.",
-            ("reason",),
-            registry=self.registry,
+            "reason",
+            _EVICTION_REASONS,
         )
-        self.evicted_blobs = Counter(
+        self.evicted_blobs = self._counter(
             "taskcache_evicted_blobs",
             "Blobs under --storage the background cleanup deleted with their entries.",
-            registry=self.registry,
         )
-        self.cleanup_runs = Counter(
+        self.cleanup_runs = self._counter(
             "taskcache_cleanup_runs",
             "Background cleanup runs: completed, locked_out (another replica was cleaning) "
             "or failed.",
-            ("outcome",),
-            registry=self.registry,
+            "outcome",
+            ("completed", "locked_out", "failed"),
         )
         self.database_up = Gauge(
             "taskcache_database_up",
             "1 if the last database ping succeeded, else 0.",
             registry=self.registry,
         )
-        # Pre-create the outcome series so dashboards see zeros before the first call.
-        for outcome in ("granted", "taken_over", "contended"):
-            self.reservations.labels(outcome=outcome)
-        for reason in ("expired", "size"):
-            self.evicted_entries.labels(reason=reason)
-            self.evicted_bytes.labels(reason=reason)
-        for outcome in ("completed", "locked_out", "failed"):
-            self.cleanup_runs.labels(outcome=outcome)
+
+    def _counter(
+        self, name: str, documentation: str, label: str | None = None, values: tuple[str, ...] = ()
+    ) -> Counter:
+        """Return a new counter in this registry, by ``label`` if given; the series of each of
+        ``values`` exist from the start, so dashboards see zeros before the first count.
+        """
+        counter = Counter(name, documentation, (label,) if label else (), registry=self.registry)
+        for value in values:
+            counter.labels(value)
+        return counter
 
     def watch_pool(self, stats: Callable[[], PoolStats | None]) -> None:
         """Export the repository's connection-pool figures, read at every scrape.

@@ -30,8 +30,17 @@ PARQUET_FORMAT = "parquet"
 PICKLE_FRAME_FORMAT = "pandas-pickle"
 
 
-def _subclass_of(module: str, attribute: str) -> Any:
-    """``handles`` for a class of an optional library, true only once it is imported."""
+def _blob_converter(
+    module: str,
+    attribute: str,
+    file_format: str,
+    to_literal: Callable[[Any, Any, Options], Literal],
+    from_literal: Callable[[Literal, Any], Any],
+) -> Converter:
+    """The converter of class ``attribute`` of the optional library ``module`` (named
+    ``module.attribute``) to blobs of ``file_format``; it handles a type only once the library
+    is imported.
+    """
 
     def handles(python_type: Any) -> bool:
         library = sys.modules.get(module)
@@ -41,7 +50,13 @@ def _subclass_of(module: str, attribute: str) -> Any:
             and issubclass(python_type, getattr(library, attribute))
         )
 
-    return handles
+    return Converter(
+        name=f"{module}.{attribute}",
+        handles=handles,
+        literal_type=lambda _: LiteralType(blob=_blob_type(file_format)),
+        to_literal=to_literal,
+        from_literal=from_literal,
+    )
 
 
 def _digest(kind: str, header: dict[str, Any], *chunks: bytes) -> str:
@@ -120,13 +135,7 @@ def _array_from_literal(literal: Literal, python_type: Any) -> Any:
     return numpy.load(io.BytesIO(data), allow_pickle=False)
 
 
-ARRAY = Converter(
-    name="numpy.ndarray",
-    handles=_subclass_of("numpy", "ndarray"),
-    literal_type=lambda _: LiteralType(blob=_blob_type(NPY_FORMAT)),
-    to_literal=_array_to_literal,
-    from_literal=_array_from_literal,
-)
+ARRAY = _blob_converter("numpy", "ndarray", NPY_FORMAT, _array_to_literal, _array_from_literal)
 
 
 def _has_pyarrow() -> bool:
@@ -176,12 +185,8 @@ def _frame_from_literal(literal: Literal, python_type: Any) -> Any:
     raise unexpected(literal, python_type)
 
 
-FRAME = Converter(
-    name="pandas.DataFrame",
-    handles=_subclass_of("pandas", "DataFrame"),
-    literal_type=lambda _: LiteralType(blob=_blob_type(PARQUET_FORMAT)),
-    to_literal=_frame_to_literal,
-    from_literal=_frame_from_literal,
+FRAME = _blob_converter(
+    "pandas", "DataFrame", PARQUET_FORMAT, _frame_to_literal, _frame_from_literal
 )
 
 for _converter in (ARRAY, FRAME):
