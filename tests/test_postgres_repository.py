@@ -30,7 +30,7 @@ import taskcache
 from builders import int_map, make_key
 from postgres import PostgresServer, answers
 from taskcache.errors import InternalError, InvalidArgumentError, UnavailableError
-from taskcache.repositories.base import EntryFilter, ReservationRow
+from taskcache.repositories.base import EntryFilter, Replaceable, ReservationRow
 from taskcache.repositories.postgres import (
     SCHEMA_VERSION,
     SCHEMA_VERSION_TABLE,
@@ -245,7 +245,7 @@ def _create_worker(index: int, barrier: Any, results: Any, url: str) -> None:
             barrier.wait(timeout=60)
             # "stale" holds a row updated before T0; every process offers a fresh one.
             fresh = entry("stale", output_uri=f"s3://{index}", last_updated_at=T0)
-            stale = repository.create_entry(fresh, replace_if_updated_before=T0)
+            stale = repository.create_entry(fresh, Replaceable(updated_before=T0))
         results.put((index, plain.written, stale.written, stale.replaced))
     except BaseException as error:
         results.put((index, repr(error), None, None))

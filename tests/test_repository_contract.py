@@ -34,6 +34,7 @@ from taskcache.repositories.base import (
     HitRow,
     OperatorRepository,
     ProjectStats,
+    Replaceable,
     Repository,
     ReservationRow,
     Scope,
@@ -153,7 +154,7 @@ def test_get_absent_entry_is_none(repo: Repository) -> None:
 
 def test_create_inserts_when_absent(repo: Repository) -> None:
     row = entry()
-    outcome = repo.create_entry(row, replace_if_updated_before=None)
+    outcome = repo.create_entry(row, None)
     assert outcome.written is True
     assert outcome.replaced is None
     assert repo.get_entry(SCOPE, "key") == row
@@ -182,7 +183,9 @@ def test_create_refuses_existing_without_cutoff(repo: Repository) -> None:
 def test_create_keeps_entry_updated_exactly_at_cutoff(repo: Repository) -> None:
     old = entry()
     repo.create_entry(old, None)
-    outcome = repo.create_entry(entry(output_uri="s3://new", last_updated_at=T0 + US), T0)
+    outcome = repo.create_entry(
+        entry(output_uri="s3://new", last_updated_at=T0 + US), Replaceable(updated_before=T0)
+    )
     assert outcome.written is False
     assert repo.get_entry(SCOPE, "key") == old
 
@@ -193,7 +196,7 @@ def test_create_replaces_entry_updated_before_cutoff(repo: Repository) -> None:
     new = entry(
         output_uri="s3://new", output_literals=None, created_at=T0 + US, last_updated_at=T0 + US
     )
-    outcome = repo.create_entry(new, T0 + US)
+    outcome = repo.create_entry(new, Replaceable(updated_before=T0 + US))
     assert outcome.written is True
     assert outcome.replaced == old
     assert repo.get_entry(SCOPE, "key") == new
@@ -799,7 +802,7 @@ def _check_hit_row(repo: SqliteRepository, shared: bool) -> None:
         expires_at=T0 + timedelta(days=1),
         last_accessed_at=T0 if shared else T0 + 13 * US,
     )
-    repo.create_entry(row, replace_if_updated_before=None)
+    repo.create_entry(row, None)
     found = repo.get_entry(SCOPE, "key")
     hit = repo.get_hit(SCOPE, "key")
     assert found is not None and hit is not None
@@ -822,7 +825,7 @@ def test_a_row_read_back_is_the_row_written_field_by_field(repo: Repository, sha
         blob_bytes=42,
         last_accessed_at=accessed,
     )
-    repo.create_entry(row, replace_if_updated_before=None)
+    repo.create_entry(row, None)
     found = repo.get_entry(SCOPE, "key")
     assert found is not None
     assert type(found) is EntryRow

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskcache.repositories import sqlite as sqlite_module
-from taskcache.repositories.base import EntryFilter, EntryRow
+from taskcache.repositories.base import EntryFilter, EntryRow, Replaceable
 from taskcache.repositories.sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -52,7 +52,9 @@ def test_every_write_keeps_an_entry_at_its_hash_slot(tmp_path: Path) -> None:
         repository.overwrite_entry(entry(output_uri="s3://b"), keep_created_at=True)
         assert _rowids(path) == {"key": home}
         stale_cutoff = T0 + timedelta(seconds=1)
-        outcome = repository.create_entry(entry(output_uri="s3://c"), stale_cutoff)
+        outcome = repository.create_entry(
+            entry(output_uri="s3://c"), Replaceable(updated_before=stale_cutoff)
+        )
         assert outcome.written
         assert _rowids(path) == {"key": home}
         stored = repository.get_entry(SCOPE, "key")
@@ -76,7 +78,9 @@ def test_a_colliding_key_gets_its_own_entry_and_never_displaces_another(
             assert stored is not None and stored.output_uri == f"s3://{key}"
         # Replacing a displaced row must not take the slot from the row that holds it.
         later = T0 + timedelta(seconds=1)
-        assert repository.create_entry(entry("second", output_uri="s3://2nd"), later).written
+        assert repository.create_entry(
+            entry("second", output_uri="s3://2nd"), Replaceable(updated_before=later)
+        ).written
         assert _rowids(path)["first"] == 42
         first = repository.get_entry(SCOPE, "first")
         assert first is not None and first.output_uri == "s3://first"
@@ -111,7 +115,7 @@ def test_colliding_writes_match_a_dictionary(operations: list[tuple[str, str, in
                     model[key] = uri
                 elif operation == "replace":
                     # A cutoff after every stored row: always replaces.
-                    repository.create_entry(row, T0 + timedelta(days=1))
+                    repository.create_entry(row, Replaceable(updated_before=T0 + timedelta(days=1)))
                     model[key] = uri
                 elif operation == "overwrite":
                     repository.overwrite_entry(row, keep_created_at=True)

@@ -33,6 +33,7 @@ from taskcache.repositories.base import (
     AsyncRepository,
     CreateOutcome,
     EntryRow,
+    Replaceable,
     Repository,
     ReservationRow,
     Scope,
@@ -403,7 +404,7 @@ class CacheManager(_CachePolicy[_SyncRepository]):
             )
             return self._finish_overwrite(row, replaced, entry)
         outcome = self.repository.create_entry(
-            row, replace_if_updated_before=cutoff, replace_if_expired_at=row.last_updated_at
+            row, Replaceable(updated_before=cutoff, expired_at=row.last_updated_at)
         )
         return self._finish_create(row, outcome)
 
@@ -533,7 +534,7 @@ class AsyncCacheManager(_CachePolicy[AsyncRepository]):
             )
             return self._finish_overwrite(row, replaced, entry)
         outcome = await self.repository.create_entry(
-            row, replace_if_updated_before=cutoff, replace_if_expired_at=row.last_updated_at
+            row, Replaceable(updated_before=cutoff, expired_at=row.last_updated_at)
         )
         return self._finish_create(row, outcome)
 

@@ -147,6 +147,17 @@ class PoolStats:
 
 
 @dataclass(frozen=True)
+class Replaceable:
+    """Which live entry a conditional create may replace: one last updated strictly before
+    ``updated_before``, or one whose ``expires_at`` is at or before ``expired_at`` (None: that
+    condition never holds, so the default replaces nothing).
+    """
+
+    updated_before: datetime | None = None
+    expired_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class CreateOutcome:
     """Result of a conditional create: whether it wrote, and the row it replaced, if any."""
 
@@ -213,18 +224,12 @@ class Repository(Protocol):
         """Return the entry, or None."""
         ...
 
-    def create_entry(
-        self,
-        row: EntryRow,
-        replace_if_updated_before: datetime | None,
-        replace_if_expired_at: datetime | None = None,
-    ) -> CreateOutcome:
+    def create_entry(self, row: EntryRow, replace: Replaceable | None = None) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key.
 
-        An existing entry is replaced only when ``replace_if_updated_before`` is given and the
-        entry's ``last_updated_at`` is strictly before it, or when ``replace_if_expired_at``
-        is given and the entry's ``expires_at`` is at or before it; otherwise nothing is
-        written and ``written`` is False. Check and write are one atomic step.
+        An existing entry is replaced only when it is :class:`Replaceable` by ``replace``
+        (None: never); otherwise nothing is written and ``written`` is False. Check and write
+        are one atomic step.
         """
         ...
 
@@ -369,10 +374,7 @@ class AsyncRepository(Protocol):
         ...
 
     async def create_entry(
-        self,
-        row: EntryRow,
-        replace_if_updated_before: datetime | None,
-        replace_if_expired_at: datetime | None = None,
+        self, row: EntryRow, replace: Replaceable | None = None
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
         ...

@@ -30,7 +30,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from taskcache import deadlines
 from taskcache.errors import InternalError, UnavailableError
 from taskcache.repositories import postgres_sql as sql
-from taskcache.repositories.base import CreateOutcome, EntryRow, ReservationRow, Scope
+from taskcache.repositories.base import (
+    CreateOutcome,
+    EntryRow,
+    Replaceable,
+    ReservationRow,
+    Scope,
+)
 from taskcache.repositories.listing import list_entries_query
 from taskcache.repositories.migrations import pending
 from taskcache.repositories.postgres_sql import (
@@ -427,22 +433,17 @@ class PostgresRepository:
             f"entry {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
         )
 
-    def create_entry(
-        self,
-        row: EntryRow,
-        replace_if_updated_before: datetime | None,
-        replace_if_expired_at: datetime | None = None,
-    ) -> CreateOutcome:
+    def create_entry(self, row: EntryRow, replace: Replaceable | None = None) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key; see the protocol for the rule.
 
         Returns whether it wrote and the stale row it replaced, if any.
         """
         return self._write_entry(
             row,
-            cutoff=sql.create_cutoff(replace_if_updated_before),
+            cutoff=sql.create_cutoff(replace, "updated_before"),
             overwrite=False,
             keep_created_at=False,
-            expired_at=sql.create_cutoff(replace_if_expired_at),
+            expired_at=sql.create_cutoff(replace, "expired_at"),
         )
 
     def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:

@@ -40,6 +40,7 @@ from taskcache.repositories.base import (
     CreateOutcome,
     EntryRow,
     PoolStats,
+    Replaceable,
     ReservationRow,
     Scope,
 )
@@ -180,18 +181,15 @@ class AsyncPostgresRepository:
         )
 
     async def create_entry(
-        self,
-        row: EntryRow,
-        replace_if_updated_before: datetime | None,
-        replace_if_expired_at: datetime | None = None,
+        self, row: EntryRow, replace: Replaceable | None = None
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
         return await self._write_entry(
             row,
-            cutoff=sql.create_cutoff(replace_if_updated_before),
+            cutoff=sql.create_cutoff(replace, "updated_before"),
             overwrite=False,
             keep_created_at=False,
-            expired_at=sql.create_cutoff(replace_if_expired_at),
+            expired_at=sql.create_cutoff(replace, "expired_at"),
         )
 
     async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:

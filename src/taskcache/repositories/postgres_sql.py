@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -29,6 +29,7 @@ from taskcache.repositories.base import (
     EntryRow,
     PoolStats,
     ProjectStats,
+    Replaceable,
     ReservationRow,
     Scope,
 )
@@ -248,11 +249,16 @@ def write_entry_params(row: EntryRow, keep_created_at: bool) -> tuple[Params, Pa
     return key_params, (*key_params, *values), update_params
 
 
-def create_cutoff(replace_if_updated_before: datetime | None) -> datetime | None:
-    """Return the aware replacement cutoff of a create, or None (never replace)."""
-    if replace_if_updated_before is None:
+def create_cutoff(
+    replace: Replaceable | None, condition: Literal["updated_before", "expired_at"]
+) -> datetime | None:
+    """Return the aware time of ``replace``'s ``condition``, or None (that condition never
+    holds). Raises InvalidArgumentError for a naive time.
+    """
+    at = None if replace is None else getattr(replace, condition)
+    if at is None:
         return None
-    return aware(replace_if_updated_before, "replace_if_updated_before")
+    return aware(at, f"replace.{condition}")
 
 
 def may_replace(

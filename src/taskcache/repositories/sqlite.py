@@ -40,6 +40,7 @@ from taskcache.repositories.base import (
     HitRow,
     PoolStats,
     ProjectStats,
+    Replaceable,
     ReservationRow,
     Scope,
 )
@@ -277,6 +278,7 @@ _MMAP_BYTES: Final = 0x7FFF0000
 _MIN_SQLITE_VERSION: Final = (3, 24, 0)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_NEVER_REPLACE: Final = Replaceable()
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 # Primary result codes that mean "the store is busy or unreachable; retrying may help".
@@ -838,27 +840,21 @@ class SqliteRepository:
             found = conn.execute(_SELECT_HIT, self._keyed(scope, key)).fetchone()
         return None if found is None else _ROWS.hit(found)
 
-    def create_entry(
-        self,
-        row: EntryRow,
-        replace_if_updated_before: datetime | None,
-        replace_if_expired_at: datetime | None = None,
-    ) -> CreateOutcome:
+    def create_entry(self, row: EntryRow, replace: Replaceable | None = None) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key; see the protocol for the rule.
 
         Returns whether it wrote and the stale row it replaced, if any.
         """
         params = _entry_params(row)
         rowid = entry_rowid(*params[:4])
+        replace = replace or _NEVER_REPLACE
         cutoff = (
             None
-            if replace_if_updated_before is None
-            else _to_us(replace_if_updated_before, "replace_if_updated_before")
+            if replace.updated_before is None
+            else _to_us(replace.updated_before, "replace.updated_before")
         )
         expired_at = (
-            None
-            if replace_if_expired_at is None
-            else _to_us(replace_if_expired_at, "replace_if_expired_at")
+            None if replace.expired_at is None else _to_us(replace.expired_at, "replace.expired_at")
         )
         with self._transaction() as conn:
             found = conn.execute(

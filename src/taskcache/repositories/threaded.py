@@ -30,6 +30,7 @@ from taskcache.repositories.base import (
     CreateOutcome,
     EntryRow,
     PoolStats,
+    Replaceable,
     Repository,
     ReservationRow,
     Scope,
@@ -93,15 +94,10 @@ class ThreadedRepository:
         return self.repository.get_entry(scope, key)
 
     async def create_entry(
-        self,
-        row: EntryRow,
-        replace_if_updated_before: datetime | None,
-        replace_if_expired_at: datetime | None = None,
+        self, row: EntryRow, replace: Replaceable | None = None
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
-        return await self._run(
-            self.repository.create_entry, row, replace_if_updated_before, replace_if_expired_at
-        )
+        return await self._run(self.repository.create_entry, row, replace)
 
     async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
         """See :meth:`Repository.overwrite_entry`."""
