@@ -36,6 +36,11 @@ from bench.p1_network import SCOPE
 from bench.servers import Server
 from taskcache.manager import DEFAULT_HEARTBEAT_GRACE_MULTIPLIER, CacheManager
 from taskcache.repositories.base import Repository, Scope
+from taskcache.repositories.sqlite import (
+    RESERVATION_HOLDER_SQL,
+    RESERVATION_SELECT_SQL,
+    RESERVATION_UPSERT_SQL,
+)
 
 HEARTBEAT = timedelta(milliseconds=5)
 VIA = {"grpc": "taskcache serve over gRPC", "embedded": "embedded CacheManager"}
@@ -149,29 +154,8 @@ def embedded_factory(
     return factory, close
 
 
-# -- the bare SQL baseline (the repositories' statements, verbatim) ---------------------------
-# Keep in step with SqliteRepository.acquire_reservation and
-# PostgresRepository.acquire_reservation: the baseline is exactly the SQL they issue.
+# -- the bare SQL baseline (the repositories' own statements, imported) ----------------------
 
-_SQLITE_PREVIOUS = """
-    SELECT owner_id FROM reservations WHERE org = ? AND project = ? AND domain = ? AND key = ?
-"""
-
-_SQLITE_UPSERT = """
-    INSERT INTO reservations
-        (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (org, project, domain, key) DO UPDATE SET
-        owner_id = excluded.owner_id,
-        heartbeat_interval_us = excluded.heartbeat_interval_us,
-        expires_at = excluded.expires_at
-    WHERE reservations.owner_id = excluded.owner_id
-       OR reservations.expires_at <= ?
-"""
-_SQLITE_SELECT = """
-    SELECT owner_id, heartbeat_interval_us, expires_at FROM reservations
-    WHERE org = ? AND project = ? AND domain = ? AND key = ?
-"""
 _HEARTBEAT_US = HEARTBEAT // timedelta(microseconds=1)
 _EXPIRY_US = int(_HEARTBEAT_US * DEFAULT_HEARTBEAT_GRACE_MULTIPLIER)
 _EXPIRY = HEARTBEAT * DEFAULT_HEARTBEAT_GRACE_MULTIPLIER
@@ -192,12 +176,12 @@ def sqlite_sql_factory(path: Path) -> tuple[OperationFactory, Callable[[], None]
             now_us = time.time_ns() // 1000
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(_SQLITE_PREVIOUS, key_params).fetchone()
+                conn.execute(RESERVATION_HOLDER_SQL, key_params).fetchone()
                 conn.execute(
-                    _SQLITE_UPSERT,
+                    RESERVATION_UPSERT_SQL,
                     (*key_params, owner, _HEARTBEAT_US, now_us + _EXPIRY_US, now_us),
                 )
-                found = conn.execute(_SQLITE_SELECT, key_params).fetchone()
+                found = conn.execute(RESERVATION_SELECT_SQL, key_params).fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -1039,10 +1039,7 @@ class SqliteRepository:
     def get_reservation(self, scope: Scope, key: str) -> ReservationRow | None:
         """Return the reservation row on ``key`` (expired or not), or None."""
         with self._session() as conn:
-            found = conn.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
-                _scope_key(scope, key),
-            ).fetchone()
+            found = conn.execute(RESERVATION_SELECT_SQL, _scope_key(scope, key)).fetchone()
         return None if found is None else _reservation_from_row(scope, key, found)
 
     def list_entries(
@@ -1290,6 +1287,26 @@ def _committed(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
         raise
 
 
+# A reservation's three statements, in one write transaction: who held the key, the upsert
+# whose WHERE decides the grant, and the row that decision left in force. Module constants so
+# the benchmark's bare-SQL baseline runs exactly these.
+RESERVATION_HOLDER_SQL: Final = f"SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}"
+RESERVATION_UPSERT_SQL: Final = """
+        INSERT INTO reservations
+            (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (org, project, domain, key) DO UPDATE SET
+            owner_id = excluded.owner_id,
+            heartbeat_interval_us = excluded.heartbeat_interval_us,
+            expires_at = excluded.expires_at
+        WHERE reservations.owner_id = excluded.owner_id
+           OR reservations.expires_at <= ?
+        """
+RESERVATION_SELECT_SQL: Final = (
+    f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}"
+)
+
+
 def _acquire_reservation_in(
     conn: sqlite3.Connection, row: ReservationRow, now: datetime
 ) -> ReservationRow:
@@ -1300,29 +1317,13 @@ def _acquire_reservation_in(
     heartbeat_us = row.heartbeat_interval // _MICROSECOND
     expires_at = _to_us(row.expires_at, "expires_at")
     now_us = _to_us(now, "now")
-    previous = conn.execute(
-        f"SELECT owner_id FROM reservations WHERE {_SCOPE_KEY_WHERE}", key_params
-    ).fetchone()
+    previous = conn.execute(RESERVATION_HOLDER_SQL, key_params).fetchone()
     # The upsert's WHERE decides the grant; reading back inside the same transaction
     # returns exactly the row that decision left in force.
     conn.execute(
-        """
-        INSERT INTO reservations
-            (org, project, domain, key, owner_id, heartbeat_interval_us, expires_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (org, project, domain, key) DO UPDATE SET
-            owner_id = excluded.owner_id,
-            heartbeat_interval_us = excluded.heartbeat_interval_us,
-            expires_at = excluded.expires_at
-        WHERE reservations.owner_id = excluded.owner_id
-           OR reservations.expires_at <= ?
-        """,
-        (*key_params, row.owner_id, heartbeat_us, expires_at, now_us),
+        RESERVATION_UPSERT_SQL, (*key_params, row.owner_id, heartbeat_us, expires_at, now_us)
     )
-    found = conn.execute(
-        f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {_SCOPE_KEY_WHERE}",
-        key_params,
-    ).fetchone()
+    found = conn.execute(RESERVATION_SELECT_SQL, key_params).fetchone()
     if found is None:  # pragma: no cover - the upsert always leaves a row
         raise InternalError("reservation vanished inside its own transaction")
     result = _reservation_from_row(row.scope, row.key, found)
