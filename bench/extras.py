@@ -72,25 +72,27 @@ def open_times(repeats: int) -> dict[str, Any]:
             f"taskcache.open({str(Path(folder) / 'catalog-0')!r}).close(); "
             "print(time.perf_counter() - t)"
         )
-        fresh = [
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", script],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    cwd=REPOSITORY_ROOT,
-                    timeout=120,
-                ).stdout
-            )
-            for _ in range(max(1, min(repeats, 3)))
-        ]
+        fresh = [float(_fresh_python(script).stdout) for _ in range(max(1, min(repeats, 3)))]
     return {
         "new_catalog_s": statistics.median(cold),
         "existing_catalog_s": statistics.median(warm),
         "fresh_process_import_and_open_s": statistics.median(fresh),
         "repeats": repeats,
     }
+
+
+def _fresh_python(script: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter of this Python (with ``flags``) from the
+    repository root; return what it printed. Raises CalledProcessError if it fails.
+    """
+    return subprocess.run(
+        [sys.executable, *flags, "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY_ROOT,
+        timeout=120,
+    )
 
 
 # Imported by `import taskcache` only if some module pulls them in eagerly (reported).
@@ -104,14 +106,7 @@ def _import_taskcache_once() -> tuple[float, list[str]]:
     script = (
         f"import taskcache, sys; print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
     )
-    completed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", script],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPOSITORY_ROOT,
-        timeout=120,
-    )
+    completed = _fresh_python(script, "-X", "importtime")
     # Lines read "import time: self [us] | cumulative | name"; the package's own is last.
     line = next(
         line
@@ -134,15 +129,7 @@ def _first_use_import_once() -> float:
         "import time; started = time.perf_counter(); "
         f"{FIRST_USE_IMPORT}; print(time.perf_counter() - started)"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", script],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPOSITORY_ROOT,
-        timeout=120,
-    )
-    return float(completed.stdout.strip())
+    return float(_fresh_python(script).stdout.strip())
 
 
 def import_times(repeats: int) -> dict[str, Any]:
