@@ -965,8 +965,16 @@ class SqliteRepository:
 
         Returns the reservation in force afterwards: ``row`` if granted, else the holder's.
         """
-        with self._transaction() as conn:
-            return _acquire_reservation_in(conn, row, now)
+        attempt = _ReservationAttempt(row, now)
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                attempt.run(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        return attempt.result()
 
     def acquire_reservation_nowait(
         self, row: ReservationRow, now: datetime
@@ -981,11 +989,12 @@ class SqliteRepository:
         """
         if self._memory is not None:
             return None
+        attempt = _ReservationAttempt(row, now)
         with _Session(self, nowait=True) as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = _acquire_reservation_in(conn, row, now)
+                    attempt.run(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
@@ -995,7 +1004,7 @@ class SqliteRepository:
                     return None  # rolled back (or never begun): nothing applied
                 raise
         self._nowait_commits += 1
-        return result
+        return attempt.result()
 
     @property
     def checkpoint_due(self) -> bool:
@@ -1307,29 +1316,51 @@ RESERVATION_SELECT_SQL: Final = (
 )
 
 
-def _acquire_reservation_in(
-    conn: sqlite3.Connection, row: ReservationRow, now: datetime
-) -> ReservationRow:
-    """:meth:`SqliteRepository.acquire_reservation` inside ``conn``'s open write
-    transaction (the caller commits).
+class _ReservationAttempt:
+    """One :meth:`SqliteRepository.acquire_reservation`, split around its write transaction:
+    the parameters are built before it and the answer decoded after it, so that the write
+    lock (which every other writer of the file waits for) is held for the three statements
+    only.
     """
-    key_params = _scope_key(row.scope, row.key)
-    heartbeat_us = row.heartbeat_interval // _MICROSECOND
-    expires_at = _to_us(row.expires_at, "expires_at")
-    now_us = _to_us(now, "now")
-    previous = conn.execute(RESERVATION_HOLDER_SQL, key_params).fetchone()
-    # The upsert's WHERE decides the grant; reading back inside the same transaction
-    # returns exactly the row that decision left in force.
-    conn.execute(
-        RESERVATION_UPSERT_SQL, (*key_params, row.owner_id, heartbeat_us, expires_at, now_us)
-    )
-    found = conn.execute(RESERVATION_SELECT_SQL, key_params).fetchone()
-    if found is None:  # pragma: no cover - the upsert always leaves a row
-        raise InternalError("reservation vanished inside its own transaction")
-    result = _reservation_from_row(row.scope, row.key, found)
-    if previous is not None and previous[0] != row.owner_id == result.owner_id:
-        result = replace(result, taken_over_from=previous[0])
-    return result
+
+    __slots__ = ("_found", "_key_params", "_previous", "_row", "_upsert")
+
+    def __init__(self, row: ReservationRow, now: datetime) -> None:
+        self._row = row
+        self._key_params = _scope_key(row.scope, row.key)
+        self._upsert = (
+            *self._key_params,
+            row.owner_id,
+            row.heartbeat_interval // _MICROSECOND,
+            _to_us(row.expires_at, "expires_at"),
+            _to_us(now, "now"),
+        )
+        self._previous: tuple[str] | None = None
+        self._found: tuple[str, int, int] | None = None
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        """Run the statements inside ``conn``'s open write transaction (the caller commits)."""
+        self._previous = conn.execute(RESERVATION_HOLDER_SQL, self._key_params).fetchone()
+        # The upsert's WHERE decides the grant; reading back inside the same transaction
+        # returns exactly the row that decision left in force.
+        conn.execute(RESERVATION_UPSERT_SQL, self._upsert)
+        self._found = conn.execute(RESERVATION_SELECT_SQL, self._key_params).fetchone()
+
+    def result(self) -> ReservationRow:
+        """Return the reservation in force after :meth:`run` (committed): the one asked for
+        when granted, else the holder's, with the previous holder named on a takeover.
+        """
+        found, row = self._found, self._row
+        if found is None:  # pragma: no cover - the upsert always leaves a row
+            raise InternalError("reservation vanished inside its own transaction")
+        # A grant leaves exactly the values asked for: no need to decode them again (when
+        # they are in UTC, as decoded rows are).
+        granted = found == self._upsert[4:7] and row.expires_at.tzinfo is UTC
+        result = row if granted else _reservation_from_row(row.scope, row.key, found)
+        previous = self._previous
+        if previous is not None and previous[0] != row.owner_id == result.owner_id:
+            result = replace(result, taken_over_from=previous[0])
+        return result
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
