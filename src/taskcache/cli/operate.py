@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import click
@@ -558,17 +558,20 @@ def gc_command(
     cap = max_bytes if max_bytes is not None else settings.max_bytes
     now = utc_now()
     # Two connections: one holds PostgreSQL's advisory lock while the other deletes.
-    with _catalog(settings, connections=2) as repository:
-        summary = _run_gc(
+    with (
+        _catalog(settings, connections=2) as repository,
+        _gc_progress(dry_run=dry_run, show=not as_json) as report,
+    ):
+        summary = operations.cleanup(
             repository,
             blobs,
             now,
-            older_than=older_than,
             max_bytes=cap,
+            older_than=older_than,
             dry_run=dry_run,
             batch_size=batch_size,
+            progress_callback=report,
             entry_filter=catalog.entry_filter,
-            show_progress=not as_json,
         )
     if summary.locked_out:
         raise CommandError(
@@ -576,46 +579,20 @@ def gc_command(
             "serve with --gc-interval); nothing was deleted, try again later",
             code="ABORTED",
         )
-    cutoff = None if older_than is None else now - older_than
+    run = render.GcRun(
+        now=now, older_than=older_than, max_bytes=cap, dry_run=dry_run, delete_blobs=delete_blobs
+    )
     if as_json:
-        _echo_json(
-            render.gc_json(
-                summary,
-                now=now,
-                cutoff=cutoff,
-                older_than=older_than,
-                max_bytes=cap,
-                dry_run=dry_run,
-                delete_blobs=delete_blobs,
-            )
-        )
+        _echo_json(render.gc_json(summary, run))
     else:
-        render.make_console().print(
-            render.gc_renderable(
-                summary,
-                now=now,
-                cutoff=cutoff,
-                max_bytes=cap,
-                dry_run=dry_run,
-                delete_blobs=delete_blobs,
-            ),
-            soft_wrap=True,
-        )
+        render.make_console().print(render.gc_renderable(summary, run), soft_wrap=True)
 
 
-def _run_gc(
-    repository: OperatorRepository,
-    blobs: BlobStore | None,
-    now: datetime,
-    *,
-    older_than: timedelta | None,
-    max_bytes: int | None,
-    dry_run: bool,
-    batch_size: int,
-    entry_filter: EntryFilter,
-    show_progress: bool,
-) -> operations.CleanupSummary:
-    """Run the cleanup behind a progress display on stderr (when it is a terminal)."""
+@contextmanager
+def _gc_progress(*, dry_run: bool, show: bool) -> Iterator[operations.GcProgress]:
+    """Yield a cleanup's progress callback, drawn as a pulsing bar on stderr while the block
+    runs (only if ``show`` and stderr is a terminal).
+    """
     # Imported here: only gc draws progress.
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
@@ -633,7 +610,7 @@ def _run_gc(
         TextColumn("{task.completed} entries"),
         TimeElapsedColumn(),
         console=console,
-        disable=not (show_progress and console.is_terminal),
+        disable=not (show and console.is_terminal),
         transient=True,
     )
     with progress:
@@ -643,17 +620,7 @@ def _run_gc(
         def report(summary: operations.GcSummary) -> None:
             progress.update(task, completed=summary.entries)
 
-        return operations.cleanup(
-            repository,
-            blobs,
-            now,
-            max_bytes=max_bytes,
-            older_than=older_than,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            progress_callback=report,
-            entry_filter=entry_filter,
-        )
+        yield report
 
 
 # --- stats ----------------------------------------------------------------------------------------
