@@ -16,12 +16,13 @@ database they open is :mod:`taskcache.resolver`'s decision.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import click
@@ -150,6 +151,56 @@ def _settings(
         raise from_cache_error(error) from error
 
 
+@dataclass(frozen=True)
+class CatalogOptions:
+    """What ``--database``, ``--config`` and ``--scope`` say: the catalog a command operates
+    on and the scopes of the entries it selects.
+    """
+
+    database: str | None
+    config_file: str | None
+    entry_filter: EntryFilter
+
+    def settings(self, storage: str | None = None, **more: str | None) -> Settings:
+        """Return serve's settings for this catalog, ``storage`` and ``more`` (further serve
+        options given as flags, None: not given); a command failure if they are invalid.
+        """
+        return _settings(self.database, self.config_file, storage, **more)
+
+
+def catalog_options(scope_help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add ``--database``, ``--config`` and ``--scope`` (``scope_help`` says what it selects)
+    to a command, which receives them as one ``catalog`` (a :class:`CatalogOptions`).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def with_catalog(
+            *,
+            database: str | None,
+            config_file: str | None,
+            entry_filter: EntryFilter,
+            **others: Any,
+        ) -> None:
+            command(catalog=CatalogOptions(database, config_file, entry_filter), **others)
+
+        return database_options(scope_option(scope_help)(with_catalog))
+
+    return decorate
+
+
+# The options of the commands that delete, each declared once for all of them.
+_storage_option: Final = click.option("--storage", default=None, help=_STORAGE_HELP)
+_delete_blobs_option: Final = click.option(
+    "--delete-blobs",
+    is_flag=True,
+    help="Also delete the output blobs of deleted entries that lie under --storage.",
+)
+_yes_option: Final = click.option(
+    "--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation."
+)
+
+
 @contextmanager
 def _catalog(settings: Settings, *, connections: int = 1) -> Iterator[OperatorRepository]:
     """Yield the repository of ``settings.database`` (at most ``connections`` PostgreSQL
@@ -233,12 +284,16 @@ def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
     )
 
 
+_batch_size_option: Final = _count_option(
+    "--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction."
+)
+
+
 # --- ls -------------------------------------------------------------------------------------------
 
 
 @click.command("ls")
-@database_options
-@scope_option("Only entries")
+@catalog_options("Only entries")
 @click.option("--prefix", "key_prefix", default=None, help="Only keys starting with this.")
 @click.option(
     "--task",
@@ -255,9 +310,7 @@ def _count_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
 @click.option("--keys", "keys_only", is_flag=True, help="Print only the keys, one per line.")
 @json_option
 def ls_command(
-    database: str | None,
-    config_file: str | None,
-    entry_filter: EntryFilter,
+    catalog: CatalogOptions,
     key_prefix: str | None,
     task: str | None,
     limit: int,
@@ -279,8 +332,8 @@ def ls_command(
             code="INVALID_ARGUMENT",
             exit_code=USAGE_EXIT_CODE,
         )
-    selection = replace(entry_filter, key_prefix=key_prefix)
-    settings = _settings(database, config_file)
+    selection = replace(catalog.entry_filter, key_prefix=key_prefix)
+    settings = catalog.settings()
     with _catalog(settings) as repository:
         pages = _pages(repository, selection, task, limit, all_pages=all_pages)
         if as_json:
@@ -370,25 +423,18 @@ def _find(repository: OperatorRepository, entry_filter: EntryFilter, key: str) -
 
 @click.command("show")
 @click.argument("key")
-@database_options
-@scope_option("The entry is one")
+@catalog_options("The entry is one")
 @json_option
-def show_command(
-    key: str,
-    database: str | None,
-    config_file: str | None,
-    entry_filter: EntryFilter,
-    as_json: bool,
-) -> None:
+def show_command(key: str, catalog: CatalogOptions, as_json: bool) -> None:
     """Show one entry in full: output values, provenance and any reservation on its key.
 
     KEY is a key or a prefix matching one entry (in --scope, if given). Exits 1 if there is
     no such entry or several match (they are listed).
     """
-    settings = _settings(database, config_file)
+    settings = catalog.settings()
     now = utc_now()
     with _catalog(settings) as repository:
-        row = _find(repository, entry_filter, key)
+        row = _find(repository, catalog.entry_filter, key)
         # Deleted since the look-up: NotFoundError, a failure as _catalog makes it.
         details = operations.describe_entry(repository, row.scope, row.key, now)
     if as_json:
@@ -402,24 +448,21 @@ def show_command(
 
 @click.command("delete")
 @click.argument("key")
-@database_options
-@scope_option("The entry is one")
+@catalog_options("The entry is one")
 @click.option(
     "--delete-blob",
     is_flag=True,
     help="Also delete the entry's output blob, if it lies under --storage.",
 )
-@click.option("--storage", default=None, help=_STORAGE_HELP)
-@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@_storage_option
+@_yes_option
 @json_option
 def delete_command(
     key: str,
+    catalog: CatalogOptions,
     delete_blob: bool,
     storage: str | None,
     assume_yes: bool,
-    database: str | None,
-    config_file: str | None,
-    entry_filter: EntryFilter,
     as_json: bool,
 ) -> None:
     """Delete one entry (asks first unless --yes).
@@ -428,10 +471,10 @@ def delete_command(
     no such entry or several match (they are listed). --json: {"key", "scope",
     "blob_deleted", "blob_error"}.
     """
-    settings = _settings(database, config_file, storage)
+    settings = catalog.settings(storage)
     blobs = _blob_store(settings, "--delete-blob") if delete_blob else None
     with _catalog(settings) as repository:
-        row = _find(repository, entry_filter, key)
+        row = _find(repository, catalog.entry_filter, key)
         scope_text = operations.describe_scope(row.scope)
         if not assume_yes:
             blob_note = " and its blob" if blobs is not None and row.output_uri else ""
@@ -481,29 +524,22 @@ def delete_command(
     f"[env: {environment_variable('max_bytes')}; default: serve's --max-bytes, else no cap]",
 )
 @click.option("--dry-run", is_flag=True, help="Delete nothing; report what would go.")
-@click.option(
-    "--delete-blobs",
-    is_flag=True,
-    help="Also delete the output blobs of deleted entries that lie under --storage.",
-)
-@database_options
-@scope_option("Only entries")
-@click.option("--storage", default=None, help=_STORAGE_HELP)
+@_delete_blobs_option
+@catalog_options("Only entries")
+@_storage_option
 @click.option(
     "--storage-options",
     default=None,
     help=f"{OPTION_HELP['storage_options']} [env: {environment_variable('storage_options')}]",
 )
-@_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
+@_batch_size_option
 @json_option
 def gc_command(
     older_than: timedelta | None,
     max_bytes: int | None,
     dry_run: bool,
     delete_blobs: bool,
-    database: str | None,
-    config_file: str | None,
-    entry_filter: EntryFilter,
+    catalog: CatalogOptions,
     storage: str | None,
     storage_options: str | None,
     batch_size: int,
@@ -517,22 +553,25 @@ def gc_command(
     --gc-interval cleaner (exits 1 if one holds it). Shows a progress bar on a terminal,
     then a summary. Batches already deleted stay deleted if the run is interrupted.
     """
-    settings = _settings(database, config_file, storage, storage_options=storage_options)
+    settings = catalog.settings(storage, storage_options=storage_options)
     blobs = _blob_store(settings, "--delete-blobs") if delete_blobs else None
     cap = max_bytes if max_bytes is not None else settings.max_bytes
     now = utc_now()
     # Two connections: one holds PostgreSQL's advisory lock while the other deletes.
-    with _catalog(settings, connections=2) as repository:
-        summary = _run_gc(
+    with (
+        _catalog(settings, connections=2) as repository,
+        _gc_progress(dry_run=dry_run, show=not as_json) as report,
+    ):
+        summary = operations.cleanup(
             repository,
             blobs,
             now,
-            older_than=older_than,
             max_bytes=cap,
+            older_than=older_than,
             dry_run=dry_run,
             batch_size=batch_size,
-            entry_filter=entry_filter,
-            show_progress=not as_json,
+            progress_callback=report,
+            entry_filter=catalog.entry_filter,
         )
     if summary.locked_out:
         raise CommandError(
@@ -540,46 +579,20 @@ def gc_command(
             "serve with --gc-interval); nothing was deleted, try again later",
             code="ABORTED",
         )
-    cutoff = None if older_than is None else now - older_than
+    run = render.GcRun(
+        now=now, older_than=older_than, max_bytes=cap, dry_run=dry_run, delete_blobs=delete_blobs
+    )
     if as_json:
-        _echo_json(
-            render.gc_json(
-                summary,
-                now=now,
-                cutoff=cutoff,
-                older_than=older_than,
-                max_bytes=cap,
-                dry_run=dry_run,
-                delete_blobs=delete_blobs,
-            )
-        )
+        _echo_json(render.gc_json(summary, run))
     else:
-        render.make_console().print(
-            render.gc_renderable(
-                summary,
-                now=now,
-                cutoff=cutoff,
-                max_bytes=cap,
-                dry_run=dry_run,
-                delete_blobs=delete_blobs,
-            ),
-            soft_wrap=True,
-        )
+        render.make_console().print(render.gc_renderable(summary, run), soft_wrap=True)
 
 
-def _run_gc(
-    repository: OperatorRepository,
-    blobs: BlobStore | None,
-    now: datetime,
-    *,
-    older_than: timedelta | None,
-    max_bytes: int | None,
-    dry_run: bool,
-    batch_size: int,
-    entry_filter: EntryFilter,
-    show_progress: bool,
-) -> operations.CleanupSummary:
-    """Run the cleanup behind a progress display on stderr (when it is a terminal)."""
+@contextmanager
+def _gc_progress(*, dry_run: bool, show: bool) -> Iterator[operations.GcProgress]:
+    """Yield a cleanup's progress callback, drawn as a pulsing bar on stderr while the block
+    runs (only if ``show`` and stderr is a terminal).
+    """
     # Imported here: only gc draws progress.
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
@@ -597,7 +610,7 @@ def _run_gc(
         TextColumn("{task.completed} entries"),
         TimeElapsedColumn(),
         console=console,
-        disable=not (show_progress and console.is_terminal),
+        disable=not (show and console.is_terminal),
         transient=True,
     )
     with progress:
@@ -607,38 +620,25 @@ def _run_gc(
         def report(summary: operations.GcSummary) -> None:
             progress.update(task, completed=summary.entries)
 
-        return operations.cleanup(
-            repository,
-            blobs,
-            now,
-            max_bytes=max_bytes,
-            older_than=older_than,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            progress_callback=report,
-            entry_filter=entry_filter,
-        )
+        yield report
 
 
 # --- stats ----------------------------------------------------------------------------------------
 
 
 @click.command("stats")
-@database_options
-@scope_option("Only the figures")
+@catalog_options("Only the figures")
 @json_option
-def stats_command(
-    database: str | None, config_file: str | None, entry_filter: EntryFilter, as_json: bool
-) -> None:
+def stats_command(catalog: CatalogOptions, as_json: bool) -> None:
     """Show catalog totals (entries, inline bytes, blob entries, active reservations) and
     per-scope figures; with --scope, those of the matching scopes (active reservations are
     always counted over the whole catalog).
     """
-    settings = _settings(database, config_file)
+    settings = catalog.settings()
     now = utc_now()
-    scoped = entry_filter != EntryFilter()
+    scoped = catalog.entry_filter != EntryFilter()
     with _catalog(settings) as repository:
-        stats = operations.catalog_stats(repository, now, entry_filter if scoped else None)
+        stats = operations.catalog_stats(repository, now, catalog.entry_filter if scoped else None)
     if as_json:
         _echo_json(render.stats_json(stats, now))
     else:
@@ -654,22 +654,15 @@ def _interactive() -> bool:
 
 
 @click.command("clear")
-@database_options
-@scope_option("Only entries")
+@catalog_options("Only entries")
 @click.option("--task", default=None, help="Only entries written by the task of this name.")
-@click.option(
-    "--delete-blobs",
-    is_flag=True,
-    help="Also delete the output blobs of deleted entries that lie under --storage.",
-)
-@click.option("--storage", default=None, help=_STORAGE_HELP)
-@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-@_count_option("--batch-size", operations.DEFAULT_GC_BATCH_SIZE, "Entries deleted per transaction.")
+@_delete_blobs_option
+@_storage_option
+@_yes_option
+@_batch_size_option
 @json_option
 def clear_command(
-    database: str | None,
-    config_file: str | None,
-    entry_filter: EntryFilter,
+    catalog: CatalogOptions,
     task: str | None,
     delete_blobs: bool,
     storage: str | None,
@@ -682,9 +675,9 @@ def clear_command(
     Asks first unless --yes; without a terminal to ask on, refuses unless --yes. --json:
     {"entries", "inline_bytes_freed", "blobs_deleted", "blob_errors", "blobs_skipped"}.
     """
-    settings = _settings(database, config_file, storage)
+    settings = catalog.settings(storage)
     blobs = _blob_store(settings, "--delete-blobs") if delete_blobs else None
-    selected = operations.describe_selection(entry_filter, task)
+    selected = operations.describe_selection(catalog.entry_filter, task)
     if not assume_yes:
         if not _interactive():
             raise CommandError(
@@ -695,7 +688,7 @@ def clear_command(
         click.confirm(f"Delete {selected} from {redact(settings.database)}?", abort=True, err=True)
     with _catalog(settings) as repository:
         summary = operations.clear(
-            repository, blobs, entry_filter, task=task, batch_size=batch_size
+            repository, blobs, catalog.entry_filter, task=task, batch_size=batch_size
         )
     if as_json:
         _echo_json(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -189,24 +190,34 @@ def _gc_totals(summary: GcSummary) -> dict[str, Any]:
     }
 
 
-def gc_json(
-    summary: CleanupSummary,
-    *,
-    now: datetime,
-    cutoff: datetime | None,
-    older_than: timedelta | None,
-    max_bytes: int | None,
-    dry_run: bool,
-    delete_blobs: bool,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GcRun:
+    """What a ``taskcache gc`` run was asked to do, as both of its reports show it: at
+    ``now``, with ``older_than`` and the size cap ``max_bytes`` (None: not asked).
+    """
+
+    now: datetime
+    older_than: timedelta | None
+    max_bytes: int | None
+    dry_run: bool
+    delete_blobs: bool
+
+    @property
+    def cutoff(self) -> datetime | None:
+        """Return the last-update time before which ``older_than`` deletes, or None."""
+        return None if self.older_than is None else self.now - self.older_than
+
+
+def gc_json(summary: CleanupSummary, run: GcRun) -> dict[str, Any]:
     """Return a cleanup's parameters, its totals and each phase's (None: not run)."""
+    cutoff = run.cutoff
     return {
-        "dry_run": dry_run,
-        "now": iso(now),
+        "dry_run": run.dry_run,
+        "now": iso(run.now),
         "cutoff": None if cutoff is None else iso(cutoff),
-        "older_than_seconds": None if older_than is None else seconds(older_than),
-        "max_bytes": max_bytes,
-        "delete_blobs": delete_blobs,
+        "older_than_seconds": None if run.older_than is None else seconds(run.older_than),
+        "max_bytes": run.max_bytes,
+        "delete_blobs": run.delete_blobs,
         **_gc_totals(summary.total),
         "phases": {
             "older": None if summary.older is None else _gc_totals(summary.older),
@@ -393,19 +404,14 @@ def stats_renderable(stats: CatalogStats, *, scoped: bool = False) -> Renderable
     return Group(totals, Text(""), by_scope)
 
 
-def gc_renderable(
-    summary: CleanupSummary,
-    *,
-    now: datetime,
-    cutoff: datetime | None,
-    max_bytes: int | None,
-    dry_run: bool,
-    delete_blobs: bool,
-) -> RenderableType:
+def gc_renderable(summary: CleanupSummary, run: GcRun) -> RenderableType:
     """Return a cleanup's summary: what went in each phase, then the totals."""
+    dry_run, max_bytes, cutoff = run.dry_run, run.max_bytes, run.cutoff
     verb = "would delete" if dry_run else "deleted"
     total = summary.total
-    items = [(f"expired entries {verb}", f"{summary.expired.entries} (expiry up to {iso(now)})")]
+    items = [
+        (f"expired entries {verb}", f"{summary.expired.entries} (expiry up to {iso(run.now)})")
+    ]
     if summary.older is not None and cutoff is not None:
         items.append(
             (f"old entries {verb}", f"{summary.older.entries} (last updated before {iso(cutoff)})")
@@ -427,7 +433,7 @@ def gc_renderable(
     ]
     if total.blob_bytes_freed:
         items.append(("recorded blob bytes", human_bytes(total.blob_bytes_freed)))
-    if delete_blobs:
+    if run.delete_blobs:
         items.append((f"blobs {verb}", str(total.blobs_deleted)))
         if total.blobs_skipped:
             kept = "blobs kept (outside storage root or still referenced)"

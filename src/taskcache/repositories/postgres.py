@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from taskcache import deadlines
 from taskcache.errors import InternalError, UnavailableError
 from taskcache.repositories import postgres_sql as sql
+from taskcache.repositories import postgres_steps
 from taskcache.repositories.base import (
     CreateOutcome,
     EntryRow,
@@ -397,63 +398,24 @@ class PostgresRepository:
             found = conn.execute(sql.SELECT_ENTRY, sql.scope_key(scope, key)).fetchone()
         return None if found is None else sql.entry_from_row(scope, key, found)
 
-    def _write_entry(
-        self,
-        row: EntryRow,
-        *,
-        cutoff: datetime | None,
-        overwrite: bool,
-        keep_created_at: bool,
-        expired_at: datetime | None = None,
-    ) -> CreateOutcome:
-        """Insert ``row``, or replace the existing entry when ``overwrite`` or it is stale.
-
-        The insert is one statement (the unique index decides between racing inserters).
-        On conflict, one short transaction locks the existing row (``SELECT ... FOR
-        UPDATE`` reads its latest committed version), decides, and updates it; the row it
-        returns is exactly the one replaced. If the row vanished in between, start over.
-        """
-        key_params, insert_params, update_params = sql.write_entry_params(row, keep_created_at)
-        with self._connection() as conn:
-            for _ in range(sql.MAX_ATTEMPTS):
-                if conn.execute(sql.INSERT_ENTRY, insert_params).fetchone() is not None:
-                    return CreateOutcome(written=True, replaced=None)
-                with conn.transaction():
-                    found = conn.execute(sql.SELECT_ENTRY_FOR_UPDATE, key_params).fetchone()
-                    if found is None:
-                        continue  # deleted since the insert saw it; try the insert again
-                    existing = sql.entry_from_row(row.scope, row.key, found)
-                    if not sql.may_replace(
-                        existing, cutoff=cutoff, overwrite=overwrite, expired_at=expired_at
-                    ):
-                        return CreateOutcome(written=False, replaced=None)
-                    conn.execute(sql.UPDATE_ENTRY, update_params)
-                    return CreateOutcome(written=True, replaced=existing)
-        raise UnavailableError(  # pragma: no cover - needs a delete racing every attempt
-            f"entry {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
-        )
-
     def create_entry(self, row: EntryRow, replace: Replaceable | None = None) -> CreateOutcome:
         """Insert ``row`` unless a live entry holds its key; see the protocol for the rule.
 
-        Returns whether it wrote and the stale row it replaced, if any.
+        Returns whether it wrote and the stale row it replaced, if any (an insert, else a
+        locking transaction: see :func:`~taskcache.repositories.postgres_steps.create_entry`).
         """
-        return self._write_entry(
-            row,
-            cutoff=sql.create_cutoff(replace, "updated_before"),
-            overwrite=False,
-            keep_created_at=False,
-            expired_at=sql.create_cutoff(replace, "expired_at"),
-        )
+        writing = postgres_steps.create_entry(row, replace)
+        with self._connection() as conn:
+            return postgres_steps.run(writing, conn)
 
     def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
         """Insert or replace ``row``; return the replaced row, if any.
 
         With ``keep_created_at`` an existing row's ``created_at`` survives.
         """
-        outcome = self._write_entry(
-            row, cutoff=None, overwrite=True, keep_created_at=keep_created_at
-        )
+        writing = postgres_steps.overwrite_entry(row, keep_created_at)
+        with self._connection() as conn:
+            outcome = postgres_steps.run(writing, conn)
         return outcome.replaced
 
     def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
@@ -492,25 +454,13 @@ class PostgresRepository:
     def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """Grant ``row`` unless another owner holds an unexpired reservation on the key.
 
-        Returns the reservation in force afterwards: ``row`` if granted, else the holder's.
-        The upsert's WHERE decides the grant atomically and the same statement names the
-        holder that refused it; only when its snapshot cannot, the holder is read back, and
-        if the holder released in between, the upsert is tried again.
+        Returns the reservation in force afterwards: ``row`` if granted, else the holder's
+        (one upsert, and a read-back when it cannot name the holder: see
+        :func:`~taskcache.repositories.postgres_steps.acquire_reservation`).
         """
-        params = sql.acquire_params(row, now)
-        key_params = sql.scope_key(row.scope, row.key)
+        acquiring = postgres_steps.acquire_reservation(row, now)
         with self._connection() as conn:
-            for _ in range(sql.MAX_ATTEMPTS):
-                found = conn.execute(sql.ACQUIRE_RESERVATION, params).fetchone()
-                decided = sql.acquired_reservation(row, found, now)
-                if decided is not None:
-                    return decided
-                holder = conn.execute(sql.SELECT_RESERVATION, key_params).fetchone()
-                if holder is not None:
-                    return sql.reservation_from_row(row.scope, row.key, holder)
-        raise UnavailableError(  # pragma: no cover - needs a release racing every attempt
-            f"reservation on {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
-        )
+            return postgres_steps.run(acquiring, conn)
 
     def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """Delete the reservation if ``owner_id`` holds it; return whether one was deleted."""

@@ -8,13 +8,14 @@ and the other operator commands open.
 
 The statements, their parameters, the row decoding and the error mapping are
 :mod:`taskcache.repositories.postgres_sql`'s, shared with the synchronous
-:class:`~taskcache.repositories.postgres.PostgresRepository`; so are the retry loops' rules
-and the reconnect behaviour (a connection is checked before each use; a broken one is
-discarded and the next tried at once), except that here the check costs a round trip only
-when the connection's socket says it may be needed. Only the execution differs:
-``psycopg.AsyncConnection`` from a ``psycopg_pool.AsyncConnectionPool``. The schema is
-prepared by the synchronous module's migration code, run once in a worker thread by
-:meth:`AsyncPostgresRepository.open`.
+:class:`~taskcache.repositories.postgres.PostgresRepository`; so are the calls of several
+statements (:mod:`taskcache.repositories.postgres_steps`: the write's and the reservation's
+retry loops, run here by ``run_async``) and the reconnect behaviour (a connection is
+checked before each use; a broken one is discarded and the next tried at once), except that
+here the check costs a round trip only when the connection's socket says it may be needed.
+Only the execution differs: ``psycopg.AsyncConnection`` from a
+``psycopg_pool.AsyncConnectionPool``. The schema is prepared by the synchronous module's
+migration code, run once in a worker thread by :meth:`AsyncPostgresRepository.open`.
 
 It must not carry operator queries: the synchronous repository serves those.
 """
@@ -36,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from taskcache.errors import UnavailableError
 from taskcache.repositories import postgres_sql as sql
+from taskcache.repositories import postgres_steps
 from taskcache.repositories.base import (
     CreateOutcome,
     EntryRow,
@@ -148,55 +150,19 @@ class AsyncPostgresRepository:
             found = await cursor.fetchone()
         return None if found is None else sql.entry_from_row(scope, key, found)
 
-    async def _write_entry(
-        self,
-        row: EntryRow,
-        *,
-        cutoff: datetime | None,
-        overwrite: bool,
-        keep_created_at: bool,
-        expired_at: datetime | None = None,
-    ) -> CreateOutcome:
-        """See ``PostgresRepository._write_entry``: insert, else lock, decide and update."""
-        key_params, insert_params, update_params = sql.write_entry_params(row, keep_created_at)
-        async with self._connection() as conn:
-            for _ in range(sql.MAX_ATTEMPTS):
-                cursor = await conn.execute(sql.INSERT_ENTRY, insert_params)
-                if await cursor.fetchone() is not None:
-                    return CreateOutcome(written=True, replaced=None)
-                async with conn.transaction():
-                    cursor = await conn.execute(sql.SELECT_ENTRY_FOR_UPDATE, key_params)
-                    found = await cursor.fetchone()
-                    if found is None:
-                        continue  # deleted since the insert saw it; try the insert again
-                    existing = sql.entry_from_row(row.scope, row.key, found)
-                    if not sql.may_replace(
-                        existing, cutoff=cutoff, overwrite=overwrite, expired_at=expired_at
-                    ):
-                        return CreateOutcome(written=False, replaced=None)
-                    await conn.execute(sql.UPDATE_ENTRY, update_params)
-                    return CreateOutcome(written=True, replaced=existing)
-        raise UnavailableError(  # pragma: no cover - needs a delete racing every attempt
-            f"entry {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
-        )
-
     async def create_entry(
         self, row: EntryRow, replace: Replaceable | None = None
     ) -> CreateOutcome:
         """See :meth:`Repository.create_entry`."""
-        return await self._write_entry(
-            row,
-            cutoff=sql.create_cutoff(replace, "updated_before"),
-            overwrite=False,
-            keep_created_at=False,
-            expired_at=sql.create_cutoff(replace, "expired_at"),
-        )
+        writing = postgres_steps.create_entry(row, replace)
+        async with self._connection() as conn:
+            return await postgres_steps.run_async(writing, conn)
 
     async def overwrite_entry(self, row: EntryRow, keep_created_at: bool) -> EntryRow | None:
         """See :meth:`Repository.overwrite_entry`."""
-        outcome = await self._write_entry(
-            row, cutoff=None, overwrite=True, keep_created_at=keep_created_at
-        )
+        writing = postgres_steps.overwrite_entry(row, keep_created_at)
+        async with self._connection() as conn:
+            outcome = await postgres_steps.run_async(writing, conn)
         return outcome.replaced
 
     async def delete_entry(self, scope: Scope, key: str) -> EntryRow | None:
@@ -233,21 +199,9 @@ class AsyncPostgresRepository:
 
     async def acquire_reservation(self, row: ReservationRow, now: datetime) -> ReservationRow:
         """See :meth:`Repository.acquire_reservation` (and the synchronous repository's)."""
-        params = sql.acquire_params(row, now)
-        key_params = sql.scope_key(row.scope, row.key)
+        acquiring = postgres_steps.acquire_reservation(row, now)
         async with self._connection() as conn:
-            for _ in range(sql.MAX_ATTEMPTS):
-                cursor = await conn.execute(sql.ACQUIRE_RESERVATION, params)
-                decided = sql.acquired_reservation(row, await cursor.fetchone(), now)
-                if decided is not None:
-                    return decided
-                cursor = await conn.execute(sql.SELECT_RESERVATION, key_params)
-                holder = await cursor.fetchone()
-                if holder is not None:
-                    return sql.reservation_from_row(row.scope, row.key, holder)
-        raise UnavailableError(  # pragma: no cover - needs a release racing every attempt
-            f"reservation on {row.key!r} kept changing; gave up after {sql.MAX_ATTEMPTS} attempts"
-        )
+            return await postgres_steps.run_async(acquiring, conn)
 
     async def release_reservation(self, scope: Scope, key: str, owner_id: str) -> bool:
         """See :meth:`Repository.release_reservation`."""
