@@ -226,7 +226,9 @@ def _details(results: list[Result]) -> list[str]:
             extra = result.extra
             lines.append(
                 f"- {result.id}: p95 {fmt(extra['p95_us'])} us at {extra['entries']} entries "
-                f"vs {fmt(extra['baseline_p95_us'])} us at {extra['baseline_entries']}."
+                f"vs {fmt(extra['baseline_p95_us'])} us at {extra['baseline_entries']}; minor "
+                f"page faults per lookup {fmt(extra['minor_faults_per_lookup'])} vs "
+                f"{fmt(extra['baseline_minor_faults_per_lookup'])}."
             )
         if result.id == "P5-stampede" and result.extra:
             extra = result.extra

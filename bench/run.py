@@ -50,6 +50,7 @@ EXPECTED_IDS: tuple[str, ...] = (
     "P5-stampede",
     "P6-sqlite-mid",
     "P6-sqlite-large",
+    "P6-sqlite-large-warm",
     "P6-postgres-mid",
     "P6-postgres-large",
     "P7-takeover",

@@ -45,6 +45,7 @@ EXPECTED_IDS = {
     "P5-stampede",
     "P6-sqlite-mid",
     "P6-sqlite-large",
+    "P6-sqlite-large-warm",
     "P6-postgres-mid",
     "P6-postgres-large",
     "P7-takeover",
