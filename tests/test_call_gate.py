@@ -18,17 +18,13 @@ from taskcache.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from taskcache.manager import AsyncCacheManager, NewEntry
 from taskcache.repositories.sqlite import SqliteRepository
 from taskcache.repositories.threaded import ThreadedRepository
-from taskcache.server.breaker import (
-    BreakerState,
-    CallGate,
-    CircuitBreaker,
-    ResourceExhaustedError,
-)
+from taskcache.server.breaker import BreakerState, CallGate, CircuitBreaker
 from taskcache.server.calls import CallObserver
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.scope import UNSCOPED

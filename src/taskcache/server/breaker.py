@@ -21,10 +21,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import ClassVar, Final, TypeVar
+from typing import Final, TypeVar
 
 from taskcache import deadlines
-from taskcache.errors import CacheError, DeadlineExceededError, UnavailableError
+from taskcache.errors import (
+    CacheError,
+    DeadlineExceededError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +43,6 @@ DEFAULT_BREAKER_COOLDOWN: Final = 1.0
 _NEUTRAL_CODES: Final = frozenset(
     {"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "DEADLINE_EXCEEDED"}
 )
-
-
-class ResourceExhaustedError(CacheError):
-    """The server already runs its maximum of in-flight calls; retry later (server side only:
-    clients read RESOURCE_EXHAUSTED as an InternalError naming the code).
-    """
-
-    code: ClassVar[str] = "RESOURCE_EXHAUSTED"
 
 
 class DatabaseDownError(UnavailableError):
