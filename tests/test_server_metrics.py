@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from flyteidl.cacheservice import cacheservice_pb2 as flyte1_pb2
 from flyteidl.cacheservice import cacheservice_pb2_grpc as flyte1_grpc
@@ -139,6 +140,30 @@ def test_requests_are_counted_under_the_service_called(
     assert after.increase(before, "taskcache_requests_total", service=service, **labels) == 1
     assert after.increase(before, "taskcache_requests_total", service=SCOPED, **labels) == 0
     assert after.increase(before, "taskcache_cache_misses_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"content-type": "application/grpc"}, 415),
+        ({"content-type": "application/proto", "content-encoding": "br"}, 400),
+    ],
+    ids=["grpc-content-type", "unknown-compression"],
+)
+def test_requests_refused_before_connect_reads_them_are_counted(
+    server: ServerProcess, headers: dict[str, str], status: int
+) -> None:
+    before = scrape(server.http_url)
+    with httpx.Client(base_url=server.http_url, timeout=10) as http:
+        assert http.post(f"/{SCOPED}/Get", content=b"", headers=headers).status_code == status
+        # A method the service does not have is answered alike but is no metric label.
+        assert http.post(f"/{SCOPED}/Nope", content=b"", headers=headers).status_code == status
+    after = scrape(server.http_url)
+
+    labels = {"transport": "connect", "service": SCOPED, "code": "INVALID_ARGUMENT"}
+    assert after.increase(before, "taskcache_requests_total", method="Get", **labels) == 1
+    assert after.increase(before, "taskcache_requests_total", method="Nope", **labels) == 0
+    assert _total_requests(after, "connect") - _total_requests(before, "connect") == 1
 
 
 def _total_requests(metrics: Scrape, transport: str) -> float:

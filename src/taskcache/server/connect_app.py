@@ -182,6 +182,24 @@ def _unknown_compression(scope: ASGIScope) -> str | None:
     return None if name.lower() in _COMPRESSIONS else name
 
 
+def _refusal(scope: ASGIScope) -> InvalidArgumentError | None:
+    """Return why an RPC request is refused before Connect reads it (a gRPC content type,
+    answered HTTP 415, or a compression this server cannot inflate), or None.
+    """
+    if _is_grpc(scope):
+        return InvalidArgumentError(
+            "a gRPC request on the Connect port; gRPC is served on its own port",
+            field="content-type",
+        )
+    compression = _unknown_compression(scope)
+    if compression is not None:
+        return InvalidArgumentError(
+            f"unsupported compression {compression!r}: use gzip or identity",
+            field="compression",
+        )
+    return None
+
+
 def connect_error(error: CacheError) -> ConnectError:
     """Return the ConnectError with the Code named by ``error.code`` and its message."""
     return ConnectError(Code.__members__.get(error.code, Code.UNKNOWN), error.message)
@@ -343,7 +361,9 @@ class ConnectApp:
         self._metrics = metrics
         self._max_message_bytes = max_message_bytes
         self._max_body = max_message_bytes + _COMPRESSION_SLACK
-        self._routes: list[tuple[str, ASGIApp]] = []
+        self._observer = observer
+        # (path prefix, app, its service, the names of that service's RPCs)
+        self._routes: list[tuple[str, ASGIApp, Service, frozenset[str]]] = []
         for service, core in cores.items():
             app = ServiceApp(
                 service,
@@ -355,7 +375,8 @@ class ConnectApp:
                 observer,
                 max_message_bytes=max_message_bytes,
             )
-            self._routes.append((f"{app.path}/", app))
+            rpc_names = frozenset(rpc.name for rpc in service.rpcs)
+            self._routes.append((f"{app.path}/", app, service, rpc_names))
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         """Handle one ASGI connection scope."""
@@ -365,16 +386,22 @@ class ConnectApp:
         if scope["type"] != "http":
             return  # websockets are not served; returning closes the connection
         path: str = scope["path"]
-        for prefix, app in self._routes:
+        for prefix, app, service, rpc_names in self._routes:
             if path.startswith(prefix):
-                if _is_grpc(scope):
-                    # Connect's answer to a content type it does not serve.
-                    await _unsupported_media_type(send)
-                    return
-                compression = _unknown_compression(scope)
-                if compression is not None:
-                    message = f"unsupported compression {compression!r}: use gzip or identity"
-                    await _json(send, 400, {"code": "invalid_argument", "message": message})
+                refusal = _refusal(scope)
+                if refusal is not None:
+                    method_name = path[len(prefix) :]
+                    # Counted under the RPC it was meant for; an unknown method name is not
+                    # a metric label (the path is the caller's, unbounded).
+                    if method_name in rpc_names:
+                        self._observer.reject(_TRANSPORT, service.name, method_name, refusal)
+                    if refusal.field == "content-type":
+                        # Connect's answer to a content type it does not serve.
+                        await _unsupported_media_type(send)
+                    else:
+                        await _json(
+                            send, 400, {"code": "invalid_argument", "message": refusal.message}
+                        )
                     return
                 limited = _limited(receive, scope, self._max_body, self._max_message_bytes)
                 await _stopped_on_disconnect(app, scope, limited, send)
