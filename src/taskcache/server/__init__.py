@@ -12,6 +12,8 @@ An RPC crosses three layers: a transport adapter (``grpc_server`` or ``connect_a
 * ``grpc_server`` / ``connect_app``: the gRPC and Connect (ASGI) transports.
 * ``health``, ``metrics``, ``logs``, ``tracing``: operations.
 * ``runner``: both listeners in one asyncio loop, graceful shutdown.
+* ``workers``: ``--workers N``, a supervisor of worker processes sharing the ports.
+* ``launch``: :func:`run_server`, which runs one of the two.
 
 Which database is opened is :mod:`taskcache.resolver`'s decision; the RPC table is
 :mod:`taskcache.rpcs`.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from taskcache.server.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from taskcache.server.runner import run_server
+    from taskcache.server.launch import run_server
 
 __all__ = ["Settings", "load_settings", "run_server"]
 
@@ -38,7 +40,7 @@ __all__ = ["Settings", "load_settings", "run_server"]
 def __getattr__(name: str) -> Any:
     # Lazy, so reading settings (and `taskcache serve --help`) needs no server extras.
     if name == "run_server":
-        from taskcache.server.runner import run_server  # noqa: PLC0415
+        from taskcache.server.launch import run_server  # noqa: PLC0415
 
         return run_server
     raise AttributeError(name)

@@ -50,7 +50,6 @@ from taskcache.server.connect_app import CONNECT_SERVICES, ConnectApp
 from taskcache.server.datacatalog_service import DataCatalogService
 from taskcache.server.grpc_server import build_grpc_server
 from taskcache.server.health import HealthMonitor
-from taskcache.server.logs import configure_logging
 from taskcache.server.metrics import ServerMetrics
 from taskcache.server.service import (
     Backend,
@@ -491,18 +490,3 @@ async def _run_until_stopped(
     finally:
         stop_wait.cancel()
     logger.info("shutting down: draining in-flight calls (up to %.1f s)", settings.shutdown_grace)
-
-
-def run_server(settings: Settings) -> None:
-    """Configure logging and serve ``settings`` until SIGTERM/SIGINT; return after a clean
-    shutdown. With ``settings.workers`` above 1, supervise that many worker processes (see
-    :func:`taskcache.server.workers.supervise`). Raises like :func:`serve`; with workers,
-    UnavailableError when a worker ended other than by a clean shutdown.
-    """
-    configure_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1:
-        from taskcache.server.workers import supervise  # noqa: PLC0415 - avoids a cycle
-
-        supervise(settings)
-        return
-    asyncio.run(serve(settings))
