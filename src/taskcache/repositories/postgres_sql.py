@@ -1,9 +1,10 @@
 """What the synchronous and asynchronous PostgreSQL repositories share: SQL, parameters, rows.
 
-:mod:`taskcache.repositories.postgres` (``psycopg.Connection`` from a ``ConnectionPool``) and
-:mod:`taskcache.repositories.postgres_async` (``psycopg.AsyncConnection`` from an
-``AsyncConnectionPool``) run exactly these statements with exactly these parameters and
-decode the answers with these functions; only the execution (blocking or awaited) differs.
+:mod:`taskcache.repositories.postgres` (psycopg, ``%s`` placeholders) and
+:mod:`taskcache.repositories.postgres_async` (asyncpg, the same text with ``$1..$n``: see
+:data:`NUMBERED`) run exactly these statements with exactly these parameters and decode the
+answers with these functions; only the execution (blocking or awaited) and the driver's
+errors differ.
 
 It must not open connections or run statements.
 """
@@ -212,6 +213,43 @@ STATS_BY_SCOPE: Final = """
     ORDER BY org, project, domain
 """
 STATS_ACTIVE_RESERVATIONS: Final = "SELECT count(*) FROM reservations WHERE expires_at > %s"
+
+
+def numbered(query: str) -> str:
+    """Return ``query`` with its ``%s`` placeholders numbered ``$1``, ``$2``, ... in order:
+    the same statement in asyncpg's (the server's own) placeholder form.
+
+    Raises ValueError if ``query`` has any other ``%`` form (``%%``, ``%(name)s``, ``%b``)
+    or a ``$`` already, which a mechanical numbering would get wrong.
+    """
+    pieces = query.split("%s")
+    if any("%" in piece or "$" in piece for piece in pieces):
+        raise ValueError(f"only plain %s placeholders can be numbered: {query!r}")
+    numbered_pieces = [pieces[0]]
+    for number, piece in enumerate(pieces[1:], start=1):
+        numbered_pieces.append(f"${number}{piece}")
+    return "".join(numbered_pieces)
+
+
+# Every statement the asynchronous repository runs (directly or through postgres_steps),
+# numbered once at import.
+NUMBERED: Final[Mapping[str, str]] = {
+    query: numbered(query)
+    for query in (
+        PING,
+        SELECT_ENTRY,
+        SELECT_ENTRY_FOR_UPDATE,
+        INSERT_ENTRY,
+        UPDATE_ENTRY,
+        DELETE_ENTRY,
+        DELETE_ENTRY_IF_UNCHANGED,
+        RECORD_ACCESSES,
+        OUTPUT_URI_REFERENCED,
+        ACQUIRE_RESERVATION,
+        SELECT_RESERVATION,
+        RELEASE_RESERVATION,
+    )
+}
 
 
 # --- values in ------------------------------------------------------------------------------
