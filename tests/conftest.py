@@ -49,10 +49,13 @@ def _no_postgres(reason: str) -> NoReturn:
 def postgres_server() -> Iterator[PostgresServer]:
     """The server the Postgres tests use (env URL, the machine's own, or a private one)."""
     try:
+        import asyncpg  # noqa: F401
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError as error:
-        _no_postgres(f"psycopg is not installed ({error}); pip install -e '.[postgres]'")
+        _no_postgres(
+            f"a PostgreSQL driver is not installed ({error}); pip install -e '.[postgres]'"
+        )
     try:
         server = resolve_server()
     except PostgresNotFoundError as error:

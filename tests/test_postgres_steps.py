@@ -72,23 +72,22 @@ class FakeConnection:
         return postgres_steps.run(steps, self)  # type: ignore[arg-type]
 
 
-class FakeAsyncCursor:
-    def __init__(self, row: tuple[Any, ...] | None) -> None:
-        self.row = row
-
-    async def fetchone(self) -> tuple[Any, ...] | None:
-        return self.row
-
-
 class FakeAsyncConnection:
-    """:class:`FakeConnection` awaited; :meth:`run` uses ``postgres_steps.run_async``."""
+    """:class:`FakeConnection` with asyncpg's interface (``$n`` statements, positional
+    parameters, ``fetchrow``); :meth:`run` uses ``postgres_steps.run_async``.
+    """
 
     def __init__(self, answer: Answer) -> None:
         self.sync = FakeConnection(answer)
         self.log = self.sync.log
+        self.percent_form = {numbered: query for query, numbered in sql.NUMBERED.items()}
 
-    async def execute(self, query: str, params: tuple[Any, ...]) -> FakeAsyncCursor:
-        return FakeAsyncCursor(self.sync.execute(query, params).row)
+    async def fetchrow(self, query: str, *params: Any) -> tuple[Any, ...] | None:
+        return self.sync.execute(self.percent_form[query], params).row
+
+    async def execute(self, query: str, *params: Any) -> str:
+        self.sync.execute(self.percent_form[query], params)
+        return "UPDATE 1"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

@@ -3,10 +3,10 @@
 A call is a generator (:data:`Steps`) that yields what to run next, a :class:`Statement` or
 a :class:`Transaction` of further steps, and is sent the answer: the statement's first row,
 or what the transaction's steps returned. What the generator returns is the call's result.
-:func:`run` executes one on a ``psycopg.Connection``, :func:`run_async` on a
-``psycopg.AsyncConnection``; so every decision of a call (which statements, in which
+:func:`run` executes one on a ``psycopg.Connection``, :func:`run_async` on an
+``asyncpg.Connection``; so every decision of a call (which statements, in which
 transaction, when to retry, when to give up) is made in one place, and the twins differ
-only in the ``await``. This is psycopg's own model (its connection logic is generators that
+only in the driver. This is psycopg's own model (its connection logic is generators that
 a sync and an async wait drive), as :mod:`taskcache.clients.conversation` is for remote calls.
 
 The statements, parameters and row decoding are :mod:`taskcache.repositories.postgres_sql`'s.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -26,6 +26,10 @@ from psycopg.rows import TupleRow
 from taskcache.errors import UnavailableError
 from taskcache.repositories import postgres_sql as sql
 from taskcache.repositories.base import CreateOutcome, EntryRow, Replaceable, ReservationRow
+
+if TYPE_CHECKING:
+    # Only annotated: the synchronous repository, which imports this module, needs no asyncpg.
+    import asyncpg
 
 _Result = TypeVar("_Result")
 
@@ -89,16 +93,21 @@ def run(steps: Steps[_Result], conn: psycopg.Connection[TupleRow]) -> _Result:
     return step.value
 
 
-async def run_async(steps: Steps[_Result], conn: psycopg.AsyncConnection[TupleRow]) -> _Result:
-    """See :func:`run` (each statement awaited)."""
+async def run_async(steps: Steps[_Result], conn: asyncpg.Connection[asyncpg.Record]) -> _Result:
+    """See :func:`run`: the same on an asyncpg connection, each statement awaited in its
+    ``$n`` form (:data:`~taskcache.repositories.postgres_sql.NUMBERED`). Raises asyncpg
+    errors for the caller to translate.
+    """
     answer: Any = None
     while not isinstance(step := _advance(steps, answer), _Returned):
         if isinstance(step, Transaction):
             async with conn.transaction():
                 answer = await run_async(step.steps, conn)
+        elif step.fetch:
+            answer = await conn.fetchrow(sql.NUMBERED[step.query], *step.params)
         else:
-            cursor = await conn.execute(step.query, step.params)
-            answer = await cursor.fetchone() if step.fetch else None
+            await conn.execute(sql.NUMBERED[step.query], *step.params)
+            answer = None
     return step.value
 
 

@@ -7,7 +7,7 @@ SQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -59,7 +59,7 @@ class RowCodec:
             self.encode_time(accessed, "last_accessed_at"),
         )
 
-    def entry(self, scope: Scope, key: str, row: Sequence[Any]) -> EntryRow:
+    def entry(self, scope: Scope, key: str, row: Iterable[Any]) -> EntryRow:
         """Return the entry ``key`` of ``scope`` from its entry columns."""
         (
             output_uri,
