@@ -7,6 +7,7 @@ real database cannot be made to hit on demand. The calls against PostgreSQL itse
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -111,6 +112,19 @@ def test_an_insert_that_wins_is_the_whole_write(connection: Connection) -> None:
     outcome = conn.run(postgres_steps.create_entry(entry(), None))
     assert (outcome.written, outcome.replaced) == (True, None)
     assert conn.log == ["insert"]
+
+
+@pytest.mark.parametrize("connection", CONNECTIONS)
+def test_an_overwrite_that_conflicts_locks_and_updates_the_row_in_one_transaction(
+    connection: Connection,
+) -> None:
+    existing = entry(output_uri="s3://old")
+    stored = (*sql.entry_values(existing)[:3], json.dumps(existing.key_map))
+    locked_row = (*stored, *sql.entry_values(existing)[4:])
+    conn = connection(lambda name: locked_row if name == "lock" else None)
+    outcome = conn.run(postgres_steps.overwrite_entry(entry(), keep_created_at=False))
+    assert (outcome.written, outcome.replaced) == (True, existing)
+    assert conn.log == ["insert", "begin", "lock", "update", "commit"]
 
 
 @pytest.mark.parametrize("connection", CONNECTIONS)

@@ -308,11 +308,11 @@ async def open_async_repository(
 ) -> AsyncRepository:
     """Open and return the asynchronous repository of ``database`` (its schema migrated).
 
-    PostgreSQL: psycopg's async pool of at most ``pool_size`` connections on the running loop.
+    PostgreSQL: asyncpg sessions, at most ``pool_size``, on the running loop.
     SQLite (a file or ``memory://``): the synchronous repository, its calls run on
     ``executor``'s threads (:class:`~taskcache.repositories.threaded.ThreadedRepository`).
     Raises InvalidArgumentError (with ``field``) for an unusable value, a service URL, or
-    PostgreSQL without psycopg; UnavailableError if the database cannot be reached;
+    PostgreSQL without its drivers; UnavailableError if the database cannot be reached;
     InternalError if its schema is newer than this taskcache.
     """
     location = _database_location(database, field)

@@ -54,6 +54,8 @@ class Transaction(Generic[_Result]):
     steps: Steps[_Result]
 
 
+# A statement's first row: a psycopg tuple or an asyncpg Record, which index and unpack alike.
+Row = Any
 # Answers are rows or a transaction's result; each step annotates the one it expects.
 Steps = Generator[Statement | Transaction[Any], Any, _Result]
 
@@ -159,7 +161,7 @@ def _write_entry(
     key_params, insert_params, update_params = sql.write_entry_params(row, keep_created_at)
 
     def lock_decide_update() -> Steps[CreateOutcome | None]:
-        found: TupleRow | None = yield Statement(sql.SELECT_ENTRY_FOR_UPDATE, key_params)
+        found: Row | None = yield Statement(sql.SELECT_ENTRY_FOR_UPDATE, key_params)
         if found is None:
             return None
         existing = sql.entry_from_row(row.scope, row.key, found)
@@ -170,7 +172,7 @@ def _write_entry(
 
     def attempts() -> Steps[CreateOutcome]:
         for _ in range(sql.MAX_ATTEMPTS):
-            inserted: TupleRow | None = yield Statement(sql.INSERT_ENTRY, insert_params)
+            inserted: Row | None = yield Statement(sql.INSERT_ENTRY, insert_params)
             if inserted is not None:
                 return CreateOutcome(written=True, replaced=None)
             decided: CreateOutcome | None = yield Transaction(lock_decide_update())
@@ -202,11 +204,11 @@ def acquire_reservation(row: ReservationRow, now: datetime) -> Steps[Reservation
 
     def attempts() -> Steps[ReservationRow]:
         for _ in range(sql.MAX_ATTEMPTS):
-            found: TupleRow | None = yield Statement(sql.ACQUIRE_RESERVATION, params)
+            found: Row | None = yield Statement(sql.ACQUIRE_RESERVATION, params)
             decided = sql.acquired_reservation(row, found, now)
             if decided is not None:
                 return decided
-            holder: TupleRow | None = yield Statement(sql.SELECT_RESERVATION, key_params)
+            holder: Row | None = yield Statement(sql.SELECT_RESERVATION, key_params)
             if holder is not None:
                 return sql.reservation_from_row(row.scope, row.key, holder)
         raise UnavailableError(
