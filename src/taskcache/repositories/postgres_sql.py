@@ -415,6 +415,9 @@ def delete_updated_before_query(
 
 def utc(value: datetime) -> datetime:
     """Return a loaded ``timestamptz`` as an aware UTC datetime (sessions run in UTC)."""
+    if value.tzinfo is UTC:
+        # asyncpg's: already the answer (a Get decodes one or more of these).
+        return value
     if value.utcoffset() == timedelta(0):
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)  # pragma: no cover - the session time zone is UTC
