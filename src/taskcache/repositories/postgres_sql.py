@@ -543,7 +543,9 @@ class PoolSettings:
         )
 
     def pool_arguments(self, name: str) -> dict[str, Any]:
-        """Keyword arguments of ``ConnectionPool``/``AsyncConnectionPool`` (not yet open)."""
+        """Keyword arguments of the synchronous repository's ``ConnectionPool`` (not yet
+        open); the asynchronous one sizes its own pool from the same settings.
+        """
         return {
             "kwargs": {"autocommit": True, "connect_timeout": self.connect_timeout},
             "min_size": self.min_size,
