@@ -285,3 +285,20 @@ def test_a_cancelled_call_cancels_its_statement_and_keeps_its_session(clean_post
 
     stats = run(clean_postgres, scenario, min_size=1, max_size=1)
     assert stats == PoolStats(size=1, available=1, waiting=0)
+
+
+def test_a_cancelled_waiter_neither_takes_nor_loses_a_session(clean_postgres: str) -> None:
+    async def scenario(repository: AsyncPostgresRepository) -> PoolStats | None:
+        async with held(repository):
+            first = asyncio.create_task(repository.get_entry(SCOPE, "key"))
+            second = asyncio.create_task(repository.get_entry(SCOPE, "key"))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            # Given back (on leaving the block) before the cancelled waiter has run again.
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await asyncio.wait_for(second, HANG_GUARD) is None
+        return repository.pool_stats()
+
+    stats = run(clean_postgres, scenario, min_size=1, max_size=1)
+    assert stats == PoolStats(size=1, available=1, waiting=0)

@@ -209,7 +209,7 @@ class _Pool:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._wake()  # woken, but gone: pass the wake-up on
-            else:
+            elif waiter in self._waiters:  # (a wake-up may have skipped it, cancelled)
                 self._waiters.remove(waiter)
             raise
 
