@@ -29,7 +29,9 @@ Sessions: ``TimeZone`` UTC and the ``statement_timeout`` option are startup para
 round trip; the server enforces the timeout, as with psycopg). A session the server ended
 while idle (restart, ``pg_terminate_backend``) is noticed before use without a round trip
 (:meth:`_Session.quiet`) and replaced; a statement that fails because its session ended is
-never re-run (it may have executed): the call raises UnavailableError.
+never re-run (it may have executed): the call raises UnavailableError. A call cancelled
+mid-statement returns only once the server has ended the statement
+(:func:`_cancelled_in_server`), as with psycopg; its session stays pooled.
 
 It must not carry operator queries: the synchronous repository serves those.
 """
@@ -37,6 +39,7 @@ It must not carry operator queries: the synchronous repository serves those.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import select
 from collections import deque
@@ -294,9 +297,25 @@ class _Checkout:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._pool.give_back(self._session)
+        try:
+            if isinstance(error, asyncio.CancelledError):
+                await _cancelled_in_server(self._session.conn)
+        finally:
+            self._pool.give_back(self._session)
         if error is not None and (translated := translate_error(error)) is not None:
             raise translated from error
+
+
+async def _cancelled_in_server(conn: Connection) -> None:
+    """Return once the server has ended the statement whose await was just cancelled.
+
+    asyncpg raises CancelledError at once and sends the server a cancel request in the
+    background; as psycopg does, the caller is answered only after the statement ended, so
+    a statement still waiting (e.g. on a lock) is never applied after that answer. A
+    session's next statement waits for the pending cancel: ``SELECT 1`` is that statement.
+    """
+    with contextlib.suppress(Exception):  # a session that broke meanwhile is discarded
+        await conn.fetchval(_PING)
 
 
 def _rowcount(status: str) -> int:

@@ -143,8 +143,8 @@ class CallGate:
     deadline has passed, or passes while it runs, is stopped and answered DEADLINE_EXCEEDED.
 
     ``isolate``: run each call in a task of its own, so that it is cancelled at most once
-    however often its caller is (see :meth:`run`); the repository in front of a database
-    driver that a second cancellation harms (psycopg) needs it. Without it a call runs in
+    however often its caller is (see :meth:`run`); the PostgreSQL repository, which a second
+    cancellation harms, needs it. Without it a call runs in
     the caller's task, which saves a task, a shield and their event-loop steps per call
     (~10-25 µs of CPU): right for SQLite, whose statements run to completion on their own.
     """
@@ -174,14 +174,13 @@ class CallGate:
 
         Raises ResourceExhaustedError or UnavailableError without starting ``work``, and
         DeadlineExceededError when the time is up. A stopped call (deadline, or the caller
-        gone) is cancelled once and waited for: psycopg then cancels the statement in the
-        server and waits for it to end, so a statement still waiting (e.g. on a lock) is not
-        applied after the answer; one that finished first was applied whole (each decision is
-        one statement or transaction). A second cancellation would make psycopg drop the
-        connection instead, leaving a blocked autocommit statement to run — and commit — on
-        its own: hence the separate task. (psycopg also drops it if the server has not
-        confirmed the cancel within 5 s.) SQLite calls run on threads (or, reads, inline),
-        which cannot be cancelled: ``work`` runs carrying the deadline
+        gone) is cancelled once and waited for: the PostgreSQL repository then has the server
+        cancel the statement and waits for it to end, so a statement still waiting (e.g. on a
+        lock) is not applied after the answer; one that finished first was applied whole
+        (each decision is one statement or transaction). A second cancellation would end that
+        wait early, answering while a blocked autocommit statement may still run — and
+        commit — on its own: hence the separate task. SQLite calls run on threads (or,
+        reads, inline), which cannot be cancelled: ``work`` runs carrying the deadline
         (:mod:`taskcache.deadlines`), so a SQLite call waiting for the write lock gives up
         when it passes instead of applying after the answer.
         """

@@ -388,7 +388,7 @@ async def _serve(
     }
     tracer = configure_tracing(settings.otlp_endpoint)
     breaker = CircuitBreaker(settings.breaker_cooldown)
-    # Only psycopg's statements need each call in a task of its own (see CallGate).
+    # Only PostgreSQL's statements need each call in a task of its own (see CallGate).
     gate = CallGate(
         breaker, settings.max_in_flight, isolate=not isinstance(repository, ThreadedRepository)
     )
